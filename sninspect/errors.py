@@ -23,6 +23,8 @@ class ExitCode(IntEnum):
     """An input file is missing, unreadable, malformed, or refused as unsafe."""
     WRITE_FAILED = 4
     """An output could not be written (exists without ``--force``, is the input, disk error)."""
+    INTERNAL = 5
+    """A bug in sninspect (one line; ``SNINSPECT_DEBUG=1`` shows the traceback)."""
 
 
 class SninspectError(Exception):

@@ -1,0 +1,26 @@
+"""sninspect: audit spectral normalization in PyTorch checkpoints.
+
+>>> import sninspect
+>>> report = sninspect.analyze("sample_checkpoints/dcgan_sn_torch.pt", device="cpu")
+>>> report.to_dataframe()[["name", "sigma_exact", "sigma_effective", "cos_error_u"]]
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from sninspect.analysis import Options, analyze, inventory
+from sninspect.errors import SninspectError
+from sninspect.report import LayerAudit, ModelAudit, NetworkBound, Report
+
+__all__ = [
+    "LayerAudit",
+    "ModelAudit",
+    "NetworkBound",
+    "Options",
+    "Report",
+    "SninspectError",
+    "__version__",
+    "analyze",
+    "inventory",
+]

@@ -1,0 +1,5 @@
+"""``python -m sninspect``."""
+
+from sninspect.cli import app
+
+app()

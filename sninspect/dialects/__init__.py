@@ -1,0 +1,57 @@
+"""SN dialects: one file per state layout, found through ``REGISTRY``.
+
+Adding a dialect = one new file with a :class:`Dialect` subclass + one entry here + a test fixture.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+from sninspect.dialects.base import Dialect, Estimate, Shapes, SNLayer
+from sninspect.dialects.biggan import BigGAN
+from sninspect.dialects.conv_operator import ConvOperator
+from sninspect.dialects.cosgrove import Cosgrove
+from sninspect.dialects.mimicry import Mimicry
+from sninspect.dialects.parametrize import Parametrize
+from sninspect.dialects.torch_legacy import TorchLegacy
+
+__all__ = ["REGISTRY", "Dialect", "Estimate", "SNLayer", "by_name", "detect"]
+
+REGISTRY: tuple[Dialect, ...] = (ConvOperator(), TorchLegacy(), Parametrize(), Mimicry(), BigGAN(), Cosgrove())
+"""Order matters where layouts overlap: conv-operator is tried before torch (both use ``P_orig``)."""
+
+_SN_LIKE = re.compile(r"(_orig|_u|_v|_bar|(^|\.)sn_u|(^|\.)sn_sigma|(^|\.)u0|(^|\.)sv0)$|(^|\.)parametrizations\.")
+
+
+def by_name(name: str) -> Dialect:
+    """The registered dialect called ``name``."""
+    for dialect in REGISTRY:
+        if dialect.name == name:
+            return dialect
+    raise KeyError(name)
+
+
+def detect(shapes: Shapes) -> tuple[list[SNLayer], list[str]]:
+    """All SN layers in a state dict's ``shapes`` (raw key → shape), in key order, and warnings for
+    keys that look like SN state but fit no dialect."""
+    layers: list[SNLayer] = []
+    claimed: set[str] = set()
+    for dialect in REGISTRY:
+        for layer in dialect.detect(shapes):
+            if claimed.isdisjoint(layer.keys):
+                layers.append(layer)
+                claimed.update(layer.keys)
+    order = {key: i for i, key in enumerate(shapes)}
+    layers.sort(key=lambda layer: order[layer.weight_key])
+    stray = [k for k in shapes if k not in claimed and _SN_LIKE.search(k)]
+    warnings = []
+    if stray:
+        shown = ", ".join(stray[:8]) + (f" and {len(stray) - 8} more" if len(stray) > 8 else "")
+        warnings.append(f"keys that look like SN state but fit no known dialect (left out): {shown}")
+    return layers, warnings
+
+
+def resolve(layer: SNLayer, tensors: Mapping[str, object]) -> SNLayer:
+    """``layer`` with its dim decided by its dialect."""
+    return by_name(layer.dialect).resolve(layer, tensors)  # type: ignore[arg-type]

@@ -1,0 +1,158 @@
+"""The small interface every SN dialect implements, and the helpers they share.
+
+A dialect knows how one SN implementation lays its state out in a state dict: which keys hold the
+un-normalized weight and the power-iteration vectors, how the weight is reshaped, and what the
+model divides by in eval mode (DESIGN.md, "SN dialects").
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from sninspect.errors import LayerError
+from sninspect.spectral import normalize, to_matrix
+
+Shapes = Mapping[str, tuple[int, ...]]
+
+
+@dataclass(frozen=True)
+class SNLayer:
+    """One spectrally normalized parameter as found in a state dict (raw keys, nothing loaded)."""
+
+    dialect: str
+    module: str
+    """Raw key prefix of the owning module, with its trailing dot (``""`` at the root)."""
+    param: str
+    """Name of the normalized parameter (usually ``weight``)."""
+    weight_key: str
+    """Raw key of the un-normalized weight."""
+    plain_key: str
+    """Key the parameter has in the same model without SN (what ``strip`` writes)."""
+    u_key: str | None = None
+    v_key: str | None = None
+    buffer_key: str | None = None
+    """Stored normalized weight (torch version None, conv-operator)."""
+    extra_keys: tuple[str, ...] = ()
+    """Other SN state (``sn_sigma``, ``sv0``, ``u1`` ...) that goes with the layer."""
+    dim: int | None = None
+    """Axis SN puts first; ``None`` until resolved from the stored vectors."""
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def name(self) -> str:
+        """Display name: the plain key (module path and parameter)."""
+        return self.plain_key
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Every raw key of this layer's SN state, the weight included."""
+        own = (self.weight_key, self.u_key, self.v_key, self.buffer_key)
+        return tuple(k for k in own if k is not None) + self.extra_keys
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a dialect's eval forward does with one layer."""
+
+    sigma_hat: float
+    """The eval-mode divisor σ̂."""
+    u: Tensor | None
+    """Stored left vector (length = rows of the matrix), as stored; ``None`` if not stored."""
+    v: Tensor | None
+    """Stored right vector (length = columns), as stored; ``None`` if not stored."""
+    eval_matrix: Tensor | None = None
+    """When the eval weight is a stored buffer rather than W / σ̂: that buffer as a matrix."""
+    notes: tuple[str, ...] = ()
+
+
+class Dialect(ABC):
+    """One SN implementation's state layout. Subclasses are registered in ``dialects/__init__``."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+
+    @abstractmethod
+    def detect(self, shapes: Shapes) -> list[SNLayer]:
+        """The layers of this dialect among ``shapes`` (raw key → shape), with ``dim`` resolved when
+        the shapes alone decide it."""
+
+    def resolve(self, layer: SNLayer, tensors: Mapping[str, Tensor]) -> SNLayer:
+        """Return ``layer`` with ``dim`` decided (using values where shapes are ambiguous)."""
+        return layer
+
+    @abstractmethod
+    def estimate(self, layer: SNLayer, matrix: Tensor, tensors: Mapping[str, Tensor]) -> Estimate:
+        """σ̂ and the stored vectors, for ``matrix`` = to_matrix(weight, layer.dim) in the working
+        dtype and device."""
+
+
+def vector(tensors: Mapping[str, Tensor], key: str, like: Tensor) -> Tensor:
+    """A stored vector flattened to 1-D, in the dtype and device of ``like``; checked finite."""
+    value = tensors[key].detach().reshape(-1).to(device=like.device, dtype=like.dtype)
+    if not bool(torch.isfinite(value).all()):
+        raise LayerError(f"'{key}' holds NaN or infinite values")
+    return value
+
+
+def split_key(key: str, suffix: str) -> str | None:
+    """``module.conv.weight_orig`` with suffix ``_orig`` → ``module.conv.weight``; else None."""
+    return key[: -len(suffix)] if key.endswith(suffix) and len(key) > len(suffix) else None
+
+
+def module_and_param(key: str) -> tuple[str, str]:
+    """``a.b.weight`` → (``a.b.``, ``weight``)."""
+    head, _, param = key.rpartition(".")
+    return (head + "." if head else ""), param
+
+
+def candidate_dims(shape: tuple[int, ...], u_len: int, v_len: int | None) -> list[int]:
+    """Axes d for which reshaping with d first gives a (u_len, v_len) matrix."""
+    if len(shape) < 2:
+        return [0]
+    total = math.prod(shape)
+    dims = []
+    for d in range(len(shape)):
+        if shape[d] == u_len and (v_len is None or total // shape[d] == v_len):
+            dims.append(d)
+    return dims
+
+
+def resolve_dim(
+    layer: SNLayer, tensors: Mapping[str, Tensor], weight_shape: tuple[int, ...]
+) -> SNLayer:
+    """Infer SN's ``dim`` from the u/v lengths; when several fit (a square ConvTranspose), pick the
+    one for which the stored pair satisfies u ≈ normalize(W v), and say so in the notes."""
+    from dataclasses import replace
+
+    assert layer.u_key is not None  # Precondition: only called for dialects that store u
+    u_len = math.prod(tensors[layer.u_key].shape)
+    v_len = math.prod(tensors[layer.v_key].shape) if layer.v_key is not None else None
+    dims = candidate_dims(weight_shape, u_len, v_len)
+    if not dims:
+        expected = f"{weight_shape[0]} (dim 0)" + (
+            f" or {weight_shape[1]} (dim 1, ConvTranspose)" if len(weight_shape) > 1 else ""
+        )
+        v_part = f" and v has {v_len}" if v_len is not None else ""
+        raise LayerError(
+            f"u has {u_len} entries{v_part}, which fits no axis of the weight {list(weight_shape)}: "
+            f"expected u of length {expected}"
+        )
+    if len(dims) == 1:
+        return replace(layer, dim=dims[0])
+    weight = tensors[layer.weight_key].detach().to(torch.float64)
+    u = tensors[layer.u_key].detach().reshape(-1).to(torch.float64)
+    if layer.v_key is None:
+        return replace(layer, dim=dims[0], notes=layer.notes + (f"dim ambiguous {dims}; took {dims[0]}",))
+    v = tensors[layer.v_key].detach().reshape(-1).to(torch.float64)
+    residuals = {d: float(torch.linalg.vector_norm(u - normalize(to_matrix(weight, d) @ v))) for d in dims}
+    best = min(residuals, key=lambda d: residuals[d])
+    detail = ", ".join(f"dim={d}: {r:.1e}" for d, r in residuals.items())
+    note = f"dim={best} chosen by the residual ‖u − normalize(W v)‖ ({detail})"
+    return replace(layer, dim=best, notes=layer.notes + (note,))

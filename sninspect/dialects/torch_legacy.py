@@ -1,0 +1,89 @@
+"""``torch.nn.utils.spectral_norm`` (the hook-based API), versions 1 and None.
+
+Version 1 stores ``P_orig``, ``P_u`` and ``P_v``; eval mode divides by u · (W v) from the stored
+vectors, without iterating. Version None (PyTorch 0.4.x) stored ``P_orig``, ``P_u`` and the
+normalized weight ``P`` as a buffer, which *is* the eval weight; PyTorch's load hook recovers v by
+solving W x = u and rescaling so that u · (W v) = mean(W_orig / P).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from sninspect.dialects.base import (
+    Dialect,
+    Estimate,
+    Shapes,
+    SNLayer,
+    module_and_param,
+    resolve_dim,
+    split_key,
+    vector,
+)
+from sninspect.errors import LayerError
+from sninspect.spectral import bilinear_sigma, to_matrix
+
+
+class TorchLegacy(Dialect):
+    name = "torch"
+    summary = "torch.nn.utils.spectral_norm: P_orig, P_u, P_v (version None: P_orig, P_u, buffer P)"
+
+    def detect(self, shapes: Shapes) -> list[SNLayer]:
+        layers = []
+        for key in shapes:
+            base = split_key(key, "_orig")
+            if base is None or base + "_u" not in shapes:
+                continue
+            if len(shapes[base + "_u"]) > 2:
+                continue  # a feature-map-shaped u: the conv-operator dialect
+            module, param = module_and_param(base)
+            if base + "_v" in shapes:
+                layers.append(SNLayer(self.name, module, param, key, base, base + "_u", base + "_v"))
+            elif base in shapes:
+                note = "version None (PyTorch 0.4): the stored buffer is the eval weight"
+                layers.append(
+                    SNLayer(self.name, module, param, key, base, base + "_u", None, base, notes=(note,))
+                )
+        return layers
+
+    def resolve(self, layer: SNLayer, tensors: Mapping[str, Tensor]) -> SNLayer:
+        return resolve_dim(layer, tensors, tuple(tensors[layer.weight_key].shape))
+
+    def estimate(self, layer: SNLayer, matrix: Tensor, tensors: Mapping[str, Tensor]) -> Estimate:
+        assert layer.u_key is not None and layer.dim is not None  # Precondition: detected and resolved
+        u = vector(tensors, layer.u_key, matrix)
+        if layer.v_key is not None:
+            v = vector(tensors, layer.v_key, matrix)
+            return Estimate(bilinear_sigma(matrix, u, v), u, v)
+        assert layer.buffer_key is not None  # Precondition: version None has the buffer
+        return _version_none(layer, matrix, u, tensors)
+
+
+def _version_none(layer: SNLayer, matrix: Tensor, u: Tensor, tensors: Mapping[str, Tensor]) -> Estimate:
+    """σ̂ = mean(W_orig / P) as PyTorch's load hook computes it, over the entries where P ≠ 0."""
+    assert layer.buffer_key is not None and layer.dim is not None
+    buffer = tensors[layer.buffer_key].detach().to(device=matrix.device, dtype=matrix.dtype)
+    if buffer.shape != tensors[layer.weight_key].shape:
+        raise LayerError(
+            f"buffer '{layer.buffer_key}' has shape {list(buffer.shape)}, "
+            f"expected {list(tensors[layer.weight_key].shape)} like the weight"
+        )
+    eval_matrix = to_matrix(buffer, layer.dim)  # (rows, cols)
+    nonzero = eval_matrix != 0
+    if not bool(nonzero.any()):
+        raise LayerError(f"buffer '{layer.buffer_key}' is all zeros")
+    sigma_hat = float((matrix[nonzero] / eval_matrix[nonzero]).mean())
+    # How far the stored buffer is from W_orig / σ̂ (0 for a checkpoint saved right after a forward).
+    gap = float((eval_matrix - matrix / sigma_hat).abs().max() / eval_matrix.abs().max())
+    # v as the load hook recovers it: x = pinv(WᵀW) Wᵀ u, rescaled so that u · (W v) = σ̂.
+    x = torch.linalg.pinv(matrix.T @ matrix) @ (matrix.T @ u)  # (cols,)
+    v = x * (sigma_hat / float(torch.dot(u, matrix @ x)))
+    notes = (f"buffer vs W_orig/σ̂: max relative deviation {gap:.2e}; v recovered as PyTorch's load hook does",)
+    return Estimate(sigma_hat, u, None, eval_matrix=eval_matrix, notes=notes + (_recovered(v),))
+
+
+def _recovered(v: Tensor) -> str:
+    return f"‖recovered v‖ = {float(torch.linalg.vector_norm(v)):.6g}"

@@ -1,0 +1,194 @@
+"""Results as frozen dataclasses; the field names are the JSON names (see README "JSON schema").
+
+Nothing here computes a number: ``analysis.py`` fills these, ``render.py`` and ``plots.py`` read them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LayerAudit:
+    """The audit of one weight layer. ``None`` where a number does not apply."""
+
+    name: str
+    """Display name: the module path and parameter (``main.2.weight``); prefixed by the model in pairs."""
+    model: str
+    """The model in the checkpoint this layer belongs to (``""`` when the file holds one model)."""
+    dialect: str
+    """SN layout (``torch``, ``torch-parametrize``, ``mimicry``, ``biggan``, ``cosgrove``,
+    ``conv-operator``), or ``none`` for a layer without SN."""
+    kind: str
+    """``linear``, ``conv1d``/``conv2d``/``conv3d`` (``conv_transpose*`` when SN says dim=1),
+    ``embedding``, ``vector`` (a 1-D weight)."""
+    shape: tuple[int, ...]
+    """Shape of the stored (un-normalized) weight."""
+    dim: int
+    """The axis SN puts first when reshaping the weight to a matrix (0, or 1 for ConvTranspose)."""
+    dtype: str
+    """Storage dtype of the weight in the checkpoint."""
+    sigma_exact: float | None = None
+    """σ1 of the weight matrix, exact (SVD or exact eigen-solve), in ``dtype`` of the computation."""
+    sigma_estimate: float | None = None
+    """σ̂: what the model divides by in eval mode, per dialect (DESIGN.md)."""
+    sigma_rel_error: float | None = None
+    """(σ̂ − σ1) / σ1; negative = underestimate = the layer runs above 1."""
+    sigma_effective: float | None = None
+    """Spectral norm of the weight the model really uses (σ1 / σ̂, or of the stored eval buffer)."""
+    cos_error_u: float | None = None
+    """1 − |cos(stored u, exact top left singular vector)|; ``None`` when u is not stored or σ1 ≈ σ2."""
+    cos_error_v: float | None = None
+    """1 − |cos(stored v, exact top right singular vector)|; ``None`` when v is not stored or σ1 ≈ σ2."""
+    spectral_gap: float | None = None
+    """σ2 / σ1 (power iteration converges like (σ2/σ1)² per step); ``None`` for rank-1 shapes."""
+    stable_rank: float | None = None
+    """‖W‖_F² / σ1²."""
+    operator_bound: float | None = None
+    """Certified upper bound of the layer's operator 2-norm for the effective weight (linear: σ_eff)."""
+    operator_lower: float | None = None
+    """A lower estimate of the operator norm (conv: the exact circular-padding norm on the grid)."""
+    u_norm: float | None = None
+    """‖stored u‖ (should be 1; EMA-averaged buffers break this)."""
+    v_norm: float | None = None
+    """‖stored v‖ (should be 1)."""
+    uv_residual: float | None = None
+    """‖u − normalize(W v)‖ for the stored u, v (0 when the stored pair is consistent)."""
+    degenerate: bool = False
+    """σ1 ≈ σ2: the top singular vector is not unique, so no cosine is given."""
+    notes: tuple[str, ...] = ()
+    """Facts about this layer worth a reader's attention (dim choice, version None, ...)."""
+    error: str | None = None
+    """Why this layer could not be audited (NaN weights, u of the wrong length); numbers are then None."""
+    singular_values: tuple[float, ...] = field(default=(), repr=False)
+    """All singular values, descending (for plots; left out of JSON unless asked for)."""
+
+
+@dataclass(frozen=True)
+class NetworkBound:
+    """Lipschitz upper bounds of the network read as a feed-forward chain in checkpoint order."""
+
+    matrix_product: float | None
+    """∏ of per-layer matrix norms (σ_eff): what users usually quote; NOT certified for convolutions."""
+    operator_product: float | None
+    """∏ of certified per-layer operator bounds, BatchNorm (eval) included."""
+    cumulative_matrix: tuple[float, ...]
+    """Running ``matrix_product`` by depth, one entry per layer in ``layers``."""
+    cumulative_operator: tuple[float, ...]
+    """Running ``operator_product`` by depth, one entry per layer in ``layers``."""
+    layers: tuple[str, ...]
+    """The layers in the chain, in order."""
+    excluded: tuple[str, ...]
+    """Layers left out of the chain (embeddings, layers with errors, normalizations without a bound)."""
+    assumptions: str
+    """What the bounds assume; shown with every output."""
+
+
+@dataclass(frozen=True)
+class ModelAudit:
+    """One model inside a checkpoint (a G/D pair gives two)."""
+
+    name: str
+    layers: tuple[LayerAudit, ...]
+    lipschitz: NetworkBound
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Report:
+    """The audit of one checkpoint file."""
+
+    checkpoint: str
+    """Path of the checkpoint as given."""
+    format: str
+    """``torch-zip``, ``torch-legacy``, ``safetensors`` or ``safetensors-sharded``."""
+    device: str
+    """Where the math ran (``cpu``, ``cuda:0``)."""
+    dtype: str
+    """``float64`` (default) or ``float32``."""
+    models: tuple[ModelAudit, ...]
+    warnings: tuple[str, ...] = ()
+    """Checkpoint-level warnings (unrecognised SN-like keys, ...)."""
+    extras: dict[str, Any] = field(default_factory=dict)
+    """Scalar entries of the checkpoint (step, epoch) used to order a training run."""
+
+    @property
+    def layers(self) -> tuple[LayerAudit, ...]:
+        """All layers of all models, in order."""
+        return tuple(layer for model in self.models for layer in model.layers)
+
+    @property
+    def primary(self) -> ModelAudit:
+        """The model whose bound is the report's ``lipschitz``: the discriminator of a pair, else the first."""
+        for model in self.models:
+            if model.name.split(".")[-1].lower() in {"d", "netd", "discriminator", "critic", "disc"}:
+                return model
+        return self.models[0]
+
+    @property
+    def all_warnings(self) -> tuple[str, ...]:
+        """Checkpoint warnings followed by each model's."""
+        out = list(self.warnings)
+        for model in self.models:
+            prefix = f"{model.name}: " if model.name and len(self.models) > 1 else ""
+            out.extend(prefix + w for w in model.warnings)
+        return tuple(out)
+
+    def to_dict(self, *, spectra: bool = False) -> dict[str, Any]:
+        """The JSON object (schema in the README); ``spectra`` adds each layer's singular values."""
+        return {
+            "schema": SCHEMA_VERSION,
+            "checkpoint": self.checkpoint,
+            "format": self.format,
+            "device": self.device,
+            "dtype": self.dtype,
+            "layers": [_layer_dict(layer, spectra) for layer in self.layers],
+            "lipschitz": {**_clean(asdict(self.primary.lipschitz)), "model": self.primary.name},
+            "models": [
+                {"name": m.name, "lipschitz": _clean(asdict(m.lipschitz)), "warnings": list(m.warnings)}
+                for m in self.models
+            ],
+            "warnings": list(self.all_warnings),
+            "extras": _clean(self.extras),
+        }
+
+    def to_json(self, *, indent: int | None = 2, spectra: bool = False) -> str:
+        """``to_dict`` as strict JSON (NaN and infinities become ``null``)."""
+        return json.dumps(self.to_dict(spectra=spectra), indent=indent, allow_nan=False)
+
+    def to_dataframe(self) -> Any:
+        """One row per layer, the JSON layer fields as columns (pandas is imported on demand)."""
+        import pandas as pd
+
+        rows = [_layer_dict(layer, spectra=False) for layer in self.layers]
+        columns = [f.name for f in fields(LayerAudit) if f.name != "singular_values"]
+        frame = pd.DataFrame(rows, columns=columns)
+        frame["shape"] = frame["shape"].map(lambda s: "x".join(str(n) for n in s))
+        frame["notes"] = frame["notes"].map(lambda n: "; ".join(n))
+        return frame
+
+
+def _layer_dict(layer: LayerAudit, spectra: bool) -> dict[str, Any]:
+    data = asdict(layer)
+    values = data.pop("singular_values")
+    if spectra:
+        data["singular_values"] = values
+    data["shape"] = list(layer.shape)
+    data["notes"] = list(layer.notes)
+    return _clean(data)
+
+
+def _clean(value: Any) -> Any:
+    """Recursively turn tuples into lists and non-finite floats into None (strict JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value

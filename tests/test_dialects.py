@@ -1,0 +1,175 @@
+"""Dialect detection and eval divisors against PyTorch's own SN modules run in eval mode."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn.utils import parametrizations, spectral_norm
+
+from sninspect import dialects
+from sninspect.dialects import SNLayer
+from sninspect.errors import LayerError
+from sninspect.spectral import to_matrix
+
+
+def shapes_of(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in state.items()}
+
+
+def train(model: nn.Module, make_input, steps: int = 3) -> None:
+    """A few SGD steps in train mode, so that u/v move away from their initial values."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    model.train()
+    for _ in range(steps):
+        loss = model(make_input()).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
+def eval_divisor(weight_orig: torch.Tensor, eval_weight: torch.Tensor) -> float:
+    """What the module divides by in eval mode, read off the module itself."""
+    weight_orig, eval_weight = weight_orig.detach(), eval_weight.detach()
+    index = int(eval_weight.abs().flatten().argmax())
+    return float(weight_orig.flatten()[index] / eval_weight.flatten()[index])
+
+
+def audit_estimate(state: dict[str, torch.Tensor]) -> dict[str, tuple[SNLayer, float]]:
+    layers, warnings = dialects.detect(shapes_of(state))
+    assert warnings == []
+    out = {}
+    for layer in layers:
+        layer = dialects.resolve(layer, state)
+        matrix = to_matrix(state[layer.weight_key].double(), layer.dim or 0)
+        out[layer.plain_key] = (layer, dialects.by_name(layer.dialect).estimate(layer, matrix, state).sigma_hat)
+    return out
+
+
+MODULES = {
+    "linear": (lambda: nn.Linear(7, 5), lambda: torch.randn(4, 7), 0),
+    "conv1d": (lambda: nn.Conv1d(3, 4, 3), lambda: torch.randn(2, 3, 9), 0),
+    "conv2d": (lambda: nn.Conv2d(3, 6, 3, stride=2), lambda: torch.randn(2, 3, 9, 9), 0),
+    "convT_square": (lambda: nn.ConvTranspose2d(6, 6, 4), lambda: torch.randn(2, 6, 5, 5), 1),
+    "convT": (lambda: nn.ConvTranspose2d(4, 6, 3), lambda: torch.randn(2, 4, 5, 5), 1),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(MODULES))
+@pytest.mark.parametrize("style", ["torch", "torch-parametrize"])
+def test_eval_divisor_equals_the_module(kind: str, style: str) -> None:
+    torch.manual_seed(1)
+    build, make_input, dim = MODULES[kind]
+    module = build()
+    wrapped = spectral_norm(module, dim=dim) if style == "torch" else parametrizations.spectral_norm(module, dim=dim)
+    train(wrapped, make_input)
+    wrapped.eval()
+    with torch.no_grad():
+        wrapped(make_input())
+    state = wrapped.state_dict()
+    found = audit_estimate(state)
+    assert list(found) == ["weight"]
+    layer, sigma_hat = found["weight"]
+    assert layer.dialect == style
+    assert layer.dim == dim
+    original = wrapped.weight_orig if style == "torch" else wrapped.parametrizations.weight.original
+    assert math.isclose(sigma_hat, eval_divisor(original, wrapped.weight), rel_tol=1e-6)
+    if kind == "convT_square":
+        assert any("residual" in note for note in layer.notes)
+
+
+def test_parametrize_one_dimensional_weight_uses_exact_norm() -> None:
+    module = nn.Module()
+    module.scale = nn.Parameter(torch.tensor([3.0, 4.0]))  # type: ignore[assignment]
+    parametrizations.spectral_norm(module, name="scale")
+    found = audit_estimate(module.state_dict())
+    layer, sigma_hat = found["scale"]
+    assert layer.u_key is None and math.isclose(sigma_hat, 5.0)
+    assert math.isclose(eval_divisor(module.parametrizations.scale.original, module.scale), 5.0, rel_tol=1e-6)
+
+
+def test_parametrize_any_name_and_index() -> None:
+    class Scale(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return 2 * x
+
+    conv = nn.Conv2d(2, 3, 3)
+    torch.nn.utils.parametrize.register_parametrization(conv, "weight", Scale())
+    parametrizations.spectral_norm(conv)
+    state = conv.state_dict()
+    assert any(".1._u" in k for k in state)
+    layers, _ = dialects.detect(shapes_of(state))
+    assert len(layers) == 1 and layers[0].u_key is not None and ".1._u" in layers[0].u_key
+    assert any("parametrization #1" in note for note in layers[0].notes)
+
+
+def test_legacy_version_none_uses_the_stored_buffer() -> None:
+    torch.manual_seed(2)
+    conv = spectral_norm(nn.Conv2d(3, 5, 3))
+    train(conv, lambda: torch.randn(2, 3, 7, 7))
+    conv.eval()
+    with torch.no_grad():
+        conv(torch.randn(1, 3, 7, 7))
+    state = dict(conv.state_dict())
+    # PyTorch 0.4 layout: the normalized weight was a buffer and v was not stored.
+    state["weight"] = conv.weight.detach().clone()
+    del state["weight_v"]
+    found = audit_estimate(state)
+    layer, sigma_hat = found["weight"]
+    assert layer.buffer_key == "weight" and layer.v_key is None
+    assert math.isclose(sigma_hat, eval_divisor(conv.weight_orig, conv.weight), rel_tol=1e-6)
+    # Loading it into a current module runs PyTorch's own recovery: same divisor.
+    fresh = spectral_norm(nn.Conv2d(3, 5, 3))
+    fresh.load_state_dict(state)
+    fresh.eval()
+    with torch.no_grad():
+        fresh(torch.randn(1, 3, 7, 7))
+    assert math.isclose(sigma_hat, eval_divisor(fresh.weight_orig, fresh.weight), rel_tol=1e-5)
+
+
+def test_conv_operator_layout_is_its_own_dialect() -> None:
+    state = {
+        "c.weight_orig": torch.randn(4, 3, 3, 3),
+        "c.weight": torch.randn(4, 3, 3, 3),
+        "c.weight_u": torch.randn(1, 3, 8, 8),
+        "c.bias": torch.randn(4),
+    }
+    layers, warnings = dialects.detect(shapes_of(state))
+    assert [(la.dialect, la.plain_key) for la in layers] == [("conv-operator", "c.weight")]
+    assert warnings == []
+
+
+def test_wrong_u_length_is_a_layer_error_naming_the_lengths() -> None:
+    state = {"fc.weight_orig": torch.randn(8, 5), "fc.weight_u": torch.randn(6), "fc.weight_v": torch.randn(5)}
+    layers, _ = dialects.detect(shapes_of(state))
+    with pytest.raises(LayerError, match="u has 6 entries"):
+        dialects.resolve(layers[0], state)
+
+
+def test_sn_like_keys_that_fit_no_dialect_are_warned_about() -> None:
+    state = {"a.weight_orig": torch.randn(3, 3), "b.sn_u": torch.randn(1, 3), "c.weight": torch.randn(3, 3)}
+    layers, warnings = dialects.detect(shapes_of(state))
+    assert layers == []
+    assert len(warnings) == 1 and "a.weight_orig" in warnings[0] and "b.sn_u" in warnings[0]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    out=st.integers(1, 6), inp=st.integers(1, 6), k=st.integers(1, 3),
+    style=st.sampled_from(["torch", "torch-parametrize"]), seed=st.integers(0, 1000),
+)
+def test_divisor_property_over_shapes(out: int, inp: int, k: int, style: str, seed: int) -> None:
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(inp, out, k)
+    wrapped = spectral_norm(conv) if style == "torch" else parametrizations.spectral_norm(conv)
+    train(wrapped, lambda: torch.randn(2, inp, 5, 5), steps=2)
+    wrapped.eval()
+    with torch.no_grad():
+        wrapped(torch.randn(1, inp, 5, 5))
+    _, sigma_hat = audit_estimate(wrapped.state_dict())["weight"]
+    original = wrapped.weight_orig if style == "torch" else wrapped.parametrizations.weight.original
+    assert math.isclose(sigma_hat, eval_divisor(original, wrapped.weight), rel_tol=1e-5)
