@@ -1,0 +1,123 @@
+"""The command line through typer's CliRunner: exit codes, one-line errors, every format."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.utils import spectral_norm
+from typer.testing import CliRunner
+
+from sninspect.cli import app
+from sninspect.errors import ExitCode
+
+runner = CliRunner()
+
+
+@pytest.fixture()
+def checkpoint(tmp_path: Path) -> Path:
+    torch.manual_seed(0)
+    model = nn.Sequential(spectral_norm(nn.Conv2d(3, 4, 3)), nn.ReLU(), nn.Flatten(), spectral_norm(nn.Linear(16, 1)))
+    model(torch.randn(2, 3, 4, 4))
+    path = tmp_path / "d.pt"
+    torch.save({"netD": model.state_dict(), "step": 3}, path)
+    return path
+
+
+def one_error_line(result) -> str:  # type: ignore[no-untyped-def]
+    """stderr of a failed run: exactly one line, no traceback."""
+    err = result.stderr.strip()
+    assert "Traceback" not in result.output and "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_every_command_has_help() -> None:
+    names = [c.name or c.callback.__name__ for c in app.registered_commands]  # type: ignore[union-attr]
+    assert {"report", "layers"} <= set(names)
+    for name in names:
+        result = runner.invoke(app, [name, "--help"])
+        assert result.exit_code == 0, name
+        assert len(result.output.strip()) > 40, name
+
+
+def test_report_table_json_csv_markdown(checkpoint: Path, tmp_path: Path) -> None:
+    table = runner.invoke(app, ["report", str(checkpoint), "--device", "cpu"])
+    assert table.exit_code == 0, table.output
+    assert "0.weight" in table.output and "summary" in table.output and "network bound" in table.output
+    result = runner.invoke(app, ["report", str(checkpoint), "--format", "json", "--device", "cpu"])
+    assert result.exit_code == 0
+    data = json.loads(result.stdout)
+    assert [layer["name"] for layer in data["layers"]] == ["0.weight", "3.weight"]
+    csv = runner.invoke(app, ["report", str(checkpoint), "-f", "csv", "--device", "cpu"])
+    assert csv.stdout.splitlines()[0].startswith("checkpoint,name,model,dialect")
+    md = runner.invoke(app, ["report", str(checkpoint), "-f", "markdown", "--device", "cpu"])
+    assert "| layer | dialect |" in md.stdout
+    out = tmp_path / "r.json"
+    written = runner.invoke(app, ["report", str(checkpoint), "-f", "json", "-o", str(out), "--device", "cpu"])
+    assert written.exit_code == 0 and json.loads(out.read_text())["layers"]
+
+
+def test_layers_listing(checkpoint: Path) -> None:
+    result = runner.invoke(app, ["layers", str(checkpoint)])
+    assert result.exit_code == 0
+    assert "torch" in result.stdout and "weight_u" in result.stdout
+
+
+def test_report_refuses_to_write_over_its_input(checkpoint: Path) -> None:
+    before = checkpoint.read_bytes()
+    result = runner.invoke(app, ["report", str(checkpoint), "-f", "json", "-o", str(checkpoint), "--device", "cpu"])
+    assert result.exit_code == ExitCode.WRITE_FAILED
+    assert "is the input" in one_error_line(result)
+    assert checkpoint.read_bytes() == before
+
+
+class RunsCode:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.system, (f"touch {SENTINEL}",))
+
+
+SENTINEL = Path("/tmp/sninspect-test-cli-sentinel")
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "empty", "garbage", "truncated", "pickle"])
+def test_bad_input_is_one_line_and_exit_3(case: str, tmp_path: Path, checkpoint: Path) -> None:
+    path = tmp_path / f"{case}.pt"
+    if case == "directory":
+        path.mkdir()
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "garbage":
+        path.write_bytes(os.urandom(4096))
+    elif case == "truncated":
+        path.write_bytes(checkpoint.read_bytes()[:700])
+    elif case == "pickle":
+        SENTINEL.unlink(missing_ok=True)
+        path.write_bytes(pickle.dumps({"w": RunsCode()}))
+    for command in ("report", "layers"):
+        result = runner.invoke(app, [command, str(path)])
+        assert result.exit_code == ExitCode.BAD_INPUT, (case, result.output)
+        assert str(path.name) in one_error_line(result)
+    assert not SENTINEL.exists()
+
+
+def test_usage_errors_exit_2(checkpoint: Path) -> None:
+    result = runner.invoke(app, ["report", str(checkpoint), "--key", "nope"])
+    assert result.exit_code == ExitCode.USAGE
+    assert "nope" in one_error_line(result)
+    if not torch.cuda.is_available():
+        result = runner.invoke(app, ["report", str(checkpoint), "--device", "cuda"])
+        assert result.exit_code == ExitCode.USAGE and "CUDA is not available" in one_error_line(result)
+    result = runner.invoke(app, ["report", str(checkpoint), "--include", "("])
+    assert result.exit_code == ExitCode.USAGE
+    assert runner.invoke(app, ["report", str(checkpoint), "--format", "xml"]).exit_code == ExitCode.USAGE
+
+
+def test_version() -> None:
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.startswith("sninspect ")
