@@ -75,7 +75,8 @@ def analyze_checkpoint(
     """Audit an already loaded checkpoint."""
     several = len(checkpoint.models) > 1
     models = tuple(
-        audit_model(model, options, device=device, dtype=dtype, prefix=model.name + "." if several else "")
+        audit_model(model, options, device=device, dtype=dtype, prefix=model.name + "." if several else "",
+                    file_format=checkpoint.format)
         for model in checkpoint.models
     )
     return Report(
@@ -136,7 +137,7 @@ def inventory(path: str | os.PathLike[str], *, key: str | None = None, unsafe_lo
     rows: list[LayerInfo] = []
     for model in checkpoint.models:
         prefix = model.name + "." if several else ""
-        tensors = model.tensors
+        tensors = model_tensors(model, checkpoint.format)
         shapes = {k: tuple(t.shape) for k, t in tensors.items()}
         sn_layers, warnings = dialects.detect(shapes)
         claimed = {k for layer in sn_layers for k in layer.keys}
@@ -177,11 +178,41 @@ class _Plain:
     name: str
 
 
+class _Reordered(Mapping[str, Tensor]):
+    """A read-only view of a (possibly lazy) tensor mapping with another key order."""
+
+    def __init__(self, tensors: Mapping[str, Tensor], keys: list[str]) -> None:
+        self._tensors, self._keys = tensors, keys
+
+    def __getitem__(self, key: str) -> Tensor:
+        return self._tensors[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._keys)
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def _natural(key: str) -> tuple[tuple[int, int | str], ...]:
+    """``main.10.weight`` after ``main.2.weight``: numeric path segments compare as numbers."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in key.split("."))
+
+
+def model_tensors(model: ModelState, file_format: str) -> Mapping[str, Tensor]:
+    """The model's tensors in module order. safetensors files store keys sorted by dtype and name,
+    not in module order, so their keys are put in natural order (``2`` before ``10``)."""
+    if file_format.startswith("safetensors"):
+        return _Reordered(model.tensors, sorted(model.tensors, key=_natural))
+    return model.tensors
+
+
 def audit_model(
-    model: ModelState, options: Options, *, device: torch.device, dtype: torch.dtype, prefix: str = ""
+    model: ModelState, options: Options, *, device: torch.device, dtype: torch.dtype, prefix: str = "",
+    file_format: str = "",
 ) -> ModelAudit:
     """Audit every weight layer of one state dict and bound the network."""
-    tensors = model.tensors
+    tensors = model_tensors(model, file_format)
     shapes = {key: tuple(t.shape) for key, t in tensors.items()}
     sn_layers, warnings = dialects.detect(shapes)
     claimed = {k for layer in sn_layers for k in layer.keys}

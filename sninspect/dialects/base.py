@@ -149,10 +149,22 @@ def resolve_dim(
     weight = tensors[layer.weight_key].detach().to(torch.float64)
     u = tensors[layer.u_key].detach().reshape(-1).to(torch.float64)
     if layer.v_key is None:
-        return replace(layer, dim=dims[0], notes=layer.notes + (f"dim ambiguous {dims}; took {dims[0]}",))
+        # No v stored (version None): u converges to the top left singular vector of the right matrix.
+        errors = {d: _top_alignment_error(to_matrix(weight, d), u) for d in dims}
+        best = min(errors, key=lambda d: errors[d])
+        detail = ", ".join(f"dim={d}: {e:.1e}" for d, e in errors.items())
+        note = f"dim={best} chosen by the alignment of u with the top singular vector (1 − |cos|: {detail})"
+        return replace(layer, dim=best, notes=layer.notes + (note,))
     v = tensors[layer.v_key].detach().reshape(-1).to(torch.float64)
     residuals = {d: float(torch.linalg.vector_norm(u - normalize(to_matrix(weight, d) @ v))) for d in dims}
     best = min(residuals, key=lambda d: residuals[d])
     detail = ", ".join(f"dim={d}: {r:.1e}" for d, r in residuals.items())
     note = f"dim={best} chosen by the residual ‖u − normalize(W v)‖ ({detail})"
     return replace(layer, dim=best, notes=layer.notes + (note,))
+
+
+def _top_alignment_error(matrix: Tensor, u: Tensor) -> float:
+    """1 − |cos(u, top left singular vector of matrix)|."""
+    left = torch.linalg.svd(matrix, full_matrices=False)[0][:, 0]
+    cos = float(torch.dot(u, left)) / max(float(torch.linalg.vector_norm(u)), 1e-300)
+    return 1.0 - abs(cos)
