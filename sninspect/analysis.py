@@ -58,6 +58,8 @@ class Options:
     """Allow arbitrary unpickling (only for files the user trusts)."""
     batch_bytes: int = BATCH_BYTES
     """Largest batch of equal-shape matrices solved together."""
+    input_size: tuple[int, ...] | None = None
+    """Spatial input size (H[, W[, D]]): also give each conv's exact 'same'-padding norm there."""
 
 
 def analyze(path: str | os.PathLike[str], options: Options | None = None, **overrides: object) -> Report:
@@ -223,16 +225,21 @@ def audit_model(
     ]
     buffers = {layer.weight_key: layer.buffer_key for layer in sn_layers}
     keyed = _audit_all(sn_layers, plain, tensors, device, dtype, options.batch_bytes)
+    layer_of = {layer.weight_key: layer for layer in sn_layers}
     keyed = [
         (replace(_with_operator_bound(a, k, buffers.get(k), tensors, device, dtype, options.bound_tol),
                  name=prefix + a.name, model=model.name), k)
         for a, k in keyed
     ]
+    keyed = [(_conv_operator_audit(a, layer_of[k], tensors, device), k)
+             if a.dialect == "conv-operator" and a.error is None else (a, k) for a, k in keyed]
+    if options.input_size is not None:
+        keyed = [(_at_input(a, k, buffers.get(k), tensors, device, options.input_size), k) for a, k in keyed]
     audits = [a for a, _ in keyed]
     batchnorms = _batchnorm_factors(tensors, shapes, device)
     chain, excluded = _chain(keyed, batchnorms, {k: i for i, k in enumerate(shapes)}, prefix)
     network = network_bound(chain, excluded)
-    warnings += _layer_warnings(audits)
+    warnings += _layer_warnings(audits) + _norm_layer_warnings(shapes, prefix)
 
     shown = [a for a in audits if a.dialect != "none" or options.all_layers or not sn_layers]
     shown = _filter(shown, options.include, options.exclude)
@@ -437,6 +444,74 @@ def _with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, te
     kernel = _effective_kernel(audit, key, buffer_key, tensors, device, dtype)
     bound = bounds.conv_operator_bound(kernel, tol=tol, device=device)
     return replace(audit, operator_bound=bound.upper, operator_lower=bound.lower)
+
+
+def _conv_operator_audit(audit: LayerAudit, layer: SNLayer, tensors: Mapping[str, Tensor],
+                         device: torch.device) -> LayerAudit:
+    """Conv-operator SN (Ryu et al. 2019): σ numbers are the zero-padded 'same' convolution's at the
+    stored u's H×W, and u is compared with the operator's exact top singular vector (the input-side
+    one when u has the input's channels, the output-side one otherwise)."""
+    assert layer.u_key is not None and layer.buffer_key is not None  # Precondition: detected layout
+    weight = tensors[layer.weight_key].detach().to(device=device, dtype=torch.float64)
+    buffer = tensors[layer.buffer_key].detach().to(device=device, dtype=torch.float64)
+    u = tensors[layer.u_key].detach().to(device=device, dtype=torch.float64)
+    size = tuple(u.shape[2:])
+    channels = u.shape[1]
+    if u.dim() != weight.dim() or channels not in (weight.shape[0], weight.shape[1]):
+        return replace(audit, error=f"u of shape {list(u.shape)} fits neither side of the kernel "
+                                    f"{list(weight.shape)} (expected (1, C, *spatial))")
+    output_side = channels != weight.shape[1]
+    start = u if bool(u.any()) else None
+    sigma, top = bounds.conv_same_operator_norm(weight, size, transposed=output_side, u0=start)
+    effective, _ = bounds.conv_same_operator_norm(buffer, size, transposed=output_side)
+    assert audit.sigma_estimate is not None
+    cos = cos_error(u.reshape(-1), top.reshape(-1)) if start is not None else None
+    note = (f"conv-operator: σ exact, σ̂'s reference and σ_eff are the operator norms of the zero-padded "
+            f"'same' convolution at {'×'.join(map(str, size))} (u on the {'output' if output_side else 'input'} "
+            "side); gap and stable rank are the reshaped matrix's",)
+    return replace(
+        audit,
+        sigma_exact=sigma,
+        sigma_rel_error=relative_error(audit.sigma_estimate, sigma),
+        sigma_effective=effective,
+        cos_error_u=cos,
+        u_norm=float(torch.linalg.vector_norm(u)),
+        notes=audit.notes + note,
+    )
+
+
+def _at_input(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mapping[str, Tensor],
+              device: torch.device, input_size: tuple[int, ...]) -> LayerAudit:
+    """``operator_at_input``: the exact 'same'-padding norm of a conv's effective weight at the
+    user's input size (the last given size is repeated for more spatial axes)."""
+    if audit.error is not None or not audit.kind.startswith("conv") or audit.sigma_effective is None:
+        return audit
+    kernel = _effective_kernel(audit, key, buffer_key, tensors, device, torch.float64)
+    spatial = kernel.dim() - 2
+    size = tuple(input_size[i] if i < len(input_size) else input_size[-1] for i in range(spatial))
+    sigma, _ = bounds.conv_same_operator_norm(kernel, size, transposed=audit.kind.startswith("conv_transpose"))
+    return replace(audit, operator_at_input=sigma)
+
+
+_NORM_NAME = re.compile(r"(^|[._])(ln|gn|norm\w*|layer_?norm\w*|group_?norm\w*)\d*$", re.IGNORECASE)
+
+
+def _norm_layer_warnings(shapes: Mapping[str, tuple[int, ...]], prefix: str) -> list[str]:
+    """LayerNorm / GroupNorm (a 1-D weight and bias named like a norm, without running statistics)
+    divide by a data-dependent scale: not globally Lipschitz, so no bound covers them."""
+    found = []
+    for key, shape in shapes.items():
+        if not key.endswith(".weight") or len(shape) != 1:
+            continue
+        module = key[: -len(".weight")]
+        if module + ".running_var" in shapes or module + ".bias" not in shapes:
+            continue
+        if _NORM_NAME.search(module):
+            found.append(prefix + display_name(module))
+    if not found:
+        return []
+    return [f"LayerNorm/GroupNorm-like layers ({', '.join(found[:6])}{' ...' if len(found) > 6 else ''}) are "
+            "not globally Lipschitz: the network bounds do not cover them"]
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,9 @@ class LayerAudit:
     """Certified upper bound of the layer's operator 2-norm for the effective weight (linear: σ_eff)."""
     operator_lower: float | None = None
     """A lower estimate of the operator norm (conv: the exact circular-padding norm on the grid)."""
+    operator_at_input: float | None = None
+    """With ``--input-size``: the exact norm of the zero-padded 'same' stride-1 convolution of the
+    effective weight at that input size (conv layers only)."""
     u_norm: float | None = None
     """‖stored u‖ (should be 1; EMA-averaged buffers break this)."""
     v_norm: float | None = None

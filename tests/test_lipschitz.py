@@ -1,0 +1,117 @@
+"""Network bounds and operator audits against dense Jacobians and gradient ascent."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils import spectral_norm
+
+import sninspect
+
+
+def dense_jacobian(fn, shape: tuple[int, ...]) -> np.ndarray:  # type: ignore[no-untyped-def]
+    x = torch.zeros(shape, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(fn, x)
+    out = int(np.prod(jac.shape[: len(jac.shape) - len(shape)]))
+    return jac.reshape(out, -1).numpy()
+
+
+def same(kernel: torch.Tensor):  # type: ignore[no-untyped-def]
+    return lambda x: F.conv2d(x, kernel, padding=kernel.shape[-1] // 2)
+
+
+def test_conv_operator_dialect_is_audited_as_an_operator(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    jac = dense_jacobian(same(w), (1, 3, 6, 6))
+    left, s, right = np.linalg.svd(jac)
+    # "Real SN" training state: u (input-shaped) after a few power steps, σ̂ = ‖A u‖, buffer W/σ̂.
+    u = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    for _ in range(3):
+        y = same(w)(u)
+        u = F.conv_transpose2d(y, w, padding=1)
+        u = u / u.norm()
+    sigma_hat = float(same(w)(u).norm())
+    state = {"c.weight_orig": w, "c.weight": w / sigma_hat, "c.weight_u": u, "c.bias": torch.zeros(4)}
+    torch.save(state, tmp_path / "real_sn.pt")
+    layer = sninspect.analyze(tmp_path / "real_sn.pt", device="cpu").layers[0]
+    assert layer.dialect == "conv-operator"
+    assert math.isclose(layer.sigma_exact, s[0], rel_tol=1e-9)
+    assert math.isclose(layer.sigma_estimate, sigma_hat, rel_tol=1e-9)
+    assert math.isclose(layer.sigma_effective, s[0] / sigma_hat, rel_tol=1e-8)
+    stored = u.reshape(-1).numpy()
+    expected = 1 - abs(float(stored @ right[0]))
+    assert layer.cos_error_u == pytest.approx(expected, abs=1e-7)
+    assert layer.operator_bound >= layer.sigma_effective * (1 - 1e-12)
+    assert any("operator norms" in note for note in layer.notes)
+
+
+def test_input_size_gives_the_exact_same_padding_norm(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    conv = spectral_norm(nn.Conv2d(2, 3, 3, padding=1))
+    conv(torch.randn(1, 2, 5, 5))
+    conv.eval()
+    with torch.no_grad():
+        conv(torch.randn(1, 2, 5, 5))
+    torch.save(conv.state_dict(), tmp_path / "c.pt")
+    layer = sninspect.analyze(tmp_path / "c.pt", device="cpu", input_size=(7,)).layers[0]
+    eff = conv.weight_orig.detach().double() / layer.sigma_estimate  # the eval weight, in float64
+    sigma = np.linalg.svd(dense_jacobian(same(eff), (1, 2, 7, 7)), compute_uv=False)[0]
+    assert layer.operator_at_input == pytest.approx(sigma, rel=1e-8)
+    assert layer.operator_bound >= sigma
+
+
+def max_input_gradient(model: nn.Module, shape: tuple[int, ...], restarts: int = 4, steps: int = 60) -> float:
+    """A lower bound on the Lipschitz constant: the largest ‖∇ₓ f(x)‖ found by gradient ascent."""
+    best = 0.0
+    for seed in range(restarts):
+        torch.manual_seed(seed)
+        x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.Adam([x], lr=0.05)
+        for _ in range(steps):
+            (grad,) = torch.autograd.grad(model(x).sum(), x, create_graph=True)
+            norm = grad.norm()
+            best = max(best, float(norm.detach()))
+            opt.zero_grad()
+            (-norm).backward()
+            opt.step()
+    return best
+
+
+def test_network_bound_is_above_gradient_ascent_on_a_trained_net(tmp_path: Path) -> None:
+    torch.manual_seed(2)
+    model = nn.Sequential(
+        spectral_norm(nn.Conv2d(2, 6, 3, stride=2, padding=1)), nn.LeakyReLU(0.2),
+        spectral_norm(nn.Conv2d(6, 6, 3, padding=1)), nn.BatchNorm2d(6), nn.LeakyReLU(0.2),
+        spectral_norm(nn.Conv2d(6, 4, 3, stride=2, padding=1)), nn.LeakyReLU(0.2),
+        nn.Flatten(), spectral_norm(nn.Linear(4 * 2 * 2, 1)),
+    ).double()
+    opt = torch.optim.Adam(model.parameters(), lr=0.02)
+    for _ in range(30):  # a few GAN-like steps: push outputs of two distributions apart
+        real, fake = torch.randn(8, 2, 8, 8, dtype=torch.float64) + 1, torch.randn(8, 2, 8, 8, dtype=torch.float64)
+        loss = F.softplus(-model(real)).mean() + F.softplus(model(fake)).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.save(model.state_dict(), tmp_path / "net.pt")
+    model.eval()
+    found = max_input_gradient(model, (1, 2, 8, 8))
+    bound = sninspect.analyze(tmp_path / "net.pt", device="cpu").primary.lipschitz
+    assert bound.operator_product is not None and found > 0
+    assert bound.operator_product >= found
+    assert len(bound.cumulative_operator) == len(bound.layers) == 5  # 4 weights + the BatchNorm
+
+
+def test_layernorm_is_flagged(tmp_path: Path) -> None:
+    model = nn.Sequential()
+    model.add_module("fc", spectral_norm(nn.Linear(4, 4)))
+    model.add_module("ln", nn.LayerNorm(4))
+    torch.save(model.state_dict(), tmp_path / "ln.pt")
+    warnings = sninspect.analyze(tmp_path / "ln.pt", device="cpu").all_warnings
+    assert any("not globally Lipschitz" in w and "ln" in w for w in warnings)
