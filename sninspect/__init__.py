@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 from sninspect.analysis import Options, analyze, inventory
 from sninspect.errors import SninspectError
 from sninspect.report import LayerAudit, ModelAudit, NetworkBound, Report
+from sninspect.rewrite import apply, convert, strip
 
 __all__ = [
     "LayerAudit",
@@ -22,5 +23,8 @@ __all__ = [
     "SninspectError",
     "__version__",
     "analyze",
+    "apply",
+    "convert",
     "inventory",
+    "strip",
 ]

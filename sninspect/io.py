@@ -1,37 +1,35 @@
 """Load state dicts from checkpoint files without trusting them, and write checkpoints atomically.
 
-Loading never runs code from the file: torch files go through ``torch.load(weights_only=True)``
-(memory-mapped when the file is a zip archive), safetensors headers are checked by
-:mod:`sninspect.safetensors_check` before ``safetensors`` sees them, and every failure becomes one
-:class:`~sninspect.errors.InputError` line ``<file>: <what is wrong> (<what to do>)``.
+Loading never runs code from the file (unless the caller passes ``unsafe_load``): torch files are
+checked by :mod:`sninspect.torch_check` (size claims; which global a refused pickle would call) and go
+through ``torch.load(weights_only=True, map_location="cpu")``, memory-mapped when the file is a zip
+archive; safetensors headers are checked by :mod:`sninspect.safetensors_check` before ``safetensors``
+sees them. Every failure becomes one :class:`~sninspect.errors.InputError` line
+``<file>: <what is wrong> (<what to do>)``.
 
 A checkpoint often wraps its state dicts (``{"state_dict": ...}``, ``{"netG": ..., "netD": ...,
-"optG": ...}``); :func:`load_checkpoint` finds them (or follows ``key``) and returns each as a
-:class:`ModelState`.
+"optG": ...}``); :mod:`sninspect.wrappers` finds them (or follows ``key``) and :func:`load_checkpoint`
+returns each as a :class:`ModelState`.
 """
 
 from __future__ import annotations
 
-import _compat_pickle
-import io
 import json
 import os
 import pickle
-import pickletools
 import re
 import stat
 import tempfile
 import warnings
-import zipfile
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
-from sninspect import safetensors_check
+from sninspect import safetensors_check, torch_check, wrappers
 from sninspect.errors import InputError, OutputError, UnsafeCheckpointError, UsageError
 from sninspect.safetensors_check import LazyTensors, one_line
 
@@ -42,20 +40,6 @@ __all__ = [
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
 """Suffixes written by ``torch.save``; any suffix but ``.safetensors``/``.json`` is tried as torch too."""
 
-SEARCH_DEPTH = 3
-"""How deep :func:`load_checkpoint` looks inside wrapper dicts for state dicts."""
-
-SKIPPED_KEY_PARTS = ("optim", "scheduler", "scaler")
-"""Entries whose key contains one of these are never searched for models."""
-
-EXTRA_TENSOR_KEYS = ("step", "global_step", "epoch", "iteration")
-"""0-dim tensors under these top-level keys are reported as extras (numbers)."""
-
-SCAN_BYTES = 256 * 2**20
-"""How much of a pickle the static scan reads at most, to name what it would import."""
-
-_ZIP_MAGIC = b"PK\x03\x04"
-_LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")  # pickled first by legacy torch.save
 _DISPLAY_PREFIXES = ("module.", "_orig_mod.")
 
 
@@ -79,7 +63,8 @@ class Checkpoint:
 
     path: Path
     format: str
-    """``torch-zip``, ``torch-legacy``, ``torch-sharded``, ``safetensors`` or ``safetensors-sharded``."""
+    """``torch-zip``, ``torch-legacy``, ``torch-sharded`` (a ``.bin.index.json``), ``safetensors``,
+    ``safetensors-sharded``, or ``pickle`` (a plain ``pickle.dump`` file, read only with ``unsafe_load``)."""
     models: list[ModelState]
     container: Any
     """The whole loaded object for torch files (to write back with changes); None for safetensors."""
@@ -119,12 +104,12 @@ def load_checkpoint(
     name = file.name.lower()
     if name.endswith(".json"):
         return _load_index(file, shown, key=key, unsafe_load=unsafe_load)
-    torch_magic = magic.startswith(_ZIP_MAGIC) or _LEGACY_MAGIC in magic
+    torch_magic = magic.startswith(torch_check.ZIP_MAGIC) or torch_check.LEGACY_MAGIC in magic
     if not torch_magic and (name.endswith(".safetensors") or _looks_like_safetensors(magic)):
         return _load_safetensors(file, shown, key)
     fmt, container = _load_torch(file, shown, magic, unsafe_load=unsafe_load)
     models = _find_models(container, shown, key)
-    return Checkpoint(file, fmt, models, container, {}, _extras(container))
+    return Checkpoint(file, fmt, models, container, {}, wrappers.extras(container))
 
 
 def _shown(file: Path) -> str:
@@ -198,58 +183,39 @@ _NOISE = ("Weights only load failed", "In PyTorch 2.6", "Re-running", "Please fi
 
 
 def _load_torch(file: Path, shown: str, magic: bytes, *, unsafe_load: bool) -> tuple[str, Any]:
-    """``(format, object)`` of a torch.save file; raw pickles and unknown bytes are refused unread."""
-    if magic.startswith(_ZIP_MAGIC):
+    """``(format, object)`` of a torch.save file; plain pickles need ``unsafe_load``, unknown bytes are
+    refused unread."""
+    if magic.startswith(torch_check.ZIP_MAGIC):
+        torch_check.check_zip_claims(file, shown)
         return "torch-zip", _torch_load(file, shown, zip_format=True, unsafe_load=unsafe_load)
-    if _LEGACY_MAGIC in magic:
-        if not unsafe_load:
-            _check_legacy_claims(file, shown)
+    if torch_check.LEGACY_MAGIC in magic:
+        torch_check.check_legacy_claims(file, shown)
         return "torch-legacy", _torch_load(file, shown, zip_format=False, unsafe_load=unsafe_load)
-    culprit, is_pickle = _scan_stream_file(file, pickles=1)
-    if culprit is not None:
+    culprit, is_pickle = torch_check.scan_file(file, pickles=1)
+    if unsafe_load and (is_pickle or culprit is not None):
+        return "pickle", _pickle_load(file, shown)
+    if culprit is not None and not culprit.startswith("torch."):
         raise _unsafe(shown, culprit)
+    if culprit is not None:  # tensors written with pickle.dump rebuild through torch.storage._load_from_bytes
+        raise UnsafeCheckpointError(f"{shown}: refused to load: a plain pickle of tensors (pickle.dump), "
+                                    "not a torch.save checkpoint; unpickling it could run code (pass "
+                                    "--unsafe-load only if you trust this file, or re-save it with "
+                                    "torch.save)")
     if is_pickle:
-        raise InputError(f"{shown}: a plain pickle, not a torch.save checkpoint (sninspect reads files "
-                         "written by torch.save or safetensors; re-save with torch.save(state_dict, path))")
+        raise InputError(f"{shown}: a plain pickle without tensors, not a torch.save checkpoint (sninspect "
+                         "reads files written by torch.save or safetensors)")
     raise InputError(f"{shown}: not a checkpoint: unknown format, starts with {magic[:8]!r} (expected a zip "
                      "archive or legacy file written by torch.save, or a safetensors file)")
 
 
-def _check_legacy_claims(file: Path, shown: str) -> None:
-    """Refuse a legacy file whose pickle claims more tensor bytes than the file holds.
-
-    ``torch.load`` allocates every legacy storage at the size the pickle claims before reading it, so a
-    few edited bytes could ask for terabytes. This dry run reads only the pickles, with torch's own
-    weights-only unpickler, and answers storages with meta (unallocated) ones. Anything it cannot follow
-    is left to ``torch.load``, which reports it.
-    """
-    claimed: dict[object, int] = {}
-
-    def persistent_load(saved_id: Any) -> Any:
-        storage_type, root_key, _, numel, _ = saved_id[1:]
-        nbytes = int(numel) * torch._utils._element_size(storage_type.dtype)
-        claimed[root_key] = max(claimed.get(root_key, 0), nbytes)
-        meta = torch.UntypedStorage(0, device="meta")
-        return torch.storage.TypedStorage(wrap_storage=meta, dtype=storage_type.dtype, _internal=True)
-
+def _pickle_load(file: Path, shown: str) -> Any:
+    """A plain pickle (``pickle.dump``), read only with ``--unsafe-load``: this runs whatever it holds."""
     try:
-        from torch import _weights_only_unpickler as wou
-
-        size = os.path.getsize(file)
-        with open(file, "rb") as raw, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            f = _Bounded(raw, size)
-            for _ in range(3):  # magic number, protocol version, system info
-                wou.Unpickler(f, encoding="utf-8").load()
-            unpickler = wou.Unpickler(f, encoding="utf-8")
-            unpickler.persistent_load = persistent_load  # type: ignore[method-assign]
-            unpickler.load()
-    except Exception:  # not followable here: torch.load will say what is wrong
-        return
-    total = sum(claimed.values())
-    if total > size:
-        raise InputError(f"{shown}: the legacy checkpoint claims {total} bytes of tensor data but the file "
-                         f"has {size} (is it truncated or corrupt?)")
+        with open(file, "rb") as f:
+            return pickle.load(f)
+    except Exception as err:
+        raise InputError(f"{shown}: cannot read as a pickle: {one_line(err)} (is it truncated or "
+                         "corrupt?)") from None
 
 
 def _unsafe(shown: str, culprit: str) -> UnsafeCheckpointError:
@@ -268,7 +234,7 @@ def _torch_load(file: Path, shown: str, *, zip_format: bool, unsafe_load: bool) 
         if not unsafe_load and isinstance(err, pickle.UnpicklingError):
             # Name the global from the pickle itself (torch's message spells some oddly, e.g. commands.call
             # for subprocess.call), falling back to torch's words; protocol-4 pickles stop torch early.
-            culprit = _scan_zip(file) if zip_format else _scan_stream_file(file, pickles=4)[0]
+            culprit = torch_check.scan_zip(file) if zip_format else torch_check.scan_file(file, 4)[0]
             found = _TORCH_GLOBAL.search(text)
             if culprit is None and found and any(h in text for h in _UNSAFE_HINTS):
                 culprit = found.group(1)
@@ -296,120 +262,6 @@ def _torch_detail(err: Exception, text: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# Static pickle scan: which globals would a pickle import? (pickletools only parses, never executes)
-
-
-def _allowed_globals() -> set[str]:
-    try:
-        from torch import _weights_only_unpickler as wou
-
-        return set(wou._get_allowed_globals()) | set(wou._get_user_allowed_globals())
-    except Exception:  # private API moved: fall back to a conservative rule in _first_disallowed
-        return set()
-
-
-def _first_disallowed(names: Iterator[str]) -> str | None:
-    """The global to name in a refusal: the first one outside torch if any (``posix.system`` says more
-    than ``torch.storage._load_from_bytes``), else the first one torch's weights-only loader refuses."""
-    allowed = _allowed_globals()
-    refused = [n for n in names if n not in allowed
-               and (allowed or not n.startswith(("torch.", "collections.OrderedDict")))]
-    return next((n for n in refused if not n.startswith("torch.")), refused[0] if refused else None)
-
-
-def _pickle_globals(stream: IO[bytes]) -> Iterator[str]:
-    """``module.name`` of every global one pickle in ``stream`` imports (GLOBAL, INST, STACK_GLOBAL)."""
-    strings: list[str] = []
-    memo: dict[int, str] = {}
-    for opcode, arg, _ in pickletools.genops(stream):
-        name = opcode.name
-        if name in ("GLOBAL", "INST") and isinstance(arg, str):
-            yield _py3_name(*arg.partition(" ")[::2])
-        elif name == "STACK_GLOBAL":
-            yield _py3_name(*strings[-2:]) if len(strings) >= 2 else "(a computed global)"
-        elif name in ("SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "SHORT_BINSTRING",
-                      "BINSTRING", "STRING") and isinstance(arg, str):
-            strings.append(arg)
-        elif name in ("BINPUT", "LONG_BINPUT", "PUT") and strings and isinstance(arg, int):
-            memo[arg] = strings[-1]
-        elif name == "MEMOIZE" and strings:
-            memo[len(memo)] = strings[-1]
-        elif name in ("BINGET", "LONG_BINGET", "GET") and isinstance(arg, int) and arg in memo:
-            strings.append(memo[arg])
-
-
-def _py3_name(module: str, name: str) -> str:
-    """``module.name`` as Python 3 spells it (protocol-2 pickles use Python 2 names: ``__builtin__.eval``)."""
-    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-    return f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}"
-
-
-def _scan_stream(stream: IO[bytes], pickles: int) -> tuple[str | None, bool]:
-    """``(first disallowed global, parsed as a complete pickle)`` for up to ``pickles`` pickles in a row."""
-    names: list[str] = []
-    complete = False
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pickletools warns about odd escapes in garbage
-        try:
-            for _ in range(pickles):
-                before = len(names)
-                names.extend(_pickle_globals(stream))
-                complete = True
-                culprit = _first_disallowed(iter(names[before:]))
-                if culprit is not None:
-                    return culprit, complete
-        except Exception:  # not a pickle, or truncated: report what was seen so far
-            pass
-    return _first_disallowed(iter(names)), complete
-
-
-class _Bounded(io.RawIOBase):
-    """A file whose reads never ask for more than what is left: a pickle's length fields are claims."""
-
-    def __init__(self, f: IO[bytes], size: int) -> None:
-        super().__init__()
-        self._f, self._left = f, size
-
-    def read(self, n: int | None = -1) -> bytes:
-        n = self._left if n is None or n < 0 else min(n, self._left)
-        data = self._f.read(n)
-        self._left -= len(data)
-        return data
-
-    def readline(self, size: int | None = -1) -> bytes:
-        limit = self._left if size is None or size < 0 else min(size, self._left)
-        data = self._f.readline(limit)
-        self._left -= len(data)
-        return data
-
-    def tell(self) -> int:
-        return self._f.tell()
-
-
-def _scan_stream_file(file: Path, pickles: int) -> tuple[str | None, bool]:
-    try:
-        with open(file, "rb") as f:
-            size = min(os.fstat(f.fileno()).st_size, SCAN_BYTES)
-            return _scan_stream(_Bounded(f, size), pickles)  # type: ignore[arg-type]
-    except OSError:
-        return None, False
-
-
-def _scan_zip(file: Path) -> str | None:
-    """The first disallowed global in the ``data.pkl`` of a zip-format torch file, if readable."""
-    try:
-        with zipfile.ZipFile(file) as archive:
-            limit = min(os.path.getsize(file), SCAN_BYTES)
-            for info in archive.infolist():
-                if info.filename.endswith("data.pkl") and info.file_size <= limit:
-                    with archive.open(info) as member:
-                        return _scan_stream(io.BytesIO(member.read(limit)), 1)[0]
-    except Exception:  # a broken archive: torch's own message is all there is
-        return None
-    return None
-
-
-# ----------------------------------------------------------------------------------------------
 # Safetensors and shard indexes
 
 
@@ -421,7 +273,7 @@ def _select(tensors: LazyTensors, key: str | None, shown: str) -> tuple[LazyTens
     selected = tensors.select(key.rstrip(".") + ".")
     if not selected:
         heads = list(dict.fromkeys(k.split(".")[0] for k in tensors))
-        raise UsageError(f"{shown}: no tensors under {key!r} (top-level names: {_short(heads)}; "
+        raise UsageError(f"{shown}: no tensors under {key!r} (top-level names: {wrappers.short(heads)}; "
                          "--key selects the tensors named KEY.*)")
     return selected, (key.rstrip("."),)
 
@@ -513,172 +365,17 @@ def _load_torch_shards(
 
 
 # ----------------------------------------------------------------------------------------------
-# Finding state dicts in wrappers
-
-
-def _is_state_dict(obj: object) -> bool:
-    """A mapping of string keys to tensors (the shape of ``module.state_dict()``), at least one tensor.
-
-    ``*_extra_state`` entries (``Module.get_extra_state``) may hold anything.
-    """
-    if not isinstance(obj, Mapping) or not obj:
-        return False
-    tensors = 0
-    for k, v in obj.items():
-        if not isinstance(k, str):
-            return False
-        if isinstance(v, torch.Tensor):
-            tensors += 1
-        elif not k.endswith("_extra_state"):
-            return False
-    return tensors > 0
-
-
-def _is_optimizer_state(obj: object) -> bool:
-    return isinstance(obj, Mapping) and "state" in obj and "param_groups" in obj
-
-
-def _skipped(key: object) -> bool:
-    text = str(key).lower()
-    return any(part in text for part in SKIPPED_KEY_PARTS)
-
-
-def _children(obj: object) -> Iterator[tuple[str, object]]:
-    if isinstance(obj, Mapping):
-        yield from ((str(k), v) for k, v in obj.items())
-    elif isinstance(obj, (list, tuple)):
-        yield from ((str(i), v) for i, v in enumerate(obj))
-
-
-def _search(
-    obj: object, at: tuple[str, ...], depth: int
-) -> Iterator[tuple[tuple[str, ...], Mapping[str, Any]]]:
-    """State dicts inside ``obj`` (not inside optimizer states or skipped keys), in container order.
-
-    A whole pickled module (``torch.save(model)``, readable with ``unsafe_load``) counts as its state dict.
-    """
-    if isinstance(obj, torch.nn.Module):
-        state = obj.state_dict()
-        if state:
-            yield at, state
-        return
-    if _is_state_dict(obj):
-        assert isinstance(obj, Mapping)
-        yield at, obj
-        return
-    if depth >= SEARCH_DEPTH or _is_optimizer_state(obj):
-        return
-    for k, v in _children(obj):
-        if not _skipped(k):
-            yield from _search(v, (*at, k), depth + 1)
-
-
-def _model(path: tuple[str, ...], state: Mapping[str, Any], named: bool) -> ModelState:
-    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    return ModelState(".".join(path) if named else "", path, tensors, getattr(state, "_metadata", None))
+# Models in a loaded object
 
 
 def _find_models(container: object, shown: str, key: str | None) -> list[ModelState]:
-    if isinstance(container, torch.Tensor):
-        raise InputError(f"{shown}: holds a single tensor, not a state dict (expected a dict of name -> "
-                         "tensor, e.g. torch.save(model.state_dict(), ...))")
-    start: tuple[str, ...] = ()
-    root = container
-    if key is not None:
-        start, root = _follow(container, key, shown)
-        if _is_optimizer_state(root):
-            raise UsageError(f"{shown}: --key {key!r} is an optimizer state, not model weights (keys holding "
-                             f"tensors: {_available(container)})")
-        if isinstance(root, torch.Tensor) or not (_children_any(root) or isinstance(root, torch.nn.Module)):
-            raise UsageError(f"{shown}: --key {key!r} leads to a {type(root).__name__} value, not a dict of "
-                             f"tensors (keys holding tensors: {_available(container)})")
-    found = list(_search(root, start, len(start)))
-    if not found and key is not None:
-        found = list(_search(root, start, 0))  # the user pointed deeper than the automatic search goes
-    if not found:
-        raise InputError(f"{shown}: no tensors found (top-level keys: {_keys(root)}; expected a state dict, "
-                         "or pass --key)")
-    several = len(found) > 1
-    return [_model(path, state, several) for path, state in found]
+    found = wrappers.find_state_dicts(container, shown, key)
+    return [_model(path, state, named=len(found) > 1) for path, state in found]
 
 
-def _children_any(obj: object) -> bool:
-    return isinstance(obj, (Mapping, list, tuple))
-
-
-def _follow(container: object, key: str, shown: str) -> tuple[tuple[str, ...], object]:
-    """The entry at dotted ``key``; a key that itself contains dots is matched whole first."""
-    parts = key.split(".")
-    at: tuple[str, ...] = ()
-    obj = container
-    while parts:
-        for n in range(len(parts), 0, -1):
-            part = ".".join(parts[:n])
-            child = _child(obj, part)
-            if child is not _MISSING:
-                at, obj, parts = (*at, part), child, parts[n:]
-                break
-        else:
-            raise UsageError(f"{shown}: no entry {key!r} (keys holding tensors: {_available(container)})")
-    return at, obj
-
-
-_MISSING = object()
-
-
-def _child(obj: object, part: str) -> object:
-    if isinstance(obj, Mapping):
-        if part in obj:
-            return obj[part]
-        for k, v in obj.items():  # non-string keys (ints) spelled as text
-            if str(k) == part:
-                return v
-        return _MISSING
-    if isinstance(obj, (list, tuple)) and part.isdigit() and int(part) < len(obj):
-        return obj[int(part)]
-    return _MISSING
-
-
-def _available(container: object) -> str:
-    """Dotted paths of the state dicts in ``container`` (optimizer states left out), for messages."""
-    paths: list[str] = []
-
-    def walk(obj: object, at: tuple[str, ...], depth: int) -> None:
-        if _is_state_dict(obj) or isinstance(obj, torch.nn.Module):
-            paths.append(".".join(at) or "(the root)")
-        elif depth < SEARCH_DEPTH and not _is_optimizer_state(obj):
-            for k, v in _children(obj):
-                walk(v, (*at, k), depth + 1)
-
-    walk(container, (), 0)
-    return _short(paths) if paths else "none"
-
-
-def _keys(obj: object) -> str:
-    if isinstance(obj, Mapping):
-        return _short([str(k) for k in obj]) if obj else "none, the dict is empty"
-    return f"none, it holds a {type(obj).__name__}"
-
-
-def _short(items: Sequence[str], limit: int = 12) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def _extras(container: object) -> dict[str, int | float | str | bool]:
-    """Scalar top-level entries, and 0-dim step/epoch tensors as numbers."""
-    extras: dict[str, int | float | str | bool] = {}
-    if not isinstance(container, Mapping):
-        return extras
-    for k, v in container.items():
-        if isinstance(v, (bool, int, float, str)):
-            extras[str(k)] = v
-        elif (isinstance(v, torch.Tensor) and v.dim() == 0 and str(k) in EXTRA_TENSOR_KEYS
-              and not v.is_complex()):
-            item = v.item()
-            if isinstance(item, (bool, int, float)):
-                extras[str(k)] = item
-    return extras
+def _model(path: tuple[str, ...], state: Mapping[str, Any], named: bool) -> ModelState:
+    tensors = {k: v for k, v in state.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    return ModelState(".".join(path) if named else "", path, tensors, getattr(state, "_metadata", None))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sninspect.report import LayerAudit, Report
+from sninspect.trend import Trend, build
 
 SIGMA_TOLERANCE = 1e-3
 """σ_eff above 1 + this is highlighted as a layer running above 1."""
@@ -161,11 +162,14 @@ def table_text(report: Report, *, width: int = 160, color: bool = False) -> str:
 # Text formats
 
 
-def to_json(reports: Sequence[Report], *, spectra: bool = False) -> str:
-    """One report: its object; several: ``{"checkpoints": [...]}``."""
+def to_json(reports: Sequence[Report], *, spectra: bool = False, trend: Trend | None = None) -> str:
+    """One report: its object; several: ``{"checkpoints": [...], "trend": {...}}``, the checkpoints in
+    run order (``trend`` is built from the reports when not given)."""
     if len(reports) == 1:
         return reports[0].to_json(spectra=spectra) + "\n"
-    payload = {"checkpoints": [r.to_dict(spectra=spectra) for r in reports]}
+    if trend is None:
+        trend = build(reports)
+    payload = {"checkpoints": [r.to_dict(spectra=spectra) for r in trend.reports], "trend": trend.to_dict()}
     return json.dumps(payload, indent=2, allow_nan=False) + "\n"
 
 

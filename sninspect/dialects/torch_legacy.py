@@ -78,11 +78,16 @@ def _version_none(layer: SNLayer, matrix: Tensor, u: Tensor, tensors: Mapping[st
     sigma_hat = float((matrix[nonzero] / eval_matrix[nonzero]).mean())
     # How far the stored buffer is from W_orig / σ̂ (0 for a checkpoint saved right after a forward).
     gap = float((eval_matrix - matrix / sigma_hat).abs().max() / eval_matrix.abs().max())
-    # v as the load hook recovers it: x = pinv(WᵀW) Wᵀ u, rescaled so that u · (W v) = σ̂.
-    x = torch.linalg.pinv(matrix.T @ matrix) @ (matrix.T @ u)  # (cols,)
-    v = x * (sigma_hat / float(torch.dot(u, matrix @ x)))
+    v = recover_v(matrix, u, sigma_hat)
     notes = (f"buffer vs W_orig/σ̂: max relative deviation {gap:.2e}; v recovered as PyTorch's load hook does",)
     return Estimate(sigma_hat, u, None, eval_matrix=eval_matrix, notes=notes + (_recovered(v),))
+
+
+def recover_v(matrix: Tensor, u: Tensor, sigma_hat: float) -> Tensor:
+    """v as PyTorch's version-None load hook recovers it: x = pinv(WᵀW) Wᵀ u, rescaled so that
+    u · (W v) = σ̂ (``SpectralNorm._solve_v_and_rescale``)."""
+    x = torch.linalg.pinv(matrix.T @ matrix) @ (matrix.T @ u)  # (cols,)
+    return x * (sigma_hat / float(torch.dot(u, matrix @ x)))
 
 
 def _recovered(v: Tensor) -> str:

@@ -1,0 +1,154 @@
+"""Show a training run (:class:`sninspect.trend.Trend`): a summary row per checkpoint and a trend row
+per layer, for the terminal (rich) and as Markdown. Reads only ``trend``; computes nothing beyond
+picking first, last and worst values.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+from pathlib import PurePath
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from sninspect.render import COS_TOLERANCE, SIGMA_TOLERANCE, fmt
+from sninspect.trend import Trend
+
+
+def summary_rows(trend: Trend) -> list[list[str]]:
+    """One row per checkpoint: name, step, layers, worst σ_eff and its layer, worst cosine error and its
+    layer, ∏σ_eff, certified ∏, layers not audited."""
+    rows = []
+    for s in trend.summary:
+        rows.append([
+            PurePath(s.checkpoint).name,
+            step_text(s.step, trend),
+            str(s.layers),
+            fmt(s.worst_sigma_effective),
+            s.worst_sigma_layer or "-",
+            fmt(s.worst_cos_error, 3),
+            s.worst_cos_layer or "-",
+            fmt(s.matrix_product),
+            fmt(s.operator_product),
+            str(s.not_audited),
+        ])
+    return rows
+
+
+SUMMARY_HEADER = ("checkpoint", "step", "layers", "worst σ eff", "in layer", "worst cos", "in layer",
+                  "∏ σ eff", "certified ∏", "errors")
+SUMMARY_LEFT = {0, 4, 6}
+TREND_HEADER = ("layer", "in", "σ eff first", "σ eff last", "σ eff max (at)", "cos err first", "cos err last",
+                "cos err max (at)")
+
+
+def trend_rows(trend: Trend) -> list[list[str]]:
+    """One row per layer: present in k/n checkpoints, σ_eff and cosine error first, last, worst."""
+    rows = []
+    for series in trend.layers:
+        rows.append([
+            series.name,
+            f"{sum(series.present)}/{len(series.present)}",
+            *_first_last_max(series.sigma_effective, trend, digits=6),
+            *_first_last_max(series.cos_error, trend, digits=3),
+        ])
+    return rows
+
+
+def print_run(trend: Trend, console: Console) -> None:
+    """Both tables and the list of layers that appear or vanish."""
+    console.print(summary_table(trend))
+    console.print(trend_table(trend))
+    for change in trend.changes:
+        console.print(Text(f"note: {change}", style="yellow"))
+    console.print(Text("per-layer numbers of each checkpoint: --format json, markdown, csv or html",
+                       style="dim"))
+
+
+def summary_table(trend: Trend) -> Table:
+    table = Table(box=box.SIMPLE_HEAVY, title=f"training run · {len(trend.reports)} checkpoints ordered by "
+                  f"{trend.order_by}", title_justify="left")
+    longest = max((len(PurePath(c).name) for c in trend.checkpoints), default=10)
+    for i, title in enumerate(SUMMARY_HEADER):
+        left = i in SUMMARY_LEFT
+        table.add_column(title, justify="left" if left else "right", overflow="fold", no_wrap=not left,
+                         min_width=min(longest, 32) if i == 0 else None)
+    for s, row in zip(trend.summary, summary_rows(trend), strict=True):
+        sigma_style = "red" if (s.worst_sigma_effective or 0) > 1 + SIGMA_TOLERANCE else ""
+        cos_style = "yellow" if (s.worst_cos_error or 0) > COS_TOLERANCE else ""
+        cells: list[str | Text] = list(row)
+        cells[3] = Text(row[3], style=sigma_style)
+        cells[5] = Text(row[5], style=cos_style)
+        cells[9] = Text(row[9], style="bold red" if s.not_audited else "")
+        table.add_row(*cells)
+    return table
+
+
+def trend_table(trend: Trend) -> Table:
+    table = Table(box=box.SIMPLE_HEAVY, title="per-layer trend", title_justify="left")
+    for i, title in enumerate(TREND_HEADER):
+        table.add_column(title, justify="left" if i == 0 else "right", overflow="fold", no_wrap=i > 0)
+    for series, row in zip(trend.layers, trend_rows(trend), strict=True):
+        last_sigma = _last(series.sigma_effective)
+        last_cos = _last(series.cos_error)
+        cells: list[str | Text] = list(row)
+        cells[1] = Text(row[1], style="" if all(series.present) else "yellow")
+        cells[3] = Text(row[3], style="red" if (last_sigma or 0) > 1 + SIGMA_TOLERANCE else "")
+        cells[6] = Text(row[6], style="yellow" if (last_cos or 0) > COS_TOLERANCE else "")
+        table.add_row(*cells)
+    return table
+
+
+def run_text(trend: Trend, *, width: int = 160) -> str:
+    """The terminal rendering as plain text (``-o run.txt``)."""
+    buffer = io.StringIO()
+    print_run(trend, Console(file=buffer, width=width, color_system=None, legacy_windows=False))
+    return buffer.getvalue()
+
+
+def run_markdown(trend: Trend) -> str:
+    """A ``## Training run`` section: the summary table, the per-layer trend table, the changes."""
+    out = [f"## Training run ({len(trend.reports)} checkpoints, ordered by {trend.order_by})\n"]
+    out += _md_table(SUMMARY_HEADER, summary_rows(trend),
+                     right=set(range(len(SUMMARY_HEADER))) - SUMMARY_LEFT)
+    out.append("")
+    out += _md_table(TREND_HEADER, trend_rows(trend), right=set(range(1, len(TREND_HEADER))))
+    out.append("")
+    out += [f"- {change}" for change in trend.changes]
+    return "\n".join(out) + "\n\n"
+
+
+def step_text(step: float, trend: Trend) -> str:
+    if trend.order_by == "modification time":
+        return "-"
+    return str(int(step)) if float(step).is_integer() else f"{step:g}"
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _first_last_max(values: Sequence[float | None], trend: Trend, digits: int) -> list[str]:
+    known = [(v, i) for i, v in enumerate(values) if v is not None and math.isfinite(v)]
+    if not known:
+        return ["-", "-", "-"]
+    worst, at = max(known)
+    where = PurePath(trend.checkpoints[at]).name if trend.order_by == "modification time" \
+        else step_text(trend.steps[at], trend)
+    return [fmt(known[0][0], digits), fmt(known[-1][0], digits), f"{fmt(worst, digits)} ({where})"]
+
+
+def _last(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return known[-1] if known else None
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |",
+           "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"]
+    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    return out
+

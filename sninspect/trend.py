@@ -1,0 +1,302 @@
+"""A training run: several checkpoints of one model put in order, with per-layer series.
+
+Pure: reports (and, for the last-resort ordering, modification times) in, a :class:`Trend` out.
+The order comes from ONE source shared by every checkpoint, the first that all of them have:
+
+1. a step entry saved in the file (``global_step``, ``step``, ``iteration``, ``epoch``: ``Report.extras``);
+2. the last number in the file name (``ckpt_000500.pt`` → 500, ``D_epoch3_step1200.pt`` → 1200);
+3. the file's modification time.
+
+Mixing sources (one file by step, another by name) would put unrelated numbers on one axis, so a
+source that only some checkpoints have is not used. Layers are matched by name; a layer that appears
+or vanishes between checkpoints gets ``None`` where it is absent and a line in ``Trend.changes``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import PurePath
+from typing import Any
+
+from sninspect.report import LayerAudit, Report
+
+STEP_KEYS = ("global_step", "step", "iteration", "epoch")
+"""Entries of ``Report.extras`` that order a run, most specific first."""
+FILE_NAME = "file name"
+MODIFICATION_TIME = "modification time"
+_CHECKPOINT_SUFFIXES = (".index.json", ".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".json")
+
+
+@dataclass(frozen=True)
+class CheckpointSummary:
+    """One row of the run's summary table."""
+
+    checkpoint: str
+    """Path of the checkpoint as given."""
+    step: float
+    """Its position on the run's axis (see ``Trend.order_by``)."""
+    layers: int
+    """Layers in the report."""
+    not_audited: int
+    """Layers with ``error`` set."""
+    worst_sigma_effective: float | None
+    """Largest σ_eff over the SN layers (``None`` without any)."""
+    worst_sigma_layer: str | None
+    worst_cos_error: float | None
+    """Largest of ``cos_error_u``/``cos_error_v`` over the SN layers."""
+    worst_cos_layer: str | None
+    matrix_product: float | None
+    """``lipschitz.matrix_product`` of the report's primary model."""
+    operator_product: float | None
+    """``lipschitz.operator_product`` (certified) of the report's primary model."""
+
+
+@dataclass(frozen=True)
+class LayerSeries:
+    """One layer over the run; one entry per checkpoint, ``None`` where absent or not audited."""
+
+    name: str
+    sigma_effective: tuple[float | None, ...]
+    cos_error_u: tuple[float | None, ...]
+    cos_error_v: tuple[float | None, ...]
+    present: tuple[bool, ...]
+    """Whether the layer is in each checkpoint."""
+
+    @property
+    def cos_error(self) -> tuple[float | None, ...]:
+        """The worse of u and v per checkpoint."""
+        return tuple(_max_or_none(u, v) for u, v in zip(self.cos_error_u, self.cos_error_v, strict=True))
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Checkpoints of one training run in order, a summary per checkpoint and a series per layer."""
+
+    order_by: str
+    """``global_step``, ``step``, ``iteration``, ``epoch``, ``file name`` or ``modification time``."""
+    reports: tuple[Report, ...]
+    """The reports, in run order."""
+    steps: tuple[float, ...]
+    """Each checkpoint's position on the axis (the step, the file-name number, or seconds since epoch)."""
+    summary: tuple[CheckpointSummary, ...]
+    layers: tuple[LayerSeries, ...]
+    """Every layer seen in any checkpoint, in network order (a layer that appears midway is placed
+    after its predecessor in the checkpoint that introduces it)."""
+    changes: tuple[str, ...]
+    """Layers that appear or vanish between checkpoints, and other facts about the ordering."""
+
+    @property
+    def checkpoints(self) -> tuple[str, ...]:
+        return tuple(r.checkpoint for r in self.reports)
+
+    @property
+    def axis_label(self) -> str:
+        """What the x axis of a trend plot shows."""
+        if self.order_by == FILE_NAME:
+            return "checkpoint number (from the file name)"
+        if self.order_by == MODIFICATION_TIME:
+            return "checkpoint (ordered by modification time)"
+        return self.order_by
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``trend`` object of ``report --format json`` for several checkpoints."""
+        return _clean({
+            "order_by": self.order_by,
+            "checkpoints": list(self.checkpoints),
+            "steps": [_number(s) for s in self.steps],
+            "summary": [{**vars(s), "step": _number(s.step)} for s in self.summary],
+            "layers": [
+                {"name": s.name, "present": list(s.present), "sigma_effective": list(s.sigma_effective),
+                 "cos_error_u": list(s.cos_error_u), "cos_error_v": list(s.cos_error_v)}
+                for s in self.layers
+            ],
+            "changes": list(self.changes),
+        })
+
+
+def build(reports: Sequence[Report], mtimes: Mapping[str, float] | None = None) -> Trend:
+    """Order ``reports`` as a run and collect the series; ``mtimes`` (by ``Report.checkpoint``) is the
+    last-resort ordering, used only when neither a step entry nor a file-name number is in every file."""
+    # Precondition: a run has at least one checkpoint.
+    assert reports, "a trend needs at least one report"
+    order_by, steps = _positions(reports, mtimes or {})
+    ordered = sorted(zip(steps, reports, strict=True), key=lambda t: (t[0], _natural(t[1].checkpoint)))
+    reports = [r for _, r in ordered]
+    steps = [s for s, _ in ordered]
+    changes: list[str] = []
+    if order_by == MODIFICATION_TIME and len(reports) > 1:
+        changes.append("no step entry or file-name number in every checkpoint: ordered by modification time")
+    seen: dict[float, str] = {}
+    for step, report in zip(steps, reports, strict=True):
+        if step in seen:
+            changes.append(f"{_base(report.checkpoint)} and {_base(seen[step])} share {order_by} "
+                           f"{_number(step)}; kept in file-name order")
+        seen.setdefault(step, report.checkpoint)
+    names = _layer_order(reports)
+    series = tuple(_series(name, reports) for name in names)
+    changes.extend(_appear_vanish(series, reports, steps, order_by))
+    return Trend(
+        order_by=order_by,
+        reports=tuple(reports),
+        steps=tuple(steps),
+        summary=tuple(summarize(r, s) for r, s in zip(reports, steps, strict=True)),
+        layers=series,
+        changes=tuple(changes),
+    )
+
+
+def summarize(report: Report, step: float) -> CheckpointSummary:
+    """Worst σ_eff and cosine error over the SN layers, and the primary model's network bounds."""
+    sn = [la for la in report.layers if la.dialect != "none" and la.error is None]
+    worst_eff = max((la for la in sn if _finite(la.sigma_effective)),
+                    key=lambda la: la.sigma_effective or 0.0, default=None)
+    worst_cos: tuple[float, str] | None = None
+    for la in sn:
+        value = _max_or_none(la.cos_error_u, la.cos_error_v)
+        if value is not None and (worst_cos is None or value > worst_cos[0]):
+            worst_cos = (value, la.name)
+    bound = report.primary.lipschitz
+    return CheckpointSummary(
+        checkpoint=report.checkpoint,
+        step=step,
+        layers=len(report.layers),
+        not_audited=sum(la.error is not None for la in report.layers),
+        worst_sigma_effective=worst_eff.sigma_effective if worst_eff else None,
+        worst_sigma_layer=worst_eff.name if worst_eff else None,
+        worst_cos_error=worst_cos[0] if worst_cos else None,
+        worst_cos_layer=worst_cos[1] if worst_cos else None,
+        matrix_product=bound.matrix_product,
+        operator_product=bound.operator_product,
+    )
+
+
+def step_from_extras(extras: Mapping[str, Any]) -> tuple[str, float] | None:
+    """The first of ``STEP_KEYS`` present as a number (a numeric string counts: safetensors metadata)."""
+    for key in STEP_KEYS:
+        value = _as_number(extras.get(key))
+        if value is not None:
+            return key, value
+    return None
+
+
+def number_in_name(path: str) -> float | None:
+    """The last run of digits in the file name without its checkpoint suffix; None when there is none."""
+    name = PurePath(path).name
+    lowered = name.lower()
+    for suffix in _CHECKPOINT_SUFFIXES:
+        if lowered.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    digits = re.findall(r"\d+", name)
+    return float(digits[-1]) if digits else None
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _positions(reports: Sequence[Report], mtimes: Mapping[str, float]) -> tuple[str, list[float]]:
+    for key in STEP_KEYS:
+        values = [_as_number(r.extras.get(key)) for r in reports]
+        if all(v is not None for v in values):
+            return key, [v for v in values if v is not None]
+    from_names = [number_in_name(r.checkpoint) for r in reports]
+    if all(v is not None for v in from_names):
+        return FILE_NAME, [v for v in from_names if v is not None]
+    return MODIFICATION_TIME, [float(mtimes.get(r.checkpoint, 0.0)) for r in reports]
+
+
+def _layer_order(reports: Sequence[Report]) -> list[str]:
+    """Union of layer names; a new name goes right after its predecessor in its first checkpoint."""
+    order: list[str] = []
+    for report in reports:
+        present = {la.name for la in report.layers}
+        previous: str | None = None
+        for layer in report.layers:
+            if layer.name not in order:
+                at = order.index(previous) + 1 if previous is not None else 0
+                # Skip past names already placed after the predecessor that this checkpoint lacks.
+                while at < len(order) and order[at] not in present:
+                    at += 1
+                order.insert(at, layer.name)
+            previous = layer.name
+    return order
+
+
+def _series(name: str, reports: Sequence[Report]) -> LayerSeries:
+    found: list[LayerAudit | None] = []
+    for report in reports:
+        found.append(next((la for la in report.layers if la.name == name), None))
+    return LayerSeries(
+        name=name,
+        sigma_effective=tuple(_finite_or_none(la.sigma_effective) if la else None for la in found),
+        cos_error_u=tuple(la.cos_error_u if la else None for la in found),
+        cos_error_v=tuple(la.cos_error_v if la else None for la in found),
+        present=tuple(la is not None for la in found),
+    )
+
+
+def _appear_vanish(series: Sequence[LayerSeries], reports: Sequence[Report], steps: Sequence[float],
+                   order_by: str) -> list[str]:
+    out = []
+    for s in series:
+        for i in range(1, len(reports)):
+            if s.present[i] and not s.present[i - 1]:
+                out.append(f"layer '{s.name}' appears in {_base(reports[i].checkpoint)} "
+                           f"({order_by} {_number(steps[i])})")
+            elif s.present[i - 1] and not s.present[i]:
+                out.append(f"layer '{s.name}' vanishes in {_base(reports[i].checkpoint)} "
+                           f"({order_by} {_number(steps[i])})")
+    return out
+
+
+def _as_number(value: object) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            number = float(value.strip())
+        except ValueError:
+            return None
+        return number if math.isfinite(number) else None
+    return None
+
+
+def _number(value: float) -> int | float:
+    """A step as an int when it is one (JSON and labels show ``1200``, not ``1200.0``)."""
+    return int(value) if float(value).is_integer() else value
+
+
+def _natural(path: str) -> list[object]:
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
+
+
+def _base(path: str) -> str:
+    return PurePath(path).name
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if _finite(value) else None
+
+
+def _max_or_none(a: float | None, b: float | None) -> float | None:
+    values = [v for v in (a, b) if v is not None]
+    return max(values) if values else None
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
