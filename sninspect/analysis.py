@@ -322,7 +322,7 @@ def _dim_of(layer: SNLayer | _Plain) -> int:
 
 def _matrix_shape(shape: tuple[int, ...], dim: int) -> tuple[int, int]:
     if len(shape) <= 1:
-        return (1, math.prod(shape))
+        return (math.prod(shape), 1)
     return (shape[dim], math.prod(shape) // max(shape[dim], 1))
 
 
