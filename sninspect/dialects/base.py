@@ -156,8 +156,9 @@ def resolve_dim(
         note = f"dim={best} chosen by the alignment of u with the top singular vector (1 − |cos|: {detail})"
         return replace(layer, dim=best, notes=layer.notes + (note,))
     v = tensors[layer.v_key].detach().reshape(-1).to(torch.float64)
-    residuals = {d: float(torch.linalg.vector_norm(u - normalize(to_matrix(weight, d) @ v))) for d in dims}
-    best = min(residuals, key=lambda d: residuals[d])
+    residuals = {d: _signless_residual(to_matrix(weight, d), u, v) for d in dims}
+    # dim 0 unless another dim fits clearly better (a 2-D weight is nearly always dim 0).
+    best = min(residuals, key=lambda d: (residuals[d] > 0.5 * residuals[dims[0]] if d else False, residuals[d]))
     detail = ", ".join(f"dim={d}: {r:.1e}" for d, r in residuals.items())
     note = f"dim={best} chosen by the residual ‖u − normalize(W v)‖ ({detail})"
     return replace(layer, dim=best, notes=layer.notes + (note,))
@@ -168,3 +169,9 @@ def _top_alignment_error(matrix: Tensor, u: Tensor) -> float:
     left = torch.linalg.svd(matrix, full_matrices=False)[0][:, 0]
     cos = float(torch.dot(u, left)) / max(float(torch.linalg.vector_norm(u)), 1e-300)
     return 1.0 - abs(cos)
+
+
+def _signless_residual(matrix: Tensor, u: Tensor, v: Tensor) -> float:
+    """min over the sign of ‖u ∓ normalize(W v)‖ (a flipped u, σ̂ < 0, still fits its dim)."""
+    target = normalize(matrix @ v)
+    return min(float(torch.linalg.vector_norm(u - target)), float(torch.linalg.vector_norm(u + target)))
