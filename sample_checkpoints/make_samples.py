@@ -62,7 +62,8 @@ def blobs_and_rings(n: int, generator: torch.Generator) -> Tensor:
     centre = 4 + 8 * torch.rand(n, 2, generator=generator)  # (n, 2)
     radius = 1.5 + 3.0 * torch.rand(n, generator=generator)  # (n,)
     ring = torch.rand(n, generator=generator) < 0.5  # (n,)
-    dist = torch.sqrt((yy - centre[:, 0, None, None]) ** 2 + (xx - centre[:, 1, None, None]) ** 2)  # (n, 16, 16)
+    dy, dx = yy - centre[:, 0, None, None], xx - centre[:, 1, None, None]  # (n, 16, 16)
+    dist = torch.sqrt(dy**2 + dx**2)
     blob = torch.exp(-0.5 * (dist / radius[:, None, None]) ** 2)
     band = torch.exp(-0.5 * ((dist - 1.5 * radius[:, None, None]) / 0.8) ** 2)
     image = torch.where(ring[:, None, None], band, blob)
@@ -96,8 +97,8 @@ class Batches:
 class DCGANDiscriminator(nn.Module):
     """16x16 → score: four 3x3 / 4x4 convs (two strided, one with in == out), a linear head."""
 
-    def __init__(self, sn: Wrap = no_sn, ch: int = 8,
-                 conv: Callable[..., nn.Module] = nn.Conv2d, linear: Callable[..., nn.Module] = nn.Linear) -> None:
+    def __init__(self, sn: Wrap = no_sn, ch: int = 8, conv: Callable[..., nn.Module] = nn.Conv2d,
+                 linear: Callable[..., nn.Module] = nn.Linear) -> None:
         super().__init__()
         self.main = nn.Sequential(
             sn(conv(1, ch, 3, 1, 1)), nn.LeakyReLU(0.1),  # 16x16

@@ -149,11 +149,12 @@ def resolve_dim(
     weight = tensors[layer.weight_key].detach().to(torch.float64)
     u = tensors[layer.u_key].detach().reshape(-1).to(torch.float64)
     if layer.v_key is None:
-        # No v stored (version None): u converges to the top left singular vector of the right matrix.
-        errors = {d: _top_alignment_error(to_matrix(weight, d), u) for d in dims}
+        # No v stored (version None): the stored u came from a power step u = n(W Wᵀ u_prev), so the
+        # right dim is the one for which one more step moves it least.
+        errors = {d: _power_step_residual(to_matrix(weight, d), u) for d in dims}
         best = min(errors, key=lambda d: errors[d])
         detail = ", ".join(f"dim={d}: {e:.1e}" for d, e in errors.items())
-        note = f"dim={best} chosen by the alignment of u with the top singular vector (1 − |cos|: {detail})"
+        note = f"dim={best} chosen by the power-step residual ‖n(W Wᵀ u) − u‖ ({detail})"
         return replace(layer, dim=best, notes=layer.notes + (note,))
     v = tensors[layer.v_key].detach().reshape(-1).to(torch.float64)
     residuals = {d: _signless_residual(to_matrix(weight, d), u, v) for d in dims}
@@ -164,11 +165,11 @@ def resolve_dim(
     return replace(layer, dim=best, notes=layer.notes + (note,))
 
 
-def _top_alignment_error(matrix: Tensor, u: Tensor) -> float:
-    """1 − |cos(u, top left singular vector of matrix)|."""
-    left = torch.linalg.svd(matrix, full_matrices=False)[0][:, 0]
-    cos = float(torch.dot(u, left)) / max(float(torch.linalg.vector_norm(u)), 1e-300)
-    return 1.0 - abs(cos)
+def _power_step_residual(matrix: Tensor, u: Tensor) -> float:
+    """‖normalize(W Wᵀ u) − u‖ up to sign: how far u is from a fixed point of the power iteration."""
+    step = normalize(matrix @ (matrix.T @ u))
+    unit = normalize(u)
+    return min(float(torch.linalg.vector_norm(step - unit)), float(torch.linalg.vector_norm(step + unit)))
 
 
 def _signless_residual(matrix: Tensor, u: Tensor, v: Tensor) -> float:
