@@ -202,8 +202,10 @@ def _load_torch(file: Path, shown: str, magic: bytes, *, unsafe_load: bool) -> t
                                     "--unsafe-load only if you trust this file, or re-save it with "
                                     "torch.save)")
     if is_pickle:
-        raise InputError(f"{shown}: a plain pickle without tensors, not a torch.save checkpoint (sninspect "
-                         "reads files written by torch.save or safetensors)")
+        raise InputError(f"{shown}: a plain pickle, not a torch.save checkpoint (sninspect reads files "
+                         "written by torch.save or safetensors)")
+    if magic.startswith(b"PK\x05\x06"):
+        raise InputError(f"{shown}: an empty zip archive, no records (expected a file written by torch.save)")
     raise InputError(f"{shown}: not a checkpoint: unknown format, starts with {magic[:8]!r} (expected a zip "
                      "archive or legacy file written by torch.save, or a safetensors file)")
 

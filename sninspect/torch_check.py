@@ -5,9 +5,9 @@ containers; this module adds what it does not do:
 
 - name the global a refused pickle would call (``posix.system``), read statically with
   :mod:`pickletools`, which parses opcodes and never executes them;
-- refuse files whose size claims would make ``torch.load`` allocate more memory than the file holds:
-  a legacy (pre-1.6) storage claiming terabytes, or a zip record that would unpack to more than the
-  archive's size (a compression bomb; ``torch.save`` writes records uncompressed).
+- refuse files whose size claims would make ``torch.load`` allocate more memory than the file holds
+  (a legacy, pre-1.6 storage claiming terabytes; a zip record that would unpack to more than the
+  archive's size) or read tensor bytes from outside their record (a short or compressed zip record).
 
 Everything here reads at most the file's size (and at most :data:`SCAN_BYTES` of a pickle).
 """
@@ -15,9 +15,13 @@ Everything here reads at most the file's size (and at most :data:`SCAN_BYTES` of
 from __future__ import annotations
 
 import _compat_pickle
+import functools
 import io
+import itertools
 import os
+import pickle
 import pickletools
+import re
 import warnings
 import zipfile
 from collections import deque
@@ -32,7 +36,7 @@ from sninspect.errors import InputError
 SCAN_BYTES = 64 * 2**20
 """How much of a pickle the static scan reads at most, to name what it would import."""
 
-SCAN_OPCODES = 2_000_000
+SCAN_OPCODES = 1_000_000
 """How many opcodes the scan parses at most (about a second; a real ``data.pkl`` has ~20 per tensor)."""
 
 MEMO_STRINGS = 100_000
@@ -50,60 +54,169 @@ LEGACY_MAGIC = (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
 
 
 def check_zip_claims(file: Path, shown: str) -> None:
-    """Refuse a zip whose records claim to unpack to more bytes than the whole file has.
+    """Refuse a zip-format file whose size claims would make ``torch.load`` misbehave.
 
-    ``torch.load`` allocates a record (``data.pkl``, ``version``, ...) at its claimed unpacked size
-    before inflating it. Only the central directory is read here; an archive ``zipfile`` cannot parse
-    is left to ``torch.load``, which says what is wrong with it.
+    - a record that claims to unpack to more bytes than the whole file has (a compression bomb):
+      ``torch.load`` allocates a record such as ``data.pkl`` at its claimed size before inflating it;
+    - a compressed tensor record: ``torch.load`` memory-maps tensor records in place, which only works
+      for the stored (uncompressed) records ``torch.save`` writes;
+    - a tensor record shorter than the tensor its pickle describes: the memory-mapped tensor would
+      silently take its last bytes from whatever follows the record in the file.
+
+    Reads the central directory and ``data.pkl`` only; an archive or pickle that cannot be followed
+    here is left to ``torch.load``, which says what is wrong with it.
     """
     try:
         size = os.path.getsize(file)
         with zipfile.ZipFile(file) as archive:
             records = archive.infolist()
-    except Exception:  # not parseable here: torch.load will report it
+            _check_records(records, size, shown)
+            claimed = _zip_storage_claims(archive, records)
+    except InputError:
+        raise
+    except Exception:  # not followable here: torch.load will report it
         return
+    record_sizes = {match.group(2): info.file_size for info in records
+                    if (match := _TENSOR_RECORD.search(info.filename))}
+    for key, nbytes in claimed.items():
+        have = record_sizes.get(key)
+        if have is not None and nbytes > have:
+            raise InputError(f"{shown}: tensor record 'data/{key[:40]}' holds {have} bytes but its tensor "
+                             f"needs {nbytes} (is the file truncated or corrupt?)")
+
+
+_TENSOR_RECORD = re.compile(r"(^|/)data/([^/]+)$")
+"""Zip records holding tensor storages: ``<archive>/data/<key>``."""
+
+
+def _check_records(records: list[zipfile.ZipInfo], size: int, shown: str) -> None:
     for info in records:
+        name = repr(info.filename[:80])
+        if info.compress_type != zipfile.ZIP_STORED and _TENSOR_RECORD.search(info.filename):
+            raise InputError(f"{shown}: zip record {name} is compressed, but tensor data must be stored as "
+                             "torch.save writes it, to be memory-mapped (re-save it: torch.save(torch.load("
+                             "path, weights_only=True), new_path))")
         if info.file_size > size:
-            raise InputError(f"{shown}: zip record {info.filename[:80]!r} claims {info.file_size} bytes "
-                             f"unpacked but the whole file has {size} (torch.save writes records "
-                             "uncompressed; is the file corrupt or crafted?)")
+            raise InputError(f"{shown}: zip record {name} claims {info.file_size} bytes unpacked but the "
+                             f"whole file has {size} (torch.save writes records uncompressed; is the file "
+                             "corrupt or crafted?)")
+
+
+def _zip_storage_claims(archive: zipfile.ZipFile, records: list[zipfile.ZipInfo]) -> dict[str, int]:
+    """Bytes each storage key needs, from a dry run of the archive's ``data.pkl``."""
+    pickles = [i for i in records if i.filename.endswith("/data.pkl") and i.filename.count("/") == 1]
+    if len(pickles) != 1:
+        return {}
+    with archive.open(pickles[0]) as member:
+        data = member.read(pickles[0].file_size)  # bounded by the file size (checked above)
+    claimed: dict[str, int] = {}
+    _dry_run(io.BytesIO(data), claimed)
+    return claimed
 
 
 def check_legacy_claims(file: Path, shown: str) -> None:
     """Refuse a legacy file whose pickle claims more tensor bytes than the file holds.
 
     ``torch.load`` allocates every legacy storage at the size the pickle claims before reading it, so a
-    few edited bytes could ask for terabytes. This dry run reads only the pickles, with torch's own
-    weights-only unpickler, and answers storages with meta (unallocated) ones. Anything it cannot follow
-    (custom classes in an ``--unsafe-load`` file, a broken pickle) is left to ``torch.load``.
+    few edited bytes could ask for terabytes. Anything the dry run cannot follow (custom classes in an
+    ``--unsafe-load`` file, a broken pickle) is left to ``torch.load``.
     """
-    claimed: dict[object, int] = {}
-
-    def persistent_load(saved_id: Any) -> Any:
-        storage_type, root_key, _, numel, _ = saved_id[1:]
-        nbytes = int(numel) * torch._utils._element_size(storage_type.dtype)
-        claimed[root_key] = max(claimed.get(root_key, 0), nbytes)
-        meta = torch.UntypedStorage(0, device="meta")
-        return torch.storage.TypedStorage(wrap_storage=meta, dtype=storage_type.dtype, _internal=True)
-
+    claimed: dict[str, int] = {}
     try:
-        from torch import _weights_only_unpickler as wou
-
         size = os.path.getsize(file)
-        with open(file, "rb") as raw, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with open(file, "rb") as raw:
             f = Bounded(raw, size)
             for _ in range(3):  # magic number, protocol version, system info
-                wou.Unpickler(f, encoding="utf-8").load()
-            unpickler = wou.Unpickler(f, encoding="utf-8")
-            unpickler.persistent_load = persistent_load  # type: ignore[method-assign]
-            unpickler.load()
+                _dry_run(f, {})  # type: ignore[arg-type]
+            _dry_run(f, claimed)  # type: ignore[arg-type]
     except Exception:  # not followable here: torch.load will say what is wrong
         return
     total = sum(claimed.values())
     if total > size:
         raise InputError(f"{shown}: the legacy checkpoint claims {total} bytes of tensor data but the file "
                          f"has {size} (is it truncated or corrupt?)")
+
+
+def _dry_run(f: IO[bytes], claimed: dict[str, int]) -> None:
+    """Unpickle one pickle from ``f`` with every global replaced by an inert :class:`_Placeholder`, and
+    record in ``claimed`` how many bytes each storage key needs.
+
+    This is Python's "restricting globals" pattern taken to the end: ``find_class`` never returns
+    anything real, so nothing is imported or run, custom classes included; the C unpickler keeps it
+    fast (a fraction of ``torch.load``'s own unpickling time).
+    """
+    _PlaceholderUnpickler(f, claimed).load()
+
+
+class _Placeholder:
+    """What every global becomes in a dry run: callable, constructible and fillable with anything, and
+    doing nothing. ``itemsize`` is set on the stand-ins for torch storage classes."""
+
+    __slots__ = ()
+    itemsize = 0
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _Placeholder:  # NEWOBJ needs a class with __new__
+        return object.__new__(cls)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Placeholder:
+        return _Placeholder()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        pass
+
+    def append(self, item: Any) -> None:
+        pass
+
+    def extend(self, items: Any) -> None:
+        pass
+
+
+class _PlaceholderUnpickler(pickle.Unpickler):
+    def __init__(self, f: IO[bytes], claimed: dict[str, int]) -> None:
+        super().__init__(f, encoding="latin1")  # Python 2 strings in old legacy files
+        self.claimed = claimed
+
+    def find_class(self, module: str, name: str) -> type[_Placeholder]:
+        itemsize = _storage_itemsizes().get(name, 0) if module in _STORAGE_MODULES else 0
+        return _placeholder_class(itemsize)
+
+    def persistent_load(self, saved_id: Any) -> _Placeholder:
+        """A torch storage reference: ``("storage", type, key, location, numel[, view])``."""
+        storage_type, key, _, numel = saved_id[1:5]
+        if not (isinstance(storage_type, type) and issubclass(storage_type, _Placeholder)
+                and storage_type.itemsize > 0 and isinstance(numel, int) and numel >= 0):
+            raise pickle.UnpicklingError("not a torch storage reference")
+        self.claimed[str(key)] = max(self.claimed.get(str(key), 0), numel * storage_type.itemsize)
+        return _Placeholder()
+
+
+_STORAGE_MODULES = ("torch", "torch.cuda", "torch.storage")
+
+
+@functools.cache
+def _placeholder_class(itemsize: int) -> type[_Placeholder]:
+    """One class per element size (a handful), however many globals a pickle names."""
+    return _Placeholder if itemsize == 0 else type("StoragePlaceholder", (_Placeholder,),
+                                                   {"__slots__": (), "itemsize": itemsize})
+
+
+@functools.cache
+def _storage_itemsizes() -> dict[str, int]:
+    """Bytes per element of each torch storage class name (``FloatStorage``: 4; ``UntypedStorage``: 1)."""
+    sizes = {"UntypedStorage": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TypedStorage is deprecated
+        for name in dir(torch):
+            dtype = getattr(getattr(torch, name), "dtype", None) if name.endswith("Storage") else None
+            if isinstance(dtype, torch.dtype):
+                sizes[name] = dtype.itemsize
+    return sizes
 
 
 class Bounded(io.RawIOBase):
@@ -134,8 +247,8 @@ class Bounded(io.RawIOBase):
 
 
 def scan_file(file: Path, pickles: int) -> tuple[str | None, bool]:
-    """``(first refused global, parsed as a complete pickle)`` for up to ``pickles`` pickles in a row at
-    the start of ``file`` (a legacy torch file is several pickles, a raw pickle one)."""
+    """``(first refused global, looks like a pickle)`` for up to ``pickles`` pickles in a row at the
+    start of ``file`` (a legacy torch file is several pickles, a raw pickle one)."""
     try:
         with open(file, "rb") as f:
             size = min(os.fstat(f.fileno()).st_size, SCAN_BYTES)
@@ -159,21 +272,26 @@ def scan_zip(file: Path) -> str | None:
 
 
 def _scan_stream(stream: IO[bytes], pickles: int) -> tuple[str | None, bool]:
+    """``(first refused global, looks like a pickle)``: a pickle once one parsed to its end, or parsed
+    without error until the scan stopped at :data:`SCAN_OPCODES`."""
     names: list[str] = []
-    complete = False
+    is_pickle = False
+    opcodes = itertools.count()  # shared by the pickles in a row
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pickletools warns about odd escapes in garbage
         try:
             for _ in range(pickles):
                 before = len(names)
-                names.extend(_pickle_globals(stream))
-                complete = True
+                names.extend(_pickle_globals(stream, opcodes))
+                is_pickle = True
                 culprit = _first_refused(names[before:])
                 if culprit is not None:
-                    return culprit, complete
+                    return culprit, is_pickle
+        except ScanLimit:
+            is_pickle = True
         except Exception:  # not a pickle, or truncated: report what was seen so far
             pass
-    return _first_refused(names), complete
+    return _first_refused(names), is_pickle
 
 
 def _allowed_globals() -> set[str]:
@@ -194,18 +312,19 @@ def _first_refused(names: list[str]) -> str | None:
     return next((n for n in refused if not n.startswith("torch.")), refused[0] if refused else None)
 
 
-def _pickle_globals(stream: IO[bytes]) -> Iterator[str]:
+def _pickle_globals(stream: IO[bytes], opcodes: Iterator[int]) -> Iterator[str]:
     """``module.name`` of every global one pickle in ``stream`` imports (GLOBAL, INST, STACK_GLOBAL).
 
     STACK_GLOBAL takes its two names from the stack: the strings pushed last, directly or from the memo.
-    Stops with :class:`ScanLimit` after :data:`SCAN_OPCODES` opcodes; memory stays bounded too.
+    Raises :class:`ScanLimit` once ``opcodes`` (a shared counter) passes :data:`SCAN_OPCODES`; memory
+    stays bounded too.
     """
     strings: deque[str] = deque(maxlen=2)
     memo: dict[int, str] = {}
     next_slot = 0  # where MEMOIZE puts the top of the stack (the memo's size, strings or not)
     top: str | None = None  # the string on top of the stack, if the last opcode left one there
-    for count, (opcode, arg, _) in enumerate(pickletools.genops(stream)):
-        if count >= SCAN_OPCODES:
+    for opcode, arg, _ in pickletools.genops(stream):
+        if next(opcodes) >= SCAN_OPCODES:
             raise ScanLimit(f"more than {SCAN_OPCODES} opcodes")
         name, pushed = opcode.name, None
         if name in ("GLOBAL", "INST") and isinstance(arg, str):

@@ -29,6 +29,58 @@ Found = tuple[tuple[str, ...], Mapping[str, Any]]
 """Where a state dict is (keys from the root) and the state dict itself."""
 
 
+def find_state_dicts(container: object, shown: str, key: str | None) -> list[Found]:
+    """``(path, state dict)`` of every model in ``container`` (or under dotted ``key``), in container order.
+
+    Raises :class:`UsageError` for a ``key`` that is missing or holds no weights, :class:`InputError`
+    when nothing holds tensors; ``shown`` is the file name for those messages.
+    """
+    if isinstance(container, torch.Tensor):
+        raise InputError(f"{shown}: holds a single tensor, not a state dict (expected a dict of name -> "
+                         "tensor, e.g. torch.save(model.state_dict(), ...))")
+    start: tuple[str, ...] = ()
+    root = container
+    if key is not None:
+        start, root = _follow(container, key, shown)
+        if _is_optimizer_state(root):
+            raise UsageError(f"{shown}: --key {key!r} is an optimizer state, not model weights (keys holding "
+                             f"tensors: {_available(container)})")
+        if isinstance(root, torch.Tensor) or not (_children_any(root) or isinstance(root, torch.nn.Module)):
+            raise UsageError(f"{shown}: --key {key!r} leads to a {type(root).__name__} value, not a dict of "
+                             f"tensors (keys holding tensors: {_available(container)})")
+    found = list(_search(root, start, len(start)))
+    if not found and key is not None:
+        found = list(_search(root, start, 0))  # the user pointed deeper than the automatic search goes
+    if not found:
+        found = _loose_tensors(root, start)
+    if not found:
+        raise InputError(f"{shown}: no tensors found (top-level keys: {_keys(root)}; expected a state dict, "
+                         "or pass --key)")
+    return found
+
+
+def extras(container: object) -> dict[str, int | float | str | bool]:
+    """Scalar top-level entries, and 0-dim step/epoch tensors as numbers."""
+    out: dict[str, int | float | str | bool] = {}
+    if not isinstance(container, Mapping):
+        return out
+    for k, v in container.items():
+        if isinstance(v, (bool, int, float, str)):
+            out[str(k)] = v
+        elif (isinstance(v, torch.Tensor) and v.dim() == 0 and str(k) in EXTRA_TENSOR_KEYS
+              and not v.is_complex()):
+            item = v.item()
+            if isinstance(item, (bool, int, float)):
+                out[str(k)] = item
+    return out
+
+
+def short(items: Sequence[str], limit: int = 12) -> str:
+    """``a, b, c and 9 more``: a list for a one-line message."""
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
 def _is_state_dict(obj: object) -> bool:
     """A mapping of string keys to tensors (the shape of ``module.state_dict()``), at least one tensor.
 
@@ -93,36 +145,6 @@ def _loose_tensors(obj: object, at: tuple[str, ...]) -> list[Found]:
     return []
 
 
-def find_state_dicts(container: object, shown: str, key: str | None) -> list[Found]:
-    """``(path, state dict)`` of every model in ``container`` (or under dotted ``key``), in container order.
-
-    Raises :class:`UsageError` for a ``key`` that is missing or holds no weights, :class:`InputError`
-    when nothing holds tensors; ``shown`` is the file name for those messages.
-    """
-    if isinstance(container, torch.Tensor):
-        raise InputError(f"{shown}: holds a single tensor, not a state dict (expected a dict of name -> "
-                         "tensor, e.g. torch.save(model.state_dict(), ...))")
-    start: tuple[str, ...] = ()
-    root = container
-    if key is not None:
-        start, root = _follow(container, key, shown)
-        if _is_optimizer_state(root):
-            raise UsageError(f"{shown}: --key {key!r} is an optimizer state, not model weights (keys holding "
-                             f"tensors: {_available(container)})")
-        if isinstance(root, torch.Tensor) or not (_children_any(root) or isinstance(root, torch.nn.Module)):
-            raise UsageError(f"{shown}: --key {key!r} leads to a {type(root).__name__} value, not a dict of "
-                             f"tensors (keys holding tensors: {_available(container)})")
-    found = list(_search(root, start, len(start)))
-    if not found and key is not None:
-        found = list(_search(root, start, 0))  # the user pointed deeper than the automatic search goes
-    if not found:
-        found = _loose_tensors(root, start)
-    if not found:
-        raise InputError(f"{shown}: no tensors found (top-level keys: {_keys(root)}; expected a state dict, "
-                         "or pass --key)")
-    return found
-
-
 def _children_any(obj: object) -> bool:
     return isinstance(obj, (Mapping, list, tuple))
 
@@ -179,24 +201,3 @@ def _keys(obj: object) -> str:
     if isinstance(obj, Mapping):
         return short([str(k) for k in obj]) if obj else "none, the dict is empty"
     return f"none, it holds a {type(obj).__name__}"
-
-
-def short(items: Sequence[str], limit: int = 12) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
-
-
-def extras(container: object) -> dict[str, int | float | str | bool]:
-    """Scalar top-level entries, and 0-dim step/epoch tensors as numbers."""
-    extras: dict[str, int | float | str | bool] = {}
-    if not isinstance(container, Mapping):
-        return extras
-    for k, v in container.items():
-        if isinstance(v, (bool, int, float, str)):
-            extras[str(k)] = v
-        elif (isinstance(v, torch.Tensor) and v.dim() == 0 and str(k) in EXTRA_TENSOR_KEYS
-              and not v.is_complex()):
-            item = v.item()
-            if isinstance(item, (bool, int, float)):
-                extras[str(k)] = item
-    return extras

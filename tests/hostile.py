@@ -10,7 +10,8 @@ create :func:`sentinel` when they run, so a test can assert that nothing execute
 Builders:
     code_running     pickles whose loading calls os.system / eval / exec / subprocess.call
     truncated        a real zip-format checkpoint cut at its structural boundaries
-    malformed        random bytes, empty file, zip with a missing record, plain pickles, no tensors
+    malformed        random bytes, empty file, zips with missing, short, compressed or bomb records,
+                     plain pickles (with and without tensors), no tensors, legacy size lies
     lying_safetensors  safetensors files whose header does not match the data
     bad_indexes      shard indexes that are not JSON, point outside the folder or at missing shards
     special          a directory and a FIFO (opening a FIFO for reading blocks)
@@ -152,20 +153,26 @@ def zip_boundaries(data: bytes) -> dict[str, int]:
     return {k: v for k, v in offsets.items() if 0 < v < len(data)}
 
 
+TRUNCATION_STEP = 256
+"""Besides its structural boundaries, a zip checkpoint is also cut every this many bytes."""
+
+
 def truncated(folder: Path) -> Items:
-    """A real zip-format checkpoint cut at every structural boundary (and just after some)."""
+    """A real zip-format checkpoint cut at every structural boundary (and just after each), and every
+    :data:`TRUNCATION_STEP` bytes; a legacy checkpoint cut at 10%, 50% and 90%."""
     folder = Path(folder)
     data = valid_zip_checkpoint(folder / "whole.tmp-source").read_bytes()
     (folder / "whole.tmp-source").unlink()
+    cuts: dict[int, str] = {n: f"byte {n}" for n in range(TRUNCATION_STEP, len(data), TRUNCATION_STEP)}
+    for where, offset in zip_boundaries(data).items():
+        cuts[offset] = where
+        cuts.setdefault(offset + 1, f"{where} + 1")
     items: Items = []
-    for i, (where, offset) in enumerate(sorted(zip_boundaries(data).items(), key=lambda kv: kv[1])):
-        for extra in (0, 1):
-            if offset + extra >= len(data):
-                continue
-            path = folder / f"truncated_{i:02d}_{extra}.pt"
-            path.write_bytes(data[:offset + extra])
-            items.append((path, f"zip checkpoint truncated at {where}{' + 1' if extra else ''} "
-                                f"({offset + extra} of {len(data)} bytes)"))
+    for offset, where in sorted(cuts.items()):
+        if 0 < offset < len(data):
+            path = folder / f"truncated_{offset:05d}.pt"
+            path.write_bytes(data[:offset])
+            items.append((path, f"zip checkpoint truncated at {where} ({offset} of {len(data)} bytes)"))
     legacy = folder / "legacy.tmp-source"
     torch.save(small_state_dict(), legacy, _use_new_zipfile_serialization=False)
     raw = legacy.read_bytes()
@@ -177,8 +184,9 @@ def truncated(folder: Path) -> Items:
     return items
 
 
-def legacy_claiming(path: Path, numel: int) -> Path:
-    """A legacy torch file whose pickle claims a float storage of ``numel`` elements over 16 bytes of data."""
+def legacy_claiming(path: Path, numel: int, extra: object = None) -> Path:
+    """A legacy torch file whose pickle claims a float storage of ``numel`` elements over 16 bytes of data
+    (and holds ``extra`` beside the tensor, e.g. a custom object that needs ``--unsafe-load``)."""
     buffer = io.BytesIO()
     sizes = {"short": 2, "int": 4, "long": 4}
     system = {"protocol_version": 1001, "little_endian": True, "type_sizes": sizes}
@@ -192,7 +200,7 @@ def legacy_claiming(path: Path, numel: int) -> Path:
             return None
 
     tensor = torch.ones(4)
-    Claiming(buffer, protocol=2).dump({"w": tensor})
+    Claiming(buffer, protocol=2).dump({"w": tensor} if extra is None else {"w": tensor, "extra": extra})
     pickle.dump(["0"], buffer, protocol=2)
     buffer.write(struct.pack("<q", 4) + tensor.numpy().tobytes())
     path.write_bytes(buffer.getvalue())
@@ -245,7 +253,40 @@ def malformed(folder: Path) -> Items:
     put("missing_data_record.pt", _zip_without(data, "data/0"), "zip checkpoint without data/0")
     put("missing_pickle.pt", _zip_without(data, "data.pkl"), "zip checkpoint with data.pkl missing")
     put("empty_zip.pt", _zip_without(data, ""), "a zip archive with no records")
+    put("short_data_record.pt", _zip_replacing(data, "data/0", b"\0\0\0\0"),
+        "zip checkpoint whose data/0 holds fewer bytes than its tensor")
+    bomb = _pickle_record(data) + bytes(BOMB_BYTES)  # zeros after the pickle's STOP: torch would accept it
+    put("zip_bomb.pt", _zip_replacing(data, "data.pkl", bomb, deflate=True),
+        f"zip checkpoint whose data.pkl unpacks to {BOMB_BYTES} bytes (a compression bomb)")
+    put("compressed_data.pt", _zip_replacing(data, "data/0", None, deflate=True),
+        "zip checkpoint with a compressed (deflated) tensor record")
+    put("pickled_tensors.pkl", pickle.dumps(small_state_dict()),
+        "tensors written with pickle.dump, not torch.save (needs --unsafe-load)")
     return items
+
+
+BOMB_BYTES = 32 * 2**20
+"""How far the zip bomb's data.pkl unpacks (the file itself stays a few tens of KiB)."""
+
+
+def _pickle_record(data: bytes) -> bytes:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        name = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+        return archive.read(name)
+
+
+def _zip_replacing(data: bytes, record: str, content: bytes | None, *, deflate: bool = False) -> bytes:
+    """``data`` (a zip) with the record ending in ``record`` given ``content`` (None: kept), deflated or
+    stored; the other records are copied unchanged."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+        for info in src.infolist():
+            if info.filename.endswith(record):
+                body = src.read(info.filename) if content is None else content
+                dst.writestr(info.filename, body, zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED)
+            else:
+                dst.writestr(info, src.read(info.filename))
+    return out.getvalue()
 
 
 # ----------------------------------------------------------------------------------------------

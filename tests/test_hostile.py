@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import os
+import pickle
 import threading
 import time
 from collections.abc import Callable
@@ -18,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sninspect.io
+from sninspect import torch_check
 from sninspect.errors import InputError, UnsafeCheckpointError
 from sninspect.io import Checkpoint, load_checkpoint
 
@@ -93,6 +96,25 @@ def test_refusal_names_the_global(payload: str, tmp_path: Path) -> None:
     assert not hostile.sentinel(tmp_path).exists()
 
 
+@pytest.mark.parametrize("payload", sorted(hostile.PAYLOADS))
+def test_payloads_really_run_code_when_unpickled(payload: str, tmp_path: Path) -> None:
+    """The control for every "never runs code" test: a plain unpickle does create the sentinel."""
+    pickle.loads(pickle.dumps(hostile.PAYLOADS[payload](hostile.sentinel(tmp_path))))
+    assert hostile.sentinel(tmp_path).exists()
+
+
+def test_size_check_dry_runs_never_run_code(tmp_path: Path) -> None:
+    """The size checks unpickle with every global replaced by an inert placeholder."""
+    for path, what in hostile.code_running(tmp_path):
+        if what.startswith("raw"):
+            torch_check._dry_run(io.BytesIO(path.read_bytes()), {})
+        elif what.startswith("legacy"):
+            torch_check.check_legacy_claims(path, str(path))
+        else:
+            torch_check.check_zip_claims(path, str(path))
+    assert not hostile.sentinel(tmp_path).exists()
+
+
 def test_whole_corpus_never_runs_code(tmp_path: Path) -> None:
     items = hostile.corpus(tmp_path)
     for path, _ in items:
@@ -157,6 +179,51 @@ def test_legacy_claim_is_checked_before_allocating(tmp_path: Path, numel: int) -
         load_checkpoint(path)
     honest = hostile.legacy_claiming(tmp_path / "honest.pt", 4)
     assert torch.equal(load_checkpoint(honest).models[0].tensors["w"], torch.ones(4))
+
+
+def test_legacy_claim_is_checked_with_unsafe_load_too(tmp_path: Path) -> None:
+    path = hostile.legacy_claiming(tmp_path / "claims.pt", 10**12, extra=BenignConfig(0.1))
+    with pytest.raises(InputError, match="claims 4000000000000 bytes of tensor data"):
+        load_checkpoint(path, unsafe_load=True)
+    honest = hostile.legacy_claiming(tmp_path / "honest.pt", 4, extra=BenignConfig(0.1))
+    with pytest.raises(UnsafeCheckpointError, match="BenignConfig"):
+        load_checkpoint(honest)
+    assert load_checkpoint(honest, unsafe_load=True).container["extra"] == BenignConfig(0.1)
+
+
+@pytest.mark.parametrize(("name", "pattern"), [
+    ("zip_bomb.pt", r"record 'zip/data.pkl' claims 335\d{5} bytes unpacked but the whole file has \d{5} "),
+    ("compressed_data.pt", r"record 'zip/data/0' is compressed, .* \(re-save it: "),
+    ("short_data_record.pt", r"tensor record 'data/0' holds 4 bytes but its tensor needs 48 "),
+])
+def test_zip_size_claims_are_checked_before_torch_reads(tmp_path: Path, name: str, pattern: str) -> None:
+    """A bomb would allocate its claimed size; a short tensor record would be read past its end."""
+    hostile.malformed(tmp_path)
+    with pytest.raises(InputError, match=pattern):
+        load_checkpoint(tmp_path / name)
+
+
+def test_plain_pickle_of_tensors_needs_unsafe_load(tmp_path: Path) -> None:
+    path = tmp_path / "pickled.pkl"
+    path.write_bytes(pickle.dumps({"D": hostile.small_state_dict(), "step": 3}))
+    with pytest.raises(UnsafeCheckpointError, match=r"a plain pickle of tensors \(pickle.dump\)"):
+        load_checkpoint(path)
+    checkpoint = load_checkpoint(path, unsafe_load=True)
+    assert checkpoint.format == "pickle" and checkpoint.extras == {"step": 3}
+    assert torch.equal(checkpoint.models[0].tensors["0.weight"], hostile.small_state_dict()["0.weight"])
+
+
+def test_static_scan_of_a_huge_pickle_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Naming a refused global parses opcodes in Python (about 1 µs each): a pickle of more opcodes than
+    the scan's budget is cut short, and still called a pickle."""
+    monkeypatch.setattr(torch_check, "SCAN_OPCODES", 20_000)  # the real budget takes a second or two
+    path = tmp_path / "long.pkl"
+    path.write_bytes(b"\x80\x02" + b")0" * 100_000 + b"N.")
+    with pytest.raises(InputError, match="a plain pickle, not a torch.save checkpoint"):
+        load_within(path)
+    start = time.monotonic()
+    assert torch_check.scan_file(path, pickles=1) == (None, True)
+    assert time.monotonic() - start < 1.0
 
 
 def test_fifo_does_not_block(tmp_path: Path) -> None:
@@ -230,7 +297,8 @@ def originals(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             "safetensors_header": st_header}
 
 
-MUTATION_SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+MUTATION_SETTINGS = settings(max_examples=100, deadline=None, database=None,  # nothing in the working dir
+                             suppress_health_check=[HealthCheck.too_slow])
 
 
 @MUTATION_SETTINGS

@@ -40,11 +40,16 @@ def sn_state_dict(seed: int = 0, width: int = 4) -> OrderedDict[str, torch.Tenso
 
 
 def optimizer_state(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:
-    params = [torch.nn.Parameter(t.clone().float()) for t in state.values() if t.is_floating_point()]
-    optimizer = torch.optim.Adam(params)
-    sum(p.sum() for p in params).backward()  # type: ignore[union-attr]
-    optimizer.step()
-    return optimizer.state_dict()
+    """What ``torch.optim.Adam(params).state_dict()`` holds after a step: per-parameter tensors under
+    integer keys, and ``param_groups``. Built by hand: a real optimizer imports torch._dynamo (seconds)."""
+    params = [t for t in state.values() if t.is_floating_point()]
+    return {
+        "state": {i: {"step": torch.tensor(1.0), "exp_avg": torch.zeros_like(p), "exp_avg_sq": p * p}
+                  for i, p in enumerate(params)},
+        "param_groups": [{"lr": 0.0002, "betas": (0.0, 0.9), "eps": 1e-08, "weight_decay": 0,
+                          "amsgrad": False, "maximize": False, "foreach": None, "capturable": False,
+                          "differentiable": False, "fused": None, "params": list(range(len(params)))}],
+    }
 
 
 def assert_same(
@@ -145,6 +150,25 @@ def test_dtypes_are_kept(tmp_path: Path, dtype: torch.dtype, suffix: str) -> Non
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in sn_state_dict().items()}
     save_checkpoint(tmp_path / f"d{suffix}", state)
     assert_same(only_model(load_checkpoint(tmp_path / f"d{suffix}")).tensors, state, ordered=suffix == ".pt")
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_shared_storage_and_views_load(tmp_path: Path, legacy: bool) -> None:
+    """Tied weights and views share one storage record; the size checks must count it once."""
+    weight = torch.arange(12.0).reshape(3, 4)
+    state = {"a.weight": weight, "b.weight": weight, "row": weight[2], "t": weight.t(), "own": torch.ones(2)}
+    torch.save(state, tmp_path / "tied.pt", _use_new_zipfile_serialization=not legacy)
+    assert_same(only_model(load_checkpoint(tmp_path / "tied.pt")).tensors, state)
+
+
+def test_untyped_storage_dtypes_load(tmp_path: Path) -> None:
+    """float8 and uint16 are pickled with an UntypedStorage (1 byte per element) rather than a typed one."""
+    state = {"f8": torch.ones(5).to(torch.float8_e4m3fn), "u16": torch.tensor([1, 2, 3], dtype=torch.uint16),
+             "bf16": torch.ones(2, dtype=torch.bfloat16)}
+    torch.save(state, tmp_path / "odd.pt")
+    loaded = only_model(load_checkpoint(tmp_path / "odd.pt")).tensors
+    for key, tensor in state.items():
+        assert loaded[key].dtype == tensor.dtype and torch.equal(loaded[key].float(), tensor.float()), key
 
 
 def _write_shards(folder: Path, state: Mapping[str, torch.Tensor], suffix: str) -> Path:
@@ -289,6 +313,17 @@ def test_extra_state_and_non_tensor_entries(tmp_path: Path) -> None:
     model = only_model(load_checkpoint(tmp_path / "x.pt"))
     assert model.path == () and "head._extra_state" not in model.tensors
     assert_same(model.tensors, sn_state_dict())
+
+
+def test_weights_saved_beside_other_entries(tmp_path: Path) -> None:
+    """Not a pure state dict (``{**state, "epoch": 3}``): its own tensors are the one model."""
+    state = sn_state_dict()
+    torch.save({**state, "epoch": 3, "config": {"lr": 0.1}}, tmp_path / "mixed.pt")
+    checkpoint = load_checkpoint(tmp_path / "mixed.pt")
+    model = only_model(checkpoint)
+    assert (model.name, model.path) == ("", ())
+    assert_same(model.tensors, state)
+    assert checkpoint.extras == {"epoch": 3}
 
 
 def test_no_tensors_lists_top_level_keys(tmp_path: Path) -> None:
