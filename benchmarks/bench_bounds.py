@@ -17,15 +17,18 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 
 from sninspect import bounds
 
+T = TypeVar("T")
 
-def timed(fn: Callable[[], object]) -> tuple[float, object]:
+
+def timed(fn: Callable[..., T], *args: object, **kwargs: object) -> tuple[float, T]:
     start = time.perf_counter()
-    out = fn()
+    out = fn(*args, **kwargs)
     return time.perf_counter() - start, out
 
 
@@ -51,8 +54,29 @@ def naive_grid_max(kernel: torch.Tensor, grid: tuple[int, ...]) -> float:
     return best
 
 
+def bench(channels: int, args: argparse.Namespace) -> str:
+    """One table row: repeated timings of the whole bound, then a one-shot breakdown."""
+    kernel = random_kernel(channels, args.kernel, args.dims, args.seed)
+    times = []
+    for _ in range(args.repeats):
+        elapsed, bound = timed(bounds.conv_operator_bound, kernel, tol=args.tol)
+        times.append(elapsed)
+    cheap_s, _ = timed(bounds.reshape_bounds, kernel)
+    grid_s, _ = timed(bounds.grid_max, kernel, bound.grid)
+    width = bound.upper / bound.lower - 1.0
+    row = (f"{channels:>8} {'x'.join(map(str, bound.grid)):>12} {statistics.median(times):>9.2f} "
+           f"{min(times):>7.2f} {bound.lower:>9.5f} {bound.upper:>9.5f} {width:>8.2%} "
+           f"{bound.method:>13} {cheap_s:>8.2f} {grid_s:>7.2f}")
+    if args.baseline:
+        naive_s, naive = timed(naive_grid_max, kernel, bound.grid)
+        assert abs(naive / bound.lower - 1.0) < 1e-9, (naive, bound.lower)
+        row += f" {naive_s:>8.2f}"
+    return row
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--channels", type=int, nargs="+", default=[64, 256, 512])
     parser.add_argument("--kernel", type=int, default=3, help="kernel size per spatial axis")
     parser.add_argument("--dims", type=int, default=2, choices=[1, 2, 3])
@@ -68,26 +92,11 @@ def main() -> None:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} CPUs, load {load}")
     print(f"kernel {args.kernel}^{args.dims}, tol {args.tol:g}, median of {args.repeats}")
-    header = f"{'channels':>8} {'grid':>12} {'median s':>9} {'min s':>7} {'lower':>9} {'upper':>9} {'width':>8} {'method':>13}"
-    print(header + f" {'cheap s':>8} {'grid s':>7}" + (f" {'naive s':>8}" if args.baseline else ""))
+    columns = ["channels:8", "grid:12", "median s:9", "min s:7", "lower:9", "upper:9", "width:8",
+               "method:13", "cheap s:8", "grid s:7"] + (["naive s:8"] if args.baseline else [])
+    print(" ".join(f"{name:>{int(width)}}" for name, width in (c.rsplit(":", 1) for c in columns)))
     for channels in args.channels:
-        kernel = random_kernel(channels, args.kernel, args.dims, args.seed)
-        times, bound = [], None
-        for _ in range(args.repeats):
-            elapsed, bound = timed(lambda: bounds.conv_operator_bound(kernel, tol=args.tol))
-            times.append(elapsed)
-        assert isinstance(bound, bounds.ConvBound)
-        cheap_s, _ = timed(lambda: bounds.reshape_bounds(kernel))
-        grid_s, _ = timed(lambda: bounds.grid_max(kernel, bound.grid))
-        width = bound.upper / bound.lower - 1.0
-        line = (f"{channels:>8} {'x'.join(map(str, bound.grid)):>12} {statistics.median(times):>9.2f} "
-                f"{min(times):>7.2f} {bound.lower:>9.5f} {bound.upper:>9.5f} {width:>8.2%} {bound.method:>13} "
-                f"{cheap_s:>8.2f} {grid_s:>7.2f}")
-        if args.baseline:
-            naive_s, naive = timed(lambda: naive_grid_max(kernel, bound.grid))
-            assert abs(float(naive) / bound.lower - 1.0) < 1e-9  # type: ignore[arg-type]
-            line += f" {naive_s:>8.2f}"
-        print(line, flush=True)
+        print(bench(channels, args), flush=True)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from sninspect import bounds, dialects
+from sninspect import bounds, dialects, residency
 from sninspect.dialects import SNLayer
 from sninspect.errors import LayerError, UsageError
 from sninspect.io import Checkpoint, ModelState, display_name, load_checkpoint
@@ -280,8 +280,8 @@ def _audit_all(
     dtype: torch.dtype,
     batch_bytes: int,
 ) -> list[tuple[LayerAudit, str]]:
-    """Audit SN and plain layers, solving equal-shape matrices in batches; returns (audit, weight key)
-    in checkpoint order."""
+    """Audit SN and plain layers, solving equal-shape matrices in batches of at most ``batch_bytes``;
+    returns (audit, weight key) in checkpoint order."""
     order = {key: i for i, key in enumerate(tensors)}
     jobs: list[_Job] = []
     results: dict[str, LayerAudit] = {}
@@ -296,23 +296,29 @@ def _audit_all(
     for item in plain:
         jobs.append((item, item.key, _matrix_shape(tuple(tensors[item.key].shape), 0)))
 
+    # Batch by batch: load into one block (no stacking copy), solve, audit, drop, and hand the
+    # memory-mapped pages read back to the OS, so that peak memory follows the largest batch.
     for batch in _batches(jobs, dtype, batch_bytes):
-        matrices: list[Tensor] = []
+        block = torch.empty((len(batch), *batch[0][2]), dtype=dtype, device=device)  # (b, rows, cols)
         ready: list[tuple[SNLayer | _Plain, Tensor]] = []
-        for layer, key, _ in batch:
+        mapped: list[int] = []
+        for job, key, _ in batch:
             try:
-                matrix = _load_matrix(tensors, key, _dim_of(layer), device, dtype)
+                matrix = _load_matrix(tensors, key, _dim_of(job), device, dtype, out=block[len(ready)],
+                                      pointers=mapped)
             except LayerError as err:
-                results[key] = _error_audit(layer, tensors, str(err))
+                results[key] = _error_audit(job, tensors, str(err))
                 continue
-            matrices.append(matrix)
-            ready.append((layer, matrix))
-        for (layer, matrix), spectrum in zip(ready, exact_spectra(matrices, batch_bytes=batch_bytes)):
-            key = layer.weight_key if isinstance(layer, SNLayer) else layer.key
+            ready.append((job, matrix))
+        spectra = exact_spectra([matrix for _, matrix in ready], batch_bytes=batch_bytes)
+        for (job, matrix), spectrum in zip(ready, spectra, strict=True):
+            key = job.weight_key if isinstance(job, SNLayer) else job.key
             try:
-                results[key] = _audit_layer(layer, matrix, spectrum, tensors)
+                results[key] = _audit_layer(job, matrix, spectrum, tensors)
             except LayerError as err:
-                results[key] = _error_audit(layer, tensors, str(err))
+                results[key] = _error_audit(job, tensors, str(err))
+        del block, ready, spectra
+        residency.release(mapped)
     return [(results[k], k) for k in sorted(results, key=lambda k: order[k])]
 
 
@@ -339,11 +345,23 @@ def _batches(jobs: list[_Job], dtype: torch.dtype, batch_bytes: int) -> Iterator
 
 
 def _load_matrix(
-    tensors: Mapping[str, Tensor], key: str, dim: int, device: torch.device, dtype: torch.dtype
+    tensors: Mapping[str, Tensor], key: str, dim: int, device: torch.device, dtype: torch.dtype,
+    out: Tensor | None = None, pointers: list[int] | None = None,
 ) -> Tensor:
-    """The weight under ``key`` as a (rows, cols) matrix in the working dtype; checked usable."""
+    """The weight under ``key`` as a (rows, cols) matrix in the working dtype; checked usable.
+
+    Written into ``out`` (a slot of the batch's block) when its shape fits. The weight crosses to the
+    device in its stored dtype (fp16/fp32 are a quarter/half of float64 on the bus) and is converted
+    there; the data pointer of what was read is appended to ``pointers`` (for residency.release)."""
     weight = tensors[key].detach()
-    matrix = to_matrix(weight.to(device=device, dtype=dtype), dim)  # (rows, cols)
+    if pointers is not None and weight.device.type == "cpu":
+        pointers.append(weight.untyped_storage().data_ptr())
+    if weight.device != device:
+        weight = weight.to(device, non_blocking=True)  # stored dtype over the bus
+    source = to_matrix(weight, dim)  # (rows, cols)
+    matrix = out if out is not None and out.shape == source.shape else torch.empty(
+        source.shape, dtype=dtype, device=device)
+    matrix.copy_(source)  # dtype conversion on the device
     if matrix.numel() == 0:
         raise LayerError(f"'{key}' is empty (shape {list(weight.shape)})")
     if not bool(torch.isfinite(matrix).all()):

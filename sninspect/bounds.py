@@ -173,13 +173,19 @@ def _autocorrelation(weight: Tensor) -> tuple[Tensor, Tensor]:
     for m in offsets:
         if tuple(-v for v in m) in blocks:
             continue
-        here: tuple[slice, ...] = (slice(None), slice(None), *(slice(max(0, -v), k - max(0, v)) for v, k in zip(m, ks, strict=True)))
-        there: tuple[slice, ...] = (slice(None), slice(None), *(slice(max(0, v), k + min(0, v)) for v, k in zip(m, ks, strict=True)))
-        left_mat = weight[here].movedim(1, -1).reshape(-1, c_in)  # (c_out·overlap, c_in): K_x
-        right_mat = weight[there].movedim(1, -1).reshape(-1, c_in)  # (c_out·overlap, c_in): K_{x+m}
+        left_mat = _overlap(weight, m, -1).movedim(1, -1).reshape(-1, c_in)  # (c_out·overlap, c_in): K_x
+        right_mat = _overlap(weight, m, 1).movedim(1, -1).reshape(-1, c_in)  # (c_out·overlap, c_in): K_{x+m}
         blocks[m] = left_mat.T @ right_mat  # (c_in, c_in)
     mats = [blocks[m] if m in blocks else blocks[tuple(-v for v in m)].T for m in offsets]
     return torch.tensor(offsets, device=weight.device), torch.stack(mats)  # (M, d), (M, c_in, c_in)
+
+
+def _overlap(weight: Tensor, shift: Sequence[int], sign: int) -> Tensor:
+    """The taps x (sign −1) or x + shift (sign +1) over the x where both are inside the kernel."""
+    for axis, v in enumerate(shift):
+        k = weight.shape[2 + axis]
+        weight = weight.narrow(2 + axis, max(0, sign * v), k - abs(v))
+    return weight  # (c_out, c_in, *overlap)
 
 
 def _half_grid(grid: Sequence[int], device: torch.device) -> Tensor:
@@ -317,14 +323,16 @@ def _same_conv_pair(
     pads = _same_padding(weight.shape[2:])
     conv, conv_t = _CONV[d - 1], _CONV_T[d - 1]
     before = [pads[2 * (d - 1 - i)] for i in range(d)]
-    crop: tuple[slice, ...] = (slice(None), slice(None), *(slice(b, b + n) for b, n in zip(before, input_size, strict=True)))
 
     def forward(x: Tensor) -> Tensor:
         return conv(F.pad(x, pads), weight)  # (1, b, *n)
 
     def adjoint(y: Tensor) -> Tensor:
-        # The adjoint of zero-padding is cropping; of a valid conv, the full transposed conv.
-        return conv_t(y, weight)[crop]  # (1, a, *n)
+        # The adjoint of a valid conv is the full transposed conv; of zero-padding, cropping.
+        full = conv_t(y, weight)  # (1, a, *(n + k − 1))
+        for axis in range(d):
+            full = full.narrow(2 + axis, before[axis], input_size[axis])
+        return full  # (1, a, *n)
 
     return forward, adjoint
 

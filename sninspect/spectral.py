@@ -30,18 +30,28 @@ TARGET_ULPS = 4096
 relative, and the top pair with ‖Wᵀu1 − σ1 v1‖ ≤ TARGET_ULPS·eps·σ1, so that the angle of u1 and v1
 to the exact vectors is at most that over (σ1 − σ2)/σ1 — what an SVD gives, up to a constant."""
 
-GRAM_CONSTANT = 82.0
-"""Allowance c in |λ̂_i − λ_i| ≤ c·eps·λ1 for the eigenvalues of the computed Gram matrix W Wᵀ (its
-rounding plus a backward stable eigensolver). Not a proven worst case (that grows like n·eps·‖W‖_F²):
-a margin of about 100 over the c ≤ 1 measured on random, graded and clustered matrices
-(tests/test_spectral_paths.py). The top pair does not rely on it: it is certified by its residual."""
+GRAM_FACTOR = 16.0
+"""The Gram path allows |λ̂_i − λ_i| ≤ c·eps·λ1 with c = GRAM_FACTOR·√m for the eigenvalues of the
+computed G = W Wᵀ (m × m): forming G rounds each entry by about √n·eps of its row norms, and a
+backward stable eigensolver adds about eps·‖G‖. Not a proven worst case (that grows like
+n·eps·‖W‖_F²): a margin of about 4 over the largest c measured (3.8·√m on a flat spectrum, 2.2·√m
+on gaussian matrices up to 1024 × 4096; tests/test_spectral_paths.py, BENCHMARKS.md), and of 15 to
+1000 on the small singular values where it matters. The top pair does not rely on it: its residual certifies it."""
 
-SQRT_TRUST = GRAM_CONSTANT / (2 * TARGET_ULPS)
-"""σ_i = √λ_i is kept when σ_i ≥ SQRT_TRUST·σ1 (≈ 0.01): its error c·eps·σ1²/(2σ_i) is then within
-the contract. Smaller ones get Ritz values or, when those cannot be vouched for, an SVD."""
+
+def gram_allowance(rows: int) -> float:
+    """c = GRAM_FACTOR·√m in |λ̂ − λ| ≤ c·eps·λ1 (see :data:`GRAM_FACTOR`)."""
+    return GRAM_FACTOR * math.sqrt(rows)
+
+
+def sqrt_trust(rows: int) -> float:
+    """σ_i = √λ_i is kept when σ_i ≥ sqrt_trust·σ1 (0.0625 for m = 1024): its error c·eps·σ1²/(2σ_i)
+    is then within the contract. Smaller ones get Ritz values or, failing those, an SVD."""
+    return gram_allowance(rows) / (2 * TARGET_ULPS)
+
 
 SQUARE_ISH = 0.9
-"""Short side / long side above which singular values below SQRT_TRUST·σ1 are expected (a random
+"""Short side / long side above which singular values below sqrt_trust·σ1 are expected (a random
 square matrix has σ_min/σ1 ≈ 1/(2n)), so the eigenvectors needed for Ritz values are computed at once."""
 
 Method = Literal["auto", "svd"]
@@ -161,7 +171,7 @@ def _gram_spectra(wide: Tensor) -> list[Spectrum]:
     1. the top pair comes from shifted inverse iteration on G (or G's eigenvectors), refined by one
        power step through W itself, and is certified by its residual r = ‖Wᵀu1 − σ1 v1‖ ≤
        TARGET_ULPS·eps·σ1 and by σ1 agreeing with √λ1 (else: SVD);
-    2. σ_i ≥ SQRT_TRUST·σ1 are √λ_i;
+    2. σ_i ≥ sqrt_trust(m)·σ1 are √λ_i;
     3. smaller ones are Ritz values ‖Wᵀû_i‖ from G's eigenvectors û_i, whose error is second order
        in the eigenvector error: Σ_j (c·eps·λ1)²/|λ_i − λ_j| over 2σ_i (near-equal λ included), used
        where that bound is within the contract, else the matrix's values come from an SVD.
@@ -196,7 +206,7 @@ def _gram_spectra(wide: Tensor) -> list[Spectrum]:
                     sigma1[j], u1[j], v1[j], certified[j] = s1[k], a[k], b[k], True
     values[:, 0] = sigma1
     values = torch.minimum(values, sigma1[:, None])  # √λ2 may round above the refined σ1
-    tail = (values < SQRT_TRUST * sigma1[:, None]).sum(-1)  # (b,) values that need more than √λ
+    tail = (values < sqrt_trust(rows) * sigma1[:, None]).sum(-1)  # (b,) values that need more than √λ
     flags = torch.stack([certified.to(tail.dtype), tail]).tolist()  # the one host sync of the batch
 
     out: list[Spectrum] = []
@@ -294,11 +304,11 @@ def _ritz_tail(
     With û_i an exact eigenvector of G + E, ‖E‖ ≤ c·eps·λ1, the Rayleigh quotient ‖Wᵀû_i‖² differs
     from λ_i by about Σ_j (c·eps·λ1)²/|λ_i − λ_j| — second order — and by at most c·eps·λ1 within
     a cluster of λ_j closer than that; over 2σ_i for σ_i. Exact zeros (rank deficiency) fail the
-    bound and go to the SVD, as do values below about 7e-6·σ1 in float64."""
+    bound and go to the SVD, as do values below about 2.4e-5·σ1 in float64 (m = 1024)."""
     lam, vectors = eigen if eigen is not None else torch.linalg.eigh(gram)  # ascending
     basis = vectors[:, :small]  # (m, k) eigenvectors of the k smallest eigenvalues
     ritz = torch.linalg.vector_norm(basis.mT @ wide, dim=-1)  # (k,)
-    spread = GRAM_CONSTANT * eps * sigma1 * sigma1  # c·eps·λ1
+    spread = gram_allowance(wide.shape[0]) * eps * sigma1 * sigma1  # c·eps·λ1
     gaps = (lam[:small, None] - lam[None, :]).abs().clamp(min=spread)  # (k, m)
     gaps[torch.arange(small, device=gaps.device), torch.arange(small, device=gaps.device)] = math.inf
     error = (spread * spread / gaps).sum(-1) / (2 * ritz)  # (k,) bound on |σ̂_i − σ_i|
