@@ -19,7 +19,7 @@ from sninspect.checks import CheckFormat
 from sninspect.errors import ExitCode, OutputError, SninspectError, UsageError
 from sninspect.plots import PlotFormat
 from sninspect.progress import Progress
-from sninspect.render import OutputFormat, print_report, to_csv, to_json, to_markdown
+from sninspect.render import OutputFormat, print_report, terminal_console, to_csv, to_json, to_markdown
 from sninspect.render_run import print_run, run_markdown, run_text
 
 app = typer.Typer(
@@ -180,7 +180,7 @@ def report(
         reports = list(trend.reports)
     if format is OutputFormat.table:
         if output is None:
-            console = Console(highlight=False)
+            console = terminal_console()
             if trend is not None:
                 print_run(trend, console)
             else:
@@ -291,7 +291,7 @@ def layers(
     for row in rows:
         table.add_row(row.name, row.dialect, row.kind, "×".join(map(str, row.shape)),
                       "-" if row.dim is None else str(row.dim), row.dtype, ", ".join(row.sn_keys))
-    console = Console(highlight=False)
+    console = terminal_console()
     console.print(table)
     for warning in sorted({w for row in rows for w in row.warnings}):
         _stderr().print(f"sninspect: warning: {warning}", markup=False)

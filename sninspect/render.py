@@ -69,45 +69,63 @@ def _worst_cos(layers: Sequence[LayerAudit]) -> tuple[LayerAudit, float] | None:
 # Terminal
 
 
-def layer_table(report: Report) -> Table:
-    """The per-layer table; layers above 1 in red, unconverged vectors in yellow, worst in bold."""
+WIDE = 150
+"""Below this console width the table drops the descriptive columns (dialect, kind, shape, gap)."""
+
+_COLUMNS = ("σ exact", "σ̂", "rel err", "σ eff", "cos err u", "cos err v", "σ2/σ1", "op bound")
+_NARROW_DROP = {"dialect", "kind", "shape", "rel err", "σ2/σ1"}
+
+
+def layer_table(report: Report, width: int = 200) -> Table:
+    """The per-layer table; layers above 1 in red, unconverged vectors in yellow, worst in bold.
+
+    On a console narrower than ``WIDE`` the descriptive columns go, so that names and numbers stay
+    whole (``--format markdown`` or ``json`` give everything)."""
     layers = report.layers
+    narrow = width < WIDE
+    caption = f"{report.format} · {report.device} · {report.dtype}"
+    if narrow:
+        caption += " · narrow terminal: dialect, kind, shape, rel err and σ2/σ1 hidden"
     table = Table(box=box.SIMPLE_HEAVY, title=f"sninspect · {report.checkpoint}", title_justify="left",
-                  caption=f"{report.format} · {report.device} · {report.dtype}", caption_justify="left")
-    table.add_column("layer", overflow="fold", min_width=12)
-    table.add_column("dialect", overflow="fold")
-    table.add_column("kind")
-    table.add_column("shape", overflow="fold")
-    for title in ("σ exact", "σ̂", "rel err", "σ eff", "cos err u", "cos err v", "σ2/σ1", "op bound"):
-        table.add_column(title, justify="right")
+                  caption=caption, caption_justify="left")
+    titles = ["layer", "dialect", "kind", "shape", *_COLUMNS]
+    keep = [t not in _NARROW_DROP for t in titles] if narrow else [True] * len(titles)
+    table.add_column("layer", overflow="fold", min_width=12, ratio=1)
+    for title, shown in zip(titles[1:], keep[1:]):
+        if shown:
+            table.add_column(title, justify="left" if title in _NARROW_DROP and title in
+                             {"dialect", "kind", "shape"} else "right", no_wrap=True)
     worst_eff = _worst(layers, "sigma_effective")
     worst_cos = _worst_cos(layers)
     for la in layers:
         cells: list[Text | str] = [la.name, la.dialect, la.kind, shape_text(la.shape)]
         if la.error is not None:
             cells += [Text(f"not audited: {la.error}", style="bold red")] + [""] * 7
-            table.add_row(*cells)
-            continue
-        eff_style = "red" if (la.sigma_effective or 0) > 1 + SIGMA_TOLERANCE and la.dialect != "none" else ""
-        if la is worst_eff and la.dialect != "none":
-            eff_style += " bold"
-        cos_cells = []
-        for value in (la.cos_error_u, la.cos_error_v):
-            style = "yellow" if value is not None and value > COS_TOLERANCE else ""
-            if worst_cos is not None and la is worst_cos[0] and value == worst_cos[1]:
-                style += " bold"
-            cos_cells.append(Text(fmt(value, 3), style=style.strip()))
-        rel = la.sigma_rel_error
-        cells += [
-            fmt(la.sigma_exact),
-            fmt(la.sigma_estimate),
-            Text(fmt(rel, 3), style="red" if rel is not None and rel < -SIGMA_TOLERANCE else ""),
-            Text(fmt(la.sigma_effective), style=eff_style.strip()),
-            *cos_cells,
-            fmt(la.spectral_gap, 4),
-            fmt(la.operator_bound),
-        ]
-        table.add_row(*cells)
+        else:
+            eff_style = "red" if (la.sigma_effective or 0) > 1 + SIGMA_TOLERANCE and la.dialect != "none" else ""
+            if la is worst_eff and la.dialect != "none":
+                eff_style += " bold"
+            cos_cells = []
+            for value in (la.cos_error_u, la.cos_error_v):
+                style = "yellow" if value is not None and value > COS_TOLERANCE else ""
+                if worst_cos is not None and la is worst_cos[0] and value == worst_cos[1]:
+                    style += " bold"
+                cos_cells.append(Text(fmt(value, 3), style=style.strip()))
+            rel = la.sigma_rel_error
+            cells += [
+                fmt(la.sigma_exact),
+                fmt(la.sigma_estimate),
+                Text(fmt(rel, 3), style="red" if rel is not None and rel < -SIGMA_TOLERANCE else ""),
+                Text(fmt(la.sigma_effective), style=eff_style.strip()),
+                *cos_cells,
+                fmt(la.spectral_gap, 4),
+                fmt(la.operator_bound),
+            ]
+        if la.error is not None and narrow:
+            row = [cells[0], cells[4]] + [""] * (sum(keep) - 2)
+        else:
+            row = [c for c, shown in zip(cells, keep) if shown]
+        table.add_row(*row)
     return table
 
 
@@ -143,9 +161,16 @@ def summary_panel(report: Report) -> Panel:
     return Panel(Group(*lines), title="summary", title_align="left")
 
 
+def terminal_console() -> Console:
+    """stdout console: the terminal's width, or a wide page when output goes to a file or pipe."""
+    import sys
+
+    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+
+
 def print_report(report: Report, console: Console) -> None:
     """The table and the summary panel."""
-    console.print(layer_table(report))
+    console.print(layer_table(report, console.width))
     console.print(summary_panel(report))
 
 
