@@ -151,13 +151,13 @@ class Report:
             "device": self.device,
             "dtype": self.dtype,
             "layers": [_layer_dict(layer, spectra) for layer in self.layers],
-            "lipschitz": {**_clean(asdict(self.primary.lipschitz)), "model": self.primary.name},
+            "lipschitz": {**json_safe(asdict(self.primary.lipschitz)), "model": self.primary.name},
             "models": [
-                {"name": m.name, "lipschitz": _clean(asdict(m.lipschitz)), "warnings": list(m.warnings)}
+                {"name": m.name, "lipschitz": json_safe(asdict(m.lipschitz)), "warnings": list(m.warnings)}
                 for m in self.models
             ],
             "warnings": list(self.all_warnings),
-            "extras": _clean(self.extras),
+            "extras": json_safe(self.extras),
         }
 
     def to_json(self, *, indent: int | None = 2, spectra: bool = False) -> str:
@@ -183,15 +183,15 @@ def _layer_dict(layer: LayerAudit, spectra: bool) -> dict[str, Any]:
         data["singular_values"] = values
     data["shape"] = list(layer.shape)
     data["notes"] = list(layer.notes)
-    return _clean(data)
+    return json_safe(data)
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Recursively turn tuples into lists and non-finite floats into None (strict JSON)."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
-from sninspect.report import LayerAudit, Report
+from sninspect.report import LayerAudit, Report, json_safe
 
 STEP_KEYS = ("global_step", "step", "iteration", "epoch")
 """Entries of ``Report.extras`` that order a run, most specific first."""
@@ -103,7 +103,7 @@ class Trend:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``trend`` object of ``report --format json`` for several checkpoints."""
-        return _clean({
+        return json_safe({
             "order_by": self.order_by,
             "checkpoints": list(self.checkpoints),
             "steps": [_number(s) for s in self.steps],
@@ -292,11 +292,3 @@ def _max_or_none(a: float | None, b: float | None) -> float | None:
     return max(values) if values else None
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
