@@ -28,7 +28,7 @@ CHANNELS = {
 }
 CLASSES = {"gan-d-30M": 1000, "gan-d-100M": 1000, "smoke": 10}
 STACK = {"stack-24x1024x4096": (24, 1024, 4096), "smoke-stack": (3, 32, 96)}
-SCALES = ["gan-d-30M", "gan-d-100M", "stack-24x1024x4096"]
+SCALES = ["stack-24x1024x4096", "gan-d-30M", "gan-d-100M"]
 
 
 def _sn_entries(key: str, weight: torch.Tensor, gen: torch.Generator) -> dict[str, torch.Tensor]:

@@ -57,7 +57,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 CHUNK_BYTES = 64 * 2**20
-"""Frequency matrices in flight at once (Gram, Cholesky workspace and factor), which caps memory."""
+"""Block of frequency matrices G(ω) formed at once, in one reused buffer: caps memory, and streams
+the autocorrelation (25 n² floats for 3×3) once per block."""
+
+FACTOR_BYTES = 16 * 2**20
+"""Matrices per Cholesky or eigen-solve call: small enough that their workspaces are recycled by
+the allocator instead of page-faulted anew on every call."""
 
 ROUNDING_SLACK = 1e-9
 """Relative allowance added to certified bounds for floating-point rounding: the Cholesky backward
@@ -209,23 +214,42 @@ def _phases(index: Tensor, grid: Sequence[int], offsets: Tensor) -> tuple[Tensor
     return torch.cos(angle), torch.sin(angle)
 
 
-def _gram_at(autocorr: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """G(ω) = Σ_m A_m e^{−iω·m} at a block of frequencies: (b, n, n) complex Hermitian."""
-    m, n, _ = autocorr.shape
-    flat = autocorr.reshape(m, n * n)  # (M, n²)
-    return torch.complex(cos @ flat, -(sin @ flat)).reshape(-1, n, n)  # (b, n, n)
+def _negated_grams(a_t: Tensor, cos: Tensor, sin: Tensor, buffer: Tensor) -> Tensor:
+    """−G(ω) = −Σ_m A_m e^{−iω·m} for a block of b frequencies, as a (b, n, n) complex view of ``buffer``.
+
+    One GEMM (n², M) @ (M, 2b) streams A once per block and writes real and imaginary parts
+    interleaved, so the result is already complex: no copy, no negation pass.
+    """
+    b, m = cos.shape
+    n = math.isqrt(a_t.shape[0])
+    phases = torch.stack([-cos.T, sin.T], dim=-1).reshape(m, 2 * b)  # (M, 2b): −e^{−iω·m}, re/im
+    out = torch.mm(a_t, phases, out=buffer[:, : 2 * b])  # (n², 2b)
+    return torch.view_as_complex(out.view(n * n, b, 2)).T.unflatten(1, (n, n))  # (b, n, n) view
 
 
-def _provably_below(gram: Tensor, s: float) -> Tensor:
-    """True where σ_max² = λ_max(G) ≤ s² (up to ROUNDING_SLACK): Cholesky of s²I − G succeeds."""
-    shifted = -gram  # (b, n, n)
-    shifted.diagonal(dim1=-2, dim2=-1).add_(s * s)
-    return torch.linalg.cholesky_ex(shifted).info == 0  # (b,)
+class _ShiftedBlock:
+    """s²I − G(ω) for a block of frequencies, held in place: moving s only touches the diagonal."""
 
+    def __init__(self, negated_grams: Tensor, batch: int) -> None:
+        self.matrices = negated_grams  # (b, n, n)
+        self.batch = batch
+        self.shift = 0.0
 
-def _top_sigma(gram: Tensor) -> Tensor:
-    """Exact σ_max = sqrt(λ_max(G)) per matrix of a batch of Gram matrices."""
-    return torch.linalg.eigvalsh(gram)[:, -1].clamp(min=0.0).sqrt()  # (b,)
+    def _shift_to(self, square: float) -> None:
+        self.matrices.diagonal(dim1=-2, dim2=-1).add_(square - self.shift)
+        self.shift = square
+
+    def below(self, rows: Tensor, s: float) -> Tensor:
+        """True where σ_max(K̂(ω)) ≤ s: the Cholesky factorization of s²I − G succeeds (up to its
+        backward error, covered by the slack). (len(rows),) bool."""
+        self._shift_to(s * s)
+        infos = [torch.linalg.cholesky_ex(self.matrices[part]).info for part in rows.split(self.batch)]
+        return torch.cat(infos) == 0
+
+    def sigma(self, row: int) -> float:
+        """Exact σ_max(K̂(ω)) = sqrt(s² − λ_min(s²I − G))."""
+        lowest = torch.linalg.eigvalsh(self.matrices[row : row + 1])[0, 0]
+        return math.sqrt(max(self.shift - float(lowest), 0.0))
 
 
 def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLACK) -> float:
@@ -245,20 +269,23 @@ def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLA
     order = torch.argsort(trace, descending=True)
     if not float(trace[order[0]]) > 0.0:
         return 0.0  # K̂ = 0 on the whole grid
-    n = autocorr.shape[-1]
-    step = max(1, CHUNK_BYTES // (4 * 16 * n * n))
+    m, n, _ = autocorr.shape
+    step = min(order.numel(), max(1, CHUNK_BYTES // (16 * n * n)))
+    batch = max(1, FACTOR_BYTES // (16 * n * n))
+    buffer = autocorr.new_empty(n * n, 2 * step)  # reused by every block
+    a_t = autocorr.reshape(m, n * n).T  # (n², M)
     best = 0.0
     for start in range(0, order.numel(), step):
         chunk = order[start : start + step]
-        gram = _gram_at(autocorr, cos[chunk], sin[chunk])  # (b, n, n)
-        pending = torch.arange(chunk.numel(), device=gram.device)
+        block = _ShiftedBlock(_negated_grams(a_t, cos[chunk], sin[chunk], buffer), batch)
+        pending = torch.arange(chunk.numel(), device=buffer.device)
         if best > 0.0:
-            pending = pending[~_provably_below(gram, best * (1.0 + slack))]
+            pending = pending[~block.below(pending, best * (1.0 + slack))]
         # A running-maximum record process: solve the highest-trace failure, re-test the others.
         while pending.numel() > 0:
-            best = max(best, float(_top_sigma(gram[pending[:1]])[0]))
+            best = max(best, block.sigma(int(pending[0])))
             rest = pending[1:]
-            pending = rest[~_provably_below(gram[rest], best * (1.0 + slack))] if rest.numel() else rest
+            pending = rest[~block.below(rest, best * (1.0 + slack))] if rest.numel() else rest
     return best
 
 

@@ -36,7 +36,8 @@ computed G = W Wᵀ (m × m): forming G rounds each entry by about √n·eps of 
 backward stable eigensolver adds about eps·‖G‖. Not a proven worst case (that grows like
 n·eps·‖W‖_F²): a margin of about 4 over the largest c measured (3.8·√m on a flat spectrum, 2.2·√m
 on gaussian matrices up to 1024 × 4096; tests/test_spectral_paths.py, BENCHMARKS.md), and of 15 to
-1000 on the small singular values where it matters. The top pair does not rely on it: its residual certifies it."""
+1000 on the small singular values where it matters. The top pair does not rely on it: its residual
+certifies it."""
 
 
 def gram_allowance(rows: int) -> float:
@@ -54,7 +55,11 @@ SQUARE_ISH = 0.9
 """Short side / long side above which singular values below sqrt_trust·σ1 are expected (a random
 square matrix has σ_min/σ1 ≈ 1/(2n)), so the eigenvectors needed for Ritz values are computed at once."""
 
-Method = Literal["auto", "svd"]
+SVD_BELOW = 2**21
+"""Batches with less work than this (count × short side² × long side) take the SVD: on small matrices
+the Gram path's few dozen tensor operations cost more than the LAPACK call (under 1 ms either way)."""
+
+Method = Literal["auto", "gram", "svd"]
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,8 @@ def exact_spectra(
     consecutive slices of one block, as the audit loads them, are used in place; others are
     stacked). ``auto`` goes through the Gram matrix of the short side (:func:`_gram_spectra`), which
     is several times faster than an SVD, and falls back to the SVD matrix by matrix wherever its
-    accuracy cannot be vouched for; ``svd`` is the plain batched SVD.
+    accuracy cannot be vouched for (small batches, below :data:`SVD_BELOW`, take the SVD at once);
+    ``gram`` takes the Gram path whatever the size (fallbacks included); ``svd`` is the plain SVD.
     """
     groups: dict[tuple[tuple[int, int], torch.dtype, torch.device], list[int]] = defaultdict(list)
     for index, matrix in enumerate(matrices):
@@ -122,7 +128,9 @@ def exact_spectra(
         for start in range(0, len(indices), step):
             chunk = indices[start : start + step]
             batch = _as_batch([matrices[i] for i in chunk])  # (b, m, n)
-            solved = _svd_spectra(batch) if method == "svd" or 0 in shape else _auto_spectra(batch)
+            work = len(chunk) * min(shape) ** 2 * max(shape)
+            plain = method == "svd" or (method == "auto" and work < SVD_BELOW) or 0 in shape
+            solved = _svd_spectra(batch) if plain else _auto_spectra(batch)
             for i, spectrum in zip(chunk, solved, strict=True):
                 results[i] = spectrum
     return [r for r in results if r is not None]

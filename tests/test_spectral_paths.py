@@ -73,10 +73,11 @@ def angle(a: np.ndarray, b: np.ndarray) -> float:
 def test_random_matrices_both_paths(rows: int, cols: int, count: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     mats = [torch.from_numpy(rng.standard_normal((rows, cols))) for _ in range(count)]
-    for method in ("auto", "svd"):
+    for method in ("auto", "gram", "svd"):
         for matrix, spectrum in zip(mats, exact_spectra(mats, method=method), strict=True):
             assert_contract(matrix, spectrum)
-            assert spectrum.method == "svd" if method == "svd" else spectrum.method != ""
+            if method != "gram":  # small matrices: auto takes the SVD (SVD_BELOW)
+                assert spectrum.method == "svd"
 
 
 @pytest.mark.parametrize("shape", [(64, 576), (576, 64), (128, 128), (1, 50), (50, 1), (1, 1), (150, 151)])
@@ -85,7 +86,7 @@ def test_graded_spectra_meet_the_contract(shape: tuple[int, int], decades: int) 
     """σ_i log-spaced from 1 to 10^-decades: condition numbers up to 1e16."""
     k = min(shape)
     matrix = with_spectrum(*shape, np.logspace(0, -decades, k), seed=decades)
-    (spectrum,) = exact_spectra([matrix])
+    (spectrum,) = exact_spectra([matrix], method="gram")
     assert_contract(matrix, spectrum)
     if decades <= 1 or k == 1:
         assert spectrum.method == "gram"  # everything ≥ 0.01·σ1 (or a single value): √λ alone
@@ -101,7 +102,7 @@ def test_gram_alone_misses_the_contract_on_small_values() -> None:
     assert np.max(np.abs(lam - s)) > 1e3 * CONTRACT * s[0]  # √λ alone: far outside
     trusted = s >= sqrt_trust(80) * s[0]
     assert np.max(np.abs(lam[trusted] - s[trusted])) <= CONTRACT * s[0]
-    (spectrum,) = exact_spectra([matrix])
+    (spectrum,) = exact_spectra([matrix], method="gram")
     assert_contract(matrix, spectrum)
 
 
@@ -136,7 +137,7 @@ def test_gram_eigenvalue_constant_is_far_below_its_allowance(family: str, shape:
 def test_top_pair_across_gaps(gap: float) -> None:
     values = np.r_[1.0, 1.0 - gap, np.linspace(0.5, 0.1, 38)]
     matrix = with_spectrum(40, 120, values)
-    (spectrum,) = exact_spectra([matrix])
+    (spectrum,) = exact_spectra([matrix], method="gram")
     assert_contract(matrix, spectrum)
     u, s, vt = reference(matrix)
     # Angle to the exact pair: what an SVD gives, ~eps/gap.
@@ -148,7 +149,7 @@ def test_clustered_small_values(where: float) -> None:
     """A tail of near-equal tiny singular values (spread 1e-10 relative)."""
     tail = where * (1 + 1e-10 * np.arange(30))[::-1]
     matrix = with_spectrum(60, 150, np.r_[np.linspace(1, 0.2, 30), tail])
-    (spectrum,) = exact_spectra([matrix])
+    (spectrum,) = exact_spectra([matrix], method="gram")
     assert_contract(matrix, spectrum)
 
 
@@ -157,7 +158,7 @@ def test_exactly_degenerate_top_pair() -> None:
     matrix = torch.zeros(4, 20, dtype=torch.float64)
     matrix[0, 0] = matrix[1, 1] = 2.0
     matrix[2, 2] = matrix[3, 3] = 1.0
-    (spectrum,) = exact_spectra([matrix])
+    (spectrum,) = exact_spectra([matrix], method="gram")
     assert spectrum.degenerate
     assert_contract(matrix, spectrum)  # values, and ‖Wᵀu1 − σ1 v1‖: a genuine singular pair
 
@@ -168,7 +169,7 @@ def test_rank_deficient_and_zero_rows() -> None:
     dead = torch.from_numpy(rng.standard_normal((30, 70)))
     dead[::3] = 0  # pruned / dead units
     for matrix in (low_rank, dead, dead.T.contiguous()):
-        (spectrum,) = exact_spectra([matrix])
+        (spectrum,) = exact_spectra([matrix], method="gram")
         assert_contract(matrix, spectrum)
         assert spectrum.method == "gram+svdvals"  # exact zeros are not vouched for by the Gram path
 
@@ -176,19 +177,20 @@ def test_rank_deficient_and_zero_rows() -> None:
 @pytest.mark.parametrize("scale", [1e-300, 1e-150, 1e-30, 1.0, 1e30, 1e150, 1e300])
 def test_extreme_scales(scale: float) -> None:
     matrix = torch.from_numpy(np.random.default_rng(2).standard_normal((20, 70))) * scale
-    (spectrum,) = exact_spectra([matrix])
+    (spectrum,) = exact_spectra([matrix], method="gram")
     assert spectrum.method == "gram"
     assert_contract(matrix, spectrum)
 
 
 def test_zero_and_nonfinite_matrices_take_the_svd() -> None:
     zero = torch.zeros(4, 6, dtype=torch.float64)
-    (spectrum,) = exact_spectra([zero])
+    (spectrum,) = exact_spectra([zero], method="gram")
     assert spectrum.method == "svd" and float(spectrum.values.abs().max()) == 0.0
     bad = torch.ones(3, 5, dtype=torch.float64)
     bad[1, 2] = math.nan
-    with pytest.raises(RuntimeError):  # LAPACK refuses non-finite input, as it always did
-        exact_spectra([bad])
+    for method in ("gram", "auto"):
+        with pytest.raises(RuntimeError):  # LAPACK refuses non-finite input, as it always did
+            exact_spectra([bad], method=method)
 
 
 def test_float32_meets_its_own_contract() -> None:
@@ -196,7 +198,7 @@ def test_float32_meets_its_own_contract() -> None:
     for shape, values in (((48, 300), None), ((100, 100), None), ((40, 90), np.logspace(0, -5, 40))):
         m = rng.standard_normal(shape) if values is None else with_spectrum(*shape, values).numpy()
         matrix = torch.from_numpy(m).float()
-        (spectrum,) = exact_spectra([matrix])
+        (spectrum,) = exact_spectra([matrix], method="gram")
         assert spectrum.values.dtype == torch.float32
         assert_contract(matrix, spectrum)
 
@@ -208,7 +210,7 @@ def test_float32_gram_ignores_reduced_matmul_precision() -> None:
     before = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("medium")
     try:
-        (spectrum,) = exact_spectra([matrix])
+        (spectrum,) = exact_spectra([matrix], method="gram")
         assert torch.get_float32_matmul_precision() == "medium"
     finally:
         torch.set_float32_matmul_precision(before)
@@ -228,7 +230,7 @@ def test_batches_keep_order_and_use_loaded_blocks_in_place() -> None:
     mixed = [torch.from_numpy(rng.standard_normal(s)) for s in ((12, 30), (30, 12), (12, 30), (7, 7))]
     mixed.append(mixed[0].float())
     for budget in (1, 12 * 30 * 8, 2**30):
-        spectra = exact_spectra(mixed, batch_bytes=budget)
+        spectra = exact_spectra(mixed, batch_bytes=budget, method="gram")
         for matrix, spectrum in zip(mixed, spectra, strict=True):
             assert spectrum.u1.shape == (matrix.shape[0],) and spectrum.v1.shape == (matrix.shape[1],)
             assert spectrum.values.dtype == matrix.dtype
@@ -245,7 +247,7 @@ def test_batch_with_mixed_outcomes() -> None:
         torch.from_numpy(rng.standard_normal((20, 2)) @ rng.standard_normal((2, 60))),
         torch.zeros(20, 60, dtype=torch.float64),
     ]
-    spectra = exact_spectra(mats)
+    spectra = exact_spectra(mats, method="gram")
     assert [s.method for s in spectra] == ["gram", "gram+ritz", "gram+svdvals", "svd"]
     for matrix, spectrum in zip(mats[:3], spectra[:3], strict=True):
         assert_contract(matrix, spectrum)
@@ -257,7 +259,7 @@ def test_cuda_matches_cpu() -> None:  # pragma: no cover - runs where a GPU is p
     mats = [torch.from_numpy(rng.standard_normal((64, 576))) for _ in range(3)]
     mats.append(with_spectrum(128, 128, np.logspace(0, -8, 128)))
     for dtype in (torch.float64, torch.float32):
-        on_gpu = exact_spectra([m.to("cuda", dtype) for m in mats])
+        on_gpu = exact_spectra([m.to("cuda", dtype) for m in mats], method="gram")
         for matrix, spectrum in zip(mats, on_gpu, strict=True):
             assert spectrum.values.device.type == "cuda"
             cpu = Spectrum(spectrum.values.cpu(), spectrum.u1.cpu(), spectrum.v1.cpu(), spectrum.method)
@@ -316,3 +318,13 @@ def test_release_keeps_every_byte(tmp_path) -> None:  # type: ignore[no-untyped-
     for key, tensor in state.items():
         assert torch.equal(loaded[key][1:], tensor[1:])
         assert torch.equal(handle.get_tensor(key), tensor)
+
+
+def test_auto_picks_the_gram_path_for_real_layer_sizes() -> None:
+    rng = np.random.default_rng(8)
+    small = torch.from_numpy(rng.standard_normal((16, 144)))
+    conv = torch.from_numpy(rng.standard_normal((128, 1152)))  # a 128→128 3×3 conv
+    spectra = exact_spectra([small, conv])
+    assert [s.method for s in spectra] == ["svd", "gram"]
+    for matrix, spectrum in zip((small, conv), spectra, strict=True):
+        assert_contract(matrix, spectrum)
