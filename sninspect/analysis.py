@@ -374,7 +374,8 @@ def _load_matrix(
 
 def _base_audit(layer: SNLayer | _Plain, tensors: Mapping[str, Tensor]) -> LayerAudit:
     if isinstance(layer, SNLayer):
-        key, name, dialect, dim, notes = layer.weight_key, display_name(layer.name), layer.dialect, layer.dim, layer.notes
+        key, name, dialect = layer.weight_key, display_name(layer.name), layer.dialect
+        dim, notes = layer.dim, layer.notes
     else:
         key, name, dialect, dim, notes = layer.key, layer.name, "none", 0, ()
     shape = tuple(tensors[key].shape)

@@ -20,7 +20,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import PurePath
 from typing import Any
 
@@ -32,14 +32,14 @@ DEFAULT_MAX_COS_ERROR = 1e-2
 """1 − |cos| ≤ 0.01 is an angle of about 8° between the stored and the exact top vector."""
 
 
-class CheckFormat(str, Enum):
+class CheckFormat(StrEnum):
     """``check --format`` choices."""
 
     text = "text"
     json = "json"
 
 
-class Rule(str, Enum):
+class Rule(StrEnum):
     """The name of a broken rule (the ``rule`` field of a violation in JSON)."""
 
     max_sigma = "max_sigma"

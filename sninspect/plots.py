@@ -17,7 +17,7 @@ import os
 import tempfile
 import textwrap
 from collections.abc import Mapping, Sequence
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path, PurePath
 
 import numpy as np
@@ -54,7 +54,7 @@ ABOVE, BELOW, PLAIN, ONE, MISSING = "#d62728", "#1f77b4", "#9a9a9a", "#222222", 
 U_COLOR, V_COLOR, EXACT_COLOR, ESTIMATE_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"
 
 
-class PlotFormat(str, Enum):
+class PlotFormat(StrEnum):
     """``--plot-format`` choices."""
 
     png = "png"

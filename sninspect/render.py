@@ -91,7 +91,7 @@ def layer_table(report: Report, width: int = 200) -> Table:
     titles = ["layer", "dialect", "kind", "shape", *_COLUMNS]
     keep = [t not in _NARROW_DROP for t in titles] if narrow else [True] * len(titles)
     table.add_column("layer", overflow="fold", min_width=12, ratio=1)
-    for title, shown in zip(titles[1:], keep[1:]):
+    for title, shown in zip(titles[1:], keep[1:], strict=True):
         if shown:
             table.add_column(title, justify="left" if title in _NARROW_DROP and title in
                              {"dialect", "kind", "shape"} else "right", no_wrap=True)
@@ -124,7 +124,7 @@ def layer_table(report: Report, width: int = 200) -> Table:
         if la.error is not None and narrow:
             row = [cells[0], cells[4]] + [""] * (sum(keep) - 2)
         else:
-            row = [c for c, shown in zip(cells, keep) if shown]
+            row = [c for c, shown in zip(cells, keep, strict=True) if shown]
         table.add_row(*row)
     return table
 

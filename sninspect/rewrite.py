@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Literal
 
 import torch
@@ -57,7 +57,7 @@ TRANSPOSED_HINT = re.compile(r"transpose|deconv|convt|tconv|upconv|up_conv", re.
 """Names that suggest a ConvTranspose (which SN normalizes along dim=1)."""
 
 
-class Style(str, Enum):
+class Style(StrEnum):
     """The PyTorch SN that ``apply`` and ``convert`` write."""
 
     torch = "torch"
@@ -65,9 +65,6 @@ class Style(str, Enum):
     parametrize = "parametrize"
     """``torch.nn.utils.parametrizations.spectral_norm``: ``parametrizations.P.original``,
     ``parametrizations.P.0._u``, ``parametrizations.P.0._v``."""
-
-    def __str__(self) -> str:
-        return self.value
 
     @property
     def dialect(self) -> str:

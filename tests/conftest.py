@@ -141,6 +141,18 @@ def train_steps(model: nn.Module, make_input: Callable[[], Tensor], steps: int =
         opt.step()
 
 
+def train(model: nn.Module, make_input: Callable[[], Tensor], steps: int = 3) -> None:
+    """A few plain SGD steps in train mode on a square loss, one forward per step, so that u/v move
+    away from their initial values (simpler than :func:`train_steps`)."""
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    model.train()
+    for _ in range(steps):
+        loss = model(make_input()).square().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+
 def detached_state(model: nn.Module) -> OrderedDict[str, Tensor]:
     """``model.state_dict()`` with every tensor detached and cloned; ``_metadata`` kept."""
     state = model.state_dict()

@@ -10,21 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import train
 from torch import nn
 from torch.nn.utils import parametrizations, spectral_norm
 
 import sninspect
 from sninspect.report import LayerAudit
-
-
-def train(model: nn.Module, make_input, steps: int = 4) -> None:
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    model.train()
-    for _ in range(steps):
-        loss = model(make_input()).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
 
 
 def oracle(weight: torch.Tensor, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -60,7 +51,7 @@ def by_name(layers: tuple[LayerAudit, ...]) -> dict[str, LayerAudit]:
 def test_numbers_match_numpy_and_the_module(style: str, tmp_path: Path) -> None:
     torch.manual_seed(3)
     model = discriminator(style)
-    train(model, lambda: torch.randn(4, 3, 16, 16))
+    train(model, lambda: torch.randn(4, 3, 16, 16), steps=4)
     path = tmp_path / "d.pt"
     torch.save(model.state_dict(), path)
     model.eval()
@@ -79,7 +70,7 @@ def test_numbers_match_numpy_and_the_module(style: str, tmp_path: Path) -> None:
         left, s, right = oracle(original, dim)
         assert audit.dialect == style and audit.dim == dim
         assert math.isclose(audit.sigma_exact, s[0], rel_tol=1e-9)
-        divisor = float((original.detach().flatten()[0] / module.weight.detach().flatten()[0]))
+        divisor = float(original.detach().flatten()[0] / module.weight.detach().flatten()[0])
         assert math.isclose(audit.sigma_estimate, divisor, rel_tol=1e-6)
         assert math.isclose(audit.sigma_effective, s[0] / audit.sigma_estimate, rel_tol=1e-9)
         assert math.isclose(audit.sigma_rel_error, (audit.sigma_estimate - s[0]) / s[0], rel_tol=1e-9)
@@ -152,7 +143,9 @@ def test_pair_of_models_and_prefixes(tmp_path: Path) -> None:
 
 
 def test_bad_layer_is_reported_and_the_others_audited(tmp_path: Path) -> None:
-    model = nn.Sequential(spectral_norm(nn.Linear(3, 4)), spectral_norm(nn.Linear(4, 5)), spectral_norm(nn.Linear(5, 2)))
+    model = nn.Sequential(
+        spectral_norm(nn.Linear(3, 4)), spectral_norm(nn.Linear(4, 5)), spectral_norm(nn.Linear(5, 2))
+    )
     state = dict(model.state_dict())
     state["0.weight_orig"] = state["0.weight_orig"].clone()
     state["0.weight_orig"][0, 0] = float("nan")
@@ -192,7 +185,7 @@ def test_degenerate_top_singular_value_gives_no_cosine(tmp_path: Path) -> None:
 def test_float32_and_half_precision_storage(tmp_path: Path) -> None:
     torch.manual_seed(8)
     model = spectral_norm(nn.Linear(16, 8))
-    train(model, lambda: torch.randn(4, 16))
+    train(model, lambda: torch.randn(4, 16), steps=4)
     state = {k: v.to(torch.bfloat16) for k, v in model.state_dict().items()}
     torch.save(state, tmp_path / "bf16.pt")
     r64 = sninspect.analyze(tmp_path / "bf16.pt", device="cpu")
@@ -206,7 +199,7 @@ def test_float32_and_half_precision_storage(tmp_path: Path) -> None:
 
 def test_json_schema_has_every_documented_field(tmp_path: Path) -> None:
     model = nn.Sequential(spectral_norm(nn.Conv2d(2, 3, 3)), nn.Flatten(), spectral_norm(nn.Linear(12, 1)))
-    train(model, lambda: torch.randn(2, 2, 4, 4))
+    train(model, lambda: torch.randn(2, 2, 4, 4), steps=4)
     torch.save(model.state_dict(), tmp_path / "s.pt")
     data = json.loads(sninspect.analyze(tmp_path / "s.pt", device="cpu").to_json())
     assert {"checkpoint", "format", "device", "dtype", "layers", "lipschitz", "warnings"} <= set(data)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+from conftest import train
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -19,17 +20,6 @@ from sninspect.spectral import to_matrix
 
 def shapes_of(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in state.items()}
-
-
-def train(model: nn.Module, make_input, steps: int = 3) -> None:
-    """A few SGD steps in train mode, so that u/v move away from their initial values."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    model.train()
-    for _ in range(steps):
-        loss = model(make_input()).square().mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
 
 
 def eval_divisor(weight_orig: torch.Tensor, eval_weight: torch.Tensor) -> float:

@@ -42,7 +42,7 @@ def test_exact_spectra_match_numpy(rows: int, cols: int, count: int, seed: int) 
     mats = [rng.standard_normal((rows, cols)) for _ in range(count)]
     mats.append(rng.standard_normal((cols, rows + 1)))  # another shape in the same call
     spectra = exact_spectra([torch.from_numpy(m) for m in mats], batch_bytes=rows * cols * 8 * 2)
-    for matrix, spectrum in zip(mats, spectra):
+    for matrix, spectrum in zip(mats, spectra, strict=True):
         u, s, vt = np.linalg.svd(matrix, full_matrices=False)
         np.testing.assert_allclose(spectrum.values.numpy(), s, rtol=1e-12, atol=1e-12 * s[0])
         if len(s) > 1 and s[1] / s[0] < 1 - 1e-6:
