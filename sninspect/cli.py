@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from sninspect import __version__, checks, rewrite, run
+from sninspect import __version__, checks, residency, rewrite, run
 from sninspect.analysis import Options, inventory
 from sninspect.checks import CheckFormat
 from sninspect.errors import ExitCode, OutputError, SninspectError, UsageError
@@ -79,6 +79,7 @@ def main(
                                           help="Show the version and exit.")] = False,
 ) -> None:
     """Audit spectral normalization (SN) in PyTorch checkpoints."""
+    residency.limit_heap_retention()  # this process is ours: freed layer-sized blocks go back to the OS
 
 
 # Options shared by the commands that read checkpoints.

@@ -105,6 +105,43 @@ def to_matrix(weight: Tensor, dim: int) -> Tensor:
     return weight.reshape(weight.shape[0], -1)  # (shape[dim], prod(rest))
 
 
+def matrix_vector(weight: Tensor, dim: int, x: Tensor, *, transpose: bool = False,
+                  piece_bytes: int = 4 * 2**20) -> Tensor:
+    """``to_matrix(weight, dim) @ x`` (or ``.T @ x``) in x's dtype and on x's device, without forming
+    the matrix: the weight is read in pieces along its first axis, each converted on its own (a whole
+    float64 copy of a 1024×1024×3×3 weight is 72 MiB, and the dim ≠ 0 matrix one more).
+
+    A piece W[a:b] is a block of rows of the matrix for dim 0, a block of columns for dim ≠ 0 (the
+    matrix's columns run over axis 0 first). x: (cols,), or (rows,) with ``transpose``."""
+    if weight.dim() <= 1:
+        matrix = to_matrix(weight, dim).to(dtype=x.dtype, device=x.device)
+        return matrix.T @ x if transpose else matrix @ x
+    step = max(1, piece_bytes // max(1, weight[0].numel() * x.element_size()))
+    stacked: list[Tensor] = []  # output pieces, in order
+    summed: Tensor | None = None  # or the sum of the pieces' contributions
+    for start in range(0, weight.shape[0], step):
+        piece = weight[start : start + step].to(dtype=x.dtype, device=x.device)
+        if dim == 0:
+            block = piece.reshape(piece.shape[0], -1)  # (b, cols): rows start:start+b
+            if transpose:
+                part = block.T @ x[start : start + block.shape[0]]
+                summed = part if summed is None else summed + part
+            else:
+                stacked.append(block @ x)
+        else:
+            block = piece.movedim(dim, 0).reshape(weight.shape[dim], -1)  # (rows, b·rest): a column block
+            offset = start * (block.shape[1] // piece.shape[0])
+            if transpose:
+                stacked.append(block.T @ x)
+            else:
+                part = block @ x[offset : offset + block.shape[1]]
+                summed = part if summed is None else summed + part
+    if stacked:
+        return torch.cat(stacked)
+    assert summed is not None  # Precondition: weight.shape[0] > 0
+    return summed
+
+
 def exact_spectra(
     matrices: Sequence[Tensor], *, batch_bytes: int = BATCH_BYTES, method: Method = "auto"
 ) -> list[Spectrum]:
@@ -188,8 +225,8 @@ def _gram_spectra(wide: Tensor) -> list[Spectrum]:
     eps = torch.finfo(dtype).eps
     tol = TARGET_ULPS * eps
     wide, scale, finite = _scaled(wide)
-    with _full_precision_matmul():
-        gram = wide @ wide.mT  # (b, m, m)
+    gram: Tensor | None = _gram(wide)  # (b, m, m)
+    assert gram is not None
     vectors: Tensor | None = None
     if rows >= SQUARE_ISH * cols:
         lam, vectors = torch.linalg.eigh(gram)  # (b, m) ascending, (b, m, m)
@@ -197,6 +234,7 @@ def _gram_spectra(wide: Tensor) -> list[Spectrum]:
     else:
         lam = torch.linalg.eigvalsh(gram)  # (b, m) ascending
         top = _top_eigenvectors(gram, lam[:, -1])
+        gram = None  # factored in place; the rare paths below form it again
     sigma1, u1, v1, residual = _refine(wide, top)
     values = lam.flip(-1).clamp(min=0).sqrt()  # (b, m) descending
     certified = (
@@ -206,7 +244,7 @@ def _gram_spectra(wide: Tensor) -> list[Spectrum]:
     if vectors is None:  # the eigenvector route failed to certify: one more try with G's eigenvectors
         retry = (finite & ~certified).nonzero().flatten().tolist()
         if retry:
-            _, vecs = torch.linalg.eigh(gram[retry])
+            _, vecs = torch.linalg.eigh(_gram(wide[retry]))
             s1, a, b, r = _refine(wide[retry], vecs[..., -1])
             good = (s1 > 0) & (r <= tol * s1) & ((s1 - values[retry, 0]).abs() <= tol * s1)
             for k, j in enumerate(retry):
@@ -225,7 +263,8 @@ def _gram_spectra(wide: Tensor) -> list[Spectrum]:
             continue
         method, vals = "gram", values[j]
         if small:
-            ritz = _ritz_tail(wide[j], gram[j], None if vectors is None else (lam[j], vectors[j]),
+            gram_j = _gram(wide[j : j + 1])[0] if gram is None else gram[j]  # (m, m)
+            ritz = _ritz_tail(wide[j], gram_j, None if vectors is None else (lam[j], vectors[j]),
                               small, float(sigma1[j]), eps, tol)
             if ritz is not None:
                 vals = torch.cat([vals[: rows - small], ritz]).sort(descending=True).values
@@ -234,6 +273,12 @@ def _gram_spectra(wide: Tensor) -> list[Spectrum]:
                 method, vals = "gram+svdvals", torch.linalg.svdvals(wide[j])
         out.append(Spectrum(vals * scale[j], u1[j], v1[j], method))
     return out
+
+
+def _gram(wide: Tensor) -> Tensor:
+    """W Wᵀ of a batch (b, m, n) → (b, m, m), in full precision."""
+    with _full_precision_matmul():
+        return wide @ wide.mT
 
 
 def _scaled(wide: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -270,16 +315,19 @@ def _top_eigenvectors(gram: Tensor, lam1: Tensor) -> Tensor:
     μI − G with μ = λ1(1 + δ) (positive definite), then x ← (μI − G)⁻¹x, which shrinks every other
     component by δλ1/(λ1 − λ_i + δλ1) per step. Cost: a third of an m³ factorization, against the
     full eigenvector solve; a failed factorization (λ1 = 0, non-finite) gives NaN, caught by the
-    certificate."""
+    certificate. ``gram`` is consumed: μI − G and then its factor are written over it (G is
+    symmetric, so its transpose view is the same matrix in the column-major layout LAPACK factors in
+    place), which keeps the solve to one m×m matrix (8 MiB at m = 1024)."""
     count, rows, _ = gram.shape
     eps = torch.finfo(gram.dtype).eps
     delta = max(1e-10, 64 * rows * eps)  # above the Cholesky backward error, far below any real gap
     steps = 4 if gram.dtype == torch.float64 else 8
-    shifted = -gram  # (b, m, m)
-    shifted.diagonal(dim1=-2, dim2=-1).add_((lam1 * (1 + delta))[:, None])
-    factor, info = torch.linalg.cholesky_ex(shifted)
     pick = gram.diagonal(dim1=-2, dim2=-1).argmax(-1)  # column with the largest norm² of W's rows
-    x = gram[torch.arange(count, device=gram.device), :, pick].unsqueeze(-1)  # (b, m, 1): G e_j
+    x = gram[torch.arange(count, device=gram.device), :, pick].unsqueeze(-1)  # (b, m, 1): G e_j (a copy)
+    shifted = gram.neg_().mT  # (b, m, m) column-major view of −G
+    shifted.diagonal(dim1=-2, dim2=-1).add_((lam1 * (1 + delta))[:, None])
+    info = torch.empty(count, dtype=torch.int32, device=gram.device)
+    factor, info = torch.linalg.cholesky_ex(shifted, out=(shifted, info))
     for _ in range(steps):
         x = torch.cholesky_solve(x, factor)
         x = x / torch.linalg.vector_norm(x, dim=-2, keepdim=True)

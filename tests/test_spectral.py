@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from sninspect.spectral import (
     cos_error,
     exact_spectra,
+    matrix_vector,
     normalize,
     power_step,
     stable_rank,
@@ -81,3 +82,27 @@ def test_stable_rank_and_residual() -> None:
     v = torch.tensor([1.0, 0.0], dtype=torch.float64)
     assert uv_residual(w, u, v) == 0.0
     assert torch.allclose(normalize(torch.zeros(3)), torch.zeros(3))
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=st.lists(st.integers(1, 6), min_size=1, max_size=5),
+    dim_pick=st.integers(0, 4),
+    transpose=st.booleans(),
+    piece_bytes=st.sampled_from([1, 40, 4 * 2**20]),
+    seed=st.integers(0, 2**16),
+)
+def test_matrix_vector_matches_the_formed_matrix(
+    shape: list[int], dim_pick: int, transpose: bool, piece_bytes: int, seed: int
+) -> None:
+    """Piecewise W·x and Wᵀ·x (any dim, float32 weight read in float64) equal numpy on the formed matrix."""
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(*shape, generator=generator)  # float32, as stored
+    dim = dim_pick % len(shape) if len(shape) > 1 else 0
+    dense = to_matrix(weight, dim).double().numpy()
+    size = dense.shape[0] if transpose else dense.shape[1]
+    x = torch.randn(size, generator=generator, dtype=torch.float64)
+    expected = (dense.T if transpose else dense) @ x.numpy()
+    got = matrix_vector(weight, dim, x, transpose=transpose, piece_bytes=piece_bytes)
+    assert got.dtype == torch.float64 and got.shape == expected.shape
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12, atol=1e-12)

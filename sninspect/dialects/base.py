@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from sninspect.errors import LayerError
-from sninspect.spectral import normalize, to_matrix
+from sninspect.spectral import matrix_vector, normalize
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -146,18 +146,18 @@ def resolve_dim(
         )
     if len(dims) == 1:
         return replace(layer, dim=dims[0])
-    weight = tensors[layer.weight_key].detach().to(torch.float64)
+    weight = tensors[layer.weight_key].detach()  # stored dtype: read piece by piece in float64
     u = tensors[layer.u_key].detach().reshape(-1).to(torch.float64)
     if layer.v_key is None:
         # No v stored (version None): the stored u came from a power step u = n(W Wᵀ u_prev), so the
         # right dim is the one for which one more step moves it least.
-        errors = {d: _power_step_residual(to_matrix(weight, d), u) for d in dims}
+        errors = {d: _power_step_residual(weight, d, u) for d in dims}
         best = min(errors, key=lambda d: errors[d])
         detail = ", ".join(f"dim={d}: {e:.1e}" for d, e in errors.items())
         note = f"dim={best} chosen by the power-step residual ‖n(W Wᵀ u) − u‖ ({detail})"
         return replace(layer, dim=best, notes=layer.notes + (note,))
     v = tensors[layer.v_key].detach().reshape(-1).to(torch.float64)
-    residuals = {d: _signless_residual(to_matrix(weight, d), u, v) for d in dims}
+    residuals = {d: _signless_residual(weight, d, u, v) for d in dims}
     # dim 0 unless another dim fits clearly better (a 2-D weight is nearly always dim 0).
     best = min(residuals, key=lambda d: (residuals[d] > 0.5 * residuals[dims[0]] if d else False, residuals[d]))
     detail = ", ".join(f"dim={d}: {r:.1e}" for d, r in residuals.items())
@@ -165,14 +165,14 @@ def resolve_dim(
     return replace(layer, dim=best, notes=layer.notes + (note,))
 
 
-def _power_step_residual(matrix: Tensor, u: Tensor) -> float:
+def _power_step_residual(weight: Tensor, dim: int, u: Tensor) -> float:
     """‖normalize(W Wᵀ u) − u‖ up to sign: how far u is from a fixed point of the power iteration."""
-    step = normalize(matrix @ (matrix.T @ u))
+    step = normalize(matrix_vector(weight, dim, matrix_vector(weight, dim, u, transpose=True)))
     unit = normalize(u)
     return min(float(torch.linalg.vector_norm(step - unit)), float(torch.linalg.vector_norm(step + unit)))
 
 
-def _signless_residual(matrix: Tensor, u: Tensor, v: Tensor) -> float:
+def _signless_residual(weight: Tensor, dim: int, u: Tensor, v: Tensor) -> float:
     """min over the sign of ‖u ∓ normalize(W v)‖ (a flipped u, σ̂ < 0, still fits its dim)."""
-    target = normalize(matrix @ v)
+    target = normalize(matrix_vector(weight, dim, v))
     return min(float(torch.linalg.vector_norm(u - target)), float(torch.linalg.vector_norm(u + target)))
