@@ -291,11 +291,12 @@ def _audit_all(
         except LayerError as err:
             results[layer.weight_key] = _error_audit(layer, tensors, str(err))
             continue
-        shape = tuple(tensors[layer.weight_key].shape)
-        jobs.append((layer, layer.weight_key, _matrix_shape(shape, layer.dim or 0)))
+        stored = tensors[layer.weight_key]
+        if stored.numel() * stored.element_size() >= RELEASE_BYTES:
+            residency.release()  # pages a resolution may have read (a square layer's dim): not kept
+        jobs.append((layer, layer.weight_key, _matrix_shape(tuple(stored.shape), layer.dim or 0)))
     for item in plain:
         jobs.append((item, item.key, _matrix_shape(tuple(tensors[item.key].shape), 0)))
-    residency.release()  # pages read to resolve square layers' dim
 
     # Batch by batch: load into one block (no stacking copy), solve, audit, drop, and hand the
     # memory-mapped pages read back to the OS, so that peak memory follows the largest batch.
