@@ -373,3 +373,18 @@ def test_limit_heap_retention_is_safe_to_call() -> None:
     if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
         assert took
     assert torch.equal(torch.ones(2**18) * 2, torch.full((2**18,), 2.0))  # big allocations still work
+
+
+@pytest.mark.parametrize("rows", [512, 515, 1031])
+def test_paneled_gram_is_w_wt_and_symmetric(rows: int) -> None:
+    """The panel-by-panel Gram matrix (upper block rows, lower mirrored) equals W Wᵀ to rounding, is
+    exactly symmetric, and the spectra through it match numpy's SVD to the contract."""
+    generator = torch.Generator().manual_seed(rows)
+    wide = torch.randn(2, rows, rows + 70, generator=generator, dtype=torch.float64)
+    gram = spectral._gram(wide)
+    dense = (wide @ wide.mT).numpy()
+    np.testing.assert_allclose(gram.numpy(), dense, rtol=0, atol=1e-12 * float(np.abs(dense).max()))
+    step = -(-rows // spectral.GRAM_PANELS)  # off the diagonal panels the lower triangle is a mirror
+    assert torch.equal(gram[:, step:, :step], gram[:, :step, step:].mT)
+    for matrix, spectrum in zip(wide, exact_spectra(list(wide), method="gram"), strict=True):
+        assert_contract(matrix, spectrum)
