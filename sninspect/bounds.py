@@ -64,6 +64,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sninspect.spectral import power_step
+
 CHUNK_BYTES = 64 * 2**20
 """Block of frequency matrices G(ω) formed at once, in one reused buffer: caps memory, and streams
 the autocorrelation (25 n² floats for 3×3) once per block."""
@@ -176,22 +178,18 @@ def _reshapes(weight: Tensor) -> list[Tensor]:
 
 def _reshape_bound_below(weight: Tensor, ceiling: float, steps: int = 6) -> float | None:
     """min over the reshapes of √(∏ k)·σ1 (as :func:`reshape_bounds`) where it is ≤ ``ceiling``,
-    else None. A reshape is solved exactly only if power iteration fails to prove it above: after
-    each step ‖Mx‖ ≤ σ1(M) for the unit x (up to rounding, allowed for by the factor 1 − 1e-12)."""
+    else None. A reshape is solved exactly only if power iteration fails to prove it above: each
+    step's σ̂ = ‖Mv‖ (unit v) is ≤ σ1(M) (up to rounding, allowed for by the factor 1 − 1e-12)."""
     scale = math.sqrt(math.prod(weight.shape[2:]))
     generator = torch.Generator(device="cpu").manual_seed(0)
     best: float | None = None
     for matrix in _reshapes(weight):
-        x = torch.randn(matrix.shape[1], generator=generator, dtype=matrix.dtype).to(matrix.device)  # (cols,)
-        proven_above = False
+        u = torch.randn(matrix.shape[0], generator=generator, dtype=matrix.dtype).to(matrix.device)  # (rows,)
         for _ in range(steps):
-            x = x / torch.linalg.vector_norm(x)
-            y = matrix @ x  # (rows,)
-            if scale * float(torch.linalg.vector_norm(y)) * (1.0 - 1e-12) > ceiling:
-                proven_above = True
+            sigma_hat, u, _ = power_step(matrix, u)
+            if scale * sigma_hat * (1.0 - 1e-12) > ceiling:
                 break
-            x = matrix.T @ y
-        if not proven_above:
+        else:
             value = scale * _sigma1(matrix)
             best = value if best is None else min(best, value)
     return best if best is not None and best <= ceiling else None

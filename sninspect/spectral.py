@@ -225,16 +225,17 @@ def _gram_spectra(wide: Tensor) -> list[Spectrum]:
     eps = torch.finfo(dtype).eps
     tol = TARGET_ULPS * eps
     wide, scale, finite = _scaled(wide)
-    gram: Tensor | None = _gram(wide)  # (b, m, m)
-    assert gram is not None
+    formed = _gram(wide)  # (b, m, m)
+    gram: Tensor | None = formed  # None once factored in place: the rare paths below form it again
     vectors: Tensor | None = None
     if rows >= SQUARE_ISH * cols:
-        lam, vectors = torch.linalg.eigh(gram)  # (b, m) ascending, (b, m, m)
+        lam, vectors = torch.linalg.eigh(formed)  # (b, m) ascending, (b, m, m)
         top = vectors[..., -1]  # (b, m)
     else:
-        lam = torch.linalg.eigvalsh(gram)  # (b, m) ascending
-        top = _top_eigenvectors(gram, lam[:, -1])
-        gram = None  # factored in place; the rare paths below form it again
+        lam = torch.linalg.eigvalsh(formed)  # (b, m) ascending
+        top = _top_eigenvectors(formed, lam[:, -1])
+        gram = None
+        del formed  # its memory holds the factor now
     sigma1, u1, v1, residual = _refine(wide, top)
     values = lam.flip(-1).clamp(min=0).sqrt()  # (b, m) descending
     certified = (
