@@ -8,6 +8,7 @@ supported (kind, dialect) pairs for ``pytest.mark.parametrize``.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections import OrderedDict
 from collections.abc import Callable
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations, parametrize, spectral_norm
@@ -24,6 +26,12 @@ from torch.nn.utils.spectral_norm import SpectralNorm
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))
 import reflayers  # noqa: E402  (tests/ is not a package)
+
+# CI runs hypothesis derandomized (a fixed seed per test), so a red run is reproducible; locally the
+# default profile keeps exploring.
+settings.register_profile("ci", derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 KINDS = ("linear", "conv1d", "conv2d", "convT_square", "embedding", "vector")
 """Tiny layers: Linear(7, 5); Conv1d(3, 4, 3); Conv2d(3, 6, 3, stride 2); ConvTranspose2d(6, 6, 4)

@@ -78,16 +78,19 @@ def test_report_refuses_to_write_over_its_input(checkpoint: Path) -> None:
 
 
 class RunsCode:
+    """A pickle that, if ever unpickled, creates ``sentinel``."""
+
+    def __init__(self, sentinel: Path) -> None:
+        self.sentinel = sentinel
+
     def __reduce__(self):  # type: ignore[no-untyped-def]
-        return (os.system, (f"touch {SENTINEL}",))
-
-
-SENTINEL = Path("/tmp/sninspect-test-cli-sentinel")
+        return (os.system, (f"touch {self.sentinel}",))
 
 
 @pytest.mark.parametrize("case", ["missing", "directory", "empty", "garbage", "truncated", "pickle"])
 def test_bad_input_is_one_line_and_exit_3(case: str, tmp_path: Path, checkpoint: Path) -> None:
     path = tmp_path / f"{case}.pt"
+    sentinel = tmp_path / "code-ran"
     if case == "directory":
         path.mkdir()
     elif case == "empty":
@@ -97,13 +100,12 @@ def test_bad_input_is_one_line_and_exit_3(case: str, tmp_path: Path, checkpoint:
     elif case == "truncated":
         path.write_bytes(checkpoint.read_bytes()[:700])
     elif case == "pickle":
-        SENTINEL.unlink(missing_ok=True)
-        path.write_bytes(pickle.dumps({"w": RunsCode()}))
+        path.write_bytes(pickle.dumps({"w": RunsCode(sentinel)}))
     for command in ("report", "layers"):
         result = runner.invoke(app, [command, str(path)])
         assert result.exit_code == ExitCode.BAD_INPUT, (case, result.output)
         assert str(path.name) in one_error_line(result)
-    assert not SENTINEL.exists()
+    assert not sentinel.exists()
 
 
 def test_usage_errors_exit_2(checkpoint: Path) -> None:
