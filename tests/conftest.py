@@ -261,3 +261,7 @@ def make_trained(tmp_path: Path) -> Callable[..., Trained]:
         return trained
 
     return make
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--update-golden", action="store_true", help="Rewrite tests/golden/ from this run.")

@@ -1,0 +1,106 @@
+"""Golden outputs: what a person reads, pinned byte for byte (numbers in JSON to 9 significant digits).
+
+Regenerate on purpose only: ``python -m pytest tests/test_golden.py --update-golden``, then read the
+diff before committing it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from sninspect.cli import app
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden"
+SAMPLES = ("dcgan_sn_torch.pt", "biggan_style_sn.pt", "mlp_sn_parametrize.safetensors", "plain_discriminator.pt")
+
+runner = CliRunner()
+
+
+def _round(value: Any) -> Any:
+    """Floats to 9 significant digits: the last bits of a float64 reduction may differ across BLAS builds."""
+    if isinstance(value, float):
+        return float(f"{value:.9g}")
+    if isinstance(value, list):
+        return [_round(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _round(v) for k, v in value.items()}
+    return value
+
+
+def _normalise(text: str, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(_round(json.loads(text)), indent=2, ensure_ascii=False) + "\n"
+    return text
+
+
+def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.chdir(ROOT)
+    result = runner.invoke(app, args, env={"COLUMNS": "160", "NO_COLOR": "1", "TERM": "dumb"})
+    assert result.exit_code in (0, 1), (args, result.output)
+    return result.stdout
+
+
+def _compare(name: str, text: str, request: pytest.FixtureRequest) -> None:
+    path = GOLDEN / name
+    if request.config.getoption("--update-golden"):
+        path.write_text(text, encoding="utf-8")
+        return
+    assert path.is_file(), f"{path.name} missing: run pytest tests/test_golden.py --update-golden"
+    expected = path.read_text(encoding="utf-8")
+    assert text == expected, f"{name} differs from the golden file (--update-golden if intended)"
+
+
+def _stem(sample: str) -> str:
+    return re.sub(r"\W", "_", sample.rsplit(".", 1)[0])
+
+
+FORMATS = {"table": "txt", "json": "json", "csv": "csv", "markdown": "md"}
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_report(sample: str, fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    text = _cli(["report", f"sample_checkpoints/{sample}", "--format", fmt, "--device", "cpu", "-q"], monkeypatch)
+    _compare(f"report_{_stem(sample)}.{FORMATS[fmt]}", _normalise(text, fmt), request)
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "markdown"])
+def test_report_run(fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Two checkpoints: the run view."""
+    args = ["report", "sample_checkpoints/dcgan_sn_torch.pt", "sample_checkpoints/biggan_style_sn.pt"]
+    text = _cli([*args, "--format", fmt, "--device", "cpu", "-q"], monkeypatch)
+    _compare(f"run.{FORMATS[fmt]}", _normalise(text, fmt), request)
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_check(sample: str, fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    text = _cli(["check", f"sample_checkpoints/{sample}", "--format", fmt, "--device", "cpu", "-q"], monkeypatch)
+    _compare(f"check_{_stem(sample)}.{'json' if fmt == 'json' else 'txt'}", _normalise(text, fmt), request)
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_layers(sample: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    _compare(f"layers_{_stem(sample)}.txt", _cli(["layers", f"sample_checkpoints/{sample}"], monkeypatch), request)
+
+
+@pytest.mark.parametrize(("command", "sample", "extra"), [
+    ("strip", "dcgan_sn_torch.pt", []),
+    ("strip", "mlp_sn_parametrize.safetensors", []),
+    ("strip", "biggan_style_sn.pt", []),
+    ("apply", "plain_discriminator.pt", []),
+    ("convert", "dcgan_sn_torch.pt", ["--to", "parametrize"]),
+])
+def test_rewrite_plan(command: str, sample: str, extra: list[str], monkeypatch: pytest.MonkeyPatch,
+                      request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    out = tmp_path / f"out{Path(sample).suffix}"
+    text = _cli([command, f"sample_checkpoints/{sample}", "-o", str(out), "--dry-run", *extra], monkeypatch)
+    assert not out.exists()
+    _compare(f"{command}_{_stem(sample)}.txt", text.replace(str(out), "OUT"), request)
