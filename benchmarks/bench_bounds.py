@@ -1,4 +1,4 @@
-"""Time the certified convolution bound (sninspect.bounds.conv_operator_bound) on random kernels.
+"""Time the certified convolution bound (sninspect.linalg.bounds.conv_operator_bound) on random kernels.
 
     python benchmarks/bench_bounds.py                      # 64/256/512 channels, 3x3, tol 1%
     python benchmarks/bench_bounds.py --channels 512 --repeats 5 --baseline
@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import torch
 
-from sninspect import bounds
+from sninspect.linalg import bounds
 
 T = TypeVar("T")
 

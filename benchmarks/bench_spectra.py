@@ -64,8 +64,10 @@ def _weights(path: Path) -> Any:
 
 def child(method: str, path: Path) -> dict[str, Any]:
     import sninspect
-    from sninspect import analysis, bounds, residency
-    from sninspect.spectral import exact_spectra, to_matrix
+    from sninspect.audit import pipeline as analysis
+    from sninspect.io import residency
+    from sninspect.linalg import bounds
+    from sninspect.linalg.spectral import exact_spectra, to_matrix
 
     out: dict[str, Any] = {}
     start = time.perf_counter()
@@ -197,7 +199,7 @@ def measure(method: str, path: Path, budget: float, scratch: Path) -> dict[str, 
 
 def gram_constant(path: Path, floor: dict[str, list[float]]) -> list[tuple[str, tuple[int, ...], float]]:
     """c = max|λ̂_i − σ_i²| / (eps·σ1²) of the computed W Wᵀ on the largest and the squarest layer."""
-    from sninspect.spectral import to_matrix
+    from sninspect.linalg.spectral import to_matrix
 
     loaded = dict(_weights(path))
     shapes = {k: to_matrix(loaded[k](), 0).shape for k in loaded}
@@ -282,7 +284,7 @@ def main() -> None:
 
 
 def describe(scale: str, path: Path) -> dict[str, Any]:
-    from sninspect.spectral import to_matrix
+    from sninspect.linalg.spectral import to_matrix
 
     mats = [to_matrix(load(), 0) for _, load in _weights(path)]
     shapes = [tuple(m.shape) for m in mats]

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from sninspect.analysis import Options, analyze, inventory
+from sninspect.audit.pipeline import Options, analyze, inventory
 from sninspect.errors import SninspectError
-from sninspect.report import LayerAudit, ModelAudit, NetworkBound, Report
-from sninspect.rewrite import apply, convert, strip
+from sninspect.results.report import LayerAudit, ModelAudit, NetworkBound, Report
+from sninspect.rewrite.core import apply, convert, strip
 
 __all__ = [
     "LayerAudit",

@@ -1,5 +1,5 @@
 """``python -m sninspect``."""
 
-from sninspect.cli import app
+from sninspect.cli.main import app
 
 app()

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, settings
 import torch.nn.functional as F
+from hypothesis import HealthCheck, settings
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations, parametrize, spectral_norm
 from torch.nn.utils.spectral_norm import SpectralNorm

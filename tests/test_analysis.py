@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn.utils import parametrizations, spectral_norm
 
 import sninspect
-from sninspect.report import LayerAudit
+from sninspect.results.report import LayerAudit
 
 
 def oracle(weight: torch.Tensor, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

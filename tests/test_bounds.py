@@ -1,4 +1,4 @@
-"""sninspect.bounds against dense oracles: full Jacobians of real torch convolutions, an independent
+"""sninspect.linalg.bounds against dense oracles: full Jacobians of real torch convolutions, an independent
 maximization of the symbol, brute-force FFT grids, and eval-mode BatchNorm."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize, minimize_scalar
 from torch import Tensor, nn
 
-from sninspect import bounds
-from sninspect.bounds import (
+from sninspect.linalg import bounds
+from sninspect.linalg.bounds import (
     ConvBound,
     NotConvergedError,
     batchnorm_factor,

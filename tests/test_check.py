@@ -12,8 +12,8 @@ import torch
 from typer.testing import CliRunner
 
 from sninspect import analyze
-from sninspect.checks import Rule, Rules, check, summary_line, to_text
-from sninspect.cli import app
+from sninspect.audit.checks import Rule, Rules, check, summary_line, to_text
+from sninspect.cli.main import app
 from sninspect.errors import ExitCode
 
 runner = CliRunner()

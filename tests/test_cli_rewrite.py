@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.utils import parametrizations, spectral_norm
 from typer.testing import CliRunner
 
-from sninspect.cli import app
+from sninspect.cli.main import app
 from sninspect.errors import ExitCode
 
 Ckpt = tuple[Path, nn.Sequential]

@@ -15,7 +15,7 @@ from torch.nn.utils import parametrizations, spectral_norm
 from sninspect import dialects
 from sninspect.dialects import SNLayer
 from sninspect.errors import LayerError
-from sninspect.spectral import to_matrix
+from sninspect.linalg.spectral import to_matrix
 
 
 def shapes_of(state: dict[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:

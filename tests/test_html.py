@@ -11,9 +11,9 @@ import snruns
 from typer.testing import CliRunner
 
 from sninspect import analyze
-from sninspect.cli import app
-from sninspect.html import to_html
-from sninspect.report import Report
+from sninspect.cli.main import app
+from sninspect.render.html import to_html
+from sninspect.results.report import Report
 
 runner = CliRunner()
 

@@ -17,9 +17,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from typer.testing import CliRunner
 
-from sninspect import analyze, plots
-from sninspect.cli import app
-from sninspect.report import Report
+from sninspect import analyze
+from sninspect.cli.main import app
+from sninspect.render import plots
+from sninspect.results.report import Report
 
 runner = CliRunner()
 

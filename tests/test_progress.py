@@ -7,7 +7,7 @@ import time
 
 from rich.console import Console
 
-from sninspect.progress import Progress
+from sninspect.cli.progress import Progress
 
 
 class Terminal(io.StringIO):

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrizations, spectral_norm
 
 from sninspect import dialects
-from sninspect.spectral import to_matrix
+from sninspect.linalg.spectral import to_matrix
 
 
 def close(a: Tensor, b: Tensor) -> None:

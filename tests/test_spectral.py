@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sninspect.spectral import (
+from sninspect.linalg.spectral import (
     cos_error,
     exact_spectra,
     matrix_vector,

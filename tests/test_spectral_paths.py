@@ -18,8 +18,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sninspect import spectral
-from sninspect.spectral import TARGET_ULPS, Spectrum, exact_spectra, gram_allowance, sqrt_trust
+from sninspect.linalg import spectral
+from sninspect.linalg.spectral import TARGET_ULPS, Spectrum, exact_spectra, gram_allowance, sqrt_trust
 
 EPS64 = torch.finfo(torch.float64).eps
 CONTRACT = TARGET_ULPS * EPS64  # 9.1e-13
@@ -288,7 +288,7 @@ class _BusSpy(torch.Tensor):
 
 def test_weights_cross_to_the_device_in_their_stored_dtype() -> None:
     """fp16 on the bus, float64 only on the device: a quarter of the bytes of converting first."""
-    from sninspect.analysis import _load_matrix
+    from sninspect.audit.pipeline import _load_matrix
 
     stored = torch.randn(6, 4, 3, 3).half()
     _BusSpy.calls = []
@@ -305,7 +305,7 @@ def test_release_keeps_every_byte(tmp_path) -> None:  # type: ignore[no-untyped-
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from sninspect import residency
+    from sninspect.io import residency
 
     state = {f"l{i}": torch.randn(256, 1024) for i in range(4)}
     torch.save(state, tmp_path / "c.pt")
@@ -340,7 +340,7 @@ def test_piecewise_loading_gives_the_same_audit(tmp_path, monkeypatch, suffix) -
     from safetensors.torch import save_file
 
     import sninspect
-    from sninspect import analysis
+    from sninspect.audit import pipeline as analysis
 
     generator = torch.Generator().manual_seed(5)
     state = {}
@@ -366,7 +366,7 @@ def test_piecewise_loading_gives_the_same_audit(tmp_path, monkeypatch, suffix) -
 
 
 def test_limit_heap_retention_is_safe_to_call() -> None:
-    from sninspect import residency
+    from sninspect.io import residency
 
     took = residency.limit_heap_retention()
     assert isinstance(took, bool)

@@ -17,8 +17,10 @@ from torch import nn
 from torch.nn.utils import spectral_norm
 from typer.testing import CliRunner
 
-from sninspect import analyze, plots, trend
-from sninspect.cli import app
+from sninspect import analyze
+from sninspect.audit import trend
+from sninspect.cli.main import app
+from sninspect.render import plots
 
 runner = CliRunner()
 

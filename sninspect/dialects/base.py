@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from sninspect.errors import LayerError
-from sninspect.spectral import matrix_vector, normalize
+from sninspect.linalg.spectral import matrix_vector, normalize
 
 Shapes = Mapping[str, tuple[int, ...]]
 

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from sninspect.dialects.base import Dialect, Estimate, Shapes, SNLayer, split_key, vector
 from sninspect.errors import LayerError
-from sninspect.spectral import power_step
+from sninspect.linalg.spectral import power_step
 
 _EXTRA = re.compile(r"^(u|sv)\d+$")
 

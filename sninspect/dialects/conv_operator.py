@@ -14,7 +14,7 @@ from torch import Tensor
 
 from sninspect.dialects.base import Dialect, Estimate, Shapes, SNLayer, module_and_param, split_key
 from sninspect.errors import LayerError
-from sninspect.spectral import to_matrix
+from sninspect.linalg.spectral import to_matrix
 
 
 class ConvOperator(Dialect):

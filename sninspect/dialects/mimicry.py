@@ -14,7 +14,7 @@ from torch import Tensor
 
 from sninspect.dialects.base import Dialect, Estimate, Shapes, SNLayer, split_key, vector
 from sninspect.errors import LayerError
-from sninspect.spectral import power_step
+from sninspect.linalg.spectral import power_step
 
 
 class Mimicry(Dialect):

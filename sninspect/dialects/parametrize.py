@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from sninspect.dialects.base import Dialect, Estimate, Shapes, SNLayer, resolve_dim, vector
-from sninspect.spectral import bilinear_sigma
+from sninspect.linalg.spectral import bilinear_sigma
 
 _ORIGINAL = re.compile(r"^(?P<module>(?:.*\.)?)parametrizations\.(?P<param>[^.]+)\.original$")
 _BUFFER = re.compile(r"^(?P<index>\d+)\._(?P<which>[uv])$")

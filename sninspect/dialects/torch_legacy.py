@@ -24,7 +24,7 @@ from sninspect.dialects.base import (
     vector,
 )
 from sninspect.errors import LayerError
-from sninspect.spectral import bilinear_sigma, to_matrix
+from sninspect.linalg.spectral import bilinear_sigma, to_matrix
 
 
 class TorchLegacy(Dialect):

@@ -12,12 +12,13 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from sninspect import bounds, dialects, residency
+from sninspect import dialects
 from sninspect.dialects import SNLayer
 from sninspect.errors import LayerError, UsageError
-from sninspect.io import Checkpoint, ModelState, display_name, load_checkpoint
-from sninspect.report import LayerAudit, ModelAudit, NetworkBound, Report
-from sninspect.spectral import (
+from sninspect.io import residency
+from sninspect.io.load import Checkpoint, ModelState, display_name, load_checkpoint
+from sninspect.linalg import bounds
+from sninspect.linalg.spectral import (
     BATCH_BYTES,
     Spectrum,
     cos_error,
@@ -27,6 +28,7 @@ from sninspect.spectral import (
     to_matrix,
     uv_residual,
 )
+from sninspect.results.report import LayerAudit, ModelAudit, NetworkBound, Report
 
 ASSUMPTIONS = (
     "feed-forward chain of the weight layers in checkpoint order with 1-Lipschitz activations; "

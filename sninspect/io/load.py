@@ -29,9 +29,9 @@ from typing import Any
 
 import torch
 
-from sninspect import safetensors_check, torch_check, wrappers
 from sninspect.errors import InputError, OutputError, UnsafeCheckpointError, UsageError
-from sninspect.safetensors_check import LazyTensors, one_line
+from sninspect.io import safetensors_check, torch_check, wrappers
+from sninspect.io.safetensors_check import LazyTensors, one_line
 
 __all__ = [
     "TORCH_SUFFIXES", "Checkpoint", "ModelState", "display_name", "load_checkpoint", "save_checkpoint",

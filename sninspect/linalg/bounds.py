@@ -64,7 +64,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sninspect.spectral import power_step
+from sninspect.linalg.spectral import power_step
 
 CHUNK_BYTES = 64 * 2**20
 """Block of frequency matrices G(ω) formed at once, in one reused buffer: caps memory, and streams

@@ -17,8 +17,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from sninspect.report import LayerAudit, Report
-from sninspect.trend import Trend, build
+from sninspect.audit.trend import Trend, build
+from sninspect.results.report import LayerAudit, Report
 
 SIGMA_TOLERANCE = 1e-3
 """σ_eff above 1 + this is highlighted as a layer running above 1."""

@@ -16,11 +16,12 @@ from pathlib import PurePath
 
 from matplotlib.figure import Figure
 
-from sninspect import __version__, plots
-from sninspect.render import COS_TOLERANCE, SIGMA_TOLERANCE, fmt, shape_text
-from sninspect.render_run import SUMMARY_HEADER, SUMMARY_LEFT, TREND_HEADER, summary_rows, trend_rows
-from sninspect.report import LayerAudit, Report
-from sninspect.trend import Trend, build
+from sninspect import __version__
+from sninspect.audit.trend import Trend, build
+from sninspect.render import plots
+from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt, shape_text
+from sninspect.render.run_view import SUMMARY_HEADER, SUMMARY_LEFT, TREND_HEADER, summary_rows, trend_rows
+from sninspect.results.report import LayerAudit, Report
 
 DPI = 90
 """Resolution of the embedded PNGs (sharp on screen, a few hundred kB per checkpoint)."""

@@ -13,14 +13,16 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from sninspect import __version__, checks, residency, rewrite, run
-from sninspect.analysis import Options, inventory
-from sninspect.checks import CheckFormat
+from sninspect import __version__, rewrite
+from sninspect.audit import checks, run
+from sninspect.audit.checks import CheckFormat
+from sninspect.audit.pipeline import Options, inventory
+from sninspect.cli.progress import Progress
 from sninspect.errors import ExitCode, OutputError, SninspectError, UsageError
-from sninspect.plots import PlotFormat
-from sninspect.progress import Progress
-from sninspect.render import OutputFormat, print_report, terminal_console, to_csv, to_json, to_markdown
-from sninspect.render_run import print_run, run_markdown, run_text
+from sninspect.io import residency
+from sninspect.render.plots import PlotFormat
+from sninspect.render.report import OutputFormat, print_report, terminal_console, to_csv, to_json, to_markdown
+from sninspect.render.run_view import print_run, run_markdown, run_text
 
 app = typer.Typer(
     name="sninspect",
@@ -187,7 +189,7 @@ def report(
             else:
                 print_report(reports[0], console)
         else:
-            from sninspect.render import table_text
+            from sninspect.render.report import table_text
 
             write_output(run_text(trend) if trend is not None else table_text(reports[0]), output, paths)
     elif format is OutputFormat.json:
@@ -197,7 +199,7 @@ def report(
     elif format is OutputFormat.markdown:
         write_output((run_markdown(trend) if trend is not None else "") + to_markdown(reports), output, paths)
     elif format is OutputFormat.html:
-        from sninspect.html import to_html
+        from sninspect.render.html import to_html
 
         with Progress(len(reports), "drawing", quiet=quiet) as bar:
             page = to_html(reports, trend=trend, on_checkpoint=lambda name: bar.advance())
@@ -299,7 +301,7 @@ def layers(
 
 
 # ----------------------------------------------------------------------------------------------
-# Rewriting checkpoints: strip, apply, convert (library: sninspect.rewrite)
+# Rewriting checkpoints: strip, apply, convert (library: sninspect.rewrite.core)
 
 CheckpointArg = Annotated[Path, typer.Argument(help="Checkpoint file (.pt, .pth, .ckpt, .bin, .safetensors, "
                                                     "*.index.json).")]

@@ -24,7 +24,7 @@ from enum import StrEnum
 from pathlib import PurePath
 from typing import Any
 
-from sninspect.report import Report
+from sninspect.results.report import Report
 
 DEFAULT_MAX_SIGMA = 1.05
 """σ_eff up to 5% above 1: one power step per training step keeps trained SN well inside this."""

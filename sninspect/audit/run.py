@@ -11,11 +11,11 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from sninspect import checks, trend
-from sninspect.analysis import Options, analyze
+from sninspect.audit import checks, trend
+from sninspect.audit.pipeline import Options, analyze
+from sninspect.cli.progress import Progress
 from sninspect.errors import InputError
-from sninspect.progress import Progress
-from sninspect.report import Report
+from sninspect.results.report import Report
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".index.json")
 """Files a folder given on the command line is searched for (not recursively)."""
@@ -101,7 +101,7 @@ def write_plots(reports: Sequence[Report], run: trend.Trend | None, folder: Path
                 progress: Progress | None = None) -> list[Path]:
     """The figures of each report, and of the run: one checkpoint → ``folder/sigma.png`` ...; several →
     ``folder/<checkpoint>/sigma.png`` ... and ``folder/trend_sigma.png``, ``folder/trend_cos_error.png``."""
-    from sninspect import plots
+    from sninspect.render import plots
 
     written: list[Path] = []
     if run is not None:

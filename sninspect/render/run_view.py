@@ -1,4 +1,4 @@
-"""Show a training run (:class:`sninspect.trend.Trend`): a summary row per checkpoint and a trend row
+"""Show a training run (:class:`sninspect.audit.trend.Trend`): a summary row per checkpoint and a trend row
 per layer, for the terminal (rich) and as Markdown. Reads only ``trend``; computes nothing beyond
 picking first, last and worst values.
 """
@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from sninspect.render import COS_TOLERANCE, SIGMA_TOLERANCE, fmt
-from sninspect.trend import Trend
+from sninspect.audit.trend import Trend
+from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt
 
 
 def summary_rows(trend: Trend) -> list[list[str]]:

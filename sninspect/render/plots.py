@@ -31,9 +31,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from sninspect.audit.trend import Trend
 from sninspect.errors import OutputError
-from sninspect.report import LayerAudit, Report
-from sninspect.trend import Trend
+from sninspect.results.report import LayerAudit, Report
 
 DEEP = 30
 """More layers than this: layer names on the y axis (one row each) instead of rotated on the x axis."""

@@ -36,7 +36,7 @@ from sninspect.dialects import SNLayer
 from sninspect.dialects.base import candidate_dims, module_and_param, vector
 from sninspect.dialects.torch_legacy import recover_v
 from sninspect.errors import LayerError, UsageError
-from sninspect.io import (
+from sninspect.io.load import (
     TORCH_SUFFIXES,
     Checkpoint,
     ModelState,
@@ -44,7 +44,7 @@ from sninspect.io import (
     load_checkpoint,
     save_checkpoint,
 )
-from sninspect.spectral import exact_spectra, normalize, power_step, to_matrix
+from sninspect.linalg.spectral import exact_spectra, normalize, power_step, to_matrix
 
 EPS = 1e-12
 """The eps of PyTorch's SN (``F.normalize``)."""

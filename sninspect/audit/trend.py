@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
-from sninspect.report import LayerAudit, Report, json_safe
+from sninspect.results.report import LayerAudit, Report, json_safe
 
 STEP_KEYS = ("global_step", "step", "iteration", "epoch")
 """Entries of ``Report.extras`` that order a run, most specific first."""

@@ -1,0 +1,1 @@
+"""Reading checkpoints safely (load dispatch, torch and safetensors checks, wrappers) and writing outputs."""

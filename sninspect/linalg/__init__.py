@@ -1,0 +1,1 @@
+"""Pure math, no I/O: SN matrices, exact spectra, the Gram path, conv bounds, network products."""

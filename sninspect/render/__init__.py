@@ -1,0 +1,1 @@
+"""Showing results: terminal, text formats, HTML, plots. Renderers compute nothing."""

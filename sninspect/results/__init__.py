@@ -1,0 +1,1 @@
+"""Frozen results (report, trend, check): data only."""
