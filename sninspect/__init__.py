@@ -7,8 +7,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from sninspect._version import __version__
 from sninspect.audit.pipeline import Options, analyze, inventory
 from sninspect.errors import SninspectError
 from sninspect.results.report import LayerAudit, ModelAudit, NetworkBound, Report

@@ -13,7 +13,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
-from sninspect import __version__, rewrite
+from sninspect import rewrite
+from sninspect._version import __version__
 from sninspect.audit import checks, run
 from sninspect.audit.checks import CheckFormat
 from sninspect.audit.pipeline import Options, inventory

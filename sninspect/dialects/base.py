@@ -11,6 +11,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import ClassVar
 
 import torch
@@ -20,6 +21,18 @@ from sninspect.errors import LayerError
 from sninspect.linalg.spectral import matrix_vector, normalize
 
 Shapes = Mapping[str, tuple[int, ...]]
+
+
+class DialectName(StrEnum):
+    """Every SN layout sninspect knows, by the name the reports and JSON use; ``none`` = no SN."""
+
+    torch = "torch"
+    parametrize = "torch-parametrize"
+    mimicry = "mimicry"
+    biggan = "biggan"
+    cosgrove = "cosgrove"
+    conv_operator = "conv-operator"
+    none = "none"
 
 
 @dataclass(frozen=True)

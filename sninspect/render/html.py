@@ -16,7 +16,7 @@ from pathlib import PurePath
 
 from matplotlib.figure import Figure
 
-from sninspect import __version__
+from sninspect._version import __version__
 from sninspect.audit.trend import Trend, build
 from sninspect.render import plots
 from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt, shape_text

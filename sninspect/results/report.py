@@ -71,6 +71,15 @@ class LayerAudit:
     singular_values: tuple[float, ...] = field(default=(), repr=False)
     """All singular values, descending (for plots; left out of JSON unless asked for)."""
 
+    @property
+    def has_sn(self) -> bool:
+        """Whether the layer is spectrally normalized (its dialect is not ``none``)."""
+        return self.dialect != PLAIN
+
+
+PLAIN = "none"
+"""The ``dialect`` of a layer without SN (``DialectName.none`` in ``sninspect.dialects``)."""
+
 
 @dataclass(frozen=True)
 class NetworkBound:

@@ -793,7 +793,7 @@ def _rewrite_file(
 
 
 def _version() -> str:
-    from sninspect import __version__
+    from sninspect._version import __version__
 
     return __version__
 

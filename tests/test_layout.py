@@ -1,0 +1,99 @@
+"""The package's shape shows its design: imports run one way, no dialect name outside dialects/,
+modules readable in one sitting, and the CLI starts without matplotlib."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# The package split (issue 15) lands in steps; these markers go when it is complete.
+pending = pytest.mark.xfail(reason="package split in progress", strict=False)
+
+PACKAGE = Path(__file__).resolve().parent.parent / "sninspect"
+
+RANK = {"results": 0, "errors": 0, "_version": 0, "linalg": 1, "io": 1, "dialects": 2, "audit": 3, "render": 4,
+        "rewrite": 4, "cli": 5, "__init__": 6, "__main__": 7}
+"""cli → render/rewrite → audit → dialects → linalg/io; results and errors are read by all."""
+
+MAX_LINES = 450
+
+
+def _modules() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def _area(path: Path) -> str:
+    return path.relative_to(PACKAGE).parts[0].removesuffix(".py")
+
+
+def _imported_areas(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            parts = node.module.split(".")
+            if parts[0] != "sninspect":
+                continue
+            if len(parts) > 1:
+                found.append((node.lineno, parts[1]))
+            else:  # from sninspect import x, y
+                found += [(node.lineno, alias.name if alias.name in RANK else "__init__") for alias in node.names]
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "sninspect":
+                    found.append((node.lineno, parts[1] if len(parts) > 1 else "__init__"))
+    return found
+
+
+@pending
+def test_imports_run_one_way() -> None:
+    upward = []
+    for path in _modules():
+        area = _area(path)
+        for line, target in _imported_areas(path):
+            if target == area:
+                continue
+            if RANK.get(target, 99) >= RANK[area]:
+                upward.append(f"{path.relative_to(PACKAGE)}:{line} imports {target}")
+    assert not upward, "imports against the layering:\n" + "\n".join(upward)
+
+
+def _dialect_names() -> set[str]:
+    sys.path.insert(0, str(PACKAGE.parent))
+    from sninspect.dialects.base import DialectName
+
+    return {str(member.value) for member in DialectName}
+
+
+@pending
+def test_no_dialect_name_literal_outside_dialects() -> None:
+    names = _dialect_names()
+    found = []
+    for path in _modules():
+        if RANK[_area(path)] <= RANK["dialects"]:  # below dialects nothing knows them ("torch" is a module there)
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.Compare | ast.match_case):
+                continue
+            for leaf in ast.walk(node):
+                if isinstance(leaf, ast.Constant) and isinstance(leaf.value, str) and leaf.value in names:
+                    found.append(f"{path.relative_to(PACKAGE)}:{leaf.lineno} {leaf.value!r}")
+    assert not found, "dialect names outside dialects/ (ask the dialect instead):\n" + "\n".join(found)
+
+
+@pending
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_module_is_readable_in_one_sitting(path: Path) -> None:
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_LINES, f"{path.relative_to(PACKAGE)} has {lines} lines (> {MAX_LINES}): split it by concern"
+
+
+def test_cli_help_does_not_import_matplotlib() -> None:
+    code = "import sys, sninspect.cli; sninspect.cli.app(['--help'], standalone_mode=False); " \
+           "print('matplotlib' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("False")
