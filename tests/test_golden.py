@@ -7,6 +7,7 @@ diff before committing it.
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -40,8 +41,8 @@ def _normalise(text: str, fmt: str) -> str:
     return text
 
 
-def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.chdir(ROOT)
+def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, cwd: Path = ROOT) -> str:
+    monkeypatch.chdir(cwd)
     result = runner.invoke(app, args, env={"COLUMNS": "160", "NO_COLOR": "1", "TERM": "dumb"})
     assert result.exit_code in (0, 1), (args, result.output)
     return result.stdout
@@ -72,10 +73,14 @@ def test_report(sample: str, fmt: str, monkeypatch: pytest.MonkeyPatch, request:
 
 
 @pytest.mark.parametrize("fmt", ["table", "json", "markdown"])
-def test_report_run(fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
-    """Two checkpoints: the run view."""
-    args = ["report", "sample_checkpoints/dcgan_sn_torch.pt", "sample_checkpoints/biggan_style_sn.pt"]
-    text = _cli([*args, "--format", fmt, "--device", "cpu", "-q"], monkeypatch)
+def test_report_run(fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+                    tmp_path: Path) -> None:
+    """Two checkpoints: the run view, ordered by modification time (fixed here: a clone sets its own)."""
+    names = ["dcgan_sn_torch.pt", "biggan_style_sn.pt"]
+    for i, name in enumerate(names):
+        (tmp_path / name).write_bytes((ROOT / "sample_checkpoints" / name).read_bytes())
+        os.utime(tmp_path / name, (1_700_000_000 + 100 * i, 1_700_000_000 + 100 * i))
+    text = _cli(["report", *names, "--format", fmt, "--device", "cpu", "-q"], monkeypatch, tmp_path)
     _compare(f"run.{FORMATS[fmt]}", _normalise(text, fmt), request)
 
 
