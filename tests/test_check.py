@@ -12,9 +12,11 @@ import torch
 from typer.testing import CliRunner
 
 from sninspect import analyze
-from sninspect.audit.checks import Rule, Rules, check, summary_line, to_text
+from sninspect.audit.checks import check
 from sninspect.cli.main import app
 from sninspect.errors import ExitCode
+from sninspect.render.check import summary_line, to_text
+from sninspect.results.check import Rule, Rules
 
 runner = CliRunner()
 

@@ -16,90 +16,10 @@ What each rule judges (the CLI help says the same):
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from enum import StrEnum
-from pathlib import PurePath
-from typing import Any
 
+from sninspect.results.check import Rule, Rules, Verdict, Violation
 from sninspect.results.report import Report
-
-DEFAULT_MAX_SIGMA = 1.05
-"""σ_eff up to 5% above 1: one power step per training step keeps trained SN well inside this."""
-DEFAULT_MAX_COS_ERROR = 1e-2
-"""1 − |cos| ≤ 0.01 is an angle of about 8° between the stored and the exact top vector."""
-
-
-class CheckFormat(StrEnum):
-    """``check --format`` choices."""
-
-    text = "text"
-    json = "json"
-
-
-class Rule(StrEnum):
-    """The name of a broken rule (the ``rule`` field of a violation in JSON)."""
-
-    max_sigma = "max_sigma"
-    max_cos_error = "max_cos_error"
-    max_lipschitz = "max_lipschitz"
-    not_audited = "not_audited"
-    no_sn_layers = "no_sn_layers"
-    warning = "warning"
-    unreadable = "unreadable"
-
-
-@dataclass(frozen=True)
-class Rules:
-    """The limits; ``None`` turns a rule off."""
-
-    max_sigma: float | None = DEFAULT_MAX_SIGMA
-    """Largest allowed σ_eff of an SN layer."""
-    max_cos_error: float | None = DEFAULT_MAX_COS_ERROR
-    """Largest allowed 1 − |cos| between a stored u or v and the exact top singular vector."""
-    max_lipschitz: float | None = None
-    """Largest allowed certified operator product of the primary model."""
-    fail_on_warning: bool = False
-    """Every report warning is a violation."""
-
-
-@dataclass(frozen=True)
-class Violation:
-    """One broken rule."""
-
-    checkpoint: str
-    rule: Rule
-    layer: str | None
-    """The layer that breaks it; ``None`` for a checkpoint-wide rule."""
-    quantity: str | None
-    """The JSON name of the number judged (``sigma_effective``, ``cos_error_u``, ``operator_product``)."""
-    value: float | None
-    limit: float | None
-    message: str
-    """One line a person can act on."""
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["rule"] = self.rule.value
-        if data["value"] is not None and not math.isfinite(data["value"]):
-            data["value"] = None
-        return data
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """The outcome for one checkpoint."""
-
-    checkpoint: str
-    layers_checked: int
-    """SN layers judged."""
-    violations: tuple[Violation, ...]
-
-    @property
-    def passed(self) -> bool:
-        return not self.violations
 
 
 def check(report: Report, rules: Rules) -> Verdict:
@@ -111,7 +31,7 @@ def check(report: Report, rules: Rules) -> Verdict:
             message: str) -> None:
         out.append(Violation(name, rule, layer, quantity, value, limit, message))
 
-    sn = [la for la in report.layers if la.dialect != "none"]
+    sn = [la for la in report.layers if la.has_sn]
     for la in sn:
         if la.error is not None:
             add(Rule.not_audited, la.name, None, None, None, f"{la.name}: not audited: {la.error}")
@@ -132,7 +52,7 @@ def check(report: Report, rules: Rules) -> Verdict:
                         f"{la.name}: {quantity} = {_fmt(value)} > {_fmt(rules.max_cos_error)}")
     # Plain layers are judged only for being broken: σ of a layer without SN is not meant to be 1.
     for la in report.layers:
-        if la.dialect == "none" and la.error is not None:
+        if not la.has_sn and la.error is not None:
             add(Rule.not_audited, la.name, None, None, None, f"{la.name}: not audited: {la.error}")
     if not sn:
         add(Rule.no_sn_layers, None, None, None, None,
@@ -160,53 +80,9 @@ def unreadable(checkpoint: str, message: str) -> Verdict:
     return Verdict(checkpoint, 0, (Violation(checkpoint, Rule.unreadable, None, None, None, None, message),))
 
 
-# ----------------------------------------------------------------------------------------------
-# Renderings (``check`` prints only what breaks a rule)
-
-
-def to_text(verdicts: Sequence[Verdict]) -> str:
-    """One line per broken rule: ``<file>: <layer>: <quantity> = <value> > <limit>``; empty when all
-    pass. Unreadable checkpoints are left to the error line on stderr."""
-    lines = [f"{PurePath(v.checkpoint).name}: {violation.message}"
-             for v in verdicts for violation in v.violations if violation.rule is not Rule.unreadable]
-    return "".join(line + "\n" for line in lines)
-
-
-def summary_line(verdicts: Sequence[Verdict]) -> str:
-    """``check: 2 checkpoints, 14 SN layers, 3 rules broken in 1 checkpoint`` (for stderr)."""
-    unreadable = [v for v in verdicts if any(x.rule is Rule.unreadable for x in v.violations)]
-    unread = len(unreadable)
-    failed = [v for v in verdicts if not v.passed and v not in unreadable]
-    broken = sum(len(v.violations) for v in failed)
-    layers = sum(v.layers_checked for v in verdicts)
-    head = f"check: {_plural(len(verdicts), 'checkpoint')}, {_plural(layers, 'SN layer')} judged"
-    tail = f"; {unread} could not be read" if unread else ""
-    if not failed:
-        return f"{head}: all rules hold{tail}"
-    return f"{head}: {_plural(broken, 'violation')} in {_plural(len(failed), 'checkpoint')}{tail}"
-
-
-def to_json(verdicts: Sequence[Verdict], rules: Rules) -> str:
-    """``{"passed", "rules", "checkpoints": [{checkpoint, passed, layers_checked}], "violations": [...]}``."""
-    payload = {
-        "passed": all(v.passed for v in verdicts),
-        "rules": asdict(rules),
-        "checkpoints": [
-            {"checkpoint": v.checkpoint, "passed": v.passed, "layers_checked": v.layers_checked}
-            for v in verdicts
-        ],
-        "violations": [violation.to_dict() for v in verdicts for violation in v.violations],
-    }
-    return json.dumps(payload, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
-
-
 def _fmt(value: float) -> str:
     if not math.isfinite(value):
         return str(value)
     if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
         return f"{value:.3e}"
     return f"{value:.6g}"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"

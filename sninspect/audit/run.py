@@ -1,7 +1,7 @@
 """Several checkpoints: expand folders into checkpoint files, audit each, order them as a run.
 
 The I/O half of a training run (listing folders, modification times); the ordering and the series
-are pure and live in :mod:`sninspect.trend`.
+are pure and live in :mod:`sninspect.audit.trend`.
 """
 
 from __future__ import annotations
@@ -10,16 +10,26 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol
 
 from sninspect.audit import checks, trend
 from sninspect.audit.pipeline import Options, analyze
-from sninspect.cli.progress import Progress
 from sninspect.errors import InputError
+from sninspect.results.check import Rules, Verdict
 from sninspect.results.report import Report
+from sninspect.results.trend import Trend
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".index.json")
 """Files a folder given on the command line is searched for (not recursively)."""
 _SHARD = re.compile(r"-\d+-of-\d+\.(safetensors|bin|pt)$")
+
+
+class ProgressHook(Protocol):
+    """What a long loop reports: the item it starts, and each item done (the CLI passes a progress bar)."""
+
+    def start(self, label: str) -> None: ...
+
+    def advance(self) -> None: ...
 
 
 def collect(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
@@ -50,7 +60,7 @@ def collect(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return unique
 
 
-def audit(paths: Sequence[Path], options: Options, *, progress: Progress | None = None) -> list[Report]:
+def audit(paths: Sequence[Path], options: Options, *, progress: ProgressHook | None = None) -> list[Report]:
     """``analyze`` each path, in the order given, advancing ``progress``."""
     reports = []
     for path in paths:
@@ -62,7 +72,14 @@ def audit(paths: Sequence[Path], options: Options, *, progress: Progress | None 
     return reports
 
 
-def order(reports: Sequence[Report]) -> trend.Trend:
+def as_result(reports: Sequence[Report]) -> Report | Trend:
+    """One report as itself; several as a training run, in order (:func:`order`)."""
+    # Precondition: at least one report (collect() raises on an empty folder, typer on no argument).
+    assert reports, "no report to show"
+    return order(reports) if len(reports) > 1 else reports[0]
+
+
+def order(reports: Sequence[Report]) -> Trend:
     """The reports as a training run (step entry, else file-name number, else modification time)."""
     return trend.build(reports, modification_times(reports))
 
@@ -78,8 +95,8 @@ def modification_times(reports: Sequence[Report]) -> dict[str, float]:
     return times
 
 
-def check(paths: Sequence[Path], options: Options, rules: checks.Rules, *,
-          progress: Progress | None = None) -> list[checks.Verdict]:
+def check(paths: Sequence[Path], options: Options, rules: Rules, *,
+          progress: ProgressHook | None = None) -> list[Verdict]:
     """Audit and judge each checkpoint; one that cannot be read gets an ``unreadable`` verdict
     instead of stopping the others (usage errors, like an unknown ``--key``, still raise)."""
     verdicts = []
@@ -95,39 +112,3 @@ def check(paths: Sequence[Path], options: Options, rules: checks.Rules, *,
         if progress is not None:
             progress.advance()
     return verdicts
-
-
-def write_plots(reports: Sequence[Report], run: trend.Trend | None, folder: Path, fmt: str, *,
-                progress: Progress | None = None) -> list[Path]:
-    """The figures of each report, and of the run: one checkpoint → ``folder/sigma.png`` ...; several →
-    ``folder/<checkpoint>/sigma.png`` ... and ``folder/trend_sigma.png``, ``folder/trend_cos_error.png``."""
-    from sninspect.render import plots
-
-    written: list[Path] = []
-    if run is not None:
-        written += plots.save_figures(plots.trend_figures(run), folder, fmt)
-    names = _folder_names(reports) if len(reports) > 1 else [""]
-    for report, name in zip(reports, names, strict=True):
-        if progress is not None:
-            progress.start(Path(report.checkpoint).name)
-        written += plots.save_figures(plots.report_figures(report), folder / name if name else folder, fmt)
-        if progress is not None:
-            progress.advance()
-    return written
-
-
-def _folder_names(reports: Sequence[Report]) -> list[str]:
-    """A subfolder name per checkpoint: its file name without the checkpoint suffix, made unique."""
-    names: list[str] = []
-    for report in reports:
-        base = Path(report.checkpoint).name
-        for suffix in CHECKPOINT_SUFFIXES:
-            if base.lower().endswith(suffix) and len(base) > len(suffix):
-                base = base[: -len(suffix)]
-                break
-        base = re.sub(r"[^\w.+-]", "_", base).lstrip(".") or "checkpoint"
-        name, n = base, 2
-        while name in names:
-            name, n = f"{base}-{n}", n + 1
-        names.append(name)
-    return names

@@ -17,104 +17,23 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any
 
-from sninspect.results.report import LayerAudit, Report, json_safe
+from sninspect.results.report import LayerAudit, Report
+from sninspect.results.trend import (
+    FILE_NAME,
+    MODIFICATION_TIME,
+    CheckpointSummary,
+    LayerSeries,
+    Trend,
+    max_or_none,
+    step_number,
+)
 
 STEP_KEYS = ("global_step", "step", "iteration", "epoch")
 """Entries of ``Report.extras`` that order a run, most specific first."""
-FILE_NAME = "file name"
-MODIFICATION_TIME = "modification time"
 _CHECKPOINT_SUFFIXES = (".index.json", ".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".json")
-
-
-@dataclass(frozen=True)
-class CheckpointSummary:
-    """One row of the run's summary table."""
-
-    checkpoint: str
-    """Path of the checkpoint as given."""
-    step: float
-    """Its position on the run's axis (see ``Trend.order_by``)."""
-    layers: int
-    """Layers in the report."""
-    not_audited: int
-    """Layers with ``error`` set."""
-    worst_sigma_effective: float | None
-    """Largest σ_eff over the SN layers (``None`` without any)."""
-    worst_sigma_layer: str | None
-    worst_cos_error: float | None
-    """Largest of ``cos_error_u``/``cos_error_v`` over the SN layers."""
-    worst_cos_layer: str | None
-    matrix_product: float | None
-    """``lipschitz.matrix_product`` of the report's primary model."""
-    operator_product: float | None
-    """``lipschitz.operator_product`` (certified) of the report's primary model."""
-
-
-@dataclass(frozen=True)
-class LayerSeries:
-    """One layer over the run; one entry per checkpoint, ``None`` where absent or not audited."""
-
-    name: str
-    sigma_effective: tuple[float | None, ...]
-    cos_error_u: tuple[float | None, ...]
-    cos_error_v: tuple[float | None, ...]
-    present: tuple[bool, ...]
-    """Whether the layer is in each checkpoint."""
-
-    @property
-    def cos_error(self) -> tuple[float | None, ...]:
-        """The worse of u and v per checkpoint."""
-        return tuple(_max_or_none(u, v) for u, v in zip(self.cos_error_u, self.cos_error_v, strict=True))
-
-
-@dataclass(frozen=True)
-class Trend:
-    """Checkpoints of one training run in order, a summary per checkpoint and a series per layer."""
-
-    order_by: str
-    """``global_step``, ``step``, ``iteration``, ``epoch``, ``file name`` or ``modification time``."""
-    reports: tuple[Report, ...]
-    """The reports, in run order."""
-    steps: tuple[float, ...]
-    """Each checkpoint's position on the axis (the step, the file-name number, or seconds since epoch)."""
-    summary: tuple[CheckpointSummary, ...]
-    layers: tuple[LayerSeries, ...]
-    """Every layer seen in any checkpoint, in network order (a layer that appears midway is placed
-    after its predecessor in the checkpoint that introduces it)."""
-    changes: tuple[str, ...]
-    """Layers that appear or vanish between checkpoints, and other facts about the ordering."""
-
-    @property
-    def checkpoints(self) -> tuple[str, ...]:
-        return tuple(r.checkpoint for r in self.reports)
-
-    @property
-    def axis_label(self) -> str:
-        """What the x axis of a trend plot shows."""
-        if self.order_by == FILE_NAME:
-            return "checkpoint number (from the file name)"
-        if self.order_by == MODIFICATION_TIME:
-            return "checkpoint (ordered by modification time)"
-        return self.order_by
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``trend`` object of ``report --format json`` for several checkpoints."""
-        return json_safe({
-            "order_by": self.order_by,
-            "checkpoints": list(self.checkpoints),
-            "steps": [_number(s) for s in self.steps],
-            "summary": [{**vars(s), "step": _number(s.step)} for s in self.summary],
-            "layers": [
-                {"name": s.name, "present": list(s.present), "sigma_effective": list(s.sigma_effective),
-                 "cos_error_u": list(s.cos_error_u), "cos_error_v": list(s.cos_error_v)}
-                for s in self.layers
-            ],
-            "changes": list(self.changes),
-        })
 
 
 def build(reports: Sequence[Report], mtimes: Mapping[str, float] | None = None) -> Trend:
@@ -133,7 +52,7 @@ def build(reports: Sequence[Report], mtimes: Mapping[str, float] | None = None) 
     for step, report in zip(steps, reports, strict=True):
         if step in seen:
             changes.append(f"{_base(report.checkpoint)} and {_base(seen[step])} share {order_by} "
-                           f"{_number(step)}; kept in file-name order")
+                           f"{step_number(step)}; kept in file-name order")
         seen.setdefault(step, report.checkpoint)
     names = _layer_order(reports)
     series = tuple(_series(name, reports) for name in names)
@@ -150,12 +69,12 @@ def build(reports: Sequence[Report], mtimes: Mapping[str, float] | None = None) 
 
 def summarize(report: Report, step: float) -> CheckpointSummary:
     """Worst σ_eff and cosine error over the SN layers, and the primary model's network bounds."""
-    sn = [la for la in report.layers if la.dialect != "none" and la.error is None]
+    sn = [la for la in report.layers if la.has_sn and la.error is None]
     worst_eff = max((la for la in sn if _finite(la.sigma_effective)),
                     key=lambda la: la.sigma_effective or 0.0, default=None)
     worst_cos: tuple[float, str] | None = None
     for la in sn:
-        value = _max_or_none(la.cos_error_u, la.cos_error_v)
+        value = max_or_none(la.cos_error_u, la.cos_error_v)
         if value is not None and (worst_cos is None or value > worst_cos[0]):
             worst_cos = (value, la.name)
     bound = report.primary.lipschitz
@@ -245,10 +164,10 @@ def _appear_vanish(series: Sequence[LayerSeries], reports: Sequence[Report], ste
         for i in range(1, len(reports)):
             if s.present[i] and not s.present[i - 1]:
                 out.append(f"layer '{s.name}' appears in {_base(reports[i].checkpoint)} "
-                           f"({order_by} {_number(steps[i])})")
+                           f"({order_by} {step_number(steps[i])})")
             elif s.present[i - 1] and not s.present[i]:
                 out.append(f"layer '{s.name}' vanishes in {_base(reports[i].checkpoint)} "
-                           f"({order_by} {_number(steps[i])})")
+                           f"({order_by} {step_number(steps[i])})")
     return out
 
 
@@ -266,11 +185,6 @@ def _as_number(value: object) -> float | None:
     return None
 
 
-def _number(value: float) -> int | float:
-    """A step as an int when it is one (JSON and labels show ``1200``, not ``1200.0``)."""
-    return int(value) if float(value).is_integer() else value
-
-
 def _natural(path: str) -> list[object]:
     return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path)]
 
@@ -285,10 +199,3 @@ def _finite(value: float | None) -> bool:
 
 def _finite_or_none(value: float | None) -> float | None:
     return value if _finite(value) else None
-
-
-def _max_or_none(a: float | None, b: float | None) -> float | None:
-    values = [v for v in (a, b) if v is not None]
-    return max(values) if values else None
-
-

@@ -2,7 +2,7 @@
 
 Everything is inside the file: the CSS in a ``<style>`` element, every figure a PNG ``data:`` URI, no
 script, no link to anything outside. Reads ``report`` and ``trend``; the figures come from
-:mod:`sninspect.plots`.
+:mod:`sninspect.render.plots`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from pathlib import PurePath
 from matplotlib.figure import Figure
 
 from sninspect._version import __version__
-from sninspect.audit.trend import Trend, build
 from sninspect.render import plots
 from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt, shape_text
 from sninspect.render.run_view import SUMMARY_HEADER, SUMMARY_LEFT, TREND_HEADER, summary_rows, trend_rows
 from sninspect.results.report import LayerAudit, Report
+from sninspect.results.trend import Trend
 
 DPI = 90
 """Resolution of the embedded PNGs (sharp on screen, a few hundred kB per checkpoint)."""
@@ -59,14 +59,11 @@ _CAPTIONS = {
 }
 
 
-def to_html(reports: Sequence[Report], *, trend: Trend | None = None,
-            on_checkpoint: Callable[[str], None] | None = None) -> str:
-    """The page for one checkpoint, or for a training run (``trend`` is built when several reports
-    come without one). ``on_checkpoint`` is called with each checkpoint's name once its figures are
-    drawn (a progress hook)."""
-    if trend is None and len(reports) > 1:
-        trend = build(reports)
-    ordered = list(trend.reports) if trend is not None else list(reports)
+def to_html(result: Report | Trend, *, on_checkpoint: Callable[[str], None] | None = None) -> str:
+    """The page for one checkpoint, or for a training run. ``on_checkpoint`` is called with each
+    checkpoint's name once its figures are drawn (a progress hook)."""
+    trend = result if isinstance(result, Trend) else None
+    ordered = list(result.reports) if isinstance(result, Trend) else [result]
     title = (f"training run: {len(ordered)} checkpoints" if trend is not None
              else PurePath(ordered[0].checkpoint).name if ordered else "no checkpoint")
     parts = [
@@ -146,7 +143,7 @@ def _layer_table(layers: Sequence[LayerAudit]) -> str:
         if la.error is not None:
             cells.append(f'<td class="l err" colspan="8">not audited: {escape(la.error)}</td>')
         else:
-            above = la.dialect != "none" and (la.sigma_effective or 0) > 1 + SIGMA_TOLERANCE
+            above = la.has_sn and (la.sigma_effective or 0) > 1 + SIGMA_TOLERANCE
             under = la.sigma_rel_error is not None and la.sigma_rel_error < -SIGMA_TOLERANCE
             cells += [
                 _td(fmt(la.sigma_exact)), _td(fmt(la.sigma_estimate)),

@@ -9,7 +9,6 @@ import io
 import json
 import math
 from collections.abc import Sequence
-from enum import StrEnum
 
 from rich import box
 from rich.console import Console, Group
@@ -17,23 +16,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from sninspect.audit.trend import Trend, build
 from sninspect.results.report import LayerAudit, Report
+from sninspect.results.trend import Trend
 
 SIGMA_TOLERANCE = 1e-3
 """σ_eff above 1 + this is highlighted as a layer running above 1."""
 COS_TOLERANCE = 1e-2
 """Cosine errors above this are highlighted as unconverged."""
-
-
-class OutputFormat(StrEnum):
-    """``--format`` choices."""
-
-    table = "table"
-    json = "json"
-    csv = "csv"
-    markdown = "markdown"
-    html = "html"
 
 
 def fmt(value: float | None, digits: int = 6) -> str:
@@ -102,8 +91,8 @@ def layer_table(report: Report, width: int = 200) -> Table:
         if la.error is not None:
             cells += [Text(f"not audited: {la.error}", style="bold red")] + [""] * 7
         else:
-            eff_style = "red" if (la.sigma_effective or 0) > 1 + SIGMA_TOLERANCE and la.dialect != "none" else ""
-            if la is worst_eff and la.dialect != "none":
+            eff_style = "red" if (la.sigma_effective or 0) > 1 + SIGMA_TOLERANCE and la.has_sn else ""
+            if la is worst_eff and la.has_sn:
                 eff_style += " bold"
             cos_cells = []
             for value in (la.cos_error_u, la.cos_error_v):
@@ -132,7 +121,7 @@ def layer_table(report: Report, width: int = 200) -> Table:
 def summary_panel(report: Report) -> Panel:
     """Layer counts, the worst values with their layers, network bounds and warnings."""
     layers = report.layers
-    sn = [la for la in layers if la.dialect != "none" and la.error is None]
+    sn = [la for la in layers if la.has_sn and la.error is None]
     errors = [la for la in layers if la.error is not None]
     lines: list[Text] = [
         Text(f"layers: {len(layers)} shown ({len(sn)} with SN, {len(layers) - len(sn) - len(errors)} without, "
@@ -187,13 +176,12 @@ def table_text(report: Report, *, width: int = 160, color: bool = False) -> str:
 # Text formats
 
 
-def to_json(reports: Sequence[Report], *, spectra: bool = False, trend: Trend | None = None) -> str:
-    """One report: its object; several: ``{"checkpoints": [...], "trend": {...}}``, the checkpoints in
-    run order (``trend`` is built from the reports when not given)."""
-    if len(reports) == 1:
-        return reports[0].to_json(spectra=spectra) + "\n"
-    if trend is None:
-        trend = build(reports)
+def to_json(result: Report | Trend, *, spectra: bool = False) -> str:
+    """One report: its object; a run: ``{"checkpoints": [...], "trend": {...}}``, the checkpoints in
+    run order."""
+    if isinstance(result, Report):
+        return result.to_json(spectra=spectra) + "\n"
+    trend = result
     payload = {"checkpoints": [r.to_dict(spectra=spectra) for r in trend.reports], "trend": trend.to_dict()}
     return json.dumps(payload, indent=2, allow_nan=False) + "\n"
 

@@ -1,4 +1,4 @@
-"""Show a training run (:class:`sninspect.audit.trend.Trend`): a summary row per checkpoint and a trend row
+"""Show a training run (:class:`sninspect.results.trend.Trend`): a summary row per checkpoint and a trend row
 per layer, for the terminal (rich) and as Markdown. Reads only ``trend``; computes nothing beyond
 picking first, last and worst values.
 """
@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from sninspect.audit.trend import Trend
 from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt
+from sninspect.results.trend import MODIFICATION_TIME, Trend
 
 
 def summary_rows(trend: Trend) -> list[list[str]]:
@@ -123,7 +123,7 @@ def run_markdown(trend: Trend) -> str:
 
 
 def step_text(step: float, trend: Trend) -> str:
-    if trend.order_by == "modification time":
+    if trend.order_by == MODIFICATION_TIME:
         return "-"
     return str(int(step)) if float(step).is_integer() else f"{step:g}"
 
@@ -136,7 +136,7 @@ def _first_last_max(values: Sequence[float | None], trend: Trend, digits: int) -
     if not known:
         return ["-", "-", "-"]
     worst, at = max(known)
-    where = PurePath(trend.checkpoints[at]).name if trend.order_by == "modification time" \
+    where = PurePath(trend.checkpoints[at]).name if trend.order_by == MODIFICATION_TIME \
         else step_text(trend.steps[at], trend)
     return [fmt(known[0][0], digits), fmt(known[-1][0], digits), f"{fmt(worst, digits)} ({where})"]
 

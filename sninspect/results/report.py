@@ -1,6 +1,6 @@
 """Results as frozen dataclasses; the field names are the JSON names (see README "JSON schema").
 
-Nothing here computes a number: ``analysis.py`` fills these, ``render.py`` and ``plots.py`` read them.
+Nothing here computes a number: :mod:`sninspect.audit` fills these, :mod:`sninspect.render` reads them.
 """
 
 from __future__ import annotations

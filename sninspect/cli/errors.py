@@ -1,0 +1,68 @@
+"""The one place where failures become exit codes: library errors, interrupts, bugs, and ``check``'s
+verdicts. Everything else in the CLI raises; nothing else exits."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from sninspect.errors import ExitCode, SninspectError
+from sninspect.results.check import Rule, Verdict
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def stderr() -> Console:
+    """Where notes, warnings and errors go (stdout is for the report)."""
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def say(line: str) -> None:
+    """``sninspect: <line>`` on stderr."""
+    stderr().print(f"sninspect: {line}", markup=False)
+
+
+def handle_errors(command: F) -> F:
+    """Turn library errors into one line on stderr and the documented exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except SninspectError as err:
+            _exit(f"error: {err}", err.exit_code)
+        except KeyboardInterrupt:
+            stderr().print("sninspect: interrupted", markup=False)
+            raise typer.Exit(130) from None
+        except (typer.Exit, typer.Abort):
+            raise
+        except Exception as err:  # a bug: still one line, unless asked for the traceback
+            if os.environ.get("SNINSPECT_DEBUG"):
+                raise
+            _exit(f"internal error: {type(err).__name__}: {err} (rerun with SNINSPECT_DEBUG=1 for the "
+                  "traceback, and please report it)", ExitCode.INTERNAL)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def unreadable(verdicts: Sequence[Verdict]) -> list[Verdict]:
+    """The verdicts of checkpoints that could not be read (one per unreadable violation)."""
+    return [v for v in verdicts for x in v.violations if x.rule is Rule.unreadable]
+
+
+def exit_for(verdicts: Sequence[Verdict]) -> None:
+    """``check``'s exit: 3 when a checkpoint could not be read, 1 when a rule breaks, else return (0)."""
+    if unreadable(verdicts):
+        raise typer.Exit(int(ExitCode.BAD_INPUT))
+    if any(not v.passed for v in verdicts):
+        raise typer.Exit(int(ExitCode.CHECK_FAILED))
+
+
+def _exit(line: str, code: ExitCode) -> NoReturn:
+    say(line)
+    raise typer.Exit(int(code)) from None

@@ -1,0 +1,103 @@
+"""``strip``, ``apply``, ``convert``: rewrite a checkpoint (library: :mod:`sninspect.rewrite`)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from sninspect import rewrite
+from sninspect.cli.app import app
+from sninspect.cli.errors import handle_errors, stderr
+from sninspect.cli.options import (
+    CheckpointArg,
+    DryRunOpt,
+    ExcludeOpt,
+    ForceOpt,
+    IncludeOpt,
+    KeepOptimizerOpt,
+    KeyOpt,
+    OutputOpt,
+    TransposedOpt,
+    UnsafeOpt,
+    warn_unsafe,
+)
+
+
+def _print_rewrite(result: rewrite.Rewrite) -> None:
+    """The plan on stdout for a dry run; otherwise the summary of what changed on stderr."""
+    console = Console(highlight=False, soft_wrap=True) if not result.written else stderr()
+    for line in result.summary():
+        console.print(line if line.startswith(" ") else f"sninspect: {line}", markup=False)
+
+
+@app.command("strip")
+@handle_errors
+def strip_command(
+    checkpoint: CheckpointArg,
+    output: OutputOpt,
+    sigma: Annotated[str, typer.Option("--sigma", help="Divide by: eval (what the model divides by in eval "
+                                       "mode), exact (σ1) or power:N (N power steps from the stored "
+                                       "vectors).")] = "eval",
+    key: KeyOpt = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    transposed: TransposedOpt = None,
+    keep_optimizer: KeepOptimizerOpt = False,
+    force: ForceOpt = False,
+    dry_run: DryRunOpt = False,
+    unsafe_load: UnsafeOpt = False,
+) -> None:
+    """Bake SN into plain weights: SN keys out, plain P in; everything else kept."""
+    warn_unsafe(unsafe_load)
+    _print_rewrite(rewrite.strip(checkpoint, output, sigma=sigma, key=key, include=include, exclude=exclude,
+                                 transposed=transposed, keep_optimizer=keep_optimizer, force=force,
+                                 dry_run=dry_run, unsafe_load=unsafe_load))
+
+
+@app.command("apply")
+@handle_errors
+def apply_command(
+    checkpoint: CheckpointArg,
+    output: OutputOpt,
+    style: Annotated[rewrite.Style, typer.Option("--style", help="PyTorch SN to write: torch (nn.utils."
+                                                 "spectral_norm) or parametrize.")] = rewrite.Style.torch,
+    transposed: TransposedOpt = None,
+    embeddings: Annotated[bool, typer.Option("--embeddings", help="Also put SN on embeddings.")] = False,
+    key: KeyOpt = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    keep_optimizer: KeepOptimizerOpt = False,
+    force: ForceOpt = False,
+    dry_run: DryRunOpt = False,
+    unsafe_load: UnsafeOpt = False,
+) -> None:
+    """Add SN to plain weights, u and v set to the exact top singular vectors (σ̂ = σ1 at once)."""
+    warn_unsafe(unsafe_load)
+    _print_rewrite(rewrite.apply(checkpoint, output, style=style, key=key, include=include, exclude=exclude,
+                                 transposed=transposed, embeddings=embeddings, keep_optimizer=keep_optimizer,
+                                 force=force, dry_run=dry_run, unsafe_load=unsafe_load))
+
+
+@app.command("convert")
+@handle_errors
+def convert_command(
+    checkpoint: CheckpointArg,
+    output: OutputOpt,
+    to: Annotated[rewrite.Style, typer.Option("--to", help="Target: torch (nn.utils.spectral_norm) or "
+                                              "parametrize.")],
+    key: KeyOpt = None,
+    include: IncludeOpt = None,
+    exclude: ExcludeOpt = None,
+    transposed: TransposedOpt = None,
+    keep_optimizer: KeepOptimizerOpt = False,
+    force: ForceOpt = False,
+    dry_run: DryRunOpt = False,
+    unsafe_load: UnsafeOpt = False,
+) -> None:
+    """Move SN to a PyTorch dialect with the same eval output (legacy <-> parametrize keeps u/v)."""
+    warn_unsafe(unsafe_load)
+    _print_rewrite(rewrite.convert(checkpoint, output, to=to, key=key, include=include, exclude=exclude,
+                                   transposed=transposed, keep_optimizer=keep_optimizer, force=force,
+                                   dry_run=dry_run, unsafe_load=unsafe_load))

@@ -1,0 +1,60 @@
+"""THE entry for showing an audit: ``render(result, fmt) -> str`` for one report or a training run.
+
+Every :class:`OutputFormat` member has its branch (``assert_never`` holds the match complete). The
+HTML renderer draws figures with matplotlib, so it is imported only when that format is asked for:
+``sninspect --help`` and the text formats start without it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import assert_never
+
+from rich.console import Console
+
+from sninspect.render.formats import OutputFormat
+from sninspect.render.report import print_report, table_text, to_csv, to_json, to_markdown
+from sninspect.render.run_view import print_run, run_markdown, run_text
+from sninspect.results.report import Report
+from sninspect.results.trend import Trend
+
+
+def render(result: Report | Trend, fmt: OutputFormat, *, console: Console | None = None, spectra: bool = False,
+           on_checkpoint: Callable[[str], None] | None = None) -> str:
+    """``result`` (one checkpoint's report, or a run of several) as ``fmt`` text.
+
+    ``console``: the table as that console would print it (its width and colours; the terminal);
+    without one, the table is plain text 160 columns wide (a file). ``spectra``: JSON includes every
+    layer's singular values. ``on_checkpoint``: called with each checkpoint's name once its figures
+    are drawn (HTML; a progress hook)."""
+    match fmt:
+        case OutputFormat.table:
+            return _table(result, console)
+        case OutputFormat.json:
+            return to_json(result, spectra=spectra)
+        case OutputFormat.csv:
+            return to_csv(_reports(result))
+        case OutputFormat.markdown:
+            run = run_markdown(result) if isinstance(result, Trend) else ""
+            return run + to_markdown(_reports(result))
+        case OutputFormat.html:
+            from sninspect.render.html import to_html  # matplotlib: only when drawing
+
+            return to_html(result, on_checkpoint=on_checkpoint)
+        case _:
+            assert_never(fmt)
+
+
+def _table(result: Report | Trend, console: Console | None) -> str:
+    if console is None:
+        return run_text(result) if isinstance(result, Trend) else table_text(result)
+    with console.capture() as captured:
+        if isinstance(result, Trend):
+            print_run(result, console)
+        else:
+            print_report(result, console)
+    return captured.get()
+
+
+def _reports(result: Report | Trend) -> list[Report]:
+    return list(result.reports) if isinstance(result, Trend) else [result]

@@ -1,0 +1,201 @@
+"""What every figure shares: sizes, colours, tolerances, the layer axis, short layer names.
+
+Layout rules: the checkpoint's name is in every figure's suptitle; the common prefix of layer names
+(and a common ``.weight`` suffix) is cut and said in the axis label; up to ``DEEP`` layers run along
+the x axis with rotated names, deeper networks put the layers on the y axis, top to bottom, and the
+figure grows with them. Every figure is drawn on an Agg canvas: no pyplot, no global backend switch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import PurePath
+
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import Colormap
+from matplotlib.figure import Figure
+
+from sninspect.results.report import Report
+
+DEEP = 30
+"""More layers than this: layer names on the y axis (one row each) instead of rotated on the x axis."""
+
+SMALL_MULTIPLES = 12
+"""Up to this many layers, spectra are drawn one small panel per layer; more: one heat map."""
+
+TREND_LINES = 10
+"""Up to this many layers, trends are one line per layer; more: a heat map (layer × checkpoint)."""
+
+SIGMA_TOLERANCE = 1e-3
+"""σ_eff above 1 + this is drawn red (the same tolerance as the terminal table)."""
+
+COS_TOLERANCE = 1e-2
+"""The tolerance line of the cosine-error figure (``check``'s default limit)."""
+
+FLOOR = 1e-18
+"""Exact zeros on a log axis are drawn at this value."""
+
+MAX_LABEL = 28
+"""Longer layer names are shortened in the middle."""
+
+ABOVE, BELOW, PLAIN, ONE, MISSING = "#d62728", "#1f77b4", "#9a9a9a", "#222222", "#b0b0b0"
+
+U_COLOR, V_COLOR, EXACT_COLOR, ESTIMATE_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"
+
+
+def short_names(names: Sequence[str]) -> tuple[list[str], str]:
+    """Layer names without their common dotted prefix and a common ``.weight`` suffix, long ones cut
+    in the middle; also returns what was cut, for the axis label (``"netD.main. … .weight"``)."""
+    if not names:
+        return [], ""
+    parts = [name.split(".") for name in names]
+    prefix: list[str] = []
+    if len(names) > 1:
+        for column in zip(*[p[:-1] for p in parts], strict=False):
+            if len(set(column)) != 1:
+                break
+            prefix.append(column[0])
+    same_last = len({p[-1] for p in parts}) == 1 and all(len(p) > len(prefix) + 1 for p in parts)
+    suffix = parts[0][-1] if same_last else ""
+    out = []
+    for p in parts:
+        body = p[len(prefix): len(p) - (1 if suffix else 0)]
+        out.append(_middle_cut(".".join(body) or ".".join(p)))
+    cut = ".".join(prefix) + ("." if prefix else "")
+    pieces = (f"prefix '{cut}'" if cut else "", f"suffix '.{suffix}'" if suffix else "")
+    described = " and ".join(x for x in pieces if x)
+    return out, described
+
+def _middle_cut(text: str) -> str:
+    if len(text) <= MAX_LABEL:
+        return text
+    keep = MAX_LABEL - 1
+    return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2):]
+
+def checkpoint_label(report: Report) -> str:
+    """``D_000500.pt · step 500``: the file name and, when the file has one, its step."""
+    label = PurePath(report.checkpoint).name
+    for key in ("global_step", "step", "iteration", "epoch"):
+        if key in report.extras and not isinstance(report.extras[key], bool):
+            return f"{label} · {key} {report.extras[key]}"
+    return label
+
+def empty_figure(what: str, report: Report) -> Figure:
+    fig = new_figure(6.4, 3.0)
+    suptitle(fig, what, report)
+    say_nothing(fig.subplots(), "no layer to show (none in the file, or all filtered out)")
+    return fig
+
+def say_nothing(ax: Axes, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color=PLAIN)
+    ax.set_axis_off()
+
+def new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+def wide_width(n: int) -> float:
+    return float(min(max(7.0, 1.6 + 0.42 * n), 16.0))
+
+def deep_height(n: int) -> float:
+    return float(max(5.0, 1.8 + 0.17 * n))
+
+def suptitle(fig: Figure, what: str, report: Report) -> None:
+    fig.suptitle(f"{what} — {checkpoint_label(report)}", fontsize=12)
+
+def as_array(values: Sequence[float | None], *, positive: bool = False) -> np.ndarray:
+    """Floats with NaN for None, non-finite, and (``positive``) values ≤ 0 that a log axis cannot show."""
+    out = np.array([math.nan if v is None else float(v) for v in values], dtype=float)
+    out[~np.isfinite(out)] = math.nan
+    if positive:
+        out[out <= 0] = math.nan
+    return out
+
+def plot_points(ax: Axes, pos: np.ndarray, values: np.ndarray, deep: bool, *, marker: str, color: str,
+            label: str, linestyle: str = "none", linewidth: float = 1.2, alpha: float = 1.0,
+            markersize: float | None = None) -> None:
+    """One Line2D with a point per layer (NaN where there is no number)."""
+    x, y = (values, pos) if deep else (pos, values)
+    ax.plot(x, y, marker=marker, linestyle=linestyle, color=color, label=label,
+            markersize=markersize or (5 if deep else 6), linewidth=linewidth, alpha=alpha)
+
+def place_legend(ax: Axes, deep: bool, handles: list[Artist] | None = None) -> None:
+    """Inside (best place) for tall figures; outside on the right for wide ones, where bars fill the box."""
+    where = {"loc": "best"} if deep else {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
+    if handles is None:
+        ax.legend(fontsize=8, **where)  # type: ignore[arg-type]
+    else:
+        ax.legend(handles=handles, fontsize=8, **where)  # type: ignore[arg-type]
+
+def auto_scale(values: np.ndarray) -> str:
+    """``log`` when the positive values span more than a factor 20, else ``linear`` (readable ticks)."""
+    finite = values[np.isfinite(values) & (values > 0)]
+    return "log" if finite.size and float(finite.max() / finite.min()) > 20 else "linear"
+
+def set_value_scale(ax: Axes, deep: bool, scale: str) -> None:
+    (ax.set_xscale if deep else ax.set_yscale)(scale)
+
+def label_values(ax: Axes, deep: bool, text: str) -> None:
+    (ax.set_xlabel if deep else ax.set_ylabel)(text, fontsize=9)
+
+def layer_axis(ax: Axes, labels: Sequence[str], cut: str, deep: bool, *, what: str = "layer") -> None:
+    pos = np.arange(len(labels))
+    title = what + (f" ({cut} omitted)" if cut else "")
+    longest = max((len(label) for label in labels), default=0)
+    if deep:
+        ax.set_yticks(pos, labels, fontsize=7)
+        ax.set_ylim(len(labels) - 0.5, -0.5)  # first layer on top
+        ax.set_ylabel(title, fontsize=9)
+    else:
+        rotate = longest > 10 or (longest > 3 and len(labels) * longest > 40)
+        ax.set_xticks(pos, labels, fontsize=8, rotation=45 if rotate else 0,
+                      ha="right" if rotate else "center", rotation_mode="anchor")
+        ax.set_xlim(-0.6, len(labels) - 0.4)
+        ax.set_xlabel(title, fontsize=9)
+
+def note(ax: Axes, index: int, deep: bool, text: str, color: str, *, at: float | None = None) -> None:
+    """A small label at a layer's position (on the value axis at ``at``, else the axis middle)."""
+    if at is None or not math.isfinite(at):
+        if deep:
+            ax.text(0.5, index, text, color=color, fontsize=7, va="center", ha="center",
+                    transform=ax.get_yaxis_transform())
+        else:
+            ax.text(index, 0.5, text, color=color, fontsize=7, va="center", ha="center", rotation=90,
+                    transform=ax.get_xaxis_transform())
+        return
+    if deep:
+        ax.annotate(text, (at, index), xytext=(4, 0), textcoords="offset points", color=color, fontsize=7,
+                    va="center")
+    else:
+        ax.annotate(text, (index, at), xytext=(0, 3), textcoords="offset points", color=color, fontsize=7,
+                    ha="center", va="bottom")
+
+def center_on_one(ax: Axes, effective: np.ndarray, deep: bool) -> None:
+    """Limits that hold 1 and every value, never narrower than 1 ± 2% (float noise stays flat)."""
+    (ax.set_xlim if deep else ax.set_ylim)(*limits_around(effective, 1.0))
+
+def limits_around(values: np.ndarray, center: float, least: float = 0.02) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    low = min(center - least, float(finite.min()) if finite.size else center)
+    high = max(center + least, float(finite.max()) if finite.size else center)
+    pad = 0.08 * (high - low)
+    return low - pad, high + pad
+
+def thin_ticks(ticks: np.ndarray, most: int) -> np.ndarray:
+    step = max(1, math.ceil(len(ticks) / most))
+    return ticks[::step]
+
+def colormap(name: str) -> Colormap:
+    """A colormap with missing cells (NaN: absent, not audited, fewer values) in light grey."""
+    return colormaps[name].with_extremes(bad=MISSING)
+
+def short_number(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:.4g}"

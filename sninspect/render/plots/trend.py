@@ -1,0 +1,129 @@
+"""The figures of a training run: σ_eff and the cosine error of each layer over the checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import PurePath
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.colors import LogNorm, TwoSlopeNorm
+from matplotlib.figure import Figure
+
+from sninspect.render.plots.layout import (
+    ABOVE,
+    COS_TOLERANCE,
+    FLOOR,
+    ONE,
+    TREND_LINES,
+    as_array,
+    colormap,
+    limits_around,
+    new_figure,
+    short_names,
+    thin_ticks,
+)
+from sninspect.results.trend import MODIFICATION_TIME, Trend
+
+
+def trend_figures(trend: Trend, *, cos_tolerance: float = COS_TOLERANCE) -> dict[str, Figure]:
+    """``trend_sigma`` and ``trend_cos_error``."""
+    return {"trend_sigma": trend_sigma_figure(trend),
+            "trend_cos_error": trend_cos_error_figure(trend, tolerance=cos_tolerance)}
+
+def trend_sigma_figure(trend: Trend) -> Figure:
+    """σ_eff of each layer over the run, with the line at 1."""
+    series = [(s.name, as_array(list(s.sigma_effective))) for s in trend.layers]
+    return _trend_figure(trend, series, title="σ_eff per layer over the run",
+                         value_label="σ_eff (spectral norm of the weight used)", log=False, reference=1.0,
+                         reference_label="σ = 1")
+
+def trend_cos_error_figure(trend: Trend, *, tolerance: float = COS_TOLERANCE) -> Figure:
+    """The worse of the u/v cosine errors of each layer over the run, log scale, with the tolerance."""
+    series = [(s.name, as_array(list(s.cos_error))) for s in trend.layers]
+    return _trend_figure(trend, series, title="cosine error (worse of u, v) per layer over the run",
+                         value_label="1 − |cos(stored, exact)| (log)", log=True, reference=tolerance,
+                         reference_label=f"tolerance {tolerance:g}")
+
+def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, title: str, value_label: str,
+                  log: bool, reference: float, reference_label: str) -> Figure:
+    names = [name for name, _ in series]
+    labels, cut = short_names(names)
+    steps = np.asarray(trend.steps, dtype=float)
+    by_index = trend.order_by == MODIFICATION_TIME
+    x = np.arange(len(steps)) if by_index else steps
+    shown = f"{len(trend.reports)} checkpoints, {PurePath(trend.checkpoints[0]).name} … " \
+            f"{PurePath(trend.checkpoints[-1]).name}"
+    if len(series) <= TREND_LINES:
+        fig = new_figure(9.5, 5.2)
+        ax = fig.subplots()
+        fig.suptitle(f"{title} — {shown}", fontsize=12)
+        for (_, values), label in zip(series, labels, strict=True):
+            shown_values = np.where(values == 0, FLOOR, values) if log else values
+            ax.plot(x, shown_values, marker="o", linewidth=1.3, markersize=4, label=label)
+        ax.axhline(reference, color=ONE if not log else ABOVE, linestyle="--", linewidth=1.2,
+                   label=reference_label)
+        if log:
+            ax.set_yscale("log")
+        else:
+            ax.set_ylim(*limits_around(np.concatenate([v for _, v in series]), reference))
+        ax.set_ylabel(value_label, fontsize=9)
+        _step_axis(ax, trend, x, by_index)
+        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5),
+                  title=f"layer ({cut} omitted)" if cut else "layer", title_fontsize=8)
+        return fig
+
+    # Many layers: a heat map (layer × checkpoint) under a line of the worst layer per checkpoint.
+    n = len(series)
+    fig = new_figure(10.0, max(6.0, 3.2 + 0.15 * n))
+    # Both panels put checkpoint i at x = i (cells of equal width), labelled with its step.
+    top, ax = fig.subplots(2, 1, height_ratios=[1, max(2.0, n / 12)], sharex=True)
+    fig.suptitle(f"{title} — {shown}", fontsize=12)
+    grid = np.vstack([values for _, values in series])  # (layers, checkpoints)
+    with np.errstate(all="ignore"):
+        worst = np.array([np.nanmax(col) if np.isfinite(col).any() else np.nan for col in grid.T])
+    top.plot(np.arange(len(steps)), np.where(worst == 0, FLOOR, worst) if log else worst, marker="o",
+             color=ABOVE, label="worst layer")
+    top.axhline(reference, color=ONE, linestyle="--", linewidth=1.2, label=reference_label)
+    if log:
+        top.set_yscale("log")
+    top.set_ylabel("worst layer", fontsize=9)
+    top.legend(fontsize=8, loc="best")
+    top.tick_params(axis="x", labelbottom=False)
+    finite = grid[np.isfinite(grid)]
+    cmap = colormap("magma_r" if log else "RdBu_r")  # RdBu_r: white at 1, so grey (absent) stands apart
+    if log:
+        positive = finite[finite > 0]
+        low = float(positive.min()) if positive.size else reference / 10
+        high = float(positive.max()) if positive.size else reference * 10
+        norm: LogNorm | TwoSlopeNorm = LogNorm(vmin=min(low, reference / 10), vmax=max(high, reference * 10))
+        data = np.where(grid == 0, FLOOR, grid)
+    else:
+        spread = float(np.max(np.abs(finite - reference))) if finite.size else 0.0
+        half = max(0.02, spread)
+        norm = TwoSlopeNorm(vcenter=reference, vmin=reference - half, vmax=reference + half)
+        data = grid
+    columns = np.arange(len(steps) + 1) - 0.5
+    mesh = ax.pcolormesh(columns, np.arange(n + 1) - 0.5, np.ma.masked_invalid(data), cmap=cmap, norm=norm)
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_yticks(np.arange(n), labels, fontsize=7)
+    ax.set_ylabel("layer" + (f" ({cut} omitted)" if cut else ""), fontsize=9)
+    ticks = thin_ticks(np.arange(len(steps)), 12)
+    ax.set_xticks(ticks, [_step_text(trend, int(i)) for i in ticks], fontsize=8)
+    ax.set_xlabel(f"{trend.axis_label} (grey: layer absent or not audited)", fontsize=9)
+    bar = fig.colorbar(mesh, ax=ax, shrink=0.8)
+    bar.set_label(value_label, fontsize=9)
+    return fig
+
+def _step_axis(ax: Axes, trend: Trend, x: np.ndarray, by_index: bool) -> None:
+    if by_index:
+        ticks = thin_ticks(np.arange(len(x)), 12)
+        ax.set_xticks(ticks, [PurePath(trend.checkpoints[int(i)]).name for i in ticks], rotation=45,
+                      ha="right", rotation_mode="anchor", fontsize=8)
+    ax.set_xlabel(trend.axis_label, fontsize=9)
+
+def _step_text(trend: Trend, index: int) -> str:
+    if trend.order_by == MODIFICATION_TIME:
+        return PurePath(trend.checkpoints[index]).name
+    step = trend.steps[index]
+    return str(int(step)) if float(step).is_integer() else f"{step:g}"

@@ -1,0 +1,113 @@
+"""A training run as data: checkpoints in order, a summary row per checkpoint, a series per layer.
+
+Computed by :func:`sninspect.audit.trend.build`; shown by :mod:`sninspect.render`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sninspect.results.report import Report, json_safe
+
+FILE_NAME = "file name"
+"""``Trend.order_by`` when the checkpoints are ordered by the number in their file name."""
+MODIFICATION_TIME = "modification time"
+"""``Trend.order_by`` when the checkpoints are ordered by their modification time."""
+
+
+@dataclass(frozen=True)
+class CheckpointSummary:
+    """One row of the run's summary table."""
+
+    checkpoint: str
+    """Path of the checkpoint as given."""
+    step: float
+    """Its position on the run's axis (see ``Trend.order_by``)."""
+    layers: int
+    """Layers in the report."""
+    not_audited: int
+    """Layers with ``error`` set."""
+    worst_sigma_effective: float | None
+    """Largest σ_eff over the SN layers (``None`` without any)."""
+    worst_sigma_layer: str | None
+    worst_cos_error: float | None
+    """Largest of ``cos_error_u``/``cos_error_v`` over the SN layers."""
+    worst_cos_layer: str | None
+    matrix_product: float | None
+    """``lipschitz.matrix_product`` of the report's primary model."""
+    operator_product: float | None
+    """``lipschitz.operator_product`` (certified) of the report's primary model."""
+
+
+@dataclass(frozen=True)
+class LayerSeries:
+    """One layer over the run; one entry per checkpoint, ``None`` where absent or not audited."""
+
+    name: str
+    sigma_effective: tuple[float | None, ...]
+    cos_error_u: tuple[float | None, ...]
+    cos_error_v: tuple[float | None, ...]
+    present: tuple[bool, ...]
+    """Whether the layer is in each checkpoint."""
+
+    @property
+    def cos_error(self) -> tuple[float | None, ...]:
+        """The worse of u and v per checkpoint."""
+        return tuple(max_or_none(u, v) for u, v in zip(self.cos_error_u, self.cos_error_v, strict=True))
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Checkpoints of one training run in order, a summary per checkpoint and a series per layer."""
+
+    order_by: str
+    """``global_step``, ``step``, ``iteration``, ``epoch``, ``file name`` or ``modification time``."""
+    reports: tuple[Report, ...]
+    """The reports, in run order."""
+    steps: tuple[float, ...]
+    """Each checkpoint's position on the axis (the step, the file-name number, or seconds since epoch)."""
+    summary: tuple[CheckpointSummary, ...]
+    layers: tuple[LayerSeries, ...]
+    """Every layer seen in any checkpoint, in network order (a layer that appears midway is placed
+    after its predecessor in the checkpoint that introduces it)."""
+    changes: tuple[str, ...]
+    """Layers that appear or vanish between checkpoints, and other facts about the ordering."""
+
+    @property
+    def checkpoints(self) -> tuple[str, ...]:
+        return tuple(r.checkpoint for r in self.reports)
+
+    @property
+    def axis_label(self) -> str:
+        """What the x axis of a trend plot shows."""
+        if self.order_by == FILE_NAME:
+            return "checkpoint number (from the file name)"
+        if self.order_by == MODIFICATION_TIME:
+            return "checkpoint (ordered by modification time)"
+        return self.order_by
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``trend`` object of ``report --format json`` for several checkpoints."""
+        return json_safe({
+            "order_by": self.order_by,
+            "checkpoints": list(self.checkpoints),
+            "steps": [step_number(s) for s in self.steps],
+            "summary": [{**vars(s), "step": step_number(s.step)} for s in self.summary],
+            "layers": [
+                {"name": s.name, "present": list(s.present), "sigma_effective": list(s.sigma_effective),
+                 "cos_error_u": list(s.cos_error_u), "cos_error_v": list(s.cos_error_v)}
+                for s in self.layers
+            ],
+            "changes": list(self.changes),
+        })
+
+
+def step_number(value: float) -> int | float:
+    """A step as an int when it is one (JSON and labels show ``1200``, not ``1200.0``)."""
+    return int(value) if float(value).is_integer() else value
+
+
+def max_or_none(a: float | None, b: float | None) -> float | None:
+    values = [v for v in (a, b) if v is not None]
+    return max(values) if values else None
