@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -19,8 +18,9 @@ from sninspect.audit import checks, run
 from sninspect.audit.checks import CheckFormat
 from sninspect.audit.pipeline import Options, inventory
 from sninspect.cli.progress import Progress
-from sninspect.errors import ExitCode, OutputError, SninspectError, UsageError
+from sninspect.errors import ExitCode, SninspectError, UsageError
 from sninspect.io import residency
+from sninspect.io.write import write_text
 from sninspect.render.plots import PlotFormat
 from sninspect.render.report import OutputFormat, print_report, terminal_console, to_csv, to_json, to_markdown
 from sninspect.render.run_view import print_run, run_markdown, run_text
@@ -102,20 +102,9 @@ def write_output(text: str, output: Path | None, inputs: list[Path]) -> None:
     if output is None:
         sys.stdout.write(text)
         return
-    for source in inputs:
-        if output.exists() and source.exists() and os.path.samefile(output, source):
-            raise OutputError(f"{output}: is the input checkpoint; choose another output file")
-    folder = output.parent if str(output.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"{output}: folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{output.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, output)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"{output}: could not write ({err.strerror or err})") from err
+    # TODO(issue 12): --force. `report -o` has always replaced an existing file; keep that until the
+    # option exists (links, devices and the inputs are refused regardless).
+    write_text(output, text, force=True, inputs=inputs)
 
 
 def parse_input_size(text: str | None) -> tuple[int, ...] | None:
