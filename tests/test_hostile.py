@@ -19,7 +19,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import sninspect.io.load
+import sninspect.io.files
 from sninspect.errors import InputError, UnsafeCheckpointError
 from sninspect.io import torch_check
 from sninspect.io.load import Checkpoint, load_checkpoint
@@ -166,7 +166,7 @@ def test_permission_denied_message(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     def refuse(*_: Any, **__: Any) -> int:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(sninspect.io.load.os, "open", refuse)
+    monkeypatch.setattr(sninspect.io.files.os, "open", refuse)
     with pytest.raises(InputError) as caught:
         load_checkpoint(path)
     assert str(caught.value).startswith(f"{path}: permission denied (")

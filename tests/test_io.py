@@ -15,7 +15,7 @@ import torch
 import torch.serialization
 from safetensors.torch import load_file, save_file
 
-import sninspect.io.load
+import sninspect.io.write
 from sninspect.errors import InputError, OutputError, UsageError
 from sninspect.io.load import (
     TORCH_SUFFIXES,
@@ -483,7 +483,7 @@ def test_failed_rename_keeps_old_file(tmp_path: Path, monkeypatch: pytest.Monkey
     def no_rename(*_: Any) -> None:
         raise OSError(errno.EXDEV, os.strerror(errno.EXDEV))
 
-    monkeypatch.setattr(sninspect.io.load.os, "replace", no_rename)
+    monkeypatch.setattr(sninspect.io.write.os, "replace", no_rename)
     with pytest.raises(OutputError, match="could not write"):
         save_checkpoint(out, {"w": torch.ones(1)}, force=True)
     assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["out.pt"]
@@ -493,6 +493,6 @@ def test_unwritable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     def refuse(*_: Any, **__: Any) -> tuple[int, str]:
         raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
 
-    monkeypatch.setattr(sninspect.io.load.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(sninspect.io.write.tempfile, "mkstemp", refuse)
     with pytest.raises(OutputError, match="cannot create a file in .*Permission denied"):
         save_checkpoint(tmp_path / "out.pt", {"w": torch.ones(1)})

@@ -1,14 +1,12 @@
-"""Where a command's text goes: stdout, or a file written atomically (never over an input)."""
+"""Where a command's text goes: stdout, or a file through the one atomic writer (never over an input)."""
 
 from __future__ import annotations
 
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from sninspect.errors import OutputError
+from sninspect.io.write import write_text
 
 
 def write_output(text: str, output: Path | None, inputs: Sequence[Path]) -> None:
@@ -16,17 +14,6 @@ def write_output(text: str, output: Path | None, inputs: Sequence[Path]) -> None
     if output is None:
         sys.stdout.write(text)
         return
-    for source in inputs:
-        if output.exists() and source.exists() and os.path.samefile(output, source):
-            raise OutputError(f"{output}: is the input checkpoint; choose another output file")
-    folder = output.parent if str(output.parent) else Path(".")
-    if not folder.is_dir():
-        raise OutputError(f"{output}: folder {folder} does not exist")
-    try:
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{output.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, output)
-    except OSError as err:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"{output}: could not write ({err.strerror or err})") from err
+    # TODO(issue 12): --force. `report -o` has always replaced an existing file; keep that until the
+    # option exists (links, devices and the inputs are refused regardless).
+    write_text(output, text, force=True, inputs=inputs)

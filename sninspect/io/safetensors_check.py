@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 
 from sninspect.errors import InputError
+from sninspect.io.files import one_line
 
 MAX_HEADER_BYTES = 100_000_000
 """The same bound the safetensors library applies (100 MB of JSON)."""
@@ -257,10 +257,3 @@ def open_file(file: Path, shown: str) -> tuple[LazyTensors, Header]:
     tensors = LazyTensors({e.name: Source(file, shown, e.name) for e in header.entries})
     tensors.open(file, shown)
     return tensors, header
-
-
-def one_line(err: BaseException, limit: int = 160) -> str:
-    """The first non-empty line of an exception's message, without ANSI escapes, at most ``limit`` long."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), type(err).__name__)
-    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -1,0 +1,73 @@
+"""Write a checkpoint (torch or safetensors) through the one atomic writer, :mod:`sninspect.io.write`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sninspect.errors import OutputError
+from sninspect.io.files import printable
+from sninspect.io.shards import with_shards
+from sninspect.io.write import atomic_path
+
+__all__ = ["save_checkpoint"]
+
+
+def save_checkpoint(
+    out: str | os.PathLike[str], payload: Any, *, inputs: Sequence[str | os.PathLike[str]] = (),
+    force: bool = False, metadata: dict[str, str] | None = None,
+) -> None:
+    """Write ``payload`` to ``out`` atomically: ``.safetensors`` (a dict of tensors + ``metadata``) or torch.
+
+    The payload is checked whole first. Refuses (:class:`OutputError`) to write over any of ``inputs``
+    or the shards of an index among them (even with ``force``), over an existing file without
+    ``force``, over a link or anything but a regular file, or into a folder that does not exist; on
+    any failure ``out`` is left as it was (see :mod:`sninspect.io.write`).
+    """
+    target = Path(os.fspath(out))
+    shown = printable(target)
+    tensors: dict[str, torch.Tensor] | None = None
+    if target.name.lower().endswith(".safetensors"):
+        tensors = _safetensors_payload(payload, shown)
+        metadata = _metadata_strings(metadata, shown)
+    with atomic_path(target, force=force, inputs=with_shards(inputs)) as tmp:
+        if tensors is not None:
+            from safetensors.torch import save_file
+
+            save_file(tensors, os.fspath(tmp), metadata=metadata)
+        else:
+            torch.save(payload, os.fspath(tmp))
+
+
+def _safetensors_payload(payload: Any, shown: str) -> dict[str, torch.Tensor]:
+    """Contiguous tensors, each with its own storage (safetensors refuses shared storage)."""
+    if not isinstance(payload, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()):
+        raise OutputError(f"{shown}: a .safetensors file holds a flat dict of name -> tensor only (write a "
+                          ".pt file to keep other objects)")
+    out: dict[str, torch.Tensor] = {}
+    seen: set[tuple[str, int]] = set()
+    for k, tensor in payload.items():
+        t = tensor.detach()
+        if t.layout != torch.strided:
+            t = t.to_dense()
+        storage = (str(t.device), t.untyped_storage().data_ptr())
+        t = t.clone(memory_format=torch.contiguous_format) if storage in seen else t.contiguous()
+        if t.numel() > 0:
+            seen.add(storage)
+        out[k] = t
+    return out
+
+
+def _metadata_strings(metadata: dict[str, str] | None, shown: str) -> dict[str, str] | None:
+    if metadata is None:
+        return None
+    bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
+    if bad:
+        raise OutputError(f"{shown}: safetensors metadata must be strings (not so for "
+                          f"{', '.join(map(str, bad))})")
+    return dict(metadata)
