@@ -11,7 +11,7 @@ from sninspect._version import __version__
 from sninspect.audit.pipeline import Options, analyze, inventory
 from sninspect.errors import SninspectError
 from sninspect.results.report import LayerAudit, ModelAudit, NetworkBound, Report
-from sninspect.rewrite.core import apply, convert, strip
+from sninspect.rewrite import apply, convert, strip
 
 __all__ = [
     "LayerAudit",

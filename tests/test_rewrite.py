@@ -18,7 +18,7 @@ from torch.nn.utils import parametrizations, spectral_norm
 
 import sninspect
 from sninspect.errors import LayerError, UsageError
-from sninspect.rewrite.core import Sigma, State, apply_state, convert_state, strip_state
+from sninspect.rewrite import Sigma, State, apply_state, convert_state, strip_state
 
 RTOL = 1e-6
 STYLES = ("torch", "parametrize")

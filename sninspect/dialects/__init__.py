@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from sninspect.dialects.base import Dialect, Estimate, Shapes, SNLayer
+from sninspect.dialects.base import Dialect, DialectName, Estimate, Shapes, SNLayer, Vectors
 from sninspect.dialects.biggan import BigGAN
 from sninspect.dialects.conv_operator import ConvOperator
 from sninspect.dialects.cosgrove import Cosgrove
@@ -16,7 +16,8 @@ from sninspect.dialects.mimicry import Mimicry
 from sninspect.dialects.parametrize import Parametrize
 from sninspect.dialects.torch_legacy import TorchLegacy
 
-__all__ = ["REGISTRY", "Dialect", "Estimate", "SNLayer", "by_name", "detect"]
+__all__ = ["REGISTRY", "Dialect", "DialectName", "Estimate", "SNLayer", "Vectors", "by_name", "detect", "of",
+           "resolve"]
 
 REGISTRY: tuple[Dialect, ...] = (ConvOperator(), TorchLegacy(), Parametrize(), Mimicry(), BigGAN(), Cosgrove())
 """Order matters where layouts overlap: conv-operator is tried before torch (both use ``P_orig``)."""
@@ -30,6 +31,11 @@ def by_name(name: str) -> Dialect:
         if dialect.name == name:
             return dialect
     raise KeyError(name)
+
+
+def of(layer: SNLayer) -> Dialect:
+    """The dialect that detected ``layer``."""
+    return by_name(layer.dialect)
 
 
 def detect(shapes: Shapes) -> tuple[list[SNLayer], list[str]]:
@@ -54,4 +60,4 @@ def detect(shapes: Shapes) -> tuple[list[SNLayer], list[str]]:
 
 def resolve(layer: SNLayer, tensors: Mapping[str, object]) -> SNLayer:
     """``layer`` with its dim decided by its dialect."""
-    return by_name(layer.dialect).resolve(layer, tensors)  # type: ignore[arg-type]
+    return of(layer).resolve(layer, tensors)  # type: ignore[arg-type]

@@ -2,25 +2,31 @@
 
 A dialect knows how one SN implementation lays its state out in a state dict: which keys hold the
 un-normalized weight and the power-iteration vectors, how the weight is reshaped, and what the
-model divides by in eval mode (DESIGN.md, "SN dialects").
+model divides by in eval mode (DESIGN.md, "SN dialects"). It also owns what the rewrites need to know
+about that layout: the eval weight ``strip`` bakes, its power step, the vectors a PyTorch SN needs to
+keep its eval output (``convert``), and, for the two PyTorch layouts, the keys a target writes (``emit``).
 """
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from sninspect.errors import LayerError
-from sninspect.linalg.spectral import matrix_vector, normalize
+from sninspect.linalg.spectral import power_step, to_matrix
 
 Shapes = Mapping[str, tuple[int, ...]]
+Metadata = dict[str, dict[str, Any]]
+"""torch's ``state_dict._metadata``: module path (``a.b``, ``""`` at the root) → that module's entries."""
+
+EPS = 1e-12
+"""The eps of PyTorch's SN (``F.normalize``)."""
 
 
 class DialectName(StrEnum):
@@ -39,7 +45,7 @@ class DialectName(StrEnum):
 class SNLayer:
     """One spectrally normalized parameter as found in a state dict (raw keys, nothing loaded)."""
 
-    dialect: str
+    dialect: DialectName
     module: str
     """Raw key prefix of the owning module, with its trailing dot (``""`` at the root)."""
     param: str
@@ -65,7 +71,7 @@ class SNLayer:
 
     @property
     def keys(self) -> tuple[str, ...]:
-        """Every raw key of this layer's SN state, the weight included."""
+        """Every raw key of this layer's SN state, the weight included (what ``strip`` removes)."""
         own = (self.weight_key, self.u_key, self.v_key, self.buffer_key)
         return tuple(k for k in own if k is not None) + self.extra_keys
 
@@ -85,11 +91,30 @@ class Estimate:
     notes: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Vectors:
+    """u, v (1-D, the weight's stored dtype) for a PyTorch SN whose eval divisor u · (W v) equals the
+    source dialect's σ̂; both ``None`` where the target divides a 1-D weight by its norm."""
+
+    u: Tensor | None
+    v: Tensor | None
+    detail: str
+    """What was done, for the rewrite summary."""
+    warning: str | None = None
+    """Set when the eval output cannot be kept exactly."""
+
+
 class Dialect(ABC):
     """One SN implementation's state layout. Subclasses are registered in ``dialects/__init__``."""
 
-    name: ClassVar[str]
+    name: ClassVar[DialectName]
     summary: ClassVar[str]
+    one_d_by_norm: ClassVar[bool] = False
+    """A 1-D weight is divided by its exact L2 norm and stores no u, v (parametrize)."""
+    assumes_dim0: ClassVar[bool] = False
+    """The state cannot tell a ConvTranspose: every weight is normalized along dim 0 (cosgrove)."""
+
+    # -- reading ---------------------------------------------------------------------------------
 
     @abstractmethod
     def detect(self, shapes: Shapes) -> list[SNLayer]:
@@ -105,6 +130,99 @@ class Dialect(ABC):
         """σ̂ and the stored vectors, for ``matrix`` = to_matrix(weight, layer.dim) in the working
         dtype and device."""
 
+    def guessable_dims(self, layer: SNLayer, tensors: Mapping[str, Tensor]) -> list[int]:
+        """The dims the shapes allow when ``resolve`` could only guess among them (no v stored);
+        empty when the stored state decides the dim."""
+        return []
+
+    # -- what strip needs ------------------------------------------------------------------------
+
+    def check_rewritable(self, layer: SNLayer, tensors: Mapping[str, Tensor]) -> None:
+        """Raise a LayerError when the state dict does not hold all that decides the layer's output."""
+        return None
+
+    def weight_matrix(self, layer: SNLayer, tensors: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The stored weight in float64 (checked usable) and the matrix this dialect normalizes."""
+        weight = weight64(tensors, layer.weight_key)
+        return weight, to_matrix(weight, layer.dim or 0)  # (rows, cols); a 1-D weight is a column
+
+    def stored_eval_weight(self, layer: SNLayer, tensors: Mapping[str, Tensor]) -> Tensor | None:
+        """The stored tensor that *is* the eval weight (a normalized buffer), in the weight's dtype;
+        ``None`` where the eval weight is W / σ̂."""
+        if layer.buffer_key is None:
+            return None
+        stored, buffer = tensors[layer.weight_key], tensors[layer.buffer_key]
+        if tuple(buffer.shape) != tuple(stored.shape):
+            raise LayerError(f"buffer '{layer.buffer_key}' has shape {list(buffer.shape)}, unlike the weight")
+        weight64(tensors, layer.buffer_key)  # finite
+        return buffer.detach().clone().to(stored.dtype)
+
+    def left_matrix(self, layer: SNLayer, matrix: Tensor, tensors: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """The matrix whose left vector the stored u is, and that u."""
+        assert layer.u_key is not None  # Precondition: called for dialects that store u
+        u = vector(tensors, layer.u_key, matrix)
+        if u.numel() == matrix.shape[0]:
+            return matrix, u
+        raise LayerError(f"u has {u.numel()} entries, expected {matrix.shape[0]} (rows of the weight matrix)")
+
+    def power_step(self, matrix: Tensor, u: Tensor) -> tuple[float, Tensor, Tensor]:
+        """One step of this dialect's power iteration from u: (σ̂, u', v)."""
+        return power_step(matrix, u)
+
+    def power_sigma(self, layer: SNLayer, matrix: Tensor, tensors: Mapping[str, Tensor], steps: int) -> float:
+        """σ̂ = u · (W v) after ``steps`` power steps from the stored vectors, in this dialect's order
+        (here legacy's, mimicry's, BigGAN's: v = n(Wᵀ u), then u = n(W v))."""
+        left, u = self.left_matrix(layer, matrix, tensors)
+        sigma = 0.0
+        for _ in range(steps):
+            sigma, u, _v = self.power_step(left, u)
+        return sigma
+
+    # -- what convert needs from a source --------------------------------------------------------
+
+    def pytorch_vectors(self, layer: SNLayer, tensors: Mapping[str, Tensor], target: Dialect) -> Vectors:
+        """u, v for ``target`` (a PyTorch dialect) such that its eval divisor equals this dialect's σ̂.
+
+        Here: the dialects whose eval forward runs one fresh power step from the stored u (mimicry,
+        BigGAN, cosgrove) bake that step into the stored u, v."""
+        dtype = tensors[layer.weight_key].dtype
+        _, matrix = self.weight_matrix(layer, tensors)
+        left, u0 = self.left_matrix(layer, matrix, tensors)
+        sigma, u_new, v_new = self.power_step(left, u0)
+        if left is matrix:
+            u, v = u_new, v_new
+        else:  # the step ran on Wᵀ (BigGAN's transpose=True), so its (u', v) are W's (v, u)
+            u, v = v_new, u_new
+        return Vectors(u.to(dtype), v.to(dtype), f"eval's power step baked into u, v (σ̂ = {sigma:.6g})")
+
+    def unwrapped(self, layer: SNLayer) -> str | None:
+        """The module prefix once a wrapper level this dialect adds is removed; ``None`` if none."""
+        return None
+
+    def clear_metadata(self, metadata: Metadata, layer: SNLayer, remaining: Mapping[str, object]) -> None:
+        """Remove what SN left in ``_metadata`` for ``layer`` (a legacy version entry for its parameter),
+        so that the module without SN loads with ``strict=True``; ``remaining``: the keys kept."""
+        entry = metadata.get(meta_key(layer.module))
+        if entry is not None and isinstance(entry.get("spectral_norm"), dict):
+            entry["spectral_norm"].pop(f"{layer.param}.version", None)
+            if not entry["spectral_norm"]:
+                del entry["spectral_norm"]
+
+    # -- what apply and convert need from a target -----------------------------------------------
+
+    writes_metadata: ClassVar[bool] = False
+    """State in this dialect carries a ``_metadata`` entry (legacy SN's version)."""
+
+    def emit(
+        self, module: str, param: str, weight: Tensor, u: Tensor | None, v: Tensor | None
+    ) -> list[tuple[str, Tensor]]:
+        """The keys and tensors of one SN parameter in this layout (only the PyTorch ones are targets)."""
+        raise NotImplementedError(f"sninspect does not write {self.name} SN")
+
+    def mark_metadata(self, metadata: Metadata, module: str, param: str) -> None:
+        """Add what this layout's state-dict hook saves for one parameter to ``metadata``."""
+        return None
+
 
 def vector(tensors: Mapping[str, Tensor], key: str, like: Tensor) -> Tensor:
     """A stored vector flattened to 1-D, in the dtype and device of ``like``; checked finite."""
@@ -112,6 +230,16 @@ def vector(tensors: Mapping[str, Tensor], key: str, like: Tensor) -> Tensor:
     if not bool(torch.isfinite(value).all()):
         raise LayerError(f"'{key}' holds NaN or infinite values")
     return value
+
+
+def weight64(tensors: Mapping[str, Tensor], key: str) -> Tensor:
+    """A stored weight in float64 on the CPU, checked usable."""
+    weight = tensors[key].detach().to(device="cpu", dtype=torch.float64)
+    if weight.numel() == 0:
+        raise LayerError(f"'{key}' is empty (shape {list(weight.shape)})")
+    if not bool(torch.isfinite(weight).all()):
+        raise LayerError(f"'{key}' holds {int((~torch.isfinite(weight)).sum())} NaN or infinite values")
+    return weight
 
 
 def split_key(key: str, suffix: str) -> str | None:
@@ -125,67 +253,6 @@ def module_and_param(key: str) -> tuple[str, str]:
     return (head + "." if head else ""), param
 
 
-def candidate_dims(shape: tuple[int, ...], u_len: int, v_len: int | None) -> list[int]:
-    """Axes d for which reshaping with d first gives a (u_len, v_len) matrix."""
-    if len(shape) < 2:
-        return [0]
-    total = math.prod(shape)
-    dims = []
-    for d in range(len(shape)):
-        if shape[d] == u_len and (v_len is None or total // shape[d] == v_len):
-            dims.append(d)
-    return dims
-
-
-def resolve_dim(
-    layer: SNLayer, tensors: Mapping[str, Tensor], weight_shape: tuple[int, ...]
-) -> SNLayer:
-    """Infer SN's ``dim`` from the u/v lengths; when several fit (a square ConvTranspose), pick the
-    one for which the stored pair satisfies u ≈ normalize(W v), and say so in the notes."""
-    from dataclasses import replace
-
-    assert layer.u_key is not None  # Precondition: only called for dialects that store u
-    u_len = math.prod(tensors[layer.u_key].shape)
-    v_len = math.prod(tensors[layer.v_key].shape) if layer.v_key is not None else None
-    dims = candidate_dims(weight_shape, u_len, v_len)
-    if not dims:
-        expected = f"{weight_shape[0]} (dim 0)" + (
-            f" or {weight_shape[1]} (dim 1, ConvTranspose)" if len(weight_shape) > 1 else ""
-        )
-        v_part = f" and v has {v_len}" if v_len is not None else ""
-        raise LayerError(
-            f"u has {u_len} entries{v_part}, which fits no axis of the weight {list(weight_shape)}: "
-            f"expected u of length {expected}"
-        )
-    if len(dims) == 1:
-        return replace(layer, dim=dims[0])
-    weight = tensors[layer.weight_key].detach()  # stored dtype: read piece by piece in float64
-    u = tensors[layer.u_key].detach().reshape(-1).to(torch.float64)
-    if layer.v_key is None:
-        # No v stored (version None): the stored u came from a power step u = n(W Wᵀ u_prev), so the
-        # right dim is the one for which one more step moves it least.
-        errors = {d: _power_step_residual(weight, d, u) for d in dims}
-        best = min(errors, key=lambda d: errors[d])
-        detail = ", ".join(f"dim={d}: {e:.1e}" for d, e in errors.items())
-        note = f"dim={best} chosen by the power-step residual ‖n(W Wᵀ u) − u‖ ({detail})"
-        return replace(layer, dim=best, notes=layer.notes + (note,))
-    v = tensors[layer.v_key].detach().reshape(-1).to(torch.float64)
-    residuals = {d: _signless_residual(weight, d, u, v) for d in dims}
-    # dim 0 unless another dim fits clearly better (a 2-D weight is nearly always dim 0).
-    best = min(residuals, key=lambda d: (residuals[d] > 0.5 * residuals[dims[0]] if d else False, residuals[d]))
-    detail = ", ".join(f"dim={d}: {r:.1e}" for d, r in residuals.items())
-    note = f"dim={best} chosen by the residual ‖u − normalize(W v)‖ ({detail})"
-    return replace(layer, dim=best, notes=layer.notes + (note,))
-
-
-def _power_step_residual(weight: Tensor, dim: int, u: Tensor) -> float:
-    """‖normalize(W Wᵀ u) − u‖ up to sign: how far u is from a fixed point of the power iteration."""
-    step = normalize(matrix_vector(weight, dim, matrix_vector(weight, dim, u, transpose=True)))
-    unit = normalize(u)
-    return min(float(torch.linalg.vector_norm(step - unit)), float(torch.linalg.vector_norm(step + unit)))
-
-
-def _signless_residual(weight: Tensor, dim: int, u: Tensor, v: Tensor) -> float:
-    """min over the sign of ‖u ∓ normalize(W v)‖ (a flipped u, σ̂ < 0, still fits its dim)."""
-    target = normalize(matrix_vector(weight, dim, v))
-    return min(float(torch.linalg.vector_norm(u - target)), float(torch.linalg.vector_norm(u + target)))
+def meta_key(module: str) -> str:
+    """Raw key prefix ``a.b.`` → the ``_metadata`` key ``a.b`` (``""`` for the root)."""
+    return module[:-1] if module.endswith(".") else module

@@ -13,15 +13,14 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from sninspect.dialects.base import Dialect, Estimate, Shapes, SNLayer, split_key, vector
+from sninspect.dialects.base import Dialect, DialectName, Estimate, Shapes, SNLayer, split_key, vector
 from sninspect.errors import LayerError
-from sninspect.linalg.spectral import power_step
 
 _EXTRA = re.compile(r"^(u|sv)\d+$")
 
 
 class BigGAN(Dialect):
-    name = "biggan"
+    name = DialectName.biggan
     summary = "BigGAN-PyTorch layers.SN: weight, u0..uN (1, out), sv0..svN"
 
     def detect(self, shapes: Shapes) -> list[SNLayer]:
@@ -45,12 +44,20 @@ class BigGAN(Dialect):
         u = vector(tensors, layer.u_key, matrix)
         note = "eval runs one fresh power step from u0 (not saved); sv0 is only a log"
         if u.numel() == matrix.shape[0]:
-            sigma, _, _ = power_step(matrix, u)
+            sigma, _, _ = self.power_step(matrix, u)
             return Estimate(sigma, u, None, notes=(note,))
         if u.numel() == matrix.shape[1]:
             # transpose=True: the power iteration runs on Wᵀ, so u0 lives on the input side.
-            sigma, _, _ = power_step(matrix.T, u)
+            sigma, _, _ = self.power_step(matrix.T, u)
             return Estimate(sigma, None, u, notes=(note, "transpose=True: u0 is the right (input) vector"))
         raise LayerError(
             f"u0 has {u.numel()} entries, expected {matrix.shape[0]} (out) or {matrix.shape[1]} (transpose)"
         )
+
+    def left_matrix(self, layer: SNLayer, matrix: Tensor, tensors: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """transpose=True stores the right vector in u0: the power iteration then runs on Wᵀ."""
+        assert layer.u_key is not None  # Precondition: detected with u0
+        u = vector(tensors, layer.u_key, matrix)
+        if u.numel() != matrix.shape[0] and u.numel() == matrix.shape[1]:
+            return matrix.T, u
+        return super().left_matrix(layer, matrix, tensors)

@@ -12,13 +12,22 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from sninspect.dialects.base import Dialect, Estimate, Shapes, SNLayer, module_and_param, split_key
+from sninspect.dialects.base import (
+    Dialect,
+    DialectName,
+    Estimate,
+    Shapes,
+    SNLayer,
+    Vectors,
+    module_and_param,
+    split_key,
+)
 from sninspect.errors import LayerError
 from sninspect.linalg.spectral import to_matrix
 
 
 class ConvOperator(Dialect):
-    name = "conv-operator"
+    name = DialectName.conv_operator
     summary = "conv-operator SN: P_orig, buffer P, P_u shaped (1, C, H, W)"
 
     def detect(self, shapes: Shapes) -> list[SNLayer]:
@@ -45,3 +54,11 @@ class ConvOperator(Dialect):
             raise LayerError(f"buffer '{layer.buffer_key}' is all zeros")
         sigma_hat = float((matrix[nonzero] / eval_matrix[nonzero]).mean())
         return Estimate(sigma_hat, None, None, eval_matrix=eval_matrix)
+
+    def power_sigma(self, layer: SNLayer, matrix: Tensor, tensors: Mapping[str, Tensor], steps: int) -> float:
+        raise LayerError("conv-operator SN iterates on the convolution (stride, padding unknown here): "
+                         "use --sigma eval or exact")
+
+    def pytorch_vectors(self, layer: SNLayer, tensors: Mapping[str, Tensor], target: Dialect) -> Vectors:
+        raise LayerError("conv-operator SN divides by the convolution's norm, which PyTorch SN cannot "
+                         "express — use `sninspect strip` (or --exclude it)")

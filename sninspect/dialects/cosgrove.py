@@ -12,14 +12,24 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from sninspect.dialects.base import Dialect, Estimate, Shapes, SNLayer, module_and_param, split_key, vector
+from sninspect.dialects.base import (
+    Dialect,
+    DialectName,
+    Estimate,
+    Shapes,
+    SNLayer,
+    module_and_param,
+    split_key,
+    vector,
+)
 from sninspect.errors import LayerError
 from sninspect.linalg.spectral import power_step
 
 
 class Cosgrove(Dialect):
-    name = "cosgrove"
+    name = DialectName.cosgrove
     summary = "SpectralNorm wrapper (pytorch-spectral-normalization-gan): module.P_bar, module.P_u, module.P_v"
+    assumes_dim0 = True
 
     def detect(self, shapes: Shapes) -> list[SNLayer]:
         layers = []
@@ -39,5 +49,13 @@ class Cosgrove(Dialect):
             raise LayerError(
                 f"u/v have {u.numel()}/{v.numel()} entries, expected {matrix.shape[0]}/{matrix.shape[1]}"
             )
-        sigma, _, _ = power_step(matrix, u, plus_eps=True)
+        sigma, _, _ = self.power_step(matrix, u)
         return Estimate(sigma, u, v, notes=("every forward runs one power step from the stored u",))
+
+    def power_step(self, matrix: Tensor, u: Tensor) -> tuple[float, Tensor, Tensor]:
+        """l2normalize divides by ‖x‖ + 1e-12, not by max(‖x‖, eps)."""
+        return power_step(matrix, u, plus_eps=True)
+
+    def unwrapped(self, layer: SNLayer) -> str | None:
+        """The wrapper's inner prefix ``X.module.`` → the plain module's ``X.``."""
+        return layer.module[: -len("module.")] if layer.module.endswith("module.") else None

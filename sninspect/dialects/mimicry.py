@@ -12,13 +12,12 @@ from collections.abc import Mapping
 
 from torch import Tensor
 
-from sninspect.dialects.base import Dialect, Estimate, Shapes, SNLayer, split_key, vector
+from sninspect.dialects.base import Dialect, DialectName, Estimate, Shapes, SNLayer, split_key, vector
 from sninspect.errors import LayerError
-from sninspect.linalg.spectral import power_step
 
 
 class Mimicry(Dialect):
-    name = "mimicry"
+    name = DialectName.mimicry
     summary = "torch-mimicry SN layers: weight, sn_u (1, out), sn_sigma"
 
     def detect(self, shapes: Shapes) -> list[SNLayer]:
@@ -39,5 +38,5 @@ class Mimicry(Dialect):
         u = vector(tensors, layer.u_key, matrix)
         if u.numel() != matrix.shape[0]:
             raise LayerError(f"sn_u has {u.numel()} entries, expected {matrix.shape[0]} (out features)")
-        sigma, _, _ = power_step(matrix, u)
+        sigma, _, _ = self.power_step(matrix, u)
         return Estimate(sigma, u, None, notes=("eval runs one fresh power step from sn_u (not saved)",))

@@ -13,16 +13,29 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from sninspect.dialects.base import Dialect, Estimate, Shapes, SNLayer, resolve_dim, vector
-from sninspect.linalg.spectral import bilinear_sigma
+from sninspect.dialects.base import (
+    EPS,
+    Dialect,
+    DialectName,
+    Estimate,
+    Metadata,
+    Shapes,
+    SNLayer,
+    Vectors,
+    vector,
+)
+from sninspect.dialects.dims import resolve_dim
+from sninspect.errors import LayerError
+from sninspect.linalg.spectral import bilinear_sigma, normalize
 
 _ORIGINAL = re.compile(r"^(?P<module>(?:.*\.)?)parametrizations\.(?P<param>[^.]+)\.original$")
 _BUFFER = re.compile(r"^(?P<index>\d+)\._(?P<which>[uv])$")
 
 
 class Parametrize(Dialect):
-    name = "torch-parametrize"
+    name = DialectName.parametrize
     summary = "torch.nn.utils.parametrizations.spectral_norm: parametrizations.P.original, .<i>._u, .<i>._v"
+    one_d_by_norm = True
 
     def detect(self, shapes: Shapes) -> list[SNLayer]:
         layers = []
@@ -61,7 +74,63 @@ class Parametrize(Dialect):
     def estimate(self, layer: SNLayer, matrix: Tensor, tensors: Mapping[str, Tensor]) -> Estimate:
         if layer.u_key is None or layer.v_key is None:
             # F.normalize(weight, dim=0, eps=1e-12): weight / max(‖weight‖, eps)
-            return Estimate(max(float(torch.linalg.vector_norm(matrix)), 1e-12), None, None)
+            return Estimate(max(float(torch.linalg.vector_norm(matrix)), EPS), None, None)
         u = vector(tensors, layer.u_key, matrix)
         v = vector(tensors, layer.v_key, matrix)
         return Estimate(bilinear_sigma(matrix, u, v), u, v)
+
+    def check_rewritable(self, layer: SNLayer, tensors: Mapping[str, Tensor]) -> None:
+        """SN must be the only parametrization of P: the others are code, not state, and cannot be baked."""
+        head = f"{layer.module}parametrizations.{layer.param}."
+        others = [k for k in tensors if k.startswith(head) and k not in layer.keys]
+        index = None if layer.u_key is None else layer.u_key[len(head) :].split(".")[0]
+        if others or (index is not None and index != "0"):
+            raise LayerError(
+                f"'{layer.param}' has other parametrizations besides SN ({', '.join(others) or 'before it'}); "
+                "their effect is not in the state dict, so it cannot be rewritten — --exclude this layer"
+            )
+
+    def power_sigma(self, layer: SNLayer, matrix: Tensor, tensors: Mapping[str, Tensor], steps: int) -> float:
+        """parametrize's order: u = n(W v), then v = n(Wᵀ u); a 1-D weight: its exact L2 norm."""
+        if layer.u_key is None:  # what every step gives
+            return max(float(torch.linalg.vector_norm(matrix)), EPS)
+        assert layer.v_key is not None  # Precondition: detected with both vectors
+        left, u = self.left_matrix(layer, matrix, tensors)
+        v = vector(tensors, layer.v_key, matrix)
+        for _ in range(steps):
+            u = normalize(left @ v)
+            v = normalize(left.T @ u)
+        return float(torch.dot(u, left @ v))
+
+    def pytorch_vectors(self, layer: SNLayer, tensors: Mapping[str, Tensor], target: Dialect) -> Vectors:
+        """u, v kept; a 1-D weight (no u, v) as a legacy column: u = W/‖W‖, v = [1]."""
+        weight, _ = self.weight_matrix(layer, tensors)  # checked usable
+        if layer.u_key is not None and layer.v_key is not None:
+            u, v = tensors[layer.u_key].detach(), tensors[layer.v_key].detach()
+            return Vectors(u.reshape(-1).clone(), v.reshape(-1).clone(), "u, v kept")
+        dtype = tensors[layer.weight_key].dtype
+        norm = max(float(torch.linalg.vector_norm(weight)), EPS)
+        u_col = (weight / norm).to(dtype)  # (n,)
+        v_col = torch.ones(1, dtype=dtype)  # (1,): legacy SN views a 1-D weight as an (n, 1) column
+        return Vectors(u_col, v_col, f"1-D: u = W/‖W‖, v = [1] (σ̂ = ‖W‖ = {norm:.6g})")
+
+    def emit(
+        self, module: str, param: str, weight: Tensor, u: Tensor | None, v: Tensor | None
+    ) -> list[tuple[str, Tensor]]:
+        """``parametrizations.P.original`` and, unless 1-D, ``parametrizations.P.0._u`` / ``._v``."""
+        head = f"{module}parametrizations.{param}."
+        entries = [(head + "original", weight)]
+        if u is not None and v is not None:
+            entries += [(head + "0._u", u), (head + "0._v", v)]
+        return entries
+
+    def clear_metadata(self, metadata: Metadata, layer: SNLayer, remaining: Mapping[str, object]) -> None:
+        """Also the entries of the parametrization submodules (the container when no other is left)."""
+        super().clear_metadata(metadata, layer, remaining)
+        head = f"{layer.module}parametrizations"
+        still = any(k.startswith(head + ".") for k in remaining)
+        for key in list(metadata):
+            if key == f"{head}.{layer.param}" or key.startswith(f"{head}.{layer.param}."):
+                del metadata[key]
+            elif key == head and not still:
+                del metadata[key]

@@ -15,21 +15,26 @@ from torch import Tensor
 
 from sninspect.dialects.base import (
     Dialect,
+    DialectName,
     Estimate,
+    Metadata,
     Shapes,
     SNLayer,
+    Vectors,
+    meta_key,
     module_and_param,
-    resolve_dim,
     split_key,
     vector,
 )
+from sninspect.dialects.dims import candidate_dims, resolve_dim
 from sninspect.errors import LayerError
 from sninspect.linalg.spectral import bilinear_sigma, to_matrix
 
 
 class TorchLegacy(Dialect):
-    name = "torch"
+    name = DialectName.torch
     summary = "torch.nn.utils.spectral_norm: P_orig, P_u, P_v (version None: P_orig, P_u, buffer P)"
+    writes_metadata = True
 
     def detect(self, shapes: Shapes) -> list[SNLayer]:
         layers = []
@@ -60,6 +65,48 @@ class TorchLegacy(Dialect):
             return Estimate(bilinear_sigma(matrix, u, v), u, v)
         assert layer.buffer_key is not None  # Precondition: version None has the buffer
         return _version_none(layer, matrix, u, tensors)
+
+    def guessable_dims(self, layer: SNLayer, tensors: Mapping[str, Tensor]) -> list[int]:
+        """Version None stores no v: a square ConvTranspose fits both dims and u alone decides,
+        unreliably before u has converged."""
+        if layer.u_key is None or layer.v_key is not None:
+            return []
+        return candidate_dims(tuple(tensors[layer.weight_key].shape), tensors[layer.u_key].numel(), None)
+
+    def pytorch_vectors(self, layer: SNLayer, tensors: Mapping[str, Tensor], target: Dialect) -> Vectors:
+        """Version 1: u, v kept. Version None: v as PyTorch's load hook recovers it."""
+        assert layer.u_key is not None  # Precondition: detected with u
+        weight, matrix = self.weight_matrix(layer, tensors)
+        if layer.v_key is not None:
+            if target.one_d_by_norm and weight.dim() == 1:
+                # Legacy SN on a 1-D weight (a column); parametrize divides a 1-D weight by its exact norm.
+                sigma_hat = self.estimate(layer, matrix, tensors).sigma_hat
+                norm = float(torch.linalg.vector_norm(weight))
+                return Vectors(None, None, "1-D: parametrize divides by the exact L2 norm",
+                               f"1-D weight: eval divisor changes from σ̂ = {sigma_hat:.6g} to ‖W‖ = {norm:.6g}")
+            u, v = tensors[layer.u_key].detach(), tensors[layer.v_key].detach()
+            return Vectors(u.reshape(-1).clone(), v.reshape(-1).clone(), "u, v kept")
+        estimate = self.estimate(layer, matrix, tensors)
+        assert estimate.u is not None  # Precondition: version None stores u
+        v = recover_v(matrix, estimate.u, estimate.sigma_hat)
+        detail = f"version None → 1: v recovered as PyTorch's load hook does (σ̂ = {estimate.sigma_hat:.6g})"
+        note = next((n for n in estimate.notes if n.startswith("buffer vs")), None)
+        warning = f"the stored eval buffer is replaced by W/σ̂ ({note})" if note else None
+        u_stored = tensors[layer.u_key].detach().reshape(-1).clone()
+        return Vectors(u_stored, v.to(tensors[layer.weight_key].dtype), detail, warning)
+
+    def emit(
+        self, module: str, param: str, weight: Tensor, u: Tensor | None, v: Tensor | None
+    ) -> list[tuple[str, Tensor]]:
+        """``P_orig``, ``P_u``, ``P_v``."""
+        assert u is not None and v is not None  # Precondition: legacy SN always stores both
+        base = module + param
+        return [(base + "_orig", weight), (base + "_u", u), (base + "_v", v)]
+
+    def mark_metadata(self, metadata: Metadata, module: str, param: str) -> None:
+        """What ``SpectralNormStateDictHook`` saves: ``_metadata[module]['spectral_norm'][P.version] = 1``."""
+        entry = metadata.setdefault(meta_key(module), {})
+        entry.setdefault("spectral_norm", {})[f"{param}.version"] = 1
 
 
 def _version_none(layer: SNLayer, matrix: Tensor, u: Tensor, tensors: Mapping[str, Tensor]) -> Estimate:

@@ -1,0 +1,142 @@
+"""The rest of a checkpoint around the rewritten models: the container rebuilt for a ``.pt`` file or
+flattened into safetensors (tensors + string metadata), optimizer state dropped or kept."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from torch import Tensor
+
+from sninspect.io.load import Checkpoint, ModelState
+from sninspect.rewrite.state import State, StateRewrite
+from sninspect.rewrite.summary import short
+
+
+def _is_optimizer_state(value: object) -> bool:
+    """An ``optimizer.state_dict()`` (or a list of them, as Lightning saves ``optimizer_states``)."""
+    if isinstance(value, Mapping):
+        return "state" in value and "param_groups" in value
+    if isinstance(value, list | tuple) and value:
+        return all(_is_optimizer_state(v) for v in value)
+    return False
+
+
+def _with_state(original: object, state: State) -> OrderedDict[str, Any]:
+    """The rewritten state dict, keeping the original's non-tensor entries (rare) at the end."""
+    out: OrderedDict[str, Any] = state.to_state_dict()
+    if isinstance(original, Mapping):
+        for k, v in original.items():
+            if not isinstance(v, Tensor) and k not in out:
+                out[k] = v
+    return out
+
+
+def _replace_at(container: object, path: tuple[str, ...], value: object) -> object:
+    """``container`` with the entry at ``path`` (io's model paths: dict keys as text, list indices)
+    replaced by ``value``; the dicts and lists on the way are copied, the input is untouched."""
+    if not path:
+        return value
+    part, rest = path[0], path[1:]
+    if isinstance(container, Mapping):
+        key = part if part in container else next((k for k in container if str(k) == part), part)
+        copy = type(container)(container) if isinstance(container, dict) else dict(container)
+        copy[key] = _replace_at(container[key], rest, value)
+        return copy
+    assert isinstance(container, list | tuple)  # Precondition: io found a model along this path
+    items = list(container)
+    items[int(part)] = _replace_at(items[int(part)], rest, value)
+    return items if isinstance(container, list) else tuple(items)
+
+
+def _drop_optimizers(
+    container: object, keep: set[tuple[str, ...]], at: tuple[str, ...] = ()
+) -> tuple[object, list[str]]:
+    """``container`` without optimizer states (looked for in nested dicts, not inside ``keep``)."""
+    if not isinstance(container, Mapping) or at in keep:
+        return container, []
+    out = type(container)() if isinstance(container, dict) else {}
+    dropped: list[str] = []
+    for k, v in container.items():
+        here = (*at, str(k))
+        if here not in keep and _is_optimizer_state(v):
+            dropped.append(".".join(here))
+            continue
+        out[k], more = _drop_optimizers(v, keep, here)
+        dropped += more
+    return out, dropped
+
+
+def _optimizer_note(dropped: list[str]) -> str:
+    return (f"optimizer state dropped ({short(dropped)}): it refers to the SN parameters; "
+            "--keep-optimizer keeps it")
+
+
+def torch_payload(
+    checkpoint: Checkpoint, done: list[tuple[ModelState, StateRewrite]], drop_optimizer: bool
+) -> tuple[object, list[str]]:
+    """The object to ``torch.save``: the original container with each model's state replaced."""
+    container: object = checkpoint.container if checkpoint.container is not None else {}
+    notes: list[str] = []
+    for model, result in done:
+        original = _get(checkpoint.container, tuple(model.path))
+        container = _replace_at(container, tuple(model.path), _with_state(original, result.state))
+    if drop_optimizer:
+        container, dropped = _drop_optimizers(container, {tuple(m.path) for m, _ in done})
+        if dropped:
+            notes.append(_optimizer_note(dropped))
+    if checkpoint.format.startswith("safetensors") and checkpoint.metadata:
+        notes.append("the safetensors metadata is not carried into a .pt file")
+    return container, notes
+
+
+def _get(container: object, path: tuple[str, ...]) -> object:
+    for part in path:
+        if isinstance(container, Mapping):
+            container = next((v for k, v in container.items() if str(k) == part), None)
+        elif isinstance(container, list | tuple) and part.isdigit() and int(part) < len(container):
+            container = container[int(part)]
+        else:
+            return None
+    return container
+
+
+def safetensors_payload(
+    checkpoint: Checkpoint, done: list[tuple[ModelState, StateRewrite]], stamp: dict[str, str],
+    drop_optimizer: bool,
+) -> tuple[dict[str, Tensor], dict[str, str], list[str]]:
+    """Tensors (prefixed by the model when the file holds several) and string metadata: the input's
+    safetensors metadata, or the wrapper's JSON-able entries, plus a provenance entry."""
+    several = len(done) > 1
+    tensors: dict[str, Tensor] = {}
+    for model, result in done:
+        prefix = model.name + "." if several else ""
+        tensors.update({prefix + k: t for k, t in result.state.tensors.items()})
+    metadata: dict[str, str] = {str(k): str(v) for k, v in (checkpoint.metadata or {}).items()}
+    notes: list[str] = []
+    if isinstance(checkpoint.container, Mapping) and not checkpoint.format.startswith("safetensors"):
+        models = {tuple(m.path)[0] for m, _ in done if tuple(m.path)}
+        kept, left = [], []
+        optimizers = []
+        for k, v in checkpoint.container.items():
+            if k in models:
+                continue
+            if _is_optimizer_state(v):
+                optimizers.append(str(k))
+                continue
+            try:
+                metadata[str(k)] = v if isinstance(v, str) else json.dumps(v)
+                kept.append(str(k))
+            except (TypeError, ValueError):
+                left.append(str(k))
+        if kept:
+            notes.append(f"wrapper entries kept as safetensors metadata (JSON): {short(kept)}")
+        if left:
+            notes.append(f"safetensors holds tensors and strings only; left out: {short(left)}")
+        if optimizers:
+            notes.append(_optimizer_note(optimizers) if drop_optimizer else
+                         f"optimizer state cannot go into safetensors, left out: {short(optimizers)}")
+    metadata["sninspect"] = json.dumps(stamp, sort_keys=True)
+    return tensors, metadata, notes
