@@ -289,7 +289,7 @@ def test_an_ignored_signal_stays_ignored(tmp_path: Path) -> None:
 
 
 def test_cli_write_output_uses_the_writer(tmp_path: Path) -> None:
-    from sninspect.cli.main import write_output
+    from sninspect.cli.output import write_output
 
     out = tmp_path / "report.txt"
     out.write_text("old report")
