@@ -17,7 +17,8 @@ from sninspect import rewrite
 from sninspect._version import __version__
 from sninspect.audit import checks, run
 from sninspect.audit.checks import CheckFormat
-from sninspect.audit.pipeline import Options, inventory
+from sninspect.audit.inventory import inventory
+from sninspect.audit.options import Options
 from sninspect.cli.progress import Progress
 from sninspect.errors import ExitCode, OutputError, SninspectError, UsageError
 from sninspect.io import residency

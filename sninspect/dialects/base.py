@@ -90,6 +90,9 @@ class Dialect(ABC):
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    operator_sized: ClassVar[bool] = False
+    """True where σ is the norm of the convolution itself at the stored vector's input size, not of
+    the reshaped kernel: the audit then reports that operator's numbers."""
 
     @abstractmethod
     def detect(self, shapes: Shapes) -> list[SNLayer]:

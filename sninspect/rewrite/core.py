@@ -44,7 +44,8 @@ from sninspect.io.load import (
     load_checkpoint,
     save_checkpoint,
 )
-from sninspect.linalg.spectral import exact_spectra, normalize, power_step, to_matrix
+from sninspect.linalg.exact import exact_spectra
+from sninspect.linalg.spectral import normalize, power_step, to_matrix
 
 EPS = 1e-12
 """The eps of PyTorch's SN (``F.normalize``)."""
