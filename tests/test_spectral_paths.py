@@ -375,6 +375,15 @@ def test_limit_heap_retention_is_safe_to_call() -> None:
     assert torch.equal(torch.ones(2**18) * 2, torch.full((2**18,), 2.0))  # big allocations still work
 
 
+def test_heap_retention_limited_is_a_context() -> None:
+    from sninspect.io import residency
+
+    with residency.heap_retention_limited() as took:
+        assert isinstance(took, bool)
+        assert torch.equal(torch.ones(2**18) * 2, torch.full((2**18,), 2.0))
+    assert torch.equal(torch.ones(2**18) * 3, torch.full((2**18,), 3.0))  # and after it
+
+
 @pytest.mark.parametrize("rows", [512, 515, 1031])
 def test_paneled_gram_is_w_wt_and_symmetric(rows: int) -> None:
     """The panel-by-panel Gram matrix (upper block rows, lower mirrored) equals W Wᵀ to rounding, is
