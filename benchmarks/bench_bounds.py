@@ -1,4 +1,4 @@
-"""Time the certified convolution bound (sninspect.linalg.bounds.conv_operator_bound) on random kernels.
+"""Time the certified convolution bound (sninspect.linalg.conv_bounds.conv_operator_bound) on random kernels.
 
     python benchmarks/bench_bounds.py                      # 64/256/512 channels, 3x3, tol 1%
     python benchmarks/bench_bounds.py --channels 512 --repeats 5 --baseline
@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import torch
 
-from sninspect.linalg import bounds
+from sninspect.linalg import conv_bounds
 
 T = TypeVar("T")
 
@@ -53,16 +53,16 @@ def random_kernel(channels: int, k: int, dims: int, seed: int) -> torch.Tensor:
 def naive_grid_max(kernel: torch.Tensor, grid: tuple[int, ...]) -> float:
     """Reference cost: an eigen-solve of K̂ᴴK̂ at every frequency of the same half grid."""
     weight = kernel.double()
-    offsets, autocorr = bounds._autocorrelation(weight)  # (M, d), (M, n, n)
-    index = bounds._half_grid(grid, weight.device)  # (F, d)
-    cos, sin = bounds._phases(index, grid, offsets)  # (F, M)
+    offsets, autocorr = conv_bounds._autocorrelation(weight)  # (M, d), (M, n, n)
+    index = conv_bounds._half_grid(grid, weight.device)  # (F, d)
+    cos, sin = conv_bounds._phases(index, grid, offsets)  # (F, M)
     m, n, _ = autocorr.shape
-    step = max(1, bounds.FACTOR_BYTES // (16 * n * n))
+    step = max(1, conv_bounds.FACTOR_BYTES // (16 * n * n))
     buffer = autocorr.new_empty(n * n, 2 * step)
     a_t = autocorr.reshape(m, n * n).T  # (n², M)
     best = 0.0
     for start in range(0, index.shape[0], step):
-        negated = bounds._negated_grams(a_t, cos[start : start + step], sin[start : start + step], buffer)
+        negated = conv_bounds._negated_grams(a_t, cos[start : start + step], sin[start : start + step], buffer)
         best = max(best, -float(torch.linalg.eigvalsh(negated)[:, 0].min()))  # λ_max(G) = −λ_min(−G)
     return math.sqrt(best)
 
@@ -72,12 +72,12 @@ def bench(channels: int, args: argparse.Namespace) -> str:
     kernel = random_kernel(channels, args.kernel, args.dims, args.seed)
     times, cpus = [], []
     for _ in range(args.repeats):
-        elapsed, cpu, bound = cpu_timed(bounds.conv_operator_bound, kernel, tol=args.tol)
+        elapsed, cpu, bound = cpu_timed(conv_bounds.conv_operator_bound, kernel, tol=args.tol)
         times.append(elapsed)
         cpus.append(cpu)
-    cheap_s, _ = timed(bounds._reshape_bound_below, kernel.double(), bound.tight)  # as the bound runs it
-    all_s, _ = timed(bounds.reshape_bounds, kernel)  # every reshape solved exactly
-    grid_s, _ = timed(bounds.grid_max, kernel, bound.grid)
+    cheap_s, _ = timed(conv_bounds._reshape_bound_below, kernel.double(), bound.tight)  # as the bound runs it
+    all_s, _ = timed(conv_bounds.reshape_bounds, kernel)  # every reshape solved exactly
+    grid_s, _ = timed(conv_bounds.grid_max, kernel, bound.grid)
     width = bound.upper / bound.lower - 1.0
     row = (f"{channels:>8} {'x'.join(map(str, bound.grid)):>12} {statistics.median(times):>9.2f} "
            f"{min(times):>7.2f} {statistics.median(cpus):>7.2f} {bound.lower:>9.5f} {bound.upper:>9.5f} {width:>8.2%} "

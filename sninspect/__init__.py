@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 from sninspect._version import __version__
-from sninspect.audit.pipeline import Options, analyze, inventory
+from sninspect.audit.inventory import inventory
+from sninspect.audit.options import Options
+from sninspect.audit.pipeline import analyze
 from sninspect.errors import SninspectError
 from sninspect.results.report import LayerAudit, ModelAudit, NetworkBound, Report
 from sninspect.rewrite import apply, convert, strip

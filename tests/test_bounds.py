@@ -1,5 +1,5 @@
-"""sninspect.linalg.bounds against dense oracles: full Jacobians of real torch convolutions, an independent
-maximization of the symbol, brute-force FFT grids, and eval-mode BatchNorm."""
+"""sninspect.linalg.conv_bounds, conv_same and network against dense oracles: full Jacobians of real
+torch convolutions, an independent maximization of the symbol, brute-force FFT grids, and eval-mode BatchNorm."""
 
 from __future__ import annotations
 
@@ -15,19 +15,17 @@ from hypothesis import strategies as st
 from scipy.optimize import minimize, minimize_scalar
 from torch import Tensor, nn
 
-from sninspect.linalg import bounds
-from sninspect.linalg.bounds import (
+from sninspect.linalg import conv_bounds
+from sninspect.linalg.conv_bounds import (
     ConvBound,
-    NotConvergedError,
-    batchnorm_factor,
     certification_factor,
     conv_operator_bound,
-    conv_same_operator_norm,
-    cumulative_product,
     grid_max,
     grid_sizes,
     reshape_bounds,
 )
+from sninspect.linalg.conv_same import NotConvergedError, conv_same_operator_norm
+from sninspect.linalg.network import batchnorm_factor, cumulative_product
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -319,12 +317,12 @@ def test_lower_is_exact_circular_norm(ks: tuple[int, ...], tol: float, c_out: in
     "shape",
     [(3, 2, 3), (2, 5, 4), (8, 8, 3, 3), (5, 12, 3, 3), (12, 5, 2, 4), (24, 24, 3, 3), (4, 3, 2, 3, 2)],
 )
-@pytest.mark.parametrize("chunk_bytes", [bounds.CHUNK_BYTES, 2**16])
+@pytest.mark.parametrize("chunk_bytes", [conv_bounds.CHUNK_BYTES, 2**16])
 def test_screened_grid_max_matches_brute_force(shape: tuple[int, ...], chunk_bytes: int,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     """Cholesky screening with a running maximum finds the same maximum as an SVD at every frequency,
     in one chunk or many."""
-    monkeypatch.setattr(bounds, "CHUNK_BYTES", chunk_bytes)
+    monkeypatch.setattr(conv_bounds, "CHUNK_BYTES", chunk_bytes)
     gen = torch.Generator().manual_seed(sum(shape))
     grid = grid_sizes(shape[2:], 0.05)
     random = torch.randn(shape, generator=gen, dtype=torch.float64)

@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pytest
 
-# The package split (issue 15) lands in steps; these markers go when it is complete.
-pending = pytest.mark.xfail(reason="package split in progress", strict=False)
-
 PACKAGE = Path(__file__).resolve().parent.parent / "sninspect"
 
 RANK = {"results": 0, "errors": 0, "_version": 0, "linalg": 1, "io": 1, "dialects": 2, "audit": 3, "render": 4,
@@ -49,7 +46,6 @@ def _imported_areas(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-@pending
 def test_imports_run_one_way() -> None:
     upward = []
     for path in _modules():
@@ -69,7 +65,6 @@ def _dialect_names() -> set[str]:
     return {str(member.value) for member in DialectName}
 
 
-@pending
 def test_no_dialect_name_literal_outside_dialects() -> None:
     names = _dialect_names()
     found = []
@@ -85,7 +80,6 @@ def test_no_dialect_name_literal_outside_dialects() -> None:
     assert not found, "dialect names outside dialects/ (ask the dialect instead):\n" + "\n".join(found)
 
 
-@pending
 @pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_module_is_readable_in_one_sitting(path: Path) -> None:
     lines = len(path.read_text().splitlines())

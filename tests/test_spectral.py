@@ -1,4 +1,4 @@
-"""spectral.py against numpy's SVD and closed forms."""
+"""linalg/spectral.py and linalg/exact.py against numpy's SVD and closed forms."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sninspect.linalg.exact import exact_spectra
 from sninspect.linalg.spectral import (
     cos_error,
-    exact_spectra,
     matrix_vector,
     normalize,
     power_step,

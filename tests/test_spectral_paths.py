@@ -1,7 +1,7 @@
-"""The two exact-spectra paths of spectral.py — the Gram/eigen route (``auto``) and the plain SVD —
+"""The two exact-spectra paths of linalg/exact.py — the Gram/eigen route (``auto``) and the plain SVD —
 against numpy's LAPACK SVD, on random, graded, clustered, rank-deficient and badly scaled matrices.
 
-The contract (spectral.TARGET_ULPS): every singular value to 4096·eps·σ1 absolute (9.1e-13·σ1 in
+The contract (exact.TARGET_ULPS): every singular value to 4096·eps·σ1 absolute (9.1e-13·σ1 in
 float64), σ1 to that relative, the top pair's residual below it. The tests also show *why* the
 fallbacks exist: √λ of the Gram matrix alone misses the contract on small singular values.
 """
@@ -18,8 +18,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sninspect.linalg import spectral
-from sninspect.linalg.spectral import TARGET_ULPS, Spectrum, exact_spectra, gram_allowance, sqrt_trust
+from sninspect.linalg import exact
+from sninspect.linalg.exact import TARGET_ULPS, Spectrum, exact_spectra, gram_allowance, sqrt_trust
 
 EPS64 = torch.finfo(torch.float64).eps
 CONTRACT = TARGET_ULPS * EPS64  # 9.1e-13
@@ -227,7 +227,7 @@ def test_batches_keep_order_and_use_loaded_blocks_in_place() -> None:
     rng = np.random.default_rng(5)
     block = torch.from_numpy(rng.standard_normal((5, 12, 30)))
     mats = [block[j] for j in range(5)]
-    batch = spectral._as_batch(mats)
+    batch = exact._as_batch(mats)
     assert batch.data_ptr() == block.data_ptr() and batch.shape == (5, 12, 30)
     mixed = [torch.from_numpy(rng.standard_normal(s)) for s in ((12, 30), (30, 12), (12, 30), (7, 7))]
     mixed.append(mixed[0].float())
@@ -237,7 +237,7 @@ def test_batches_keep_order_and_use_loaded_blocks_in_place() -> None:
             assert spectrum.u1.shape == (matrix.shape[0],) and spectrum.v1.shape == (matrix.shape[1],)
             assert spectrum.values.dtype == matrix.dtype
             assert_contract(matrix, spectrum)
-    assert spectral._as_batch([mats[0], mats[2]]).data_ptr() != block.data_ptr()  # not consecutive: stacked
+    assert exact._as_batch([mats[0], mats[2]]).data_ptr() != block.data_ptr()  # not consecutive: stacked
 
 
 def test_batch_with_mixed_outcomes() -> None:
@@ -269,7 +269,7 @@ def test_cuda_matches_cpu() -> None:  # pragma: no cover - runs where a GPU is p
 
 
 # ----------------------------------------------------------------------------------------------
-# Loading for the audit (analysis._load_matrix) and handing mapped pages back
+# Loading for the audit (audit.batch.load_matrix) and handing mapped pages back
 
 
 class _BusSpy(torch.Tensor):
@@ -288,13 +288,13 @@ class _BusSpy(torch.Tensor):
 
 def test_weights_cross_to_the_device_in_their_stored_dtype() -> None:
     """fp16 on the bus, float64 only on the device: a quarter of the bytes of converting first."""
-    from sninspect.audit.pipeline import _load_matrix
+    from sninspect.audit.batch import load_matrix
 
     stored = torch.randn(6, 4, 3, 3).half()
     _BusSpy.calls = []
     spy = stored.as_subclass(_BusSpy)
     slot = torch.empty(6, 36, dtype=torch.float64)
-    matrix = _load_matrix({"w": spy}, "w", 0, torch.device("cuda"), torch.float64, out=slot)
+    matrix = load_matrix({"w": spy}, "w", 0, torch.device("cuda"), torch.float64, out=slot)
     assert _BusSpy.calls == [((torch.device("cuda"),), ("non_blocking",))]  # no dtype argument
     assert matrix.data_ptr() == slot.data_ptr() and matrix.dtype == torch.float64
     assert torch.equal(matrix, stored.double().reshape(6, -1))
@@ -340,7 +340,7 @@ def test_piecewise_loading_gives_the_same_audit(tmp_path, monkeypatch, suffix) -
     from safetensors.torch import save_file
 
     import sninspect
-    from sninspect.audit import pipeline as analysis
+    from sninspect.audit import batch
 
     generator = torch.Generator().manual_seed(5)
     state = {}
@@ -360,7 +360,7 @@ def test_piecewise_loading_gives_the_same_audit(tmp_path, monkeypatch, suffix) -
     else:
         save_file(state, path)
     whole = sninspect.analyze(path, device="cpu").to_dict()
-    monkeypatch.setattr(analysis, "RELEASE_BYTES", 64)  # many pieces per layer
+    monkeypatch.setattr(batch, "RELEASE_BYTES", 64)  # many pieces per layer
     pieces = sninspect.analyze(path, device="cpu").to_dict()
     assert pieces == whole
 
@@ -375,16 +375,25 @@ def test_limit_heap_retention_is_safe_to_call() -> None:
     assert torch.equal(torch.ones(2**18) * 2, torch.full((2**18,), 2.0))  # big allocations still work
 
 
+def test_heap_retention_limited_is_a_context() -> None:
+    from sninspect.io import residency
+
+    with residency.heap_retention_limited() as took:
+        assert isinstance(took, bool)
+        assert torch.equal(torch.ones(2**18) * 2, torch.full((2**18,), 2.0))
+    assert torch.equal(torch.ones(2**18) * 3, torch.full((2**18,), 3.0))  # and after it
+
+
 @pytest.mark.parametrize("rows", [512, 515, 1031])
 def test_paneled_gram_is_w_wt_and_symmetric(rows: int) -> None:
     """The panel-by-panel Gram matrix (upper block rows, lower mirrored) equals W Wᵀ to rounding, is
     exactly symmetric, and the spectra through it match numpy's SVD to the contract."""
     generator = torch.Generator().manual_seed(rows)
     wide = torch.randn(2, rows, rows + 70, generator=generator, dtype=torch.float64)
-    gram = spectral._gram(wide)
+    gram = exact._gram(wide)
     dense = (wide @ wide.mT).numpy()
     np.testing.assert_allclose(gram.numpy(), dense, rtol=0, atol=1e-12 * float(np.abs(dense).max()))
-    step = -(-rows // spectral.GRAM_PANELS)  # off the diagonal panels the lower triangle is a mirror
+    step = -(-rows // exact.GRAM_PANELS)  # off the diagonal panels the lower triangle is a mirror
     assert torch.equal(gram[:, step:, :step], gram[:, :step, step:].mT)
     for matrix, spectrum in zip(wide, exact_spectra(list(wide), method="gram"), strict=True):
         assert_contract(matrix, spectrum)

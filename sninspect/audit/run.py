@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Protocol
 
 from sninspect.audit import checks, trend
-from sninspect.audit.pipeline import Options, analyze
+from sninspect.audit.options import Options
+from sninspect.audit.pipeline import analyze
 from sninspect.errors import InputError
 from sninspect.results.check import Rules, Verdict
 from sninspect.results.report import Report

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from sninspect.audit import run
-from sninspect.audit.pipeline import inventory
+from sninspect.audit.inventory import inventory
 from sninspect.cli.app import app
 from sninspect.cli.errors import exit_for, handle_errors, say, unreadable
 from sninspect.cli.options import (

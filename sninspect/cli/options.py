@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sninspect.audit.pipeline import Options
+from sninspect.audit.options import Options
 from sninspect.cli.errors import say
 from sninspect.errors import UsageError
 

@@ -109,6 +109,9 @@ class Dialect(ABC):
 
     name: ClassVar[DialectName]
     summary: ClassVar[str]
+    operator_sized: ClassVar[bool] = False
+    """True where σ is the norm of the convolution itself at the stored vector's input size, not of
+    the reshaped kernel: the audit then reports that operator's numbers."""
     one_d_by_norm: ClassVar[bool] = False
     """A 1-D weight is divided by its exact L2 norm and stores no u, v (parametrize)."""
     assumes_dim0: ClassVar[bool] = False

@@ -29,6 +29,7 @@ from sninspect.linalg.spectral import to_matrix
 class ConvOperator(Dialect):
     name = DialectName.conv_operator
     summary = "conv-operator SN: P_orig, buffer P, P_u shaped (1, C, H, W)"
+    operator_sized = True
 
     def detect(self, shapes: Shapes) -> list[SNLayer]:
         layers = []

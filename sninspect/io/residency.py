@@ -8,7 +8,8 @@ are read again from the file if touched again; pages someone wrote to are kept (
 data is ever lost, unlike ``MADV_DONTNEED`` on a private mapping. The cost is a re-read from disk for
 pages used again, which an audit does once per conv layer at most.
 
-:func:`limit_heap_retention` is for the CLI's own process: glibc's malloc raises its mmap threshold
+:func:`heap_retention_limited` (a context manager; :func:`limit_heap_retention` for the rest of
+the process) is for the CLI's own process: glibc's malloc raises its mmap threshold
 each time a large block is freed (up to 32 MiB), after which blocks of one layer's size come from the
 heap and the freed ones stay resident; whether that happens depends on the order of frees, and was
 seen to add 56 MiB to the peak of one run of the same audit and not the next. A fixed threshold of
@@ -19,7 +20,8 @@ from __future__ import annotations
 
 import ctypes
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
@@ -41,47 +43,67 @@ def release(pointers: Iterable[int] = ()) -> int:
         return 0
     wanted = sorted(set(pointers))
     advised = 0
-    for line in maps.splitlines():
-        parts = line.split(maxsplit=5)
-        if len(parts) < 6 or parts[4] == "0" or "x" in parts[1]:
-            continue  # anonymous, or code
-        start, end = (int(x, 16) for x in parts[0].split("-"))
-        ours = parts[5].lower().endswith(CHECKPOINT_SUFFIXES) or any(start <= p < end for p in wanted)
-        if ours and _madvise(start, end - start, MADV_PAGEOUT):
-            advised += end - start
+    with _libc() as libc:
+        if libc is None:
+            return 0
+        for line in maps.splitlines():
+            parts = line.split(maxsplit=5)
+            if len(parts) < 6 or parts[4] == "0" or "x" in parts[1]:
+                continue  # anonymous, or code
+            start, end = (int(x, 16) for x in parts[0].split("-"))
+            ours = parts[5].lower().endswith(CHECKPOINT_SUFFIXES) or any(start <= p < end for p in wanted)
+            if ours and int(libc.madvise(start, end - start, MADV_PAGEOUT)) == 0:
+                advised += end - start
     return advised
 
 
 M_MMAP_THRESHOLD = -3
 """glibc malloc.h: mallopt parameter; setting it also turns the dynamic threshold off."""
 
+DEFAULT_MMAP_THRESHOLD = 128 * 2**10
+"""glibc's initial M_MMAP_THRESHOLD (DEFAULT_MMAP_THRESHOLD_MIN), what leaving the context restores."""
+
+
+@contextmanager
+def heap_retention_limited(threshold: int = 2**20) -> Iterator[bool]:
+    """Within the block, serve allocations of ``threshold`` bytes and more by mmap, returned to the OS
+    when freed (glibc only). Yields whether it took. Process-wide, so the CLI enters it for its own
+    process; the library does not. On leaving, the threshold goes back to glibc's initial 128 KiB
+    (glibc cannot report the value it had, and its dynamic adjustment stays off)."""
+    took = _set_mmap_threshold(threshold)
+    try:
+        yield took
+    finally:
+        if took:
+            _set_mmap_threshold(DEFAULT_MMAP_THRESHOLD)
+
 
 def limit_heap_retention(threshold: int = 2**20) -> bool:
-    """Serve allocations of ``threshold`` bytes and more by mmap, returned to the OS when freed
-    (glibc only; process-wide, so the CLI calls it, the library does not). True where it took."""
-    libc = _libc_handle() if sys.platform.startswith("linux") else None
-    mallopt = getattr(libc, "mallopt", None)  # glibc; musl has none
-    if mallopt is None:
-        return False
-    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return bool(mallopt(M_MMAP_THRESHOLD, threshold))
+    """:func:`heap_retention_limited` for the rest of the process (the CLI's callback, whose process
+    ends with the command). True where it took."""
+    return _set_mmap_threshold(threshold)
 
 
-_libc: ctypes.CDLL | None = None
+def _set_mmap_threshold(threshold: int) -> bool:
+    with _libc() as libc:
+        mallopt = getattr(libc, "mallopt", None)  # glibc; musl has none
+        if mallopt is None:
+            return False
+        mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+        return bool(mallopt(M_MMAP_THRESHOLD, threshold))
 
 
-def _libc_handle() -> ctypes.CDLL | None:
-    global _libc
-    if _libc is None:
-        try:
-            _libc = ctypes.CDLL(None, use_errno=True)
-            _libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-            _libc.madvise.restype = ctypes.c_int
-        except (OSError, AttributeError):
-            return None
-    return _libc
-
-
-def _madvise(address: int, length: int, advice: int) -> bool:
-    libc = _libc_handle()
-    return libc is not None and int(libc.madvise(address, length, advice)) == 0
+@contextmanager
+def _libc() -> Iterator[ctypes.CDLL | None]:
+    """The C library of this process (``dlopen(NULL)``: already loaded, nothing is opened anew), or
+    None off Linux or where it has no madvise; opened per use, so no handle is kept at module level."""
+    if not sys.platform.startswith("linux"):
+        yield None
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+        libc.madvise.restype = ctypes.c_int
+    except (OSError, AttributeError):
+        libc = None
+    yield libc

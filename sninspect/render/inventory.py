@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from sninspect.audit.pipeline import LayerInfo
+    from sninspect.audit.inventory import LayerInfo
 
 COLUMNS = ("layer", "dialect", "kind", "shape", "dim", "dtype", "SN keys")
 

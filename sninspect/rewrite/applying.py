@@ -10,7 +10,8 @@ from sninspect.dialects import DialectName
 from sninspect.dialects.base import module_and_param, weight64
 from sninspect.errors import LayerError
 from sninspect.io.load import display_name
-from sninspect.linalg.spectral import exact_spectra, to_matrix
+from sninspect.linalg.exact import exact_spectra
+from sninspect.linalg.spectral import to_matrix
 from sninspect.rewrite.files import PathLike, rewrite_file
 from sninspect.rewrite.options import TRANSPOSED_HINT, WEIGHT, Selector, Style, compile_option
 from sninspect.rewrite.state import State, StateRewrite, copy_metadata, detect, named, rebuild

@@ -1,4 +1,4 @@
-"""Certified Lipschitz bounds: convolutions as operators, eval-mode BatchNorm, running products.
+"""Certified bounds on the operator norm of a convolution, from its frequency symbol.
 
 Pure math: no I/O, no printing.
 
@@ -56,12 +56,11 @@ all four reshapes skipped, the bound 1.2 s faster).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import product
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from sninspect.linalg.spectral import power_step
@@ -77,13 +76,6 @@ the allocator instead of page-faulted anew on every call."""
 ROUNDING_SLACK = 1e-9
 """Relative allowance added to certified bounds for floating-point rounding: the Cholesky backward
 error γ_{n+1}·tr (Higham 2002, Thm 10.5) and the rounding of G(ω); grows as n²·eps beyond n ≈ 4000."""
-
-_CONV = (F.conv1d, F.conv2d, F.conv3d)
-_CONV_T = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
-
-
-class NotConvergedError(RuntimeError):
-    """An iterative eigen-solve ran out of iterations before its residual test held."""
 
 
 @dataclass(frozen=True)
@@ -106,10 +98,6 @@ class ConvBound:
     """Frequency grid size N per spatial axis (1 along axes with k = 1)."""
     method: str
     """Which bound gave ``upper``: ``exact (1x1)``, ``fft-certified`` or ``reshape``."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Convolution bounds
 
 
 def grid_sizes(kernel_size: Sequence[int], tol: float) -> tuple[int, ...]:
@@ -158,7 +146,7 @@ def reshape_bounds(kernel: Tensor) -> list[float]:
     applies the first argument along the axes outside S and Cauchy–Schwarz over the taps of the
     axes in S (Singla & Feizi 2021 for 2-D; the same proof for any d).
     """
-    weight = _as_kernel(kernel, None)
+    weight = as_kernel(kernel, None)
     scale = math.sqrt(math.prod(weight.shape[2:]))
     return [scale * _sigma1(matrix) for matrix in _reshapes(weight)]
 
@@ -297,7 +285,7 @@ def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLA
     Half the grid (conjugate pairs), G(ω) from the autocorrelation, frequencies in decreasing tr G,
     one Cholesky per frequency against the running maximum, an eigen-solve where it fails.
     """
-    weight = _as_kernel(kernel, None)
+    weight = as_kernel(kernel, None)
     if weight.shape[0] < weight.shape[1]:
         weight = weight.transpose(0, 1)  # K̂ᵀ has the same singular values; Gram on the smaller side
     offsets, autocorr = _autocorrelation(weight)  # (M, d), (M, n, n)
@@ -339,7 +327,7 @@ def conv_operator_bound(
     ``upper / lower − 1 ≤ tol``. Computed in float64 on ``device`` (default: the kernel's).
     All 1-sized kernels are matrices: upper = lower = σ1 exactly.
     """
-    weight = _as_kernel(kernel, device)
+    weight = as_kernel(kernel, device)
     c_out, c_in, *ks = weight.shape
     slack = max(ROUNDING_SLACK, 4.0 * torch.finfo(torch.float64).eps * (min(c_out, c_in) + 1) ** 2)
     if not tol > 4.0 * slack:
@@ -357,7 +345,7 @@ def conv_operator_bound(
     return ConvBound(cheap, lower, tight, cheap, grid, "reshape")
 
 
-def _as_kernel(kernel: Tensor, device: torch.device | str | None) -> Tensor:
+def as_kernel(kernel: Tensor, device: torch.device | str | None) -> Tensor:
     """A detached real float64 conv kernel (c_out, c_in, k1[, k2[, k3]]) on ``device``."""
     if kernel.dim() not in (3, 4, 5):
         raise ValueError(f"expected a conv kernel (c_out, c_in, k1[, k2[, k3]]), got {list(kernel.shape)}")
@@ -369,178 +357,3 @@ def _as_kernel(kernel: Tensor, device: torch.device | str | None) -> Tensor:
     if not bool(torch.isfinite(weight).all()):
         raise ValueError("conv kernel has NaN or infinite entries")
     return weight
-
-
-# ----------------------------------------------------------------------------------------------
-# The 'same' convolution at one input size (conv-operator SN, Ryu et al. 2019 / Gouk et al. 2021)
-
-
-def _same_padding(kernel_size: Sequence[int]) -> list[int]:
-    """F.pad amounts (last axis first) of PyTorch's padding='same' at stride 1: (k−1)//2 before,
-    the rest (one more for even k) after."""
-    pads: list[int] = []
-    for k in reversed(kernel_size):
-        pads += [(k - 1) // 2, (k - 1) - (k - 1) // 2]
-    return pads
-
-
-def _same_conv_pair(
-    weight: Tensor, input_size: Sequence[int]
-) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
-    """(A, Aᵀ) for the zero-padded 'same' stride-1 conv with weight (b, a, k...): (1, a, *n) ↔ (1, b, *n)."""
-    d = weight.dim() - 2
-    pads = _same_padding(weight.shape[2:])
-    conv, conv_t = _CONV[d - 1], _CONV_T[d - 1]
-    before = [pads[2 * (d - 1 - i)] for i in range(d)]
-
-    def forward(x: Tensor) -> Tensor:
-        return conv(F.pad(x, pads), weight)  # (1, b, *n)
-
-    def adjoint(y: Tensor) -> Tensor:
-        # The adjoint of a valid conv is the full transposed conv; of zero-padding, cropping.
-        full = conv_t(y, weight)  # (1, a, *(n + k − 1))
-        for axis in range(d):
-            full = full.narrow(2 + axis, before[axis], input_size[axis])
-        return full  # (1, a, *n)
-
-    return forward, adjoint
-
-
-def _top_eigenpair(
-    apply: Callable[[Tensor], Tensor], start: Tensor, *, tol: float, max_iter: int, basis: int = 24,
-    keep: int = 6,
-) -> tuple[float, Tensor]:
-    """Largest eigenpair of a symmetric positive semidefinite operator: thick-restart Lanczos.
-
-    Rayleigh–Ritz on an orthonormal basis Q (with W = M Q); each step adds the residual of the top
-    Ritz pair, which spans the next Krylov direction (so this is Lanczos), orthogonalized twice; a
-    full basis restarts from the top ``keep`` Ritz vectors (Wu & Simon 2000, SIAM J. Matrix Anal.
-    Appl. 22). Stops when ‖Mx − θx‖ ≤ tol·θ, re-checked with a fresh product: then θ is within
-    tol·θ of an eigenvalue — the largest, since the start has a component along every eigenvector.
-    ``max_iter`` counts products with M.
-    """
-    dim = start.numel()
-    basis = min(basis, dim)
-    keep = max(1, min(keep, basis - 1))
-    q_mat = start.new_zeros(basis, dim)  # (basis, D) orthonormal rows
-    w_mat = start.new_zeros(basis, dim)  # (basis, D) M applied to each row
-    q_mat[0] = start / torch.linalg.vector_norm(start)
-    w_mat[0] = apply(q_mat[0])
-    size, products = 1, 1
-    generator = torch.Generator(device="cpu").manual_seed(1)
-    while True:
-        projected = q_mat[:size] @ w_mat[:size].T  # (size, size)
-        theta, ritz = torch.linalg.eigh(0.5 * (projected + projected.T))  # ascending
-        theta, ritz = theta.flip(0), ritz.flip(1)
-        top = float(theta[0])
-        x = ritz[:, 0] @ q_mat[:size]  # (D,)
-        residual = ritz[:, 0] @ w_mat[:size] - top * x  # (D,)
-        if top <= 0.0:
-            return 0.0, x  # M = 0 on the start's Krylov space, and M ⪰ 0
-        if float(torch.linalg.vector_norm(residual)) <= tol * top:
-            mx = apply(x)  # fresh product: the recurrence for W drifts slowly
-            products += 1
-            top = float(x @ mx)
-            if float(torch.linalg.vector_norm(mx - top * x)) <= tol * top:
-                return top, x
-            q_mat[0], w_mat[0], size = x, mx, 1  # drifted: restart from x
-            continue
-        if products >= max_iter:
-            raise NotConvergedError(
-                f"Lanczos did not reach a relative residual of {tol:g} in {max_iter} products "
-                f"(now {float(torch.linalg.vector_norm(residual)) / top:.3g})"
-            )
-        if size == basis:  # thick restart: keep the top Ritz vectors; the residual stays ⟂ to them
-            q_mat[:keep] = ritz[:, :keep].T @ q_mat[:size]
-            w_mat[:keep] = ritz[:, :keep].T @ w_mat[:size]
-            size = keep
-        direction = residual
-        for _ in range(2):  # classical Gram–Schmidt, twice
-            direction = direction - (direction @ q_mat[:size].T) @ q_mat[:size]
-        norm = float(torch.linalg.vector_norm(direction))
-        if norm <= 1e-10 * float(torch.linalg.vector_norm(residual)):  # breakdown: an invariant subspace
-            direction = torch.randn(dim, generator=generator, dtype=start.dtype).to(start.device)
-            for _ in range(2):
-                direction = direction - (direction @ q_mat[:size].T) @ q_mat[:size]
-            norm = float(torch.linalg.vector_norm(direction))
-        q_mat[size] = direction / norm
-        w_mat[size] = apply(q_mat[size])
-        size += 1
-        products += 1
-
-
-def conv_same_operator_norm(
-    kernel: Tensor,
-    input_size: tuple[int, ...],
-    *,
-    transposed: bool = False,
-    tol: float = 1e-12,
-    max_iter: int = 10_000,
-    u0: Tensor | None = None,
-) -> tuple[float, Tensor]:
-    """Exact 2-norm of the zero-padded 'same' stride-1 convolution at ``input_size`` and its top right
-    singular vector, shaped (1, c_in, *input_size) with c_in the operator's input channels.
-
-    Padding per axis: (k−1)//2 before, the rest after (PyTorch's padding='same'; for odd k that is
-    (k−1)/2 per side). ``transposed``: ``kernel`` is a ConvTranspose weight (c_in, c_out, k...) and the
-    operator is the exact adjoint of that 'same' convolution (ConvTranspose with padding (k−1)/2 for
-    odd k). σ² is the top eigenvalue of AᵀA (conv, then its transpose), found by thick-restart
-    Lanczos to a relative residual ``tol``: σ is then accurate to ~tol/2 relative whatever the gap,
-    and the vector to ~tol·σ1²/(σ1² − σ2²) in angle. When σ1 ≈ σ2 the value is still right but the
-    vector is some unit vector of the near-degenerate top subspace: it is not unique. ``u0`` (e.g. a
-    stored conv-operator u) warm-starts the iteration; 1% of a fixed random vector is mixed in so that
-    a start with no component along the top vector cannot stall on the second. float64.
-    """
-    weight = _as_kernel(kernel, None)
-    d = weight.dim() - 2
-    if len(input_size) != d or any(n < 1 for n in input_size):
-        raise ValueError(f"input_size must be {d} positive sizes for a {d}-D kernel, got {tuple(input_size)}")
-    forward, adjoint = _same_conv_pair(weight, input_size)
-    if transposed:
-        forward, adjoint = adjoint, forward
-    c_in = weight.shape[0] if transposed else weight.shape[1]
-    shape = (1, c_in, *input_size)
-
-    def gram(x: Tensor) -> Tensor:
-        return adjoint(forward(x.reshape(shape))).reshape(-1)  # AᵀA x, (D,)
-
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    noise = torch.randn(math.prod(shape), generator=generator, dtype=torch.float64).to(weight.device)  # (D,)
-    noise = noise / torch.linalg.vector_norm(noise)
-    if u0 is None:
-        start = noise
-    else:
-        if u0.numel() != noise.numel():
-            raise ValueError(f"u0 has {u0.numel()} entries, expected {noise.numel()} = prod{shape}")
-        guess = u0.detach().reshape(-1).to(device=weight.device, dtype=torch.float64)  # (D,)
-        norm = torch.linalg.vector_norm(guess)
-        start = guess / norm + 0.01 * noise if float(norm) > 0.0 else noise
-    eigenvalue, vector = _top_eigenpair(gram, start, tol=tol, max_iter=max_iter)
-    vector = vector / torch.linalg.vector_norm(vector)
-    vector = vector * torch.sign(vector[torch.argmax(vector.abs())])  # largest entry positive
-    return math.sqrt(max(eigenvalue, 0.0)), vector.reshape(shape)
-
-
-# ----------------------------------------------------------------------------------------------
-# BatchNorm and the chain
-
-
-def batchnorm_factor(weight: Tensor | None, running_var: Tensor, eps: float = 1e-5) -> float:
-    """Lipschitz constant of eval-mode BatchNorm, a per-channel affine map x ↦ γ (x − μ)/sqrt(var + ε) + β:
-    max |γ| / sqrt(running_var + ε), γ = 1 when there is no affine weight."""
-    var = running_var.detach().to(torch.float64).reshape(-1)  # (C,)
-    if var.numel() == 0:
-        raise ValueError("running_var is empty")
-    gamma = torch.ones_like(var) if weight is None else weight.detach().to(var).reshape(-1).abs()  # (C,)
-    if gamma.shape != var.shape:
-        raise ValueError(f"BatchNorm weight has {gamma.numel()} entries, running_var {var.numel()}")
-    return float((gamma / torch.sqrt(var + eps)).max())
-
-
-def cumulative_product(factors: Sequence[float]) -> list[float]:
-    """Running product of per-layer factors: the network bound by depth."""
-    out, running = [], 1.0
-    for factor in factors:
-        running *= factor
-        out.append(running)
-    return out

@@ -1,0 +1,113 @@
+"""One layer's audit: every number of DESIGN.md "The numbers" from its matrix and exact spectrum,
+and the invariant checks that turn them into warnings."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from sninspect import dialects
+from sninspect.audit.inventory import layer_kind
+from sninspect.dialects import SNLayer
+from sninspect.io.load import display_name
+from sninspect.linalg.exact import Spectrum
+from sninspect.linalg.spectral import cos_error, relative_error, stable_rank, uv_residual
+from sninspect.results.report import PLAIN, LayerAudit
+
+NORM_TOLERANCE = 1e-3
+"""‖u‖ or ‖v‖ further than this from 1 is reported (EMA-averaged buffers, hand-edited state)."""
+
+
+@dataclass(frozen=True)
+class PlainLayer:
+    """A weight layer without SN."""
+
+    key: str
+    name: str
+
+
+def base_audit(layer: SNLayer | PlainLayer, tensors: Mapping[str, Tensor]) -> LayerAudit:
+    """What a layer is (name, dialect, kind, shape, dim, dtype, notes), before any number."""
+    if isinstance(layer, SNLayer):
+        key, name, dialect = layer.weight_key, display_name(layer.name), layer.dialect
+        dim, notes = layer.dim, layer.notes
+    else:
+        key, name, dialect, dim, notes = layer.key, layer.name, PLAIN, 0, ()
+    shape = tuple(tensors[key].shape)
+    return LayerAudit(
+        name=name, model="", dialect=dialect, kind=layer_kind(name, shape, dim or 0), shape=shape,
+        dim=dim or 0, dtype=str(tensors[key].dtype).removeprefix("torch."), notes=notes,
+    )
+
+
+def error_audit(layer: SNLayer | PlainLayer, tensors: Mapping[str, Tensor], message: str) -> LayerAudit:
+    """The audit of a layer that could not be audited: what it is, and why not."""
+    return replace(base_audit(layer, tensors), error=message)
+
+
+def audit_layer(
+    layer: SNLayer | PlainLayer, matrix: Tensor, spectrum: Spectrum, tensors: Mapping[str, Tensor]
+) -> LayerAudit:
+    """Every number of DESIGN.md "The numbers" for one layer."""
+    base = base_audit(layer, tensors)
+    sigma1 = spectrum.sigma1
+    common = dict(
+        sigma_exact=sigma1,
+        spectral_gap=spectrum.gap,
+        stable_rank=stable_rank(matrix, sigma1),
+        degenerate=spectrum.degenerate,
+        singular_values=tuple(float(s) for s in spectrum.values.cpu()),
+    )
+    if not isinstance(layer, SNLayer):
+        return replace(base, sigma_effective=sigma1, **common)  # type: ignore[arg-type]
+
+    estimate = dialects.by_name(layer.dialect).estimate(layer, matrix, tensors)
+    sigma_hat = estimate.sigma_hat
+    if estimate.eval_matrix is not None:
+        effective = float(torch.linalg.matrix_norm(estimate.eval_matrix, ord=2))
+    else:
+        effective = sigma1 / sigma_hat if sigma_hat != 0.0 else math.inf
+    u, v = estimate.u, estimate.v
+    cos_u = cos_v = None
+    if not spectrum.degenerate:
+        cos_u = cos_error(u, spectrum.u1) if u is not None and bool(u.any()) else None
+        cos_v = cos_error(v, spectrum.v1) if v is not None and bool(v.any()) else None
+    notes = base.notes + estimate.notes
+    if spectrum.degenerate:
+        notes += (f"σ1 ≈ σ2 (σ2/σ1 = {spectrum.gap:.9f}): the top singular vector is not unique, no cosine",)
+    return replace(
+        base,
+        sigma_estimate=sigma_hat,
+        sigma_rel_error=relative_error(sigma_hat, sigma1),
+        sigma_effective=effective,
+        cos_error_u=cos_u,
+        cos_error_v=cos_v,
+        u_norm=float(torch.linalg.vector_norm(u)) if u is not None else None,
+        v_norm=float(torch.linalg.vector_norm(v)) if v is not None else None,
+        uv_residual=uv_residual(matrix, u, v) if u is not None and v is not None else None,
+        notes=notes,
+        **common,  # type: ignore[arg-type]
+    )
+
+
+
+def layer_warnings(audits: Sequence[LayerAudit]) -> list[str]:
+    """The invariant checks of DESIGN.md, one line per broken layer."""
+    out = []
+    for a in audits:
+        if a.error is not None:
+            out.append(f"layer '{a.name}' not audited: {a.error}")
+            continue
+        if a.sigma_estimate is not None and a.sigma_estimate <= 0.0:
+            out.append(f"layer '{a.name}': σ̂ = {a.sigma_estimate:.4g} ≤ 0 flips the sign of the weight "
+                       "(u/v saved before any training step?)")
+        for which, norm in (("u", a.u_norm), ("v", a.v_norm)):
+            if norm is not None and abs(norm - 1.0) > NORM_TOLERANCE:
+                out.append(f"layer '{a.name}': ‖{which}‖ = {norm:.6g}, expected 1 (EMA-averaged or edited buffer?)")
+        if a.degenerate and a.has_sn:
+            out.append(f"layer '{a.name}': σ1 ≈ σ2, the top singular vector is not unique (no cosine given)")
+    return out

@@ -1,0 +1,115 @@
+"""The network: eval-mode BatchNorm factors, the chain of layers in checkpoint order and the products
+that bound its Lipschitz constant, and the layers no bound covers."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from sninspect.io.load import display_name
+from sninspect.linalg.network import batchnorm_factor
+from sninspect.results.report import LayerAudit, NetworkBound
+
+ASSUMPTIONS = (
+    "feed-forward chain of the weight layers in checkpoint order with 1-Lipschitz activations; "
+    "residual additions, attention, pooling other than average, and embeddings are not covered"
+)
+
+_NORM_NAME = re.compile(r"(^|[._])(ln|gn|norm\w*|layer_?norm\w*|group_?norm\w*)\d*$", re.IGNORECASE)
+
+
+def norm_layer_warnings(shapes: Mapping[str, tuple[int, ...]], prefix: str) -> list[str]:
+    """LayerNorm / GroupNorm (a 1-D weight and bias named like a norm, without running statistics)
+    divide by a data-dependent scale: not globally Lipschitz, so no bound covers them."""
+    found = []
+    for key, shape in shapes.items():
+        if not key.endswith(".weight") or len(shape) != 1:
+            continue
+        module = key[: -len(".weight")]
+        if module + ".running_var" in shapes or module + ".bias" not in shapes:
+            continue
+        if _NORM_NAME.search(module):
+            found.append(prefix + display_name(module))
+    if not found:
+        return []
+    return [f"LayerNorm/GroupNorm-like layers ({', '.join(found[:6])}{' ...' if len(found) > 6 else ''}) are "
+            "not globally Lipschitz: the network bounds do not cover them"]
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """An eval-mode BatchNorm: its running_var key, display name and Lipschitz factor."""
+
+    key: str
+    name: str
+    factor: float
+
+
+def batchnorm_factors(
+    tensors: Mapping[str, Tensor], shapes: Mapping[str, tuple[int, ...]], device: torch.device
+) -> list[BatchNorm]:
+    """Eval-mode BatchNorm layers (a module with running_mean and running_var) and their factors."""
+    found = []
+    for key in shapes:
+        if not key.endswith("running_var"):
+            continue
+        module = key[: -len("running_var")]
+        weight = tensors.get(module + "weight")
+        var = tensors[key].detach().to(device=device, dtype=torch.float64)
+        gamma = weight.detach().to(device=device, dtype=torch.float64) if weight is not None else None
+        found.append(BatchNorm(key, display_name(module.rstrip(".")), batchnorm_factor(gamma, var)))
+    return found
+
+
+@dataclass(frozen=True)
+class ChainEntry:
+    """One factor of the network chain: a weight layer or a BatchNorm, at its checkpoint position."""
+
+    position: int
+    name: str
+    matrix: float | None
+    """Reshaped-matrix norm (σ_eff); None for a BatchNorm."""
+    operator: float | None
+    """Certified operator bound; None when the layer has none."""
+
+
+def network_bound(chain: Sequence[ChainEntry], excluded: Sequence[str]) -> NetworkBound:
+    """∏ of per-layer norms over the chain, in checkpoint order, with the running products."""
+    ordered = sorted(chain, key=lambda e: e.position)
+    matrix: float = 1.0
+    operator: float | None = 1.0
+    cumulative_matrix, cumulative_operator = [], []
+    for entry in ordered:
+        matrix *= entry.matrix if entry.matrix is not None else 1.0
+        operator = operator * entry.operator if (operator is not None and entry.operator is not None) else None
+        cumulative_matrix.append(matrix)
+        cumulative_operator.append(operator if operator is not None else math.nan)
+    has_layers = any(e.matrix is not None for e in ordered)
+    return NetworkBound(
+        matrix_product=matrix if has_layers else None,
+        operator_product=operator if has_layers else None,
+        cumulative_matrix=tuple(cumulative_matrix),
+        cumulative_operator=tuple(cumulative_operator),
+        layers=tuple(e.name for e in ordered),
+        excluded=tuple(excluded),
+        assumptions=ASSUMPTIONS,
+    )
+
+
+def chain_of(audits: Sequence[tuple[LayerAudit, str]], batchnorms: Sequence[BatchNorm],
+             order: Mapping[str, int], prefix: str) -> tuple[list[ChainEntry], list[str]]:
+    """The chain's factors and the layers left out of it."""
+    chain, excluded = [], []
+    for audit, key in audits:
+        if audit.error is not None or audit.kind in {"embedding", "vector"} or audit.sigma_effective is None:
+            excluded.append(audit.name)
+            continue
+        chain.append(ChainEntry(order[key], audit.name, audit.sigma_effective, audit.operator_bound))
+    for bn in batchnorms:
+        chain.append(ChainEntry(order[bn.key], prefix + bn.name, None, bn.factor))
+    return chain, excluded

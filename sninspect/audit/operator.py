@@ -1,0 +1,102 @@
+"""A layer as an operator, beyond its reshaped matrix: the certified conv bound, the operator-sized
+numbers of dialects whose σ is a convolution's at a stored input size, and the norm at the user's
+input size."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+
+import torch
+from torch import Tensor
+
+from sninspect import dialects
+from sninspect.dialects import SNLayer
+from sninspect.io import residency
+from sninspect.linalg import conv_bounds, conv_same
+from sninspect.linalg.spectral import cos_error, relative_error
+from sninspect.results.report import LayerAudit
+
+
+def effective_kernel(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mapping[str, Tensor],
+                     device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The weight the model uses, in its stored layout: W / σ̂, or the stored eval buffer."""
+    if buffer_key is not None:
+        return tensors[buffer_key].detach().to(device=device, dtype=dtype)
+    if not audit.has_sn:
+        return tensors[key].detach().to(device=device, dtype=dtype)
+    assert audit.sigma_estimate is not None  # Precondition: an audited SN layer has σ̂
+    weight = tensors[key].detach().to(device=device, dtype=dtype, copy=True)  # our own copy: divide in place
+    return weight.div_(audit.sigma_estimate)
+
+
+def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mapping[str, Tensor],
+                        device: torch.device, dtype: torch.dtype, tol: float) -> LayerAudit:
+    """Add ``operator_bound`` / ``operator_lower``: σ_eff for linear layers, the certified conv bound
+    for convolutions; nothing for embeddings and vectors (not part of a chain)."""
+    if audit.error is not None or audit.sigma_effective is None:
+        return audit
+    if audit.kind == "linear":
+        return replace(audit, operator_bound=audit.sigma_effective, operator_lower=audit.sigma_effective)
+    if not audit.kind.startswith("conv"):
+        return audit
+    kernel = effective_kernel(audit, key, buffer_key, tensors, device, dtype)
+    residency.release()  # the kernel is copied: hand the file's pages back before the bound's work
+    bound = conv_bounds.conv_operator_bound(kernel, tol=tol, device=device)
+    return replace(audit, operator_bound=bound.upper, operator_lower=bound.lower)
+
+
+def with_operator_sized(audit: LayerAudit, layer: SNLayer | None, tensors: Mapping[str, Tensor],
+                        device: torch.device) -> LayerAudit:
+    """For a dialect whose σ is a convolution's at the stored u's size (``Dialect.operator_sized``):
+    the σ numbers of that operator (:func:`_operator_sized_audit`); every other layer unchanged."""
+    if audit.error is not None or layer is None or not dialects.by_name(layer.dialect).operator_sized:
+        return audit
+    return _operator_sized_audit(audit, layer, tensors, device)
+
+
+def _operator_sized_audit(audit: LayerAudit, layer: SNLayer, tensors: Mapping[str, Tensor],
+                          device: torch.device) -> LayerAudit:
+    """Conv-operator SN (Ryu et al. 2019): σ numbers are the zero-padded 'same' convolution's at the
+    stored u's H×W, and u is compared with the operator's exact top singular vector (the input-side
+    one when u has the input's channels, the output-side one otherwise)."""
+    assert layer.u_key is not None and layer.buffer_key is not None  # Precondition: detected layout
+    weight = tensors[layer.weight_key].detach().to(device=device, dtype=torch.float64)
+    buffer = tensors[layer.buffer_key].detach().to(device=device, dtype=torch.float64)
+    u = tensors[layer.u_key].detach().to(device=device, dtype=torch.float64)
+    size = tuple(u.shape[2:])
+    channels = u.shape[1]
+    if u.dim() != weight.dim() or channels not in (weight.shape[0], weight.shape[1]):
+        return replace(audit, error=f"u of shape {list(u.shape)} fits neither side of the kernel "
+                                    f"{list(weight.shape)} (expected (1, C, *spatial))")
+    output_side = channels != weight.shape[1]
+    start = u if bool(u.any()) else None
+    sigma, top = conv_same.conv_same_operator_norm(weight, size, transposed=output_side, u0=start)
+    effective, _ = conv_same.conv_same_operator_norm(buffer, size, transposed=output_side)
+    assert audit.sigma_estimate is not None
+    cos = cos_error(u.reshape(-1), top.reshape(-1)) if start is not None else None
+    note = (f"conv-operator: σ exact, σ̂'s reference and σ_eff are the operator norms of the zero-padded "
+            f"'same' convolution at {'×'.join(map(str, size))} (u on the {'output' if output_side else 'input'} "
+            "side); gap and stable rank are the reshaped matrix's",)
+    return replace(
+        audit,
+        sigma_exact=sigma,
+        sigma_rel_error=relative_error(audit.sigma_estimate, sigma),
+        sigma_effective=effective,
+        cos_error_u=cos,
+        u_norm=float(torch.linalg.vector_norm(u)),
+        notes=audit.notes + note,
+    )
+
+
+def at_input(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mapping[str, Tensor],
+             device: torch.device, input_size: tuple[int, ...]) -> LayerAudit:
+    """``operator_at_input``: the exact 'same'-padding norm of a conv's effective weight at the
+    user's input size (the last given size is repeated for more spatial axes)."""
+    if audit.error is not None or not audit.kind.startswith("conv") or audit.sigma_effective is None:
+        return audit
+    kernel = effective_kernel(audit, key, buffer_key, tensors, device, torch.float64)
+    spatial = kernel.dim() - 2
+    size = tuple(input_size[i] if i < len(input_size) else input_size[-1] for i in range(spatial))
+    sigma, _ = conv_same.conv_same_operator_norm(kernel, size, transposed=audit.kind.startswith("conv_transpose"))
+    return replace(audit, operator_at_input=sigma)

@@ -1,0 +1,62 @@
+"""How to audit: the options object the CLI builds from its flags, and its device and dtype."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from sninspect.errors import UsageError
+from sninspect.linalg.exact import BATCH_BYTES
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to audit; the CLI builds one from its flags."""
+
+    device: str = "auto"
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``."""
+    dtype: str = "float64"
+    """Working precision: ``float64`` or ``float32``."""
+    key: str | None = None
+    """Pick one sub-dict of a wrapped checkpoint (``netD``, ``a.b``)."""
+    include: str | None = None
+    """Report only layers whose name matches this regex."""
+    exclude: str | None = None
+    """Leave out layers whose name matches this regex."""
+    all_layers: bool = False
+    """Report the layers without SN as well (always when the checkpoint has no SN)."""
+    bound_tol: float = 0.01
+    """Relative width of the certified conv bound's bracket."""
+    unsafe_load: bool = False
+    """Allow arbitrary unpickling (only for files the user trusts)."""
+    batch_bytes: int = BATCH_BYTES
+    """Largest batch of equal-shape matrices solved together."""
+    input_size: tuple[int, ...] | None = None
+    """Spatial input size (H[, W[, D]]): also give each conv's exact 'same'-padding norm there."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; CUDA asked for but absent is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UsageError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif device.type != "cpu":
+        raise UsageError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    """``float64`` or ``float32``."""
+    table = {"float64": torch.float64, "float32": torch.float32}
+    if name not in table:
+        raise UsageError(f"--dtype {name!r}: expected float64 or float32")
+    return table[name]
