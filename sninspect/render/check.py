@@ -87,25 +87,28 @@ NETWORK_CASE = "(checkpoint)"
 
 def to_junit(verdicts: Sequence[Verdict]) -> str:
     """JUnit XML: one ``testsuite`` per checkpoint, one ``testcase`` per SN layer plus
-    :data:`NETWORK_CASE` for the checkpoint-wide rules; each broken rule is a ``failure`` (an
-    unreadable checkpoint: an ``error``) whose ``message`` is the text line."""
+    :data:`NETWORK_CASE` for the checkpoint-wide rules. A case that breaks rules holds one
+    ``failure`` (an unreadable checkpoint: one ``error``): ``message`` its broken rules joined by
+    ``; ``, ``type`` their rule names, the text one rule per line."""
     root = ET.Element("testsuites", name="sninspect check")
     totals = {"tests": 0, "failures": 0, "errors": 0}
     for verdict in verdicts:
-        names = [*verdict.layers]
+        names: list[str | None] = [*verdict.layers]
         names += [x.layer for x in verdict.violations if x.layer is not None and x.layer not in names]
-        cases: dict[str | None, ET.Element] = {}
         suite = ET.SubElement(root, "testsuite", name=_xml(verdict.checkpoint))
+        counts = {"tests": 0, "failures": 0, "errors": 0}
         for layer in [*names, None]:
-            cases[layer] = ET.SubElement(suite, "testcase", classname=_xml(verdict.checkpoint),
-                                         name=NETWORK_CASE if layer is None else _xml(layer))
-        counts = {"tests": len(cases), "failures": 0, "errors": 0}
-        for violation in verdict.violations:
-            kind = "error" if violation.rule is Rule.unreadable else "failure"
+            case = ET.SubElement(suite, "testcase", classname=_xml(verdict.checkpoint),
+                                 name=NETWORK_CASE if layer is None else _xml(layer))
+            counts["tests"] += 1
+            broken = [x for x in verdict.violations if x.layer == layer]
+            if not broken:
+                continue
+            kind = "error" if any(x.rule is Rule.unreadable for x in broken) else "failure"
             counts[f"{kind}s"] += 1
-            node = ET.SubElement(cases[violation.layer], kind, message=_xml(violation.message),
-                                 type=violation.rule.value)
-            node.text = _xml(violation.message)
+            node = ET.SubElement(case, kind, message=_xml("; ".join(x.message for x in broken)),
+                                 type=",".join(dict.fromkeys(x.rule.value for x in broken)))
+            node.text = _xml("\n".join(x.message for x in broken))
         for key, value in counts.items():
             suite.set(key, str(value))
             totals[key] += value
