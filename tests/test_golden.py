@@ -84,11 +84,26 @@ def test_report_run(fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.F
     _compare(f"run.{FORMATS[fmt]}", _normalise(text, fmt), request)
 
 
+CHECK_FORMATS = {"text": "txt", "json": "json", "github": "github"}
+
+
 @pytest.mark.parametrize("sample", SAMPLES)
-@pytest.mark.parametrize("fmt", ["text", "json"])
+@pytest.mark.parametrize("fmt", list(CHECK_FORMATS))
 def test_check(sample: str, fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Default rules: the three SN samples pass (empty output), the plain one fails (no SN)."""
     text = _cli(["check", f"sample_checkpoints/{sample}", "--format", fmt, "--device", "cpu", "-q"], monkeypatch)
-    _compare(f"check_{_stem(sample)}.{'json' if fmt == 'json' else 'txt'}", _normalise(text, fmt), request)
+    _compare(f"check_{_stem(sample)}.{CHECK_FORMATS[fmt]}", _normalise(text, fmt), request)
+
+
+def test_check_strict_and_junit(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+                                tmp_path: Path) -> None:
+    """The old strict rules (raw cosine ≤ 0.01, σ_eff ≤ 1.05) on every sample: GitHub commands and
+    the JUnit report, which names every SN layer."""
+    junit = tmp_path / "check.xml"
+    args = ["check", *(f"sample_checkpoints/{s}" for s in SAMPLES), "--strict-cos", "--max-cos-error", "0.01",
+            "--max-sigma", "1.05", "--format", "github", "--junit-xml", str(junit), "--device", "cpu", "-q"]
+    _compare("check_strict.github", _cli(args, monkeypatch), request)
+    _compare("check_strict.junit.xml", junit.read_text(encoding="utf-8"), request)
 
 
 @pytest.mark.parametrize("sample", SAMPLES)

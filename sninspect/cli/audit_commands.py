@@ -10,6 +10,7 @@ import typer
 
 from sninspect.audit import run
 from sninspect.audit.inventory import inventory
+from sninspect.cli import config
 from sninspect.cli.app import app
 from sninspect.cli.errors import exit_for, handle_errors, say, unreadable
 from sninspect.cli.options import (
@@ -21,17 +22,16 @@ from sninspect.cli.options import (
     QuietOpt,
     UnsafeOpt,
     audit_options,
-    limit,
     parse_input_size,
     warn_unsafe,
 )
 from sninspect.cli.output import write_output
 from sninspect.cli.progress import Progress
 from sninspect.render import CheckFormat, OutputFormat, PlotFormat, render
-from sninspect.render.check import render_check, summary_line
+from sninspect.render.check import render_check, summary_line, to_junit
 from sninspect.render.inventory import render_inventory
 from sninspect.render.report import terminal_console
-from sninspect.results.check import DEFAULT_MAX_COS_ERROR, DEFAULT_MAX_SIGMA, Rules
+from sninspect.results.check import DEFAULT_MAX_COS_ERROR, DEFAULT_MAX_NORM_ERROR, DEFAULT_MAX_SIGMA
 
 
 @app.command()
@@ -93,15 +93,26 @@ def report(
 @handle_errors
 def check(
     checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoint files or folders of them.")],
-    max_sigma: Annotated[float, typer.Option("--max-sigma", help="Largest allowed σ_eff = σ1/σ̂ of an SN "
-                                             "layer: the spectral norm of the weight the model really "
-                                             "uses. Layers without SN are not judged; σ̂ ≤ 0 (a flipped "
-                                             "sign) always fails. inf turns the rule off.",
-                                             min=0.0)] = DEFAULT_MAX_SIGMA,
-    max_cos_error: Annotated[float, typer.Option("--max-cos-error", help="Largest allowed 1 − |cos| "
-                                                 "between a stored u or v and the exact top singular "
-                                                 "vector (power iteration not converged). inf turns the "
-                                                 "rule off.", min=0.0)] = DEFAULT_MAX_COS_ERROR,
+    max_sigma: Annotated[float | None, typer.Option("--max-sigma", help=f"Largest allowed σ_eff = σ1/σ̂ of "
+                                                    f"an SN layer: the spectral norm of the weight the "
+                                                    f"model really uses [default {DEFAULT_MAX_SIGMA}]. "
+                                                    f"Layers without SN are not judged; σ̂ ≤ 0 (a flipped "
+                                                    f"sign) always fails.", min=0.0)] = None,
+    max_cos_error: Annotated[float | None, typer.Option("--max-cos-error", help=f"Largest allowed gap-aware "
+                                                        f"cosine error of a stored u or v: the relative σ̂ "
+                                                        f"error its angle to the exact top singular vector "
+                                                        f"forces given σ2/σ1, 1 − √(1 − sin²θ·(1 − "
+                                                        f"(σ2/σ1)²)) [default {DEFAULT_MAX_COS_ERROR}]. "
+                                                        f"With --strict-cos: the raw 1 − |cos|.",
+                                                        min=0.0)] = None,
+    strict_cos: Annotated[bool | None, typer.Option("--strict-cos/--no-strict-cos", help="Judge the raw "
+                                                    "1 − |cos| against --max-cos-error whatever the "
+                                                    "spectral gap (fails healthy layers whose top "
+                                                    "singular values nearly coincide).")] = None,
+    max_norm_error: Annotated[float | None, typer.Option("--max-norm-error", help=f"Largest allowed "
+                                                         f"|‖u‖ − 1| and |‖v‖ − 1| of a stored vector "
+                                                         f"[default {DEFAULT_MAX_NORM_ERROR}].",
+                                                         min=0.0)] = None,
     max_lipschitz: Annotated[float | None, typer.Option("--max-lipschitz", help="Largest allowed certified "
                                                         "Lipschitz bound: the product of the certified "
                                                         "per-layer operator bounds (lipschitz."
@@ -109,11 +120,16 @@ def check(
                                                         "discriminator (else the first model); valid for a "
                                                         "feed-forward chain with 1-Lipschitz activations. "
                                                         "Off unless given.", min=0.0)] = None,
-    fail_on_warning: Annotated[bool, typer.Option("--fail-on-warning", help="Every warning of the report "
-                                                  "(‖u‖ ≠ 1, σ1 ≈ σ2, ...) breaks a rule.")] = False,
+    fail_on_warning: Annotated[bool | None, typer.Option("--fail-on-warning/--no-fail-on-warning",
+                                                         help="Every warning of the report (σ1 ≈ σ2, ...) "
+                                                         "breaks a rule.")] = None,
     format: Annotated[CheckFormat, typer.Option("--format", "-f", help="text: one line per broken rule; "
+                                                "github: one ::error workflow command per broken rule; "
                                                 "json: the rules, every checkpoint and every "
                                                 "violation.")] = CheckFormat.text,
+    junit_xml: Annotated[Path | None, typer.Option("--junit-xml", help="Also write a JUnit XML report "
+                                                   "here: a test suite per checkpoint, a test case per "
+                                                   "SN layer.")] = None,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = "float64",
     key: KeyOpt = None,
@@ -125,18 +141,28 @@ def check(
     """Judge checkpoints against limits, for CI: prints only what breaks a rule (layer, number, limit).
 
     Exit 0 when every rule holds, 1 when one breaks, 3 when a checkpoint cannot be read. A layer that
-    could not be audited, or a checkpoint without any SN layer, also breaks a rule.
+    could not be audited, a non-finite number, or a checkpoint without any SN layer also breaks a
+    rule. Rules are read from [tool.sninspect.check] in the nearest pyproject.toml (from the current
+    folder upward); flags override them; inf turns a limit off.
     """
     options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
                             unsafe_load=unsafe_load)
-    rules = Rules(max_sigma=limit(max_sigma), max_cos_error=limit(max_cos_error),
-                  max_lipschitz=limit(max_lipschitz), fail_on_warning=fail_on_warning)
+    flags = {"max_sigma": max_sigma, "max_cos_error": max_cos_error, "strict_cos": strict_cos,
+             "max_norm_error": max_norm_error, "max_lipschitz": max_lipschitz,
+             "fail_on_warning": fail_on_warning}
+    pyproject = config.find_pyproject(Path.cwd())
+    table = config.read_table(pyproject) if pyproject is not None else {}
+    if table and not quiet:
+        say(f"check: rules from {pyproject} [tool.sninspect.check]")
+    rules = config.rules_from(table, pyproject or Path("pyproject.toml"), flags)
     paths = run.collect(checkpoints)
     with Progress(len(paths), "checking", quiet=quiet) as bar:
         verdicts = run.check(paths, options, rules, progress=bar)
     for verdict in unreadable(verdicts):
         say(f"error: {verdict.violations[0].message}")
     sys.stdout.write(render_check(verdicts, rules, format))
+    if junit_xml is not None:
+        write_output(to_junit(verdicts), junit_xml, paths)
     if not quiet:
         say(summary_line(verdicts))
     exit_for(verdicts)

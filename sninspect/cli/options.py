@@ -61,7 +61,3 @@ def parse_input_size(text: str | None) -> tuple[int, ...] | None:
         raise UsageError(f"--input-size {text!r}: expected H, H,W or H,W,D as positive integers")
     return size
 
-
-def limit(value: float | None) -> float | None:
-    """``inf`` (or no value) turns a rule off."""
-    return None if value is None or value == float("inf") else value

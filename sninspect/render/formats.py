@@ -33,3 +33,4 @@ class CheckFormat(StrEnum):
 
     text = "text"
     json = "json"
+    github = "github"
