@@ -41,9 +41,9 @@ def _normalise(text: str, fmt: str) -> str:
     return text
 
 
-def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, cwd: Path = ROOT) -> str:
+def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, cwd: Path = ROOT, columns: int = 160) -> str:
     monkeypatch.chdir(cwd)
-    result = runner.invoke(app, args, env={"COLUMNS": "160", "NO_COLOR": "1", "TERM": "dumb"})
+    result = runner.invoke(app, args, env={"COLUMNS": str(columns), "NO_COLOR": "1", "TERM": "dumb"})
     assert result.exit_code in (0, 1), (args, result.output)
     return result.stdout
 
@@ -70,6 +70,14 @@ FORMATS = {"table": "txt", "json": "json", "csv": "csv", "markdown": "md"}
 def test_report(sample: str, fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     text = _cli(["report", f"sample_checkpoints/{sample}", "--format", fmt, "--device", "cpu", "-q"], monkeypatch)
     _compare(f"report_{_stem(sample)}.{FORMATS[fmt]}", _normalise(text, fmt), request)
+
+
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_report_narrow(sample: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """COLUMNS=80 through a pipe: whole columns hidden (and named), every line within 80 columns."""
+    text = _cli(["report", f"sample_checkpoints/{sample}", "--device", "cpu", "-q"], monkeypatch, columns=80)
+    assert max(len(line) for line in text.splitlines()) <= 80
+    _compare(f"report_{_stem(sample)}_80.txt", text, request)
 
 
 @pytest.mark.parametrize("fmt", ["table", "json", "markdown"])

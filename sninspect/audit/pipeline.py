@@ -28,7 +28,14 @@ from sninspect.linalg.spectral import (
     to_matrix,
     uv_residual,
 )
-from sninspect.results.report import LayerAudit, ModelAudit, NetworkBound, Report
+from sninspect.results.report import (
+    NATURAL_ORDER,
+    STORED_ORDER,
+    LayerAudit,
+    ModelAudit,
+    NetworkBound,
+    Report,
+)
 
 ASSUMPTIONS = (
     "feed-forward chain of the weight layers in checkpoint order with 1-Lipschitz activations; "
@@ -83,6 +90,8 @@ def analyze_checkpoint(
                     file_format=checkpoint.format)
         for model in checkpoint.models
     )
+    if (options.include or options.exclude) and not any(m.layers for m in models):
+        raise _filtered_out(options, str(checkpoint.path), models)
     return Report(
         checkpoint=str(checkpoint.path),
         format=checkpoint.format,
@@ -90,7 +99,18 @@ def analyze_checkpoint(
         dtype=str(dtype).removeprefix("torch."),
         models=models,
         extras=dict(checkpoint.extras),
+        layer_order=NATURAL_ORDER if checkpoint.format.startswith("safetensors") else STORED_ORDER,
     )
+
+
+def _filtered_out(options: Options, checkpoint: str, models: Sequence[ModelAudit]) -> UsageError:
+    """``--include``/``--exclude`` left nothing: name the regex and some layer names it could match."""
+    asked = " and ".join(f"--{flag} {regex!r}" for flag, regex in (("include", options.include),
+                                                                  ("exclude", options.exclude)) if regex)
+    names = [n for m in models for n in (*m.lipschitz.layers, *m.lipschitz.excluded)]
+    sample = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    return UsageError(f"{checkpoint}: {asked} leaves no layer (the layers are named like {sample or 'nothing'}; "
+                      "the regex is searched in the full name)")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -612,6 +632,12 @@ def network_bound(chain: Sequence[ChainEntry], excluded: Sequence[str]) -> Netwo
         cumulative_matrix.append(matrix)
         cumulative_operator.append(operator if operator is not None else math.nan)
     has_layers = any(e.matrix is not None for e in ordered)
+    flipped = [e.name for e in ordered if e.matrix is not None and not e.matrix > 0.0]
+    unavailable = None
+    if flipped:  # σ_eff = σ1/σ̂ ≤ 0: σ̂ ≤ 0 flips the weight's sign; no product through it bounds anything
+        unavailable = f"σ̂ ≤ 0 in {', '.join(flipped)} (the weight's sign is flipped; no bound holds)"
+        has_layers = False
+        cumulative_matrix = cumulative_operator = [math.nan] * len(ordered)
     return NetworkBound(
         matrix_product=matrix if has_layers else None,
         operator_product=operator if has_layers else None,
@@ -620,6 +646,7 @@ def network_bound(chain: Sequence[ChainEntry], excluded: Sequence[str]) -> Netwo
         layers=tuple(e.name for e in ordered),
         excluded=tuple(excluded),
         assumptions=ASSUMPTIONS,
+        unavailable=unavailable,
     )
 
 

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt
+from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt, strip_trailing
 from sninspect.results.trend import MODIFICATION_TIME, Trend
 
 
@@ -107,7 +107,7 @@ def run_text(trend: Trend, *, width: int = 160) -> str:
     """The terminal rendering as plain text (``-o run.txt``)."""
     buffer = io.StringIO()
     print_run(trend, Console(file=buffer, width=width, color_system=None, legacy_windows=False))
-    return buffer.getvalue()
+    return strip_trailing(buffer.getvalue())
 
 
 def run_markdown(trend: Trend) -> str:
