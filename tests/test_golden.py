@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.cells import cell_len
 from typer.testing import CliRunner
 
 from sninspect.cli.main import app
@@ -76,7 +77,7 @@ def test_report(sample: str, fmt: str, monkeypatch: pytest.MonkeyPatch, request:
 def test_report_narrow(sample: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
     """COLUMNS=80 through a pipe: whole columns hidden (and named), every line within 80 columns."""
     text = _cli(["report", f"sample_checkpoints/{sample}", "--device", "cpu", "-q"], monkeypatch, columns=80)
-    assert max(len(line) for line in text.splitlines()) <= 80
+    assert max(cell_len(line) for line in text.splitlines()) <= 80
     _compare(f"report_{_stem(sample)}_80.txt", text, request)
 
 
@@ -90,6 +91,10 @@ def test_report_run(fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.F
         os.utime(tmp_path / name, (1_700_000_000 + 100 * i, 1_700_000_000 + 100 * i))
     text = _cli(["report", *names, "--format", fmt, "--device", "cpu", "-q"], monkeypatch, tmp_path)
     _compare(f"run.{FORMATS[fmt]}", _normalise(text, fmt), request)
+    if fmt == "table":  # and through a pipe 80 columns wide: whole columns hidden and named
+        text = _cli(["report", *names, "--device", "cpu", "-q"], monkeypatch, tmp_path, columns=80)
+        assert max(cell_len(line) for line in text.splitlines()) <= 80
+        _compare("run_80.txt", text, request)
 
 
 @pytest.mark.parametrize("sample", SAMPLES)

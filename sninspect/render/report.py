@@ -9,7 +9,7 @@ import io
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from rich import box
 from rich.console import Console, Group
@@ -119,9 +119,10 @@ def layer_notes(report: Report) -> list[str]:
 
 _DESCRIPTIVE = ("dialect", "kind", "shape")
 _NUMBERS = ("σ exact", "σ̂", "rel err", "σ eff", "cos err u", "cos err v", "σ2/σ1", "op bound")
-HIDE_ORDER = ("kind", "dialect", "shape", "σ2/σ1", "rel err", "cos err v", "σ̂", "op bound")
-"""On a narrow console, whole columns go in this order until the table fits; the layer name, σ exact,
-σ eff and the u cosine error always stay (``--format markdown`` or ``json`` give everything)."""
+HIDE_ORDER = ("kind", "dialect", "shape", "σ2/σ1", "rel err", "cos err v", "σ̂", "op bound", "cos err u",
+              "σ exact")
+"""On a narrow console, whole columns go in this order until the table fits; the layer name and σ eff
+always stay (``--format markdown`` or ``json`` give everything). Below about 30 columns lines are cut."""
 
 
 def _cells(la: LayerAudit, worst_eff: LayerAudit | None,
@@ -148,14 +149,16 @@ def _cells(la: LayerAudit, worst_eff: LayerAudit | None,
     }
 
 
-def _build_table(report: Report, hidden: Sequence[str]) -> Table:
+def _build_table(report: Report, hidden: Sequence[str], width: int) -> Table:
     layers = report.layers
     table = Table(box=box.SIMPLE_HEAVY, title=f"sninspect · {report.checkpoint}", title_justify="left",
                   caption=f"{report.format} · {report.device} · {report.dtype} · {order_text(report)}",
                   caption_justify="left")
     longest = max((len(la.name) for la in layers), default=5)
-    # The name folds onto more lines rather than lose a character; it is never hidden.
-    table.add_column("layer", overflow="fold", min_width=min(longest, 16), max_width=max(longest, 5))
+    # The name folds onto more lines rather than lose a character (or take a third of the width from
+    # the numbers); it is never hidden.
+    table.add_column("layer", overflow="fold", min_width=min(longest, 16),
+                     max_width=max(min(longest, width // 3), 16, 5))
     shown = [t for t in (*_DESCRIPTIVE, *_NUMBERS) if t not in hidden]
     for title in shown:  # no_wrap: a cell that does not fit ends in "…", never silently cut
         table.add_column(title, justify="left" if title in _DESCRIPTIVE else "right", no_wrap=True,
@@ -173,15 +176,27 @@ def _build_table(report: Report, hidden: Sequence[str]) -> Table:
 def layer_table(report: Report, width: int = 200, console: Console | None = None) -> tuple[Table, list[str]]:
     """The per-layer table and the columns hidden to fit ``width``; layers above 1 in red, unconverged
     vectors in yellow, worst in bold."""
+    return fit_table(lambda hidden: _build_table(report, hidden, width), HIDE_ORDER, width, console)
+
+
+def fit_table(build: Callable[[Sequence[str]], Table], hide_order: Sequence[str], width: int,
+              console: Console | None = None) -> tuple[Table, list[str]]:
+    """``build(hidden)`` with whole columns hidden, in ``hide_order``, until it fits ``width`` on one
+    line per row; returns the table and the titles hidden."""
     console = console or Console(width=width, color_system=None, legacy_windows=False)
     hidden: list[str] = []
-    table = _build_table(report, hidden)
-    for title in HIDE_ORDER:
+    table = build(hidden)
+    for title in hide_order:
         if _natural_width(table, console) <= width:
             break
         hidden.append(title)
-        table = _build_table(report, hidden)
+        table = build(hidden)
     return table, hidden
+
+
+def hidden_line(hidden: Sequence[str], width: int) -> Text:
+    """The one line saying which columns went to fit."""
+    return Text(f"hidden at {width} columns: {', '.join(hidden)} (see -f md)", style="dim")
 
 
 def _natural_width(table: Table, console: Console) -> int:
@@ -217,8 +232,7 @@ def print_report(report: Report, console: Console) -> None:
     console.print(table)
     width = min(console.measure(table).maximum, console.width)
     if hidden:
-        console.print(Text(f"hidden at {console.width} columns: {', '.join(hidden)} (see -f md)",
-                           style="dim"))
+        console.print(hidden_line(hidden, console.width))
     console.print(summary_panel(report, width=max(width, 40)))
 
 
