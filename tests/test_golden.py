@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.cells import cell_len
 from typer.testing import CliRunner
 
 from sninspect.cli.main import app
@@ -41,9 +42,9 @@ def _normalise(text: str, fmt: str) -> str:
     return text
 
 
-def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, cwd: Path = ROOT) -> str:
+def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, cwd: Path = ROOT, columns: int = 160) -> str:
     monkeypatch.chdir(cwd)
-    result = runner.invoke(app, args, env={"COLUMNS": "160", "NO_COLOR": "1", "TERM": "dumb"})
+    result = runner.invoke(app, args, env={"COLUMNS": str(columns), "NO_COLOR": "1", "TERM": "dumb"})
     assert result.exit_code in (0, 1), (args, result.output)
     return result.stdout
 
@@ -72,6 +73,14 @@ def test_report(sample: str, fmt: str, monkeypatch: pytest.MonkeyPatch, request:
     _compare(f"report_{_stem(sample)}.{FORMATS[fmt]}", _normalise(text, fmt), request)
 
 
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_report_narrow(sample: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """COLUMNS=80 through a pipe: whole columns hidden (and named), every line within 80 columns."""
+    text = _cli(["report", f"sample_checkpoints/{sample}", "--device", "cpu", "-q"], monkeypatch, columns=80)
+    assert max(cell_len(line) for line in text.splitlines()) <= 80
+    _compare(f"report_{_stem(sample)}_80.txt", text, request)
+
+
 @pytest.mark.parametrize("fmt", ["table", "json", "markdown"])
 def test_report_run(fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
                     tmp_path: Path) -> None:
@@ -82,6 +91,10 @@ def test_report_run(fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.F
         os.utime(tmp_path / name, (1_700_000_000 + 100 * i, 1_700_000_000 + 100 * i))
     text = _cli(["report", *names, "--format", fmt, "--device", "cpu", "-q"], monkeypatch, tmp_path)
     _compare(f"run.{FORMATS[fmt]}", _normalise(text, fmt), request)
+    if fmt == "table":  # and through a pipe 80 columns wide: whole columns hidden and named
+        text = _cli(["report", *names, "--device", "cpu", "-q"], monkeypatch, tmp_path, columns=80)
+        assert max(cell_len(line) for line in text.splitlines()) <= 80
+        _compare("run_80.txt", text, request)
 
 
 CHECK_FORMATS = {"text": "txt", "json": "json", "github": "github"}

@@ -90,6 +90,12 @@ def network_bound(chain: Sequence[ChainEntry], excluded: Sequence[str]) -> Netwo
         cumulative_matrix.append(matrix)
         cumulative_operator.append(operator if operator is not None else math.nan)
     has_layers = any(e.matrix is not None for e in ordered)
+    flipped = [e.name for e in ordered if e.matrix is not None and not e.matrix > 0.0]
+    unavailable = None
+    if flipped:  # σ_eff = σ1/σ̂ ≤ 0: σ̂ ≤ 0 flips the weight's sign; no product through it bounds anything
+        unavailable = f"σ̂ ≤ 0 in {', '.join(flipped)} (the weight's sign is flipped; no bound holds)"
+        has_layers = False
+        cumulative_matrix = cumulative_operator = [math.nan] * len(ordered)
     return NetworkBound(
         matrix_product=matrix if has_layers else None,
         operator_product=operator if has_layers else None,
@@ -98,6 +104,7 @@ def network_bound(chain: Sequence[ChainEntry], excluded: Sequence[str]) -> Netwo
         layers=tuple(e.name for e in ordered),
         excluded=tuple(excluded),
         assumptions=ASSUMPTIONS,
+        unavailable=unavailable,
     )
 
 

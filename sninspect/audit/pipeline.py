@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
@@ -22,7 +23,7 @@ from sninspect.audit.operator import at_input, with_operator_bound, with_operato
 from sninspect.audit.options import Options, resolve_device, resolve_dtype
 from sninspect.errors import UsageError
 from sninspect.io.load import Checkpoint, ModelState, display_name, load_checkpoint
-from sninspect.results.report import LayerAudit, ModelAudit, Report
+from sninspect.results.report import NATURAL_ORDER, STORED_ORDER, LayerAudit, ModelAudit, Report
 
 __all__ = ["Options", "analyze", "analyze_checkpoint", "audit_model"]
 
@@ -46,6 +47,8 @@ def analyze_checkpoint(
                     file_format=checkpoint.format)
         for model in checkpoint.models
     )
+    if (options.include or options.exclude) and not any(m.layers for m in models):
+        raise _filtered_out(options, str(checkpoint.path), models)
     return Report(
         checkpoint=str(checkpoint.path),
         format=checkpoint.format,
@@ -53,7 +56,18 @@ def analyze_checkpoint(
         dtype=str(dtype).removeprefix("torch."),
         models=models,
         extras=dict(checkpoint.extras),
+        layer_order=NATURAL_ORDER if checkpoint.format.startswith("safetensors") else STORED_ORDER,
     )
+
+
+def _filtered_out(options: Options, checkpoint: str, models: Sequence[ModelAudit]) -> UsageError:
+    """``--include``/``--exclude`` left nothing: name the regex and some layer names it could match."""
+    asked = " and ".join(f"--{flag} {regex!r}" for flag, regex in (("include", options.include),
+                                                                  ("exclude", options.exclude)) if regex)
+    names = [n for m in models for n in (*m.lipschitz.layers, *m.lipschitz.excluded)]
+    sample = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    return UsageError(f"{checkpoint}: {asked} leaves no layer (the layers are named like {sample or 'nothing'}; "
+                      "the regex is searched in the full name)")
 
 
 def audit_model(

@@ -15,17 +15,20 @@ from sninspect.cli.app import app
 from sninspect.cli.errors import exit_for, handle_errors, say, unreadable
 from sninspect.cli.options import (
     DeviceOpt,
+    Dtype,
     DtypeOpt,
     ExcludeOpt,
     IncludeOpt,
     KeyOpt,
     QuietOpt,
+    ReportForceOpt,
     UnsafeOpt,
     audit_options,
+    examples,
     parse_input_size,
     warn_unsafe,
 )
-from sninspect.cli.output import write_output
+from sninspect.cli.output import choose_format, refuse_early, write_output
 from sninspect.cli.progress import Progress
 from sninspect.render import CheckFormat, OutputFormat, PlotFormat, render
 from sninspect.render.check import render_check, summary_line, to_junit
@@ -34,20 +37,27 @@ from sninspect.render.report import terminal_console
 from sninspect.results.check import DEFAULT_MAX_COS_ERROR, DEFAULT_MAX_NORM_ERROR, DEFAULT_MAX_SIGMA
 
 
-@app.command()
+@app.command(epilog=examples(
+    "sninspect report D.pt",
+    "sninspect report D.safetensors -o audit.html",
+    "sninspect report runs/ -o run.json --plots figures/ --force",
+))
 @handle_errors
 def report(
-    checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoint files (.pt, .pth, .ckpt, .bin, "
-                                                           ".safetensors, *.index.json) or folders of them. "
-                                                           "Several form a training run, ordered by their "
-                                                           "step entry, else the number in the file name, "
-                                                           "else the modification time.")],
-    format: Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format (html: one self-"
-                                                 "contained page with the figures).")] = OutputFormat.table,
+    checkpoints: Annotated[list[Path], typer.Argument(metavar="CHECKPOINT", help="Checkpoint files (.pt, "
+                                                      ".pth, .ckpt, .bin, .safetensors, *.index.json) or "
+                                                      "folders of them. Several form a training run, ordered "
+                                                      "by their step entry, else the number in the file name, "
+                                                      "else the modification time.")],
+    format: Annotated[OutputFormat | None, typer.Option("--format", "-f", show_default=False, help="Output "
+                                                        "format (html: one self-contained page with the "
+                                                        "figures). Default: from the -o file's extension "
+                                                        "(.json .csv .md .html .txt), else table.")] = None,
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of "
-                                                "stdout.")] = None,
+                                                "stdout; its extension picks the format.")] = None,
+    force: ReportForceOpt = False,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float64",
+    dtype: DtypeOpt = Dtype.float64,
     key: KeyOpt = None,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
@@ -69,30 +79,36 @@ def report(
     unsafe_load: UnsafeOpt = False,
 ) -> None:
     """Audit SN layers: exact σ, the stored estimate σ̂, cosine errors, effective σ, network bound."""
+    fmt = choose_format(format, output)
     options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
                             unsafe_load=unsafe_load, all_layers=all_layers, bound_tol=bound_tol,
                             input_size=parse_input_size(input_size))
     paths = run.collect(checkpoints)
+    refuse_early(output, paths, force=force)
     with Progress(len(paths), "auditing", quiet=quiet) as bar:
         reports = run.audit(paths, options, progress=bar)
     result = run.as_result(reports)
     console = terminal_console() if output is None else None
-    with Progress(len(reports) if format.draws_figures else 0, "drawing", quiet=quiet) as bar:
-        text = render(result, format, console=console, spectra=spectra, on_checkpoint=lambda _: bar.advance())
-    write_output(text, output, paths)
+    with Progress(len(reports) if fmt.draws_figures else 0, "drawing", quiet=quiet) as bar:
+        text = render(result, fmt, console=console, spectra=spectra, on_checkpoint=lambda _: bar.advance())
+    write_output(text, output, paths, force=force)
     if plots is not None:
         from sninspect.render.plots import write_plots  # matplotlib: only when plotting
 
         with Progress(len(reports), "plotting", quiet=quiet) as bar:
-            written = write_plots(result, plots, plot_format, progress=bar)
+            written = write_plots(result, plots, plot_format, progress=bar, force=force)
         if not quiet:
             say(f"wrote {len(written)} figures to {plots}")
 
 
-@app.command()
+@app.command(epilog=examples(
+    "sninspect check D.pt",
+    "sninspect check runs/ --max-sigma 1.05 --max-lipschitz 100",
+))
 @handle_errors
 def check(
-    checkpoints: Annotated[list[Path], typer.Argument(help="Checkpoint files or folders of them.")],
+    checkpoints: Annotated[list[Path], typer.Argument(metavar="CHECKPOINT", help="Checkpoint files or "
+                                                      "folders of them.")],
     max_sigma: Annotated[float | None, typer.Option("--max-sigma", help=f"Largest allowed σ_eff = σ1/σ̂ of "
                                                     f"an SN layer: the spectral norm of the weight the "
                                                     f"model really uses [default {DEFAULT_MAX_SIGMA}]. "
@@ -131,7 +147,7 @@ def check(
                                                    "here: a test suite per checkpoint, a test case per "
                                                    "SN layer.")] = None,
     device: DeviceOpt = "auto",
-    dtype: DtypeOpt = "float64",
+    dtype: DtypeOpt = Dtype.float64,
     key: KeyOpt = None,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
@@ -168,10 +184,13 @@ def check(
     exit_for(verdicts)
 
 
-@app.command()
+@app.command(epilog=examples(
+    "sninspect layers D.pt",
+    "sninspect layers train_state.ckpt --key netD",
+))
 @handle_errors
 def layers(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file.")],
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint file.")],
     key: KeyOpt = None,
     unsafe_load: UnsafeOpt = False,
 ) -> None:
