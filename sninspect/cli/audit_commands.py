@@ -18,6 +18,7 @@ from sninspect.cli.options import (
     ExcludeOpt,
     IncludeOpt,
     KeyOpt,
+    MaxMemoryOpt,
     QuietOpt,
     UnsafeOpt,
     audit_options,
@@ -65,13 +66,14 @@ def report(
                                                "trend_cos_error.")] = None,
     plot_format: Annotated[PlotFormat, typer.Option("--plot-format", help="File format of the "
                                                     "figures.")] = PlotFormat.png,
+    max_memory: MaxMemoryOpt = None,
     quiet: QuietOpt = False,
     unsafe_load: UnsafeOpt = False,
 ) -> None:
     """Audit SN layers: exact σ, the stored estimate σ̂, cosine errors, effective σ, network bound."""
     options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
                             unsafe_load=unsafe_load, all_layers=all_layers, bound_tol=bound_tol,
-                            input_size=parse_input_size(input_size))
+                            input_size=parse_input_size(input_size), max_memory=max_memory)
     paths = run.collect(checkpoints)
     with Progress(len(paths), "auditing", quiet=quiet) as bar:
         reports = run.audit(paths, options, progress=bar)
@@ -119,6 +121,7 @@ def check(
     key: KeyOpt = None,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
+    max_memory: MaxMemoryOpt = None,
     quiet: QuietOpt = False,
     unsafe_load: UnsafeOpt = False,
 ) -> None:
@@ -128,7 +131,7 @@ def check(
     could not be audited, or a checkpoint without any SN layer, also breaks a rule.
     """
     options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
-                            unsafe_load=unsafe_load)
+                            unsafe_load=unsafe_load, max_memory=max_memory)
     rules = Rules(max_sigma=limit(max_sigma), max_cos_error=limit(max_cos_error),
                   max_lipschitz=limit(max_lipschitz), fail_on_warning=fail_on_warning)
     paths = run.collect(checkpoints)
