@@ -49,6 +49,10 @@ class Budget:
                                     f"budget ({self.source})", needed, self.bytes)
 
 
+NO_LIMIT = Budget(None)
+"""No memory limit (library callers that check nothing)."""
+
+
 def budget(max_memory: int | None) -> Budget:
     """``--max-memory`` when given, else MemAvailable from /proc/meminfo (None where there is none)."""
     if max_memory is not None:

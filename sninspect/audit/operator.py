@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from sninspect import dialects
-from sninspect.audit.memory import Budget, conv_bound_bytes, conv_same_bytes
+from sninspect.audit.memory import NO_LIMIT, Budget, conv_bound_bytes, conv_same_bytes
 from sninspect.dialects import SNLayer
 from sninspect.io import residency
 from sninspect.linalg import conv_bounds, conv_same
@@ -33,7 +33,7 @@ def effective_kernel(audit: LayerAudit, key: str, buffer_key: str | None, tensor
 
 def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mapping[str, Tensor],
                         device: torch.device, dtype: torch.dtype, tol: float,
-                        budget: Budget = Budget(None)) -> LayerAudit:
+                        budget: Budget = NO_LIMIT) -> LayerAudit:
     """Add ``operator_bound`` / ``operator_lower``: σ_eff for linear layers, the certified conv bound
     for convolutions; nothing for embeddings and vectors (not part of a chain). The bound's frequency
     grid grows as ``tol`` shrinks: its memory is checked against ``budget`` first."""
@@ -54,7 +54,7 @@ def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, ten
 
 
 def with_operator_sized(audit: LayerAudit, layer: SNLayer | None, tensors: Mapping[str, Tensor],
-                        device: torch.device, budget: Budget = Budget(None)) -> LayerAudit:
+                        device: torch.device, budget: Budget = NO_LIMIT) -> LayerAudit:
     """For a dialect whose σ is a convolution's at the stored u's size (``Dialect.operator_sized``):
     the σ numbers of that operator (:func:`_operator_sized_audit`); every other layer unchanged."""
     if audit.error is not None or layer is None or not dialects.by_name(layer.dialect).operator_sized:
@@ -101,7 +101,7 @@ def _operator_sized_audit(audit: LayerAudit, layer: SNLayer, tensors: Mapping[st
 
 
 def at_input(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mapping[str, Tensor],
-             device: torch.device, input_size: tuple[int, ...], budget: Budget = Budget(None)) -> LayerAudit:
+             device: torch.device, input_size: tuple[int, ...], budget: Budget = NO_LIMIT) -> LayerAudit:
     """``operator_at_input``: the exact 'same'-padding norm of a conv's effective weight at the
     user's input size (the last given size is repeated for more spatial axes)."""
     if audit.error is not None or not audit.kind.startswith("conv") or audit.sigma_effective is None:

@@ -28,6 +28,7 @@ from sninspect.cli.options import (
 )
 from sninspect.cli.output import write_output
 from sninspect.cli.progress import Progress
+from sninspect.errors import InputError
 from sninspect.render import CheckFormat, OutputFormat, PlotFormat, render
 from sninspect.render.check import render_check, summary_line
 from sninspect.render.inventory import render_inventory
@@ -75,8 +76,11 @@ def report(
                             unsafe_load=unsafe_load, all_layers=all_layers, bound_tol=bound_tol,
                             input_size=parse_input_size(input_size), max_memory=max_memory)
     paths = run.collect(checkpoints)
+    failures: list[InputError] = []
     with Progress(len(paths), "auditing", quiet=quiet) as bar:
-        reports = run.audit(paths, options, progress=bar)
+        reports = run.audit(paths, options, progress=bar, failures=failures)
+    if not reports:  # every checkpoint of several unreadable: the first one's reason, exit 3
+        raise failures[0]
     result = run.as_result(reports)
     console = terminal_console() if output is None else None
     with Progress(len(reports) if format.draws_figures else 0, "drawing", quiet=quiet) as bar:
@@ -89,6 +93,11 @@ def report(
             written = write_plots(result, plots, plot_format, progress=bar)
         if not quiet:
             say(f"wrote {len(written)} figures to {plots}")
+    if failures:  # the readable ones are reported above; each unreadable one named here, then exit 3
+        for err in failures:
+            say(f"error: {err}")
+        say(f"{len(failures)} of {len(paths)} checkpoints could not be read; the other {len(reports)} are reported")
+        raise typer.Exit(int(failures[0].exit_code))
 
 
 @app.command()
