@@ -10,7 +10,8 @@ from dataclasses import dataclass, replace
 from torch import Tensor
 
 from sninspect import dialects
-from sninspect.audit.tensors import is_weight_candidate
+from sninspect.audit.memory import NO_LIMIT
+from sninspect.audit.tensors import UsableTensors, is_weight_candidate
 from sninspect.errors import LayerError
 from sninspect.io.load import ModelState, display_name, load_checkpoint
 from sninspect.results.report import PLAIN
@@ -46,7 +47,7 @@ def inventory(path: str | os.PathLike[str], *, key: str | None = None, unsafe_lo
         for layer in sn_layers:
             dim: int | None
             try:
-                dim = dialects.resolve(layer, tensors).dim
+                dim = dialects.resolve(layer, UsableTensors(tensors, NO_LIMIT)).dim
             except LayerError as err:
                 dim, warnings = None, warnings + [f"layer '{display_name(layer.name)}': {err}"]
             name = display_name(layer.name)
