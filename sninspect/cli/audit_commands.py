@@ -20,6 +20,7 @@ from sninspect.cli.options import (
     ExcludeOpt,
     IncludeOpt,
     KeyOpt,
+    MaxMemoryOpt,
     QuietOpt,
     ReportForceOpt,
     UnsafeOpt,
@@ -30,6 +31,7 @@ from sninspect.cli.options import (
 )
 from sninspect.cli.output import choose_format, refuse_early, write_output
 from sninspect.cli.progress import Progress
+from sninspect.errors import InputError
 from sninspect.render import CheckFormat, OutputFormat, PlotFormat, render
 from sninspect.render.check import render_check, summary_line, to_junit
 from sninspect.render.inventory import render_inventory
@@ -75,6 +77,7 @@ def report(
                                                "trend_cos_error.")] = None,
     plot_format: Annotated[PlotFormat, typer.Option("--plot-format", help="File format of the "
                                                     "figures.")] = PlotFormat.png,
+    max_memory: MaxMemoryOpt = None,
     quiet: QuietOpt = False,
     unsafe_load: UnsafeOpt = False,
 ) -> None:
@@ -82,11 +85,14 @@ def report(
     fmt = choose_format(format, output)
     options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
                             unsafe_load=unsafe_load, all_layers=all_layers, bound_tol=bound_tol,
-                            input_size=parse_input_size(input_size))
+                            input_size=parse_input_size(input_size), max_memory=max_memory)
     paths = run.collect(checkpoints)
     refuse_early(output, paths, force=force)
+    failures: list[InputError] = []
     with Progress(len(paths), "auditing", quiet=quiet) as bar:
-        reports = run.audit(paths, options, progress=bar)
+        reports = run.audit(paths, options, progress=bar, failures=failures)
+    if not reports:  # every checkpoint of several unreadable: the first one's reason, exit 3
+        raise failures[0]
     result = run.as_result(reports)
     console = terminal_console() if output is None else None
     with Progress(len(reports) if fmt.draws_figures else 0, "drawing", quiet=quiet) as bar:
@@ -99,6 +105,11 @@ def report(
             written = write_plots(result, plots, plot_format, progress=bar, force=force)
         if not quiet:
             say(f"wrote {len(written)} figures to {plots}")
+    if failures:  # the readable ones are reported above; each unreadable one named here, then exit 3
+        for err in failures:
+            say(f"error: {err}")
+        say(f"{len(failures)} of {len(paths)} checkpoints could not be read; the other {len(reports)} are reported")
+        raise typer.Exit(int(failures[0].exit_code))
 
 
 @app.command(epilog=examples(
@@ -151,6 +162,7 @@ def check(
     key: KeyOpt = None,
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
+    max_memory: MaxMemoryOpt = None,
     quiet: QuietOpt = False,
     unsafe_load: UnsafeOpt = False,
 ) -> None:
@@ -162,7 +174,7 @@ def check(
     folder upward); flags override them; inf turns a limit off.
     """
     options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
-                            unsafe_load=unsafe_load)
+                            unsafe_load=unsafe_load, max_memory=max_memory)
     flags = {"max_sigma": max_sigma, "max_cos_error": max_cos_error, "strict_cos": strict_cos,
              "max_norm_error": max_norm_error, "max_lipschitz": max_lipschitz,
              "fail_on_warning": fail_on_warning}

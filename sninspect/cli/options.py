@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from sninspect.audit.memory import parse_size
 from sninspect.audit.options import Options
 from sninspect.cli.errors import say
 from sninspect.errors import UsageError
@@ -39,6 +40,10 @@ IncludeOpt = Annotated[str | None, typer.Option("--include", help="Only layers w
 ExcludeOpt = Annotated[str | None, typer.Option("--exclude", help="Leave out layers matching this regex.")]
 UnsafeOpt = Annotated[bool, typer.Option("--unsafe-load", help="Unpickle arbitrary objects. Runs code from "
                                          "the file: only for files you trust.")]
+MaxMemoryOpt = Annotated[str | None, typer.Option("--max-memory", help="Memory one layer's audit may use, e.g. "
+                                              "2G or 512M (default: the memory available now). A layer "
+                                              "that would need more is reported as not audited, with "
+                                              "the size it would need.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes on stderr (errors "
                                        "still print).")]
 
@@ -58,12 +63,13 @@ TransposedOpt = Annotated[str | None, typer.Option("--transposed", help="Regex n
 
 
 def audit_options(*, device: str, dtype: Dtype | str, key: str | None, include: str | None, exclude: str | None,
-                  unsafe_load: bool, **more: Any) -> Options:
+                  unsafe_load: bool, max_memory: str | None = None, **more: Any) -> Options:
     """The library's options from the shared ones (and a command's own, ``more``); warns once about
     ``--unsafe-load``."""
     warn_unsafe(unsafe_load)
     return Options(device=device, dtype=str(dtype), key=key, include=include, exclude=exclude,
-                   unsafe_load=unsafe_load, **more)
+                   unsafe_load=unsafe_load, max_memory=parse_size(max_memory) if max_memory else None,
+                   **more)
 
 
 def warn_unsafe(unsafe_load: bool) -> None:

@@ -14,14 +14,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sninspect.errors import NotConvergedError, OperandError
 from sninspect.linalg.conv_bounds import as_kernel
+from sninspect.linalg.failures import typed_solver_errors
+
+__all__ = ["NotConvergedError", "conv_same_operator_norm"]
 
 _CONV = (F.conv1d, F.conv2d, F.conv3d)
 _CONV_T = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
-
-
-class NotConvergedError(RuntimeError):
-    """An iterative eigen-solve ran out of iterations before its residual test held."""
 
 
 def _same_padding(kernel_size: Sequence[int]) -> list[int]:
@@ -118,6 +118,7 @@ def _top_eigenpair(
         products += 1
 
 
+@typed_solver_errors
 def conv_same_operator_norm(
     kernel: Tensor,
     input_size: tuple[int, ...],
@@ -143,7 +144,7 @@ def conv_same_operator_norm(
     weight = as_kernel(kernel, None)
     d = weight.dim() - 2
     if len(input_size) != d or any(n < 1 for n in input_size):
-        raise ValueError(f"input_size must be {d} positive sizes for a {d}-D kernel, got {tuple(input_size)}")
+        raise OperandError(f"input_size must be {d} positive sizes for a {d}-D kernel, got {tuple(input_size)}")
     forward, adjoint = _same_conv_pair(weight, input_size)
     if transposed:
         forward, adjoint = adjoint, forward
@@ -160,7 +161,7 @@ def conv_same_operator_norm(
         start = noise
     else:
         if u0.numel() != noise.numel():
-            raise ValueError(f"u0 has {u0.numel()} entries, expected {noise.numel()} = prod{shape}")
+            raise OperandError(f"u0 has {u0.numel()} entries, expected {noise.numel()} = prod{shape}")
         guess = u0.detach().reshape(-1).to(device=weight.device, dtype=torch.float64)  # (D,)
         norm = torch.linalg.vector_norm(guess)
         start = guess / norm + 0.01 * noise if float(norm) > 0.0 else noise
