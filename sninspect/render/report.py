@@ -16,6 +16,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from sninspect.render.escape import for_csv_cell, for_json, for_markdown, for_terminal
 from sninspect.results.report import LayerAudit, Report
 from sninspect.results.trend import Trend
 
@@ -75,7 +76,7 @@ def layer_table(report: Report, width: int = 200) -> Table:
     caption = f"{report.format} · {report.device} · {report.dtype}"
     if narrow:
         caption += " · narrow terminal: dialect, kind, shape, rel err and σ2/σ1 hidden"
-    table = Table(box=box.SIMPLE_HEAVY, title=f"sninspect · {report.checkpoint}", title_justify="left",
+    table = Table(box=box.SIMPLE_HEAVY, title=for_terminal(f"sninspect · {report.checkpoint}"), title_justify="left",
                   caption=caption, caption_justify="left")
     titles = ["layer", "dialect", "kind", "shape", *_COLUMNS]
     keep = [t not in _NARROW_DROP for t in titles] if narrow else [True] * len(titles)
@@ -87,9 +88,9 @@ def layer_table(report: Report, width: int = 200) -> Table:
     worst_eff = _worst(layers, "sigma_effective")
     worst_cos = _worst_cos(layers)
     for la in layers:
-        cells: list[Text | str] = [la.name, la.dialect, la.kind, shape_text(la.shape)]
+        cells: list[Text | str] = [for_terminal(la.name), la.dialect, la.kind, shape_text(la.shape)]
         if la.error is not None:
-            cells += [Text(f"not audited: {la.error}", style="bold red")] + [""] * 7
+            cells += [for_terminal(f"not audited: {la.error}", style="bold red")] + [""] * 7
         else:
             eff_style = "red" if (la.sigma_effective or 0) > 1 + SIGMA_TOLERANCE and la.has_sn else ""
             if la is worst_eff and la.has_sn:
@@ -130,23 +131,23 @@ def summary_panel(report: Report) -> Panel:
     worst_eff = _worst(sn, "sigma_effective")
     if worst_eff is not None:
         style = "red" if (worst_eff.sigma_effective or 0) > 1 + SIGMA_TOLERANCE else "green"
-        lines.append(Text(f"worst σ_eff: {fmt(worst_eff.sigma_effective)} ({worst_eff.name})", style=style))
+        lines.append(for_terminal(f"worst σ_eff: {fmt(worst_eff.sigma_effective)} ({worst_eff.name})", style))
         above = [la for la in sn if (la.sigma_effective or 0) > 1 + SIGMA_TOLERANCE]
         if above:
             lines.append(Text(f"layers above 1: {len(above)} of {len(sn)}", style="red"))
     worst_cos = _worst_cos(sn)
     if worst_cos is not None:
         style = "yellow" if worst_cos[1] > COS_TOLERANCE else "green"
-        lines.append(Text(f"worst cosine error: {fmt(worst_cos[1], 3)} ({worst_cos[0].name})", style=style))
+        lines.append(for_terminal(f"worst cosine error: {fmt(worst_cos[1], 3)} ({worst_cos[0].name})", style))
     for model in report.models:
         bound = model.lipschitz
         label = f"[{model.name}] " if model.name and len(report.models) > 1 else ""
-        lines.append(Text(f"{label}network bound: matrix product {fmt(bound.matrix_product)}, "
-                          f"certified operator product {fmt(bound.operator_product)} "
-                          f"over {len(bound.layers)} factors"))
+        lines.append(for_terminal(f"{label}network bound: matrix product {fmt(bound.matrix_product)}, "
+                                  f"certified operator product {fmt(bound.operator_product)} "
+                                  f"over {len(bound.layers)} factors"))
     lines.append(Text(f"valid for: {report.primary.lipschitz.assumptions}", style="dim"))
     for warning in report.all_warnings:
-        lines.append(Text(f"warning: {warning}", style="yellow"))
+        lines.append(for_terminal(f"warning: {warning}", "yellow"))
     return Panel(Group(*lines), title="summary", title_align="left")
 
 
@@ -154,7 +155,7 @@ def terminal_console() -> Console:
     """stdout console: the terminal's width, or a wide page when output goes to a file or pipe."""
     import sys
 
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    return Console(highlight=False, emoji=False, width=None if sys.stdout.isatty() else 200)
 
 
 def print_report(report: Report, console: Console) -> None:
@@ -180,10 +181,10 @@ def to_json(result: Report | Trend, *, spectra: bool = False) -> str:
     """One report: its object; a run: ``{"checkpoints": [...], "trend": {...}}``, the checkpoints in
     run order."""
     if isinstance(result, Report):
-        return result.to_json(spectra=spectra) + "\n"
+        return json.dumps(for_json(result.to_dict(spectra=spectra)), indent=2, allow_nan=False) + "\n"
     trend = result
     payload = {"checkpoints": [r.to_dict(spectra=spectra) for r in trend.reports], "trend": trend.to_dict()}
-    return json.dumps(payload, indent=2, allow_nan=False) + "\n"
+    return json.dumps(for_json(payload), indent=2, allow_nan=False) + "\n"
 
 
 def to_csv(reports: Sequence[Report]) -> str:
@@ -194,7 +195,7 @@ def to_csv(reports: Sequence[Report]) -> str:
     for report in reports:
         frame = report.to_dataframe()
         frame.insert(0, "checkpoint", report.checkpoint)
-        frames.append(frame)
+        frames.append(frame.apply(lambda column: column.map(for_csv_cell)))  # formula-safe text cells
     return str(pd.concat(frames, ignore_index=True).to_csv(index=False))
 
 
@@ -204,7 +205,7 @@ def to_markdown(reports: Sequence[Report]) -> str:
     header = ("layer", "dialect", "kind", "shape", "σ exact", "σ̂", "rel err", "σ eff",
               "cos err u", "cos err v", "σ2/σ1", "op bound")
     for report in reports:
-        out.append(f"## {report.checkpoint}\n")
+        out.append(f"## {for_markdown(report.checkpoint)}\n")
         out.append(f"`{report.format}` · device `{report.device}` · `{report.dtype}`\n")
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "|".join(["---"] * 4 + ["---:"] * 8) + "|")
@@ -216,14 +217,14 @@ def to_markdown(reports: Sequence[Report]) -> str:
                        fmt(la.sigma_estimate), fmt(la.sigma_rel_error, 3), fmt(la.sigma_effective),
                        fmt(la.cos_error_u, 3), fmt(la.cos_error_v, 3), fmt(la.spectral_gap, 4),
                        fmt(la.operator_bound)]
-            out.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+            out.append("| " + " | ".join(for_markdown(c) for c in row) + " |")
         for model in report.models:
             bound = model.lipschitz
-            label = f" ({model.name})" if model.name and len(report.models) > 1 else ""
+            label = f" ({for_markdown(model.name)})" if model.name and len(report.models) > 1 else ""
             out.append(f"\n**Network bound{label}:** matrix product {fmt(bound.matrix_product)}, "
                        f"certified operator product {fmt(bound.operator_product)}.")
         out.append(f"\n_Valid for a {report.primary.lipschitz.assumptions}._\n")
         for warning in report.all_warnings:
-            out.append(f"- ⚠ {warning}")
+            out.append(f"- ⚠ {for_markdown(warning)}")
         out.append("")
     return "\n".join(out) + "\n"
