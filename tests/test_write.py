@@ -160,10 +160,14 @@ def test_refuses_a_missing_folder_or_a_file_as_folder(tmp_path: Path) -> None:
     (errno.EROFS, r"Read-only file system \(the file system is read-only; write somewhere else\)"),
 ])
 def test_unwritable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, words: str) -> None:
-    def refuse(*_: Any, **__: Any) -> tuple[int, str]:
-        raise OSError(code, os.strerror(code))
+    real_open = os.open
 
-    monkeypatch.setattr(sninspect.io.write.tempfile, "mkstemp", refuse)
+    def refuse(path: Any, *args: Any, **kwargs: Any) -> int:  # creating the temp file fails, nothing else
+        if str(path).endswith(".tmp"):
+            raise OSError(code, os.strerror(code))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(sninspect.io.write.os, "open", refuse)
     with pytest.raises(OutputError, match=f"out: cannot create a file in .*: {words}"):
         write_bytes(tmp_path / "out", b"x")
 
