@@ -208,8 +208,8 @@ def big_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_signal_during_strip_leaves_no_temp_file(big_checkpoint: Path, tmp_path: Path, signum: int) -> None:
-    caught_mid_write = False
-    for attempt in range(5):
+    caught_mid_write = 0
+    for attempt in range(4):  # every kill must be clean, not only the first
         folder = tmp_path / f"try{attempt}"
         folder.mkdir()
         out = folder / "out.pt"
@@ -223,9 +223,9 @@ def test_signal_during_strip_leaves_no_temp_file(big_checkpoint: Path, tmp_path:
         proc.stderr.close()  # type: ignore[union-attr]
         left = sorted(p.name for p in folder.iterdir())
         if code == -signum and left == []:  # ended by the signal: neither a temp file nor a partial output
-            caught_mid_write = True
-            break
+            caught_mid_write += 1
+            continue
         # The write finished before the signal landed: the whole file, and still no temp file.
         assert code in (0, -signum) and left == ["out.pt"], (code, left)
         assert len(torch.load(out, weights_only=True)) == len(torch.load(big_checkpoint, weights_only=True)) - 6
-    assert caught_mid_write, "the signal never landed during the write (5 tries)"
+    assert caught_mid_write, "the signal never landed during the write (4 tries)"
