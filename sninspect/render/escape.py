@@ -37,7 +37,7 @@ from typing import Any
 from rich.text import Text
 
 __all__ = ["for_csv_cell", "for_html", "for_json", "for_log_line", "for_markdown", "for_plot", "for_terminal",
-           "shorten", "visible"]
+           "visible"]
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -60,19 +60,10 @@ def visible(text: str) -> str:
     return "".join(c if c.isprintable() else _escaped(c) for c in text)
 
 
-def shorten(text: str, limit: int) -> str:
-    """``text`` cut in the middle to at most ``limit`` characters (``…`` marks the cut)."""
-    if len(text) <= limit:
-        return text
-    keep = max(limit - 1, 2)
-    return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2):]
-
-
-def for_terminal(text: str, style: str = "", *, limit: int | None = None) -> Text:
-    """A rich ``Text`` showing ``text`` literally: no markup, no emoji codes, no escape sequences, one line.
-    ``limit``: cut in the middle to that many characters."""
-    shown = visible(text)
-    return Text(shorten(shown, limit) if limit else shown, style=style)
+def for_terminal(text: str, style: str = "") -> Text:
+    """A rich ``Text`` showing ``text`` literally: no markup, no emoji codes, no escape sequences, one
+    line (a table column folds it; nothing is cut)."""
+    return Text(visible(text), style=style)
 
 
 def for_log_line(text: str) -> str:
