@@ -160,10 +160,14 @@ def test_refuses_a_missing_folder_or_a_file_as_folder(tmp_path: Path) -> None:
     (errno.EROFS, r"Read-only file system \(the file system is read-only; write somewhere else\)"),
 ])
 def test_unwritable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, words: str) -> None:
-    def refuse(*_: Any, **__: Any) -> tuple[int, str]:
-        raise OSError(code, os.strerror(code))
+    real_open = os.open
 
-    monkeypatch.setattr(sninspect.io.write.tempfile, "mkstemp", refuse)
+    def refuse(path: Any, *args: Any, **kwargs: Any) -> int:  # creating the temp file fails, nothing else
+        if str(path).endswith(".tmp"):
+            raise OSError(code, os.strerror(code))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(sninspect.io.write.os, "open", refuse)
     with pytest.raises(OutputError, match=f"out: cannot create a file in .*: {words}"):
         write_bytes(tmp_path / "out", b"x")
 
@@ -249,6 +253,31 @@ def test_signal_mid_write_leaves_no_temp_and_the_old_file(tmp_path: Path, signum
     assert names(tmp_path) == (["out"] if force else [])
     if force:
         assert out.read_bytes() == b"old"
+
+
+KILLED_AS_THE_TEMP_FILE_APPEARS = textwrap.dedent("""
+    import os, signal, sys
+    from sninspect.io.write import write_bytes
+
+    real_close = os.close
+
+    def close_then_signal(fd):  # the first close is the new temp file's: the signal lands right after
+        os.close = real_close
+        os.kill(os.getpid(), int(sys.argv[2]))
+        real_close(fd)
+
+    os.close = close_then_signal
+    write_bytes(sys.argv[1], b"data")
+    print("survived")
+""")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_signal_just_after_the_temp_file_is_created_removes_it(tmp_path: Path, signum: int) -> None:
+    done = subprocess.run([sys.executable, "-c", KILLED_AS_THE_TEMP_FILE_APPEARS, str(tmp_path / "out"),
+                           str(signum)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == -signum, done.stderr
+    assert names(tmp_path) == []
 
 
 def test_signal_goes_to_the_previous_handler_and_handlers_are_restored(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from sninspect.errors import ExitCode, SninspectError
+from sninspect.render.escape import for_log_line
 from sninspect.results.check import Rule, Verdict
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -19,12 +20,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def stderr() -> Console:
     """Where notes, warnings and errors go (stdout is for the report)."""
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def say(line: str) -> None:
-    """``sninspect: <line>`` on stderr."""
-    stderr().print(f"sninspect: {line}", markup=False)
+    """``sninspect: <line>`` on stderr, as one line shown literally (names in it are data)."""
+    stderr().print(f"sninspect: {for_log_line(line)}", markup=False)
 
 
 def handle_errors(command: F) -> F:

@@ -21,6 +21,8 @@ from rich.progress import (
 )
 from rich.progress import Progress as RichProgress
 
+from sninspect.render.escape import for_log_line
+
 DELAY = 1.0
 """Seconds before the bar appears."""
 
@@ -38,7 +40,7 @@ class Progress:
         self._lock = threading.Lock()
         self._started = False
         self._bar = RichProgress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), console=self.console, transient=True,
         )
         self._task = self._bar.add_task(description, total=total)
@@ -64,7 +66,7 @@ class Progress:
 
     def start(self, label: str) -> None:
         """Say what is being worked on now (``D_000500.pt``)."""
-        self._bar.update(self._task, description=f"{self.description} {label}")
+        self._bar.update(self._task, description=f"{self.description} {for_log_line(label)}")  # a file name: data
 
     def advance(self) -> None:
         """One item done."""

@@ -24,13 +24,15 @@ from sninspect.cli.options import (
     examples,
     warn_unsafe,
 )
+from sninspect.render.escape import for_log_line
 
 
 def _print_rewrite(result: rewrite.Rewrite) -> None:
     """The plan on stdout for a dry run; otherwise the summary of what changed on stderr."""
-    console = Console(highlight=False, soft_wrap=True) if not result.written else stderr()
+    console = Console(highlight=False, soft_wrap=True, emoji=False) if not result.written else stderr()
     for line in result.summary():
-        console.print(line if line.startswith(" ") else f"sninspect: {line}", markup=False)
+        shown = for_log_line(line)  # layer and file names are data: one line each, never markup
+        console.print(shown if line.startswith(" ") else f"sninspect: {shown}", markup=False)
 
 
 @app.command("strip", epilog=examples(

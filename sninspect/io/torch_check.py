@@ -24,7 +24,7 @@ import pickletools
 import re
 import warnings
 import zipfile
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +62,9 @@ def check_zip_claims(file: Path, shown: str) -> None:
     - a compressed tensor record: ``torch.load`` memory-maps tensor records in place, which only works
       for the stored (uncompressed) records ``torch.save`` writes;
     - a tensor record shorter than the tensor its pickle describes: the memory-mapped tensor would
-      silently take its last bytes from whatever follows the record in the file.
+      silently take its last bytes from whatever follows the record in the file;
+    - two records of the same name: which one a reader takes is up to the reader (torch's can read
+      the bytes of zip headers as weights), so the file has no one meaning.
 
     Reads the central directory and ``data.pkl`` only; an archive or pickle that cannot be followed
     here is left to ``torch.load``, which says what is wrong with it.
@@ -92,6 +94,14 @@ _TENSOR_RECORD = re.compile(r"(^|/)data/([^/]+)$")
 
 
 def _check_records(records: list[zipfile.ZipInfo], size: int, shown: str) -> None:
+    names = Counter(info.filename for info in records)
+    twice = [name for name, count in names.items() if count > 1]
+    if twice:
+        listed = ", ".join(repr(name[:80]) for name in twice[:5]) + (f" and {len(twice) - 5} more"
+                                                                     if len(twice) > 5 else "")
+        raise InputError(f"{shown}: zip records appear more than once ({listed}); torch.save writes each "
+                         "record once, so which copy holds the data is ambiguous (is the file corrupt or "
+                         "crafted? re-save it from a trusted copy)")
     for info in records:
         name = repr(info.filename[:80])
         if info.compress_type != zipfile.ZIP_STORED and _TENSOR_RECORD.search(info.filename):

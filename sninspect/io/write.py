@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import signal
 import stat
-import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -101,14 +101,16 @@ def atomic_path(path: str | os.PathLike[str], *, force: bool = False, inputs: In
     existing = _check_target(target, shown, inputs, force)
     mode = stat.S_IMODE(existing.st_mode) if existing is not None else _new_file_mode()
     with _unwind_on_signals(shown):
-        tmp = _temp_file(target, shown)
+        made: list[Path] = []  # the temp file's name, known before the file exists (see _temp_file)
         try:
+            tmp = _temp_file(target, shown, made)
             yield tmp
             _fsync(tmp)
             os.chmod(tmp, mode)
             _publish(tmp, target, shown, force)
         except BaseException as err:
-            _remove(tmp)
+            for path in made:
+                _remove(path)
             if not isinstance(err, Exception) or isinstance(err, OutputError):
                 raise
             raise _write_failed(shown, target, err) from None
@@ -186,7 +188,7 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def _new_file_mode() -> int:
-    """What ``open`` would give a new file: ``0o666 & ~umask`` (mkstemp's 0600 is too tight)."""
+    """What ``open`` would give a new file: ``0o666 & ~umask`` (the temp file's 0600 is too tight)."""
     try:
         with open("/proc/self/status", encoding="ascii") as status:  # reads the umask without setting it
             for line in status:
@@ -203,15 +205,29 @@ def _new_file_mode() -> int:
 # Writing and publishing
 
 
-def _temp_file(target: Path, shown: str) -> Path:
-    try:
-        fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as err:
-        hint = _HINTS.get(err.errno or 0, "check the folder's permissions and free space")
-        raise OutputError(f"{shown}: cannot create a file in {printable(target.parent)}: "
-                          f"{err.strerror or err} ({hint})") from None
-    os.close(fd)
-    return Path(name)
+def _temp_file(target: Path, shown: str, made: list[Path]) -> Path:
+    """Create ``.NAME.XXXXXXXX.tmp`` (mode 0600, ``O_EXCL``) beside ``target``.
+
+    Its name goes into ``made`` *before* the file is created: a SIGTERM raising at any point after
+    the ``open`` finds it there, so the caller's cleanup removes it (``tempfile.mkstemp`` returns
+    the name only after creating the file, leaving a window where a signal leaks it)."""
+    for _ in range(100):
+        candidate = target.parent / f".{target.name}.{secrets.token_hex(4)}.tmp"
+        made.append(candidate)
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+        except FileExistsError:
+            made.remove(candidate)  # somebody else's
+            continue
+        except OSError as err:
+            made.remove(candidate)
+            hint = _HINTS.get(err.errno or 0, "check the folder's permissions and free space")
+            raise OutputError(f"{shown}: cannot create a file in {printable(target.parent)}: "
+                              f"{err.strerror or err} ({hint})") from None
+        os.close(fd)
+        return candidate
+    raise OutputError(f"{shown}: cannot create a temporary file in {printable(target.parent)} (100 names "
+                      "taken; remove stale .*.tmp files there)")
 
 
 def _publish(tmp: Path, target: Path, shown: str, force: bool) -> None:

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import PurePath
 from typing import assert_never
 
+from sninspect.render.escape import for_json, for_log_line
 from sninspect.render.formats import CheckFormat
 from sninspect.results.check import Rule, Rules, Verdict
 
@@ -30,8 +31,9 @@ def render_check(verdicts: Sequence[Verdict], rules: Rules, fmt: CheckFormat) ->
 
 def to_text(verdicts: Sequence[Verdict]) -> str:
     """One line per broken rule: ``<file>: <layer>: <quantity> = <value> > <limit>``; empty when all
-    pass. Unreadable checkpoints are left to the error line on stderr."""
-    lines = [f"{PurePath(v.checkpoint).name}: {violation.message}"
+    pass. Unreadable checkpoints are left to the error line on stderr. Names are made visible
+    (:func:`~sninspect.render.escape.for_log_line`): a name cannot forge a line of a CI log."""
+    lines = [for_log_line(f"{PurePath(v.checkpoint).name}: {violation.message}")
              for v in verdicts for violation in v.violations if violation.rule is not Rule.unreadable]
     return "".join(line + "\n" for line in lines)
 
@@ -61,7 +63,7 @@ def to_json(verdicts: Sequence[Verdict], rules: Rules) -> str:
         ],
         "violations": [violation.to_dict() for v in verdicts for violation in v.violations],
     }
-    return json.dumps(payload, indent=2, allow_nan=False, ensure_ascii=False) + "\n"
+    return json.dumps(for_json(payload), indent=2, allow_nan=False, ensure_ascii=False) + "\n"
 
 
 def to_github(verdicts: Sequence[Verdict]) -> str:

@@ -11,13 +11,13 @@ import base64
 import io
 import math
 from collections.abc import Callable, Sequence
-from html import escape
 from pathlib import PurePath
 
 from matplotlib.figure import Figure
 
 from sninspect._version import __version__
 from sninspect.render import plots
+from sninspect.render.escape import for_html as escape
 from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt, order_text, shape_text, verdict_lines
 from sninspect.render.run_view import SUMMARY_HEADER, SUMMARY_LEFT, TREND_HEADER, summary_rows, trend_rows
 from sninspect.results.report import LayerAudit, Report

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from sninspect.render.escape import for_terminal
 from sninspect.render.report import shape_text, strip_trailing
 
 if TYPE_CHECKING:
@@ -18,12 +19,13 @@ COLUMNS = ("layer", "dialect", "kind", "shape", "dim", "dtype", "SN keys")
 
 def inventory_table(title: str, rows: Sequence[LayerInfo]) -> Table:
     """One row per layer: name, dialect, kind, shape, SN dim, dtype and the SN keys found."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=for_terminal(title), title_justify="left")
     for column in COLUMNS:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row.name, row.dialect, row.kind, shape_text(row.shape),
-                      "-" if row.dim is None else str(row.dim), row.dtype, ", ".join(row.sn_keys))
+        cells = (row.name, row.dialect, row.kind, shape_text(row.shape),
+                 "-" if row.dim is None else str(row.dim), row.dtype, ", ".join(row.sn_keys))
+        table.add_row(*(for_terminal(cell) for cell in cells))  # names are data, never markup
     return table
 
 

@@ -17,6 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from sninspect.render.escape import for_csv_cell, for_json, for_markdown, for_terminal
 from sninspect.results.report import NATURAL_ORDER, LayerAudit, ModelAudit, Report
 from sninspect.results.trend import Trend
 
@@ -151,7 +152,7 @@ def _cells(la: LayerAudit, worst_eff: LayerAudit | None,
 
 def _build_table(report: Report, hidden: Sequence[str], width: int) -> Table:
     layers = report.layers
-    table = Table(box=box.SIMPLE_HEAVY, title=f"sninspect · {report.checkpoint}", title_justify="left",
+    table = Table(box=box.SIMPLE_HEAVY, title=for_terminal(f"sninspect · {report.checkpoint}"), title_justify="left",
                   caption=f"{report.format} · {report.device} · {report.dtype} · {order_text(report)}",
                   caption_justify="left")
     longest = max((len(la.name) for la in layers), default=5)
@@ -167,9 +168,9 @@ def _build_table(report: Report, hidden: Sequence[str], width: int) -> Table:
     worst_cos = _worst_cos(layers)
     for la in layers:
         cells = _cells(la, worst_eff, worst_cos)
-        table.add_row(la.name, *(cells[t] for t in shown))
+        table.add_row(for_terminal(la.name), *(cells[t] for t in shown))
         if la.error is not None:  # its own row: the whole reason, folded under the name
-            table.add_row(Text(f"↳ not audited: {la.error}", style="bold red"), *([""] * len(shown)))
+            table.add_row(for_terminal(f"↳ not audited: {la.error}", "bold red"), *([""] * len(shown)))
     return table
 
 
@@ -206,7 +207,7 @@ def _natural_width(table: Table, console: Console) -> int:
 
 def summary_panel(report: Report, width: int | None = None) -> Panel:
     """The verdict (:func:`verdict_lines`) in a box ``width`` wide (the table's)."""
-    lines = [Text(line, style=style) for line, style in verdict_lines(report)]
+    lines = [for_terminal(line, style) for line, style in verdict_lines(report)]
     return Panel(Group(*lines), title="summary", title_align="left", width=width)
 
 
@@ -219,7 +220,7 @@ def terminal_console() -> Console:
     if not sys.stdout.isatty():
         columns = os.environ.get("COLUMNS", "")
         width = int(columns) if columns.isdigit() and int(columns) > 0 else PIPE_WIDTH
-    return Console(highlight=False, width=width)
+    return Console(highlight=False, emoji=False, width=width)
 
 
 PIPE_WIDTH = 200
@@ -261,10 +262,10 @@ def to_json(result: Report | Trend, *, spectra: bool = False) -> str:
     """One report: its object; a run: ``{"checkpoints": [...], "trend": {...}}``, the checkpoints in
     run order."""
     if isinstance(result, Report):
-        return result.to_json(spectra=spectra) + "\n"
+        return json.dumps(for_json(result.to_dict(spectra=spectra)), indent=2, allow_nan=False) + "\n"
     trend = result
     payload = {"checkpoints": [r.to_dict(spectra=spectra) for r in trend.reports], "trend": trend.to_dict()}
-    return json.dumps(payload, indent=2, allow_nan=False) + "\n"
+    return json.dumps(for_json(payload), indent=2, allow_nan=False) + "\n"
 
 
 def to_csv(reports: Sequence[Report]) -> str:
@@ -275,7 +276,7 @@ def to_csv(reports: Sequence[Report]) -> str:
     for report in reports:
         frame = report.to_dataframe()
         frame.insert(0, "checkpoint", report.checkpoint)
-        frames.append(frame)
+        frames.append(frame.apply(lambda column: column.map(for_csv_cell)))  # formula-safe text cells
     return str(pd.concat(frames, ignore_index=True).to_csv(index=False))
 
 
@@ -285,7 +286,7 @@ def to_markdown(reports: Sequence[Report]) -> str:
     header = ("layer", "dialect", "kind", "shape", "σ exact", "σ̂", "rel err", "σ eff",
               "cos err u", "cos err v", "σ2/σ1", "op bound")
     for report in reports:
-        out.append(f"## {report.checkpoint}\n")
+        out.append(f"## {for_markdown(report.checkpoint)}\n")
         out.append(f"`{report.format}` · device `{report.device}` · `{report.dtype}` · {order_text(report)}\n")
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "|".join(["---"] * 4 + ["---:"] * 8) + "|")
@@ -307,4 +308,4 @@ def to_markdown(reports: Sequence[Report]) -> str:
 
 
 def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    return for_markdown(text)

@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from sninspect.render.escape import for_markdown, for_terminal
 from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fit_table, fmt, hidden_line, strip_trailing
 from sninspect.results.trend import MODIFICATION_TIME, Trend
 
@@ -75,7 +76,7 @@ def print_run(trend: Trend, console: Console) -> None:
         if hidden:
             console.print(hidden_line(hidden, console.width))
     for change in trend.changes:
-        console.print(Text(f"note: {change}", style="yellow"))
+        console.print(for_terminal(f"note: {change}", "yellow"))
     console.print(Text("per-layer numbers of each checkpoint: --format json, markdown, csv or html",
                        style="dim"))
 
@@ -93,7 +94,7 @@ def summary_table(trend: Trend, hidden: Sequence[str] = ()) -> Table:
     for s, row in zip(trend.summary, summary_rows(trend), strict=True):
         sigma_style = "red" if (s.worst_sigma_effective or 0) > 1 + SIGMA_TOLERANCE else ""
         cos_style = "yellow" if (s.worst_cos_error or 0) > COS_TOLERANCE else ""
-        cells: list[str | Text] = list(row)
+        cells: list[str | Text] = [for_terminal(c) for c in row]  # names are data, never markup
         cells[3] = Text(row[3], style=sigma_style)
         cells[5] = Text(row[5], style=cos_style)
         cells[9] = Text(row[9], style="bold red" if s.not_audited else "")
@@ -112,7 +113,7 @@ def trend_table(trend: Trend, hidden: Sequence[str] = ()) -> Table:
     for series, row in zip(trend.layers, trend_rows(trend), strict=True):
         last_sigma = _last(series.sigma_effective)
         last_cos = _last(series.cos_error)
-        cells: list[str | Text] = list(row)
+        cells: list[str | Text] = [for_terminal(c) for c in row]
         cells[1] = Text(row[1], style="" if all(series.present) else "yellow")
         cells[3] = Text(row[3], style="red" if (last_sigma or 0) > 1 + SIGMA_TOLERANCE else "")
         cells[6] = Text(row[6], style="yellow" if (last_cos or 0) > COS_TOLERANCE else "")
@@ -135,7 +136,7 @@ def run_markdown(trend: Trend) -> str:
     out.append("")
     out += _md_table(TREND_HEADER, trend_rows(trend), right=set(range(1, len(TREND_HEADER))))
     out.append("")
-    out += [f"- {change}" for change in trend.changes]
+    out += [f"- {for_markdown(change)}" for change in trend.changes]
     return "\n".join(out) + "\n\n"
 
 
@@ -166,6 +167,6 @@ def _last(values: Sequence[float | None]) -> float | None:
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:
     out = ["| " + " | ".join(header) + " |",
            "|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|"]
-    out += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in rows]
+    out += ["| " + " | ".join(for_markdown(c) for c in row) + " |" for row in rows]
     return out
 

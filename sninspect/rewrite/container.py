@@ -10,6 +10,7 @@ from typing import Any
 
 from torch import Tensor
 
+from sninspect.errors import OutputError
 from sninspect.io.load import Checkpoint, ModelState
 from sninspect.rewrite.state import State, StateRewrite
 from sninspect.rewrite.summary import short
@@ -109,20 +110,21 @@ def safetensors_payload(
     drop_optimizer: bool,
 ) -> tuple[dict[str, Tensor], dict[str, str], list[str]]:
     """Tensors (prefixed by the model when the file holds several) and string metadata: the input's
-    safetensors metadata, or the wrapper's JSON-able entries, plus a provenance entry."""
-    several = len(done) > 1
-    tensors: dict[str, Tensor] = {}
-    for model, result in done:
-        prefix = model.name + "." if several else ""
-        tensors.update({prefix + k: t for k, t in result.state.tensors.items()})
+    safetensors metadata, or the wrapper's JSON-able entries, plus a provenance entry.
+
+    Refuses (:class:`OutputError`) names that collide once flattened (model ``G`` key ``x.weight`` and
+    model ``G.x`` key ``weight`` both give ``G.x.weight``), naming both sources: nothing is dropped
+    silently."""
+    tensors = _flat_tensors(done)
     metadata: dict[str, str] = {str(k): str(v) for k, v in (checkpoint.metadata or {}).items()}
     notes: list[str] = []
     if isinstance(checkpoint.container, Mapping) and not checkpoint.format.startswith("safetensors"):
         models = {tuple(m.path)[0] for m, _ in done if tuple(m.path)}
+        is_model = any(not tuple(m.path) for m, _ in done)  # a flat state dict: its tensors are written
         kept, left = [], []
         optimizers = []
         for k, v in checkpoint.container.items():
-            if k in models:
+            if k in models or (is_model and isinstance(v, Tensor)):
                 continue
             if _is_optimizer_state(v):
                 optimizers.append(str(k))
@@ -141,3 +143,27 @@ def safetensors_payload(
                          f"optimizer state cannot go into safetensors, left out: {short(optimizers)}")
     metadata["sninspect"] = json.dumps(stamp, sort_keys=True)
     return tensors, metadata, notes
+
+
+def _flat_tensors(done: list[tuple[ModelState, StateRewrite]]) -> dict[str, Tensor]:
+    """Every model's tensors under one flat name (``<model>.<key>`` when the file holds several)."""
+    several = len(done) > 1
+    tensors: dict[str, Tensor] = {}
+    source: dict[str, tuple[str, str]] = {}
+    clashes: list[str] = []
+    for model, result in done:
+        prefix = model.name + "." if several else ""
+        for key, tensor in result.state.tensors.items():
+            name = prefix + key
+            if name in source:
+                other_model, other_key = source[name]
+                clashes.append(f"'{name}' from model '{other_model}' key '{other_key}' and from model "
+                               f"'{model.name}' key '{key}'")
+                continue
+            source[name] = (model.name, key)
+            tensors[name] = tensor
+    if clashes:
+        raise OutputError(f"safetensors is flat and these names would collide (one tensor would be lost): "
+                          f"{short(clashes, 3)} (write a .pt file, which keeps the models apart, or pick one "
+                          "model with --key)")
+    return tensors

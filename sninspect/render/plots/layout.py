@@ -20,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure
 
+from sninspect.render.escape import for_plot
 from sninspect.results.report import Report
 
 DEEP = 30
@@ -50,7 +51,8 @@ U_COLOR, V_COLOR, EXACT_COLOR, ESTIMATE_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c",
 
 def short_names(names: Sequence[str]) -> tuple[list[str], str]:
     """Layer names without their common dotted prefix and a common ``.weight`` suffix, long ones cut
-    in the middle; also returns what was cut, for the axis label (``"netD.main. … .weight"``)."""
+    in the middle; also returns what was cut, for the axis label (``"netD.main. … .weight"``). Both are
+    escaped for matplotlib (:func:`~sninspect.render.escape.for_plot`): a name is never mathtext."""
     if not names:
         return [], ""
     parts = [name.split(".") for name in names]
@@ -65,11 +67,11 @@ def short_names(names: Sequence[str]) -> tuple[list[str], str]:
     out = []
     for p in parts:
         body = p[len(prefix): len(p) - (1 if suffix else 0)]
-        out.append(_middle_cut(".".join(body) or ".".join(p)))
+        out.append(for_plot(_middle_cut(".".join(body) or ".".join(p))))
     cut = ".".join(prefix) + ("." if prefix else "")
     pieces = (f"prefix '{cut}'" if cut else "", f"suffix '.{suffix}'" if suffix else "")
     described = " and ".join(x for x in pieces if x)
-    return out, described
+    return out, for_plot(described)
 
 def _middle_cut(text: str) -> str:
     if len(text) <= MAX_LABEL:
@@ -82,8 +84,8 @@ def checkpoint_label(report: Report) -> str:
     label = PurePath(report.checkpoint).name
     for key in ("global_step", "step", "iteration", "epoch"):
         if key in report.extras and not isinstance(report.extras[key], bool):
-            return f"{label} · {key} {report.extras[key]}"
-    return label
+            return for_plot(f"{label} · {key} {report.extras[key]}")
+    return for_plot(label)
 
 def empty_figure(what: str, report: Report) -> Figure:
     fig = new_figure(6.4, 3.0)

@@ -15,6 +15,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
+from sninspect.render.escape import for_plot
 from sninspect.render.plots.layout import (
     ABOVE,
     BELOW,
@@ -185,7 +186,7 @@ def lipschitz_figure(report: Report) -> Figure:
     n, deep = len(bound.layers), len(bound.layers) > DEEP
     fig = new_figure(*((8.0, deep_height(n)) if deep else (wide_width(n), 5.2)))
     ax = fig.subplots()
-    which = f" (model {model.name})" if model.name and len(report.models) > 1 else ""
+    which = f" (model {for_plot(model.name)})" if model.name and len(report.models) > 1 else ""
     suptitle(fig, f"network Lipschitz bound by depth{which}", report)
     if n == 0:
         say_nothing(ax, "no layer in the chain")

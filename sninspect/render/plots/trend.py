@@ -10,6 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, TwoSlopeNorm
 from matplotlib.figure import Figure
 
+from sninspect.render.escape import for_plot
 from sninspect.render.plots.layout import (
     ABOVE,
     COS_TOLERANCE,
@@ -52,24 +53,25 @@ def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, tit
     steps = np.asarray(trend.steps, dtype=float)
     by_index = trend.order_by == MODIFICATION_TIME
     x = np.arange(len(steps)) if by_index else steps
-    shown = f"{len(trend.reports)} checkpoints, {PurePath(trend.checkpoints[0]).name} … " \
-            f"{PurePath(trend.checkpoints[-1]).name}"
+    shown = f"{len(trend.reports)} checkpoints, {_file(trend, 0)} … {_file(trend, -1)}"
     if len(series) <= TREND_LINES:
         fig = new_figure(9.5, 5.2)
         ax = fig.subplots()
         fig.suptitle(f"{title} — {shown}", fontsize=12)
+        lines = []
         for (_, values), label in zip(series, labels, strict=True):
             shown_values = np.where(values == 0, FLOOR, values) if log else values
-            ax.plot(x, shown_values, marker="o", linewidth=1.3, markersize=4, label=label)
-        ax.axhline(reference, color=ONE if not log else ABOVE, linestyle="--", linewidth=1.2,
-                   label=reference_label)
+            lines += ax.plot(x, shown_values, marker="o", linewidth=1.3, markersize=4, label=label)
+        lines.append(ax.axhline(reference, color=ONE if not log else ABOVE, linestyle="--", linewidth=1.2,
+                                label=reference_label))
         if log:
             ax.set_yscale("log")
         else:
             ax.set_ylim(*limits_around(np.concatenate([v for _, v in series]), reference))
         ax.set_ylabel(value_label, fontsize=9)
         _step_axis(ax, trend, x, by_index)
-        ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5),
+        # Handles and labels given: a name starting with "_" is not dropped as matplotlib's "no label".
+        ax.legend(lines, [*labels, reference_label], fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5),
                   title=f"layer ({cut} omitted)" if cut else "layer", title_fontsize=8)
         return fig
 
@@ -118,12 +120,16 @@ def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, tit
 def _step_axis(ax: Axes, trend: Trend, x: np.ndarray, by_index: bool) -> None:
     if by_index:
         ticks = thin_ticks(np.arange(len(x)), 12)
-        ax.set_xticks(ticks, [PurePath(trend.checkpoints[int(i)]).name for i in ticks], rotation=45,
+        ax.set_xticks(ticks, [_file(trend, int(i)) for i in ticks], rotation=45,
                       ha="right", rotation_mode="anchor", fontsize=8)
     ax.set_xlabel(trend.axis_label, fontsize=9)
 
+def _file(trend: Trend, index: int) -> str:
+    """The checkpoint's file name, escaped for a label."""
+    return for_plot(PurePath(trend.checkpoints[index]).name)
+
 def _step_text(trend: Trend, index: int) -> str:
     if trend.order_by == MODIFICATION_TIME:
-        return PurePath(trend.checkpoints[index]).name
+        return _file(trend, index)
     step = trend.steps[index]
     return str(int(step)) if float(step).is_integer() else f"{step:g}"
