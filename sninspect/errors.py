@@ -64,3 +64,34 @@ class OutputError(SninspectError):
 
 class LayerError(SninspectError):
     """One layer is broken (NaN weights, u/v of the wrong length); the others are still audited."""
+
+
+class LinalgError(LayerError):
+    """The math could not be done on one layer's tensors; raised by :mod:`sninspect.linalg` and turned
+    into that layer's ``error`` by the audit's per-layer boundary."""
+
+
+class OperandError(LinalgError, ValueError):
+    """A tensor the math does not take: wrong shape, empty, non-finite, complex, mismatched lengths."""
+
+
+class SolverError(LinalgError, RuntimeError):
+    """A solver failed on a valid operand: an SVD or eigen-solve that did not converge (an
+    ill-conditioned matrix), a Cholesky that broke down, an iteration that ran out of steps."""
+
+
+class NotConvergedError(SolverError):
+    """An iterative eigen-solve ran out of iterations before its residual test held."""
+
+
+class TensorKindError(LayerError, TypeError):
+    """A tensor of a kind sninspect cannot audit: meta (no data), complex, integer or boolean."""
+
+
+class MemoryBudgetError(LayerError, MemoryError):
+    """A layer (or its ``--bound-tol`` / ``--input-size`` work) would need more memory than the budget:
+    the available memory, or ``--max-memory``. Raised before anything is allocated."""
+
+    def __init__(self, message: str, needed: int = 0, budget: int = 0) -> None:
+        super().__init__(message)
+        self.needed, self.budget = needed, budget

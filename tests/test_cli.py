@@ -37,13 +37,39 @@ def one_error_line(result) -> str:  # type: ignore[no-untyped-def]
     return err
 
 
-def test_every_command_has_help() -> None:
-    names = [c.name or c.callback.__name__ for c in app.registered_commands]  # type: ignore[union-attr]
-    assert {"report", "layers"} <= set(names)
+def _commands() -> list[str]:
+    return [c.name or c.callback.__name__ for c in app.registered_commands]  # type: ignore[union-attr]
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    """``-h`` and ``--help`` alike; an ``Examples:`` block that runs this very command; a usage line
+    a person can read (CHECKPOINT, not a Python type)."""
+    names = _commands()
+    assert {"report", "check", "layers", "strip", "apply", "convert"} <= set(names)
     for name in names:
-        result = runner.invoke(app, [name, "--help"])
-        assert result.exit_code == 0, name
-        assert len(result.output.strip()) > 40, name
+        long, short = runner.invoke(app, [name, "--help"]), runner.invoke(app, [name, "-h"])
+        assert long.exit_code == 0 and short.exit_code == 0, name
+        assert long.output == short.output, name
+        lines = long.output.splitlines()
+        assert "Examples:" in [line.strip() for line in lines], name
+        examples = [line.strip() for line in lines[[ln.strip() for ln in lines].index("Examples:") + 1:]]
+        assert examples and all(e.startswith(f"sninspect {name} ") for e in examples if e), (name, examples)
+        usage = next(line for line in lines if line.startswith("Usage:"))
+        assert "<" not in usage and "list[" not in usage and "CHECKPOINT" in usage, usage
+
+
+def test_device_and_dtype_choices_are_listed_and_checked(checkpoint: Path) -> None:
+    text = runner.invoke(app, ["report", "--help"], env={"COLUMNS": "200"}).output
+    assert "[auto|cpu|cuda|cuda:N]" in text and "<float64|float32>" in text
+    bad = runner.invoke(app, ["report", str(checkpoint), "--device", "tpu"])
+    assert bad.exit_code == ExitCode.USAGE and "auto, cpu, cuda, cuda:N" in bad.output
+    bad = runner.invoke(app, ["report", str(checkpoint), "--dtype", "float16"])
+    assert bad.exit_code == ExitCode.USAGE
+    if not torch.cuda.is_available():  # cuda:N passes the option's check and reaches the library's
+        result = runner.invoke(app, ["report", str(checkpoint), "--device", "cuda:1"])
+        assert result.exit_code == ExitCode.USAGE and "CUDA is not available" in one_error_line(result)
+    ok = runner.invoke(app, ["report", str(checkpoint), "--device", "cpu", "--dtype", "float32", "-f", "json"])
+    assert ok.exit_code == 0 and json.loads(ok.stdout)["dtype"] == "float32"
 
 
 def test_report_table_json_csv_markdown(checkpoint: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.cells import cell_len
 from typer.testing import CliRunner
 
 from sninspect.cli.main import app
@@ -41,9 +42,9 @@ def _normalise(text: str, fmt: str) -> str:
     return text
 
 
-def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, cwd: Path = ROOT) -> str:
+def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, cwd: Path = ROOT, columns: int = 160) -> str:
     monkeypatch.chdir(cwd)
-    result = runner.invoke(app, args, env={"COLUMNS": "160", "NO_COLOR": "1", "TERM": "dumb"})
+    result = runner.invoke(app, args, env={"COLUMNS": str(columns), "NO_COLOR": "1", "TERM": "dumb"})
     assert result.exit_code in (0, 1), (args, result.output)
     return result.stdout
 
@@ -72,6 +73,14 @@ def test_report(sample: str, fmt: str, monkeypatch: pytest.MonkeyPatch, request:
     _compare(f"report_{_stem(sample)}.{FORMATS[fmt]}", _normalise(text, fmt), request)
 
 
+@pytest.mark.parametrize("sample", SAMPLES)
+def test_report_narrow(sample: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """COLUMNS=80 through a pipe: whole columns hidden (and named), every line within 80 columns."""
+    text = _cli(["report", f"sample_checkpoints/{sample}", "--device", "cpu", "-q"], monkeypatch, columns=80)
+    assert max(cell_len(line) for line in text.splitlines()) <= 80
+    _compare(f"report_{_stem(sample)}_80.txt", text, request)
+
+
 @pytest.mark.parametrize("fmt", ["table", "json", "markdown"])
 def test_report_run(fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
                     tmp_path: Path) -> None:
@@ -82,13 +91,32 @@ def test_report_run(fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.F
         os.utime(tmp_path / name, (1_700_000_000 + 100 * i, 1_700_000_000 + 100 * i))
     text = _cli(["report", *names, "--format", fmt, "--device", "cpu", "-q"], monkeypatch, tmp_path)
     _compare(f"run.{FORMATS[fmt]}", _normalise(text, fmt), request)
+    if fmt == "table":  # and through a pipe 80 columns wide: whole columns hidden and named
+        text = _cli(["report", *names, "--device", "cpu", "-q"], monkeypatch, tmp_path, columns=80)
+        assert max(cell_len(line) for line in text.splitlines()) <= 80
+        _compare("run_80.txt", text, request)
+
+
+CHECK_FORMATS = {"text": "txt", "json": "json", "github": "github"}
 
 
 @pytest.mark.parametrize("sample", SAMPLES)
-@pytest.mark.parametrize("fmt", ["text", "json"])
+@pytest.mark.parametrize("fmt", list(CHECK_FORMATS))
 def test_check(sample: str, fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Default rules: the three SN samples pass (empty output), the plain one fails (no SN)."""
     text = _cli(["check", f"sample_checkpoints/{sample}", "--format", fmt, "--device", "cpu", "-q"], monkeypatch)
-    _compare(f"check_{_stem(sample)}.{'json' if fmt == 'json' else 'txt'}", _normalise(text, fmt), request)
+    _compare(f"check_{_stem(sample)}.{CHECK_FORMATS[fmt]}", _normalise(text, fmt), request)
+
+
+def test_check_strict_and_junit(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+                                tmp_path: Path) -> None:
+    """The old strict rules (raw cosine ≤ 0.01, σ_eff ≤ 1.05) on every sample: GitHub commands and
+    the JUnit report, which names every SN layer."""
+    junit = tmp_path / "check.xml"
+    args = ["check", *(f"sample_checkpoints/{s}" for s in SAMPLES), "--strict-cos", "--max-cos-error", "0.01",
+            "--max-sigma", "1.05", "--format", "github", "--junit-xml", str(junit), "--device", "cpu", "-q"]
+    _compare("check_strict.github", _cli(args, monkeypatch), request)
+    _compare("check_strict.junit.xml", junit.read_text(encoding="utf-8"), request)
 
 
 @pytest.mark.parametrize("sample", SAMPLES)

@@ -293,11 +293,14 @@ def test_cli_write_output_uses_the_writer(tmp_path: Path) -> None:
 
     out = tmp_path / "report.txt"
     out.write_text("old report")
-    write_output("new report\n", out, [])  # report -o still replaces a file (TODO(issue 12): --force)
+    with pytest.raises(OutputError, match="already exists .pass --force"):
+        write_output("new report\n", out, [])
+    assert out.read_text() == "old report"
+    write_output("new report\n", out, [], force=True)
     assert out.read_text() == "new report\n" and names(tmp_path) == ["report.txt"]
     (tmp_path / "link.txt").symlink_to(out)
     with pytest.raises(OutputError, match="is a symbolic link"):
-        write_output("x", tmp_path / "link.txt", [])
+        write_output("x", tmp_path / "link.txt", [], force=True)
     with pytest.raises(OutputError, match="is the input"):
-        write_output("x", out, [tmp_path / "link.txt"])
+        write_output("x", out, [tmp_path / "link.txt"], force=True)
     assert out.read_text() == "new report\n"

@@ -11,11 +11,13 @@ import torch
 from torch import Tensor
 
 from sninspect import dialects
-from sninspect.audit.layer import PlainLayer, audit_layer, error_audit
+from sninspect.audit.layer import LAYER_FAILURES, PlainLayer, audit_layer, contained
+from sninspect.audit.memory import Budget, spectra_bytes
+from sninspect.audit.tensors import UsableTensors
 from sninspect.dialects import SNLayer
 from sninspect.errors import LayerError
 from sninspect.io import residency
-from sninspect.linalg.exact import exact_spectra
+from sninspect.linalg.exact import Spectrum, exact_spectra
 from sninspect.linalg.spectral import to_matrix
 from sninspect.results.report import LayerAudit
 
@@ -31,37 +33,46 @@ Job = tuple[SNLayer | PlainLayer, str, tuple[int, int]]
 def audit_all(
     sn_layers: list[SNLayer],
     plain: list[PlainLayer],
-    tensors: Mapping[str, Tensor],
+    tensors: UsableTensors,
     device: torch.device,
     dtype: torch.dtype,
     batch_bytes: int,
 ) -> list[tuple[LayerAudit, str]]:
-    """Audit SN and plain layers, solving equal-shape matrices in batches of at most ``batch_bytes``;
-    returns (audit, weight key) in checkpoint order."""
+    """Audit SN and plain layers, solving equal-shape matrices in batches of at most ``batch_bytes``
+    (and of the memory budget); returns (audit, weight key) in checkpoint order. Every step of a layer
+    runs inside the per-layer boundary (:func:`~sninspect.audit.layer.contained`)."""
     order = {key: i for i, key in enumerate(tensors)}
     jobs: list[Job] = []
     results: dict[str, LayerAudit] = {}
-    for layer in sn_layers:
-        try:
-            layer = dialects.resolve(layer, tensors)
-        except LayerError as err:
-            results[layer.weight_key] = error_audit(layer, tensors, str(err))
-            continue
-        stored = tensors[layer.weight_key]
-        if stored.numel() * stored.element_size() >= RELEASE_BYTES:
-            residency.release()  # pages a resolution may have read (a square layer's dim): not kept
-        jobs.append((layer, layer.weight_key, _matrix_shape(tuple(stored.shape), layer.dim or 0)))
-    for item in plain:
-        jobs.append((item, item.key, _matrix_shape(tuple(tensors[item.key].shape), 0)))
+    for layer in [*sn_layers, *plain]:
+        job = contained(layer, tensors, lambda layer=layer: _prepare(layer, tensors, dtype))  # type: ignore[misc]
+        if isinstance(job, LayerAudit):
+            results[_key_of(layer)] = job
+        else:
+            jobs.append(job)
 
     # Batch by batch: load into one block (no stacking copy), solve, audit, drop, and hand the
     # memory-mapped pages read back to the OS, so that peak memory follows the largest batch.
-    for batch in _batches(jobs, dtype, batch_bytes):
+    for batch in _batches(jobs, dtype, batch_bytes, tensors.budget):
         results.update(_audit_batch(batch, tensors, device, dtype, batch_bytes))
     return [(results[k], k) for k in sorted(results, key=lambda k: order[k])]
 
 
-def _audit_batch(batch: list[Job], tensors: Mapping[str, Tensor], device: torch.device, dtype: torch.dtype,
+def _prepare(layer: SNLayer | PlainLayer, tensors: UsableTensors, dtype: torch.dtype) -> Job:
+    """Resolve an SN layer's dim, check the layer's audit fits the memory budget (from shapes alone),
+    and read its weight's kind (refused, dequantized or densified)."""
+    if isinstance(layer, SNLayer):
+        layer = dialects.resolve(layer, tensors)
+    key = _key_of(layer)
+    rows, cols = _matrix_shape(tuple(tensors.raw[key].shape), _dim_of(layer))
+    tensors.budget.require(spectra_bytes(1, rows, cols, torch.finfo(dtype).bits // 8), "")
+    stored = tensors[key]
+    if stored.numel() * stored.element_size() >= RELEASE_BYTES:
+        residency.release()  # pages a resolution may have read (a square layer's dim): not kept
+    return layer, key, (rows, cols)
+
+
+def _audit_batch(batch: list[Job], tensors: UsableTensors, device: torch.device, dtype: torch.dtype,
                  batch_bytes: int) -> dict[str, LayerAudit]:
     """Audit one batch of equal-shape layers. A function of its own so that the block and every view
     of it are gone when it returns: the next batch's block never sits beside this one."""
@@ -70,23 +81,39 @@ def _audit_batch(batch: list[Job], tensors: Mapping[str, Tensor], device: torch.
     ready: list[tuple[SNLayer | PlainLayer, Tensor]] = []
     mapped: list[int] = []
     for job, key, _ in batch:
-        try:
-            matrix = load_matrix(tensors, key, _dim_of(job), device, dtype, out=block[len(ready)], pointers=mapped)
-        except LayerError as err:
-            results[key] = error_audit(job, tensors, str(err))
-            continue
-        ready.append((job, matrix))
+        matrix = contained(job, tensors, lambda key=key, job=job: load_matrix(  # type: ignore[misc]
+            tensors, key, _dim_of(job), device, dtype, out=block[len(ready)], pointers=mapped))
+        if isinstance(matrix, LayerAudit):
+            results[key] = matrix
+        else:
+            ready.append((job, matrix))
     residency.release(mapped)
-    spectra = exact_spectra([matrix for _, matrix in ready], batch_bytes=batch_bytes)
-    for (job, matrix), spectrum in zip(ready, spectra, strict=True):
-        key = job.weight_key if isinstance(job, SNLayer) else job.key
-        try:
-            results[key] = audit_layer(job, matrix, spectrum, tensors)
-        except LayerError as err:
-            results[key] = error_audit(job, tensors, str(err))
+    for (job, matrix), spectrum in zip(ready, _spectra(ready, tensors, batch_bytes), strict=True):
+        key = _key_of(job)
+        if isinstance(spectrum, LayerAudit):
+            results[key] = spectrum
+            continue
+        results[key] = contained(job, tensors, lambda job=job, matrix=matrix, spectrum=spectrum: audit_layer(  # type: ignore[misc]
+            job, matrix, spectrum, tensors))
     residency.release(mapped)  # the pages of u, v and buffers read by the audits
     return results
 
+
+def _spectra(ready: list[tuple[SNLayer | PlainLayer, Tensor]], tensors: UsableTensors,
+             batch_bytes: int) -> list[Spectrum | LayerAudit]:
+    """The batch solved together; where that fails, each matrix alone, so that one matrix a solver
+    cannot handle is that layer's error and not its batch's."""
+    if not ready:
+        return []
+    try:
+        return list(exact_spectra([matrix for _, matrix in ready], batch_bytes=batch_bytes))
+    except LAYER_FAILURES:
+        return [contained(job, tensors, lambda matrix=matrix: exact_spectra([matrix])[0])  # type: ignore[misc]
+                for job, matrix in ready]
+
+
+def _key_of(layer: SNLayer | PlainLayer) -> str:
+    return layer.weight_key if isinstance(layer, SNLayer) else layer.key
 
 
 def _dim_of(layer: SNLayer | PlainLayer) -> int:
@@ -99,14 +126,17 @@ def _matrix_shape(shape: tuple[int, ...], dim: int) -> tuple[int, int]:
     return (shape[dim], math.prod(shape) // max(shape[dim], 1))
 
 
-def _batches(jobs: list[Job], dtype: torch.dtype, batch_bytes: int) -> Iterator[list[Job]]:
-    """Jobs grouped by matrix shape, each group cut so that one batch stays under ``batch_bytes``."""
+def _batches(jobs: list[Job], dtype: torch.dtype, batch_bytes: int, budget: Budget) -> Iterator[list[Job]]:
+    """Jobs grouped by matrix shape, each group cut so that one batch stays under ``batch_bytes`` and
+    its solve under the memory budget (each job alone was checked against it)."""
     groups: dict[tuple[int, int], list[Job]] = defaultdict(list)
     for job in jobs:
         groups[job[2]].append(job)
     itemsize = torch.finfo(dtype).bits // 8
     for shape, group in groups.items():
         step = max(1, batch_bytes // max(1, shape[0] * shape[1] * itemsize))
+        if budget.bytes is not None:
+            step = max(1, min(step, budget.bytes // max(1, spectra_bytes(1, *shape, itemsize))))
         for start in range(0, len(group), step):
             yield group[start : start + step]
 

@@ -1,25 +1,58 @@
 """``sninspect check``: judge reports against rules. Pure: reports and rules in, violations out.
 
-What each rule judges (the CLI help says the same):
+The default rules judge what the stored power-iteration state does to the model (the CLI help and
+the README say the same):
 
-- ``max_sigma``: σ_eff (``sigma_effective``) of every SN layer, the spectral norm of the weight the
-  model really uses. Layers without SN are not judged (their σ is not meant to be 1). A σ̂ ≤ 0 (the
-  weight's sign flipped) or a non-finite σ_eff breaks the rule whatever the limit.
-- ``max_cos_error``: ``cos_error_u`` and ``cos_error_v`` of every SN layer, each on its own; a vector
-  that is not stored, or a layer with σ1 ≈ σ2 (no unique top vector), has nothing to judge.
-- ``max_lipschitz``: the certified operator product (``lipschitz.operator_product``) of the report's
-  primary model (the discriminator of a G/D pair). A chain without a certified bound breaks it.
-- Always: a layer that could not be audited (``error`` set), and a checkpoint in which no SN layer is
-  found, break a rule: a CI gate must not pass by seeing nothing.
+- ``max_sigma`` (1.10): σ_eff (``sigma_effective``) of every SN layer, the spectral norm of the
+  weight the model really uses. Layers without SN are not judged (their σ is not meant to be 1).
+  A σ̂ ≤ 0 (the weight's sign flipped) breaks the rule whatever the limit.
+- ``max_norm_error`` (0.01): |‖u‖ − 1| and |‖v‖ − 1| of every stored vector.
+- ``max_cos_error`` (0.05), gap-aware: the error σ̂ must have *because of* the stored vector's angle,
+  :func:`gap_cos_error`; a vector in a near-degenerate top subspace is not judged, since any vector
+  there gives the right σ̂. With ``strict_cos`` the raw 1 − |cos| is judged instead.
+- ``non_finite``: a NaN or infinite number in an SN layer's audit.
+- ``max_lipschitz`` (off by default): the certified operator product (``lipschitz.operator_product``)
+  of the report's primary model (the discriminator of a G/D pair). A chain without a certified
+  bound breaks it.
+- Always: a layer that could not be audited (``error`` set: NaN weights or u, wrong shapes), and a
+  checkpoint in which no SN layer is found, break a rule: a CI gate must not pass by seeing nothing.
 - ``fail_on_warning``: every warning of the report breaks a rule.
+
+Why the cosine rule is gap-aware. Write W = Σ σ_i u_i v_iᵀ and let the stored unit u make the angle
+θ with u1 (cos θ = |⟨u, u1⟩|, sin²θ = e(2 − e) for the stored cosine error e = 1 − |cos θ|). The
+estimate a power step from u gives, σ̂ = uᵀW n(Wᵀu) = ‖Wᵀu‖, obeys
+    (σ̂/σ1)² = Σ_i (σ_i/σ1)² ⟨u, u_i⟩² ≤ cos²θ + g² sin²θ,   g = σ2/σ1,
+so the angle forces 1 − (σ̂/σ1)² ≥ sin²θ·(1 − g²) (and no more than sin²θ: the other σ_i may be 0).
+The same holds for v with ‖Wv‖, and the stored pair's uᵀWv ≤ σ1(cos θu cos θv + g sin θu sin θv).
+The gap-aware cosine error e_g = 1 − √(1 − sin²θ·(1 − g²)) is therefore the relative σ̂ deficit the
+angle guarantees (σ̂ ≤ (1 − e_g)·σ1, σ_eff ≥ 1/(1 − e_g)): it equals e when g = 0 and vanishes as
+σ2 → σ1. A trained layer with σ2/σ1 = 0.998 and e = 0.79 has e_g ≈ 0.002: its angle says nothing.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from sninspect.results.check import Rule, Rules, Verdict, Violation
-from sninspect.results.report import Report
+from sninspect.results.report import LayerAudit, Report
+
+_NUMBERS = ("sigma_exact", "sigma_estimate", "sigma_effective", "cos_error_u", "cos_error_v",
+            "spectral_gap", "u_norm", "v_norm")
+"""The numbers of an SN layer the rules read; each must be finite when present."""
+
+Add = Callable[[Rule, str | None, str | None, float | None, float | None, str], None]
+"""Records one violation: rule, layer, quantity, value, limit, message."""
+
+
+def gap_cos_error(cos_error: float, gap: float | None) -> float:
+    """1 − √(1 − sin²θ·(1 − g²)) for the stored cosine error ``cos_error`` = 1 − |cos θ| and
+    ``gap`` = σ2/σ1 (``None``: a single singular value, g = 0): the relative σ̂ deficit the angle
+    forces (module docstring). Computed without cancellation for tiny angles."""
+    g = 0.0 if gap is None else min(max(gap, 0.0), 1.0)
+    e = min(max(cos_error, 0.0), 1.0)
+    forced = e * (2.0 - e) * (1.0 - g) * (1.0 + g)  # sin²θ·(1 − g²), in [0, 1]
+    return forced / (1.0 + math.sqrt(1.0 - forced))  # 1 − √(1 − x) = x / (1 + √(1 − x))
 
 
 def check(report: Report, rules: Rules) -> Verdict:
@@ -36,20 +69,14 @@ def check(report: Report, rules: Rules) -> Verdict:
         if la.error is not None:
             add(Rule.not_audited, la.name, None, None, None, f"{la.name}: not audited: {la.error}")
             continue
-        eff = la.sigma_effective
-        if rules.max_sigma is not None and eff is not None:
-            if la.sigma_estimate is not None and la.sigma_estimate <= 0.0:
-                add(Rule.max_sigma, la.name, "sigma_effective", eff, rules.max_sigma,
-                    f"{la.name}: σ̂ = {_fmt(la.sigma_estimate)} ≤ 0 flips the weight's sign "
-                    f"(|σ_eff| = {_fmt(abs(eff))}, limit {_fmt(rules.max_sigma)})")
-            elif not math.isfinite(eff) or eff > rules.max_sigma:
-                add(Rule.max_sigma, la.name, "sigma_effective", eff, rules.max_sigma,
-                    f"{la.name}: σ_eff = {_fmt(eff)} > {_fmt(rules.max_sigma)}")
-        if rules.max_cos_error is not None:
-            for quantity, value in (("cos_error_u", la.cos_error_u), ("cos_error_v", la.cos_error_v)):
-                if value is not None and (not math.isfinite(value) or value > rules.max_cos_error):
-                    add(Rule.max_cos_error, la.name, quantity, value, rules.max_cos_error,
-                        f"{la.name}: {quantity} = {_fmt(value)} > {_fmt(rules.max_cos_error)}")
+        bad = [q for q in _NUMBERS if (v := getattr(la, q)) is not None and not math.isfinite(v)]
+        if bad:
+            add(Rule.non_finite, la.name, bad[0], getattr(la, bad[0]), None,
+                f"{la.name}: non-finite {', '.join(f'{q} = {getattr(la, q)}' for q in bad)}")
+            continue
+        _judge_sigma(la, rules, add)
+        _judge_norms(la, rules, add)
+        _judge_cosines(la, rules, add)
     # Plain layers are judged only for being broken: σ of a layer without SN is not meant to be 1.
     for la in report.layers:
         if not la.has_sn and la.error is not None:
@@ -72,7 +99,51 @@ def check(report: Report, rules: Rules) -> Verdict:
     if rules.fail_on_warning:
         for warning in report.all_warnings:
             add(Rule.warning, None, None, None, None, f"warning: {warning}")
-    return Verdict(name, sum(la.error is None for la in sn), tuple(out))
+    return Verdict(name, sum(la.error is None for la in sn), tuple(out), tuple(la.name for la in sn))
+
+
+def _judge_sigma(la: LayerAudit, rules: Rules, add: Add) -> None:
+    eff, limit = la.sigma_effective, rules.max_sigma
+    if eff is None:
+        return
+    if la.sigma_estimate is not None and la.sigma_estimate <= 0.0:
+        # Always broken: the model multiplies the weight by a negative (or infinite) factor.
+        add(Rule.max_sigma, la.name, "sigma_effective", eff, limit,
+            f"{la.name}: σ̂ = {_fmt(la.sigma_estimate)} ≤ 0 flips the weight's sign "
+            f"(|σ_eff| = {_fmt(abs(eff))})")
+    elif limit is not None and eff > limit:
+        add(Rule.max_sigma, la.name, "sigma_effective", eff, limit,
+            f"{la.name}: σ_eff = {_fmt(eff)} > {_fmt(limit)}")
+
+
+def _judge_norms(la: LayerAudit, rules: Rules, add: Add) -> None:
+    limit = rules.max_norm_error
+    if limit is None:
+        return
+    for quantity, norm in (("u_norm", la.u_norm), ("v_norm", la.v_norm)):
+        if norm is not None and abs(norm - 1.0) > limit:
+            add(Rule.max_norm_error, la.name, quantity, norm, limit,
+                f"{la.name}: ‖{quantity[0]}‖ = {_fmt(norm)}, more than {_fmt(limit)} from 1")
+
+
+def _judge_cosines(la: LayerAudit, rules: Rules, add: Add) -> None:
+    limit = rules.max_cos_error
+    if limit is None:
+        return
+    for quantity, value in (("cos_error_u", la.cos_error_u), ("cos_error_v", la.cos_error_v)):
+        if value is None:
+            continue  # not stored, or σ1 ≈ σ2: no unique top vector to compare with
+        if rules.strict_cos:
+            if value > limit:
+                add(Rule.max_cos_error, la.name, quantity, value, limit,
+                    f"{la.name}: {quantity} = {_fmt(value)} > {_fmt(limit)}")
+            continue
+        forced = gap_cos_error(value, la.spectral_gap)
+        if forced > limit:
+            gap = "none" if la.spectral_gap is None else _fmt(la.spectral_gap)
+            add(Rule.max_cos_error, la.name, f"gap_{quantity}", forced, limit,
+                f"{la.name}: {quantity} = {_fmt(value)} at σ2/σ1 = {gap} forces σ̂ at least "
+                f"{_fmt(forced)} low (gap-aware cosine error > {_fmt(limit)})")
 
 
 def unreadable(checkpoint: str, message: str) -> Verdict:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 from torch import Tensor
 
 from sninspect import dialects
+from sninspect.audit.memory import NO_LIMIT
+from sninspect.audit.tensors import UsableTensors, is_weight_candidate
 from sninspect.errors import LayerError
 from sninspect.io.load import ModelState, display_name, load_checkpoint
 from sninspect.results.report import PLAIN
@@ -45,7 +47,7 @@ def inventory(path: str | os.PathLike[str], *, key: str | None = None, unsafe_lo
         for layer in sn_layers:
             dim: int | None
             try:
-                dim = dialects.resolve(layer, tensors).dim
+                dim = dialects.resolve(layer, UsableTensors(tensors, NO_LIMIT)).dim
             except LayerError as err:
                 dim, warnings = None, warnings + [f"layer '{display_name(layer.name)}': {err}"]
             name = display_name(layer.name)
@@ -55,7 +57,7 @@ def inventory(path: str | os.PathLike[str], *, key: str | None = None, unsafe_lo
                 str(tensors[layer.weight_key].dtype).removeprefix("torch."),
                 tuple(k.removeprefix(layer.module) for k in layer.keys))))
         for raw, shape in shapes.items():
-            if raw in claimed or len(shape) < 2 or not tensors[raw].is_floating_point():
+            if raw in claimed or not is_weight_candidate(raw, tensors[raw]):
                 continue
             name = display_name(raw)
             entries.append((raw, LayerInfo(prefix + name, model.name, PLAIN, layer_kind(name, shape, 0), shape,

@@ -4,15 +4,18 @@ and the invariant checks that turn them into warnings."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 from sninspect import dialects
 from sninspect.audit.inventory import layer_kind
+from sninspect.audit.tensors import UsableTensors
 from sninspect.dialects import SNLayer
+from sninspect.errors import SninspectError
 from sninspect.io.load import display_name
 from sninspect.linalg.exact import Spectrum
 from sninspect.linalg.spectral import cos_error, relative_error, stable_rank, uv_residual
@@ -30,17 +33,55 @@ class PlainLayer:
     name: str
 
 
+LAYER_FAILURES: tuple[type[BaseException], ...] = (
+    SninspectError, torch.linalg.LinAlgError, RuntimeError, ValueError, ArithmeticError, IndexError,
+    MemoryError,
+)
+"""What goes wrong inside one layer's audit and becomes that layer's ``error``: sninspect's own
+errors (a broken layer, the math's typed :class:`~sninspect.errors.LinalgError`, a refused tensor
+kind, the memory guard) and torch's errors about one layer's tensors (a solver that does not
+converge, shapes or dtypes an operation does not take). Everything else (KeyError, TypeError,
+AttributeError, AssertionError) is a bug in sninspect and stays one: exit 5."""
+
+
+T = TypeVar("T")
+
+
+def contained(layer: SNLayer | PlainLayer, tensors: Mapping[str, Tensor], work: Callable[[], T],
+              partial: LayerAudit | None = None) -> T | LayerAudit:
+    """The per-layer error boundary: ``work()``, or, when it fails with one of :data:`LAYER_FAILURES`,
+    the layer's audit (``partial`` where some numbers are known) with the one-line reason as its error;
+    the other layers go on."""
+    try:
+        return work()
+    except LAYER_FAILURES as err:
+        reason = failure_reason(err)
+        return replace(partial, error=reason) if partial is not None else error_audit(layer, tensors, reason)
+
+
+def failure_reason(err: BaseException) -> str:
+    """One line: sninspect's own message, or a torch error's type and first line."""
+    if isinstance(err, SninspectError):
+        return str(err)
+    text = " ".join(str(err).split()) or "no message"
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"could not be audited: {type(err).__name__}: {text}"
+
+
 def base_audit(layer: SNLayer | PlainLayer, tensors: Mapping[str, Tensor]) -> LayerAudit:
     """What a layer is (name, dialect, kind, shape, dim, dtype, notes), before any number."""
     if isinstance(layer, SNLayer):
         key, name, dialect = layer.weight_key, display_name(layer.name), layer.dialect
-        dim, notes = layer.dim, layer.notes
+        dim, notes, keys = layer.dim, layer.notes, layer.keys
     else:
-        key, name, dialect, dim, notes = layer.key, layer.name, PLAIN, 0, ()
-    shape = tuple(tensors[key].shape)
+        key, name, dialect, dim, notes, keys = layer.key, layer.name, PLAIN, 0, (), (layer.key,)
+    raw = tensors.raw if isinstance(tensors, UsableTensors) else tensors  # shape and dtype as stored
+    if isinstance(tensors, UsableTensors):
+        notes = notes + tensors.notes_for(keys)
+    shape = tuple(raw[key].shape)
     return LayerAudit(
         name=name, model="", dialect=dialect, kind=layer_kind(name, shape, dim or 0), shape=shape,
-        dim=dim or 0, dtype=str(tensors[key].dtype).removeprefix("torch."), notes=notes,
+        dim=dim or 0, dtype=str(raw[key].dtype).removeprefix("torch."), notes=notes,
     )
 
 

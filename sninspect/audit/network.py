@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from sninspect.audit.layer import LAYER_FAILURES, failure_reason
 from sninspect.io.load import display_name
 from sninspect.linalg.network import batchnorm_factor
 from sninspect.results.report import LayerAudit, NetworkBound
@@ -47,23 +48,37 @@ class BatchNorm:
 
     key: str
     name: str
-    factor: float
+    factor: float | None
+    """None when the BatchNorm's tensors cannot give one (``error`` says why): no certified product."""
+    error: str | None = None
 
 
 def batchnorm_factors(
     tensors: Mapping[str, Tensor], shapes: Mapping[str, tuple[int, ...]], device: torch.device
 ) -> list[BatchNorm]:
-    """Eval-mode BatchNorm layers (a module with running_mean and running_var) and their factors."""
+    """Eval-mode BatchNorm layers (a module with running_mean and running_var) and their factors; a
+    BatchNorm whose tensors are broken (γ of the wrong length, an empty running_var, a refused tensor
+    kind) gets its reason instead, through the same boundary as a weight layer."""
     found = []
     for key in shapes:
         if not key.endswith("running_var"):
             continue
         module = key[: -len("running_var")]
-        weight = tensors.get(module + "weight")
-        var = tensors[key].detach().to(device=device, dtype=torch.float64)
-        gamma = weight.detach().to(device=device, dtype=torch.float64) if weight is not None else None
-        found.append(BatchNorm(key, display_name(module.rstrip(".")), batchnorm_factor(gamma, var)))
+        name = display_name(module.rstrip("."))
+        try:
+            weight = tensors[module + "weight"] if module + "weight" in tensors else None
+            var = tensors[key].detach().to(device=device, dtype=torch.float64)
+            gamma = weight.detach().to(device=device, dtype=torch.float64) if weight is not None else None
+            found.append(BatchNorm(key, name, batchnorm_factor(gamma, var)))
+        except LAYER_FAILURES as err:
+            found.append(BatchNorm(key, name, None, failure_reason(err)))
     return found
+
+
+def batchnorm_warnings(batchnorms: Sequence[BatchNorm], prefix: str) -> list[str]:
+    """One line per BatchNorm that could not be read: the certified operator product cannot cover it."""
+    return [f"BatchNorm '{prefix}{bn.name}' not audited: {bn.error}; no certified operator product"
+            for bn in batchnorms if bn.error is not None]
 
 
 @dataclass(frozen=True)
@@ -90,6 +105,12 @@ def network_bound(chain: Sequence[ChainEntry], excluded: Sequence[str]) -> Netwo
         cumulative_matrix.append(matrix)
         cumulative_operator.append(operator if operator is not None else math.nan)
     has_layers = any(e.matrix is not None for e in ordered)
+    flipped = [e.name for e in ordered if e.matrix is not None and not e.matrix > 0.0]
+    unavailable = None
+    if flipped:  # σ_eff = σ1/σ̂ ≤ 0: σ̂ ≤ 0 flips the weight's sign; no product through it bounds anything
+        unavailable = f"σ̂ ≤ 0 in {', '.join(flipped)} (the weight's sign is flipped; no bound holds)"
+        has_layers = False
+        cumulative_matrix = cumulative_operator = [math.nan] * len(ordered)
     return NetworkBound(
         matrix_product=matrix if has_layers else None,
         operator_product=operator if has_layers else None,
@@ -98,6 +119,7 @@ def network_bound(chain: Sequence[ChainEntry], excluded: Sequence[str]) -> Netwo
         layers=tuple(e.name for e in ordered),
         excluded=tuple(excluded),
         assumptions=ASSUMPTIONS,
+        unavailable=unavailable,
     )
 
 
@@ -111,5 +133,5 @@ def chain_of(audits: Sequence[tuple[LayerAudit, str]], batchnorms: Sequence[Batc
             continue
         chain.append(ChainEntry(order[key], audit.name, audit.sigma_effective, audit.operator_bound))
     for bn in batchnorms:
-        chain.append(ChainEntry(order[bn.key], prefix + bn.name, None, bn.factor))
+        chain.append(ChainEntry(order[bn.key], prefix + bn.name, None, bn.factor))  # None: no certified product
     return chain, excluded

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from sninspect import dialects
+from sninspect.audit.memory import NO_LIMIT, Budget, conv_bound_bytes, conv_same_bytes
 from sninspect.dialects import SNLayer
 from sninspect.io import residency
 from sninspect.linalg import conv_bounds, conv_same
@@ -31,15 +32,21 @@ def effective_kernel(audit: LayerAudit, key: str, buffer_key: str | None, tensor
 
 
 def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mapping[str, Tensor],
-                        device: torch.device, dtype: torch.dtype, tol: float) -> LayerAudit:
+                        device: torch.device, dtype: torch.dtype, tol: float,
+                        budget: Budget = NO_LIMIT) -> LayerAudit:
     """Add ``operator_bound`` / ``operator_lower``: σ_eff for linear layers, the certified conv bound
-    for convolutions; nothing for embeddings and vectors (not part of a chain)."""
+    for convolutions; nothing for embeddings and vectors (not part of a chain). The bound's frequency
+    grid grows as ``tol`` shrinks: its memory is checked against ``budget`` first."""
     if audit.error is not None or audit.sigma_effective is None:
         return audit
     if audit.kind == "linear":
         return replace(audit, operator_bound=audit.sigma_effective, operator_lower=audit.sigma_effective)
     if not audit.kind.startswith("conv"):
         return audit
+    shape = tuple(audit.shape)
+    grid = conv_bounds.grid_sizes(shape[2:], tol)
+    budget.require(conv_bound_bytes(shape, grid), f"the certified conv bound at --bound-tol {tol:g} "
+                                                  f"(a {'×'.join(map(str, grid))} frequency grid) ")
     kernel = effective_kernel(audit, key, buffer_key, tensors, device, dtype)
     residency.release()  # the kernel is copied: hand the file's pages back before the bound's work
     bound = conv_bounds.conv_operator_bound(kernel, tol=tol, device=device)
@@ -47,20 +54,24 @@ def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, ten
 
 
 def with_operator_sized(audit: LayerAudit, layer: SNLayer | None, tensors: Mapping[str, Tensor],
-                        device: torch.device) -> LayerAudit:
+                        device: torch.device, budget: Budget = NO_LIMIT) -> LayerAudit:
     """For a dialect whose σ is a convolution's at the stored u's size (``Dialect.operator_sized``):
     the σ numbers of that operator (:func:`_operator_sized_audit`); every other layer unchanged."""
     if audit.error is not None or layer is None or not dialects.by_name(layer.dialect).operator_sized:
         return audit
-    return _operator_sized_audit(audit, layer, tensors, device)
+    return _operator_sized_audit(audit, layer, tensors, device, budget)
 
 
 def _operator_sized_audit(audit: LayerAudit, layer: SNLayer, tensors: Mapping[str, Tensor],
-                          device: torch.device) -> LayerAudit:
+                          device: torch.device, budget: Budget) -> LayerAudit:
     """Conv-operator SN (Ryu et al. 2019): σ numbers are the zero-padded 'same' convolution's at the
     stored u's H×W, and u is compared with the operator's exact top singular vector (the input-side
     one when u has the input's channels, the output-side one otherwise)."""
     assert layer.u_key is not None and layer.buffer_key is not None  # Precondition: detected layout
+    u_shape, w_shape = tuple(tensors[layer.u_key].shape), tuple(audit.shape)
+    if len(u_shape) == len(w_shape) and len(u_shape) > 2 and u_shape[1] in w_shape[:2]:
+        budget.require(conv_same_bytes(w_shape, u_shape[2:], u_shape[1] != w_shape[1]),
+                       f"the conv-operator norm at u's size {'×'.join(map(str, u_shape[2:]))} ")
     weight = tensors[layer.weight_key].detach().to(device=device, dtype=torch.float64)
     buffer = tensors[layer.buffer_key].detach().to(device=device, dtype=torch.float64)
     u = tensors[layer.u_key].detach().to(device=device, dtype=torch.float64)
@@ -112,14 +123,16 @@ def _unconverged(norm: conv_same.SizedNorm, what: str) -> tuple[str, ...]:
 
 
 def at_input(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mapping[str, Tensor],
-             device: torch.device, input_size: tuple[int, ...]) -> LayerAudit:
+             device: torch.device, input_size: tuple[int, ...], budget: Budget = NO_LIMIT) -> LayerAudit:
     """``operator_at_input``: the exact 'same'-padding norm of a conv's effective weight at the
     user's input size (the last given size is repeated for more spatial axes)."""
     if audit.error is not None or not audit.kind.startswith("conv") or audit.sigma_effective is None:
         return audit
-    kernel = effective_kernel(audit, key, buffer_key, tensors, device, torch.float64)
-    spatial = kernel.dim() - 2
+    spatial = len(audit.shape) - 2
     size = tuple(input_size[i] if i < len(input_size) else input_size[-1] for i in range(spatial))
+    budget.require(conv_same_bytes(audit.shape, size, audit.kind.startswith("conv_transpose")),
+                   f"the norm at --input-size {'×'.join(map(str, size))} ")
+    kernel = effective_kernel(audit, key, buffer_key, tensors, device, torch.float64)
     norm = _sized(kernel, size, audit.kind.startswith("conv_transpose"), None)
     width = norm.width if audit.bracket_width is None else max(norm.width, audit.bracket_width)
     return replace(audit, operator_at_input=norm.lower, bracket_width=width,

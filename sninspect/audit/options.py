@@ -34,6 +34,9 @@ class Options:
     """Largest batch of equal-shape matrices solved together."""
     input_size: tuple[int, ...] | None = None
     """Spatial input size (H[, W[, D]]): also give each conv's exact 'same'-padding norm there."""
+    max_memory: int | None = None
+    """Memory budget in bytes for one layer's audit (``--max-memory``); None: the memory available now.
+    A layer that would need more is refused with the size it would need (its ``error``)."""
 
 
 def resolve_device(name: str) -> torch.device:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
@@ -16,13 +17,22 @@ import torch
 from sninspect import dialects
 from sninspect.audit.batch import audit_all
 from sninspect.audit.inventory import model_tensors
-from sninspect.audit.layer import PlainLayer, layer_warnings
-from sninspect.audit.network import batchnorm_factors, chain_of, network_bound, norm_layer_warnings
+from sninspect.audit.layer import PlainLayer, contained, layer_warnings
+from sninspect.audit.memory import Budget, budget
+from sninspect.audit.network import (
+    batchnorm_factors,
+    batchnorm_warnings,
+    chain_of,
+    network_bound,
+    norm_layer_warnings,
+)
 from sninspect.audit.operator import at_input, with_operator_bound, with_operator_sized
 from sninspect.audit.options import Options, resolve_device, resolve_dtype
+from sninspect.audit.tensors import UsableTensors, is_weight_candidate
+from sninspect.dialects import SNLayer
 from sninspect.errors import UsageError
 from sninspect.io.load import Checkpoint, ModelState, display_name, load_checkpoint
-from sninspect.results.report import LayerAudit, ModelAudit, Report
+from sninspect.results.report import NATURAL_ORDER, STORED_ORDER, LayerAudit, ModelAudit, Report
 
 __all__ = ["Options", "analyze", "analyze_checkpoint", "audit_model"]
 
@@ -46,6 +56,8 @@ def analyze_checkpoint(
                     file_format=checkpoint.format)
         for model in checkpoint.models
     )
+    if (options.include or options.exclude) and not any(m.layers for m in models):
+        raise _filtered_out(options, str(checkpoint.path), models)
     return Report(
         checkpoint=str(checkpoint.path),
         format=checkpoint.format,
@@ -53,7 +65,18 @@ def analyze_checkpoint(
         dtype=str(dtype).removeprefix("torch."),
         models=models,
         extras=dict(checkpoint.extras),
+        layer_order=NATURAL_ORDER if checkpoint.format.startswith("safetensors") else STORED_ORDER,
     )
+
+
+def _filtered_out(options: Options, checkpoint: str, models: Sequence[ModelAudit]) -> UsageError:
+    """``--include``/``--exclude`` left nothing: name the regex and some layer names it could match."""
+    asked = " and ".join(f"--{flag} {regex!r}" for flag, regex in (("include", options.include),
+                                                                  ("exclude", options.exclude)) if regex)
+    names = [n for m in models for n in (*m.lipschitz.layers, *m.lipschitz.excluded)]
+    sample = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+    return UsageError(f"{checkpoint}: {asked} leaves no layer (the layers are named like {sample or 'nothing'}; "
+                      "the regex is searched in the full name)")
 
 
 def audit_model(
@@ -61,35 +84,52 @@ def audit_model(
     file_format: str = "",
 ) -> ModelAudit:
     """Audit every weight layer of one state dict and bound the network."""
-    tensors = model_tensors(model, file_format)
-    shapes = {key: tuple(t.shape) for key, t in tensors.items()}
+    raw = model_tensors(model, file_format)
+    tensors = UsableTensors(raw, budget(options.max_memory))
+    shapes = {key: tuple(t.shape) for key, t in raw.items()}
     sn_layers, warnings = dialects.detect(shapes)
     claimed = {k for layer in sn_layers for k in layer.keys}
     plain = [
         PlainLayer(key, display_name(key))
         for key, shape in shapes.items()
-        if key not in claimed and len(shape) >= 2 and tensors[key].is_floating_point()
+        if key not in claimed and is_weight_candidate(key, raw[key])
     ]
-    buffers = {layer.weight_key: layer.buffer_key for layer in sn_layers}
     keyed = audit_all(sn_layers, plain, tensors, device, dtype, options.batch_bytes)
     layer_of = {layer.weight_key: layer for layer in sn_layers}
     keyed = [
-        (replace(with_operator_bound(a, k, buffers.get(k), tensors, device, dtype, options.bound_tol),
+        (replace(_as_operator(a, k, layer_of.get(k), tensors, options, device, dtype),
                  name=prefix + a.name, model=model.name), k)
         for a, k in keyed
     ]
-    keyed = [(with_operator_sized(a, layer_of.get(k), tensors, device), k) for a, k in keyed]
-    if options.input_size is not None:
-        keyed = [(at_input(a, k, buffers.get(k), tensors, device, options.input_size), k) for a, k in keyed]
     audits = [a for a, _ in keyed]
     batchnorms = batchnorm_factors(tensors, shapes, device)
     chain, excluded = chain_of(keyed, batchnorms, {k: i for i, k in enumerate(shapes)}, prefix)
     network = network_bound(chain, excluded)
-    warnings += layer_warnings(audits) + norm_layer_warnings(shapes, prefix)
+    warnings += (layer_warnings(audits) + batchnorm_warnings(batchnorms, prefix)
+                 + norm_layer_warnings(shapes, prefix))
 
     shown = [a for a in audits if a.has_sn or options.all_layers or not sn_layers]
     shown = _filter(shown, options.include, options.exclude)
     return ModelAudit(name=model.name, layers=tuple(shown), lipschitz=network, warnings=tuple(warnings))
+
+
+def _as_operator(audit: LayerAudit, key: str, layer: SNLayer | None, tensors: UsableTensors, options: Options,
+                 device: torch.device, dtype: torch.dtype) -> LayerAudit:
+    """The layer as an operator (certified conv bound, operator-sized σ, the norm at ``--input-size``),
+    inside the per-layer boundary: a failure keeps the numbers found so far, with the reason."""
+    budget: Budget = tensors.budget
+    buffer_key = layer.buffer_key if layer is not None else None
+
+    def work() -> LayerAudit:
+        done = with_operator_bound(audit, key, buffer_key, tensors, device, dtype, options.bound_tol, budget)
+        done = with_operator_sized(done, layer, tensors, device, budget)
+        if options.input_size is not None:
+            done = at_input(done, key, buffer_key, tensors, device, options.input_size, budget)
+        return done
+
+    result = contained(layer or PlainLayer(key, audit.name), tensors, work, partial=audit)
+    assert isinstance(result, LayerAudit)  # Precondition: work returns an audit
+    return result
 
 
 def _filter(audits: list[LayerAudit], include: str | None, exclude: str | None) -> list[LayerAudit]:

@@ -61,13 +61,23 @@ def collect(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return unique
 
 
-def audit(paths: Sequence[Path], options: Options, *, progress: ProgressHook | None = None) -> list[Report]:
-    """``analyze`` each path, in the order given, advancing ``progress``."""
+def audit(paths: Sequence[Path], options: Options, *, progress: ProgressHook | None = None,
+          failures: list[InputError] | None = None) -> list[Report]:
+    """``analyze`` each path, in the order given, advancing ``progress``.
+
+    With ``failures`` (a list to fill), a checkpoint that cannot be read is appended there and the
+    others are still audited; without it, the first such error is raised. A single path always
+    raises: there is nothing else to report."""
     reports = []
     for path in paths:
         if progress is not None:
             progress.start(path.name)
-        reports.append(analyze(path, options))
+        try:
+            reports.append(analyze(path, options))
+        except InputError as err:
+            if failures is None or len(paths) == 1:
+                raise
+            failures.append(err)
         if progress is not None:
             progress.advance()
     return reports

@@ -21,6 +21,7 @@ from sninspect.cli.options import (
     OutputOpt,
     TransposedOpt,
     UnsafeOpt,
+    examples,
     warn_unsafe,
 )
 
@@ -32,7 +33,10 @@ def _print_rewrite(result: rewrite.Rewrite) -> None:
         console.print(line if line.startswith(" ") else f"sninspect: {line}", markup=False)
 
 
-@app.command("strip")
+@app.command("strip", epilog=examples(
+    "sninspect strip D.pt -o D_plain.pt",
+    "sninspect strip D.safetensors -o D_plain.safetensors --sigma exact --dry-run",
+))
 @handle_errors
 def strip_command(
     checkpoint: CheckpointArg,
@@ -56,7 +60,10 @@ def strip_command(
                                  dry_run=dry_run, unsafe_load=unsafe_load))
 
 
-@app.command("apply")
+@app.command("apply", epilog=examples(
+    "sninspect apply pretrained.pt -o pretrained_sn.pt",
+    "sninspect apply D.pt -o D_sn.pt --style parametrize --exclude 'head'",
+))
 @handle_errors
 def apply_command(
     checkpoint: CheckpointArg,
@@ -80,7 +87,9 @@ def apply_command(
                                  force=force, dry_run=dry_run, unsafe_load=unsafe_load))
 
 
-@app.command("convert")
+@app.command("convert", epilog=examples(
+    "sninspect convert D.pt -o D_parametrize.pt --to parametrize",
+))
 @handle_errors
 def convert_command(
     checkpoint: CheckpointArg,

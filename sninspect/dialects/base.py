@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from sninspect.errors import LayerError
+from sninspect.errors import LayerError, TensorKindError
 from sninspect.linalg.spectral import power_step, to_matrix
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -236,8 +236,16 @@ def vector(tensors: Mapping[str, Tensor], key: str, like: Tensor) -> Tensor:
 
 
 def weight64(tensors: Mapping[str, Tensor], key: str) -> Tensor:
-    """A stored weight in float64 on the CPU, checked usable."""
-    weight = tensors[key].detach().to(device="cpu", dtype=torch.float64)
+    """A stored weight in float64 on the CPU, checked usable (a complex, integer, boolean or meta
+    weight is refused: casting it would silently give another weight)."""
+    stored = tensors[key]
+    if stored.is_complex() or stored.device.type == "meta" or not (stored.is_floating_point() or stored.is_quantized):
+        raise TensorKindError(f"'{key}' is a {str(stored.dtype).removeprefix('torch.')} "
+                              f"{'meta ' if stored.device.type == 'meta' else ''}tensor, not real "
+                              "floating-point weights")
+    if stored.is_quantized:
+        stored = stored.dequantize()
+    weight = stored.detach().to(device="cpu", dtype=torch.float64)
     if weight.numel() == 0:
         raise LayerError(f"'{key}' is empty (shape {list(weight.shape)})")
     if not bool(torch.isfinite(weight).all()):

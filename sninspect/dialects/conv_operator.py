@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import torch
 from torch import Tensor
 
 from sninspect.dialects.base import (
@@ -50,6 +51,8 @@ class ConvOperator(Dialect):
         if tuple(buffer.shape) != tuple(tensors[layer.weight_key].shape):
             raise LayerError(f"buffer '{layer.buffer_key}' has shape {list(buffer.shape)}, unlike the weight")
         eval_matrix = to_matrix(buffer, 0)
+        if not bool(torch.isfinite(eval_matrix).all()):
+            raise LayerError(f"buffer '{layer.buffer_key}' holds NaN or infinite values (the eval weight is unusable)")
         nonzero = eval_matrix != 0
         if not bool(nonzero.any()):
             raise LayerError(f"buffer '{layer.buffer_key}' is all zeros")

@@ -119,6 +119,8 @@ def _version_none(layer: SNLayer, matrix: Tensor, u: Tensor, tensors: Mapping[st
             f"expected {list(tensors[layer.weight_key].shape)} like the weight"
         )
     eval_matrix = to_matrix(buffer, layer.dim)  # (rows, cols)
+    if not bool(torch.isfinite(eval_matrix).all()):
+        raise LayerError(f"buffer '{layer.buffer_key}' holds NaN or infinite values (the eval weight is unusable)")
     nonzero = eval_matrix != 0
     if not bool(nonzero.any()):
         raise LayerError(f"buffer '{layer.buffer_key}' is all zeros")

@@ -26,6 +26,7 @@ import warnings
 import zipfile
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -71,11 +72,12 @@ def check_zip_claims(file: Path, shown: str) -> None:
         with zipfile.ZipFile(file) as archive:
             records = archive.infolist()
             _check_records(records, size, shown)
-            claimed = _zip_storage_claims(archive, records)
+            claimed, views = _zip_storage_claims(archive, records)
     except InputError:
         raise
     except Exception:  # not followable here: torch.load will report it
         return
+    _check_views(views, size, shown)
     record_sizes = {match.group(2): info.file_size for info in records
                     if (match := _TENSOR_RECORD.search(info.filename))}
     for key, nbytes in claimed.items():
@@ -102,16 +104,45 @@ def _check_records(records: list[zipfile.ZipInfo], size: int, shown: str) -> Non
                              "corrupt or crafted?)")
 
 
-def _zip_storage_claims(archive: zipfile.ZipFile, records: list[zipfile.ZipInfo]) -> dict[str, int]:
-    """Bytes each storage key needs, from a dry run of the archive's ``data.pkl``."""
+def _zip_storage_claims(archive: zipfile.ZipFile,
+                        records: list[zipfile.ZipInfo]) -> tuple[dict[str, int], list[View]]:
+    """Bytes each storage key needs, and the tensor views over them, from a dry run of ``data.pkl``."""
     pickles = [i for i in records if i.filename.endswith("/data.pkl") and i.filename.count("/") == 1]
     if len(pickles) != 1:
-        return {}
+        return {}, []
     with archive.open(pickles[0]) as member:
         data = member.read(pickles[0].file_size)  # bounded by the file size (checked above)
     claimed: dict[str, int] = {}
-    _dry_run(io.BytesIO(data), claimed)
-    return claimed
+    views: list[View] = []
+    _dry_run(io.BytesIO(data), claimed, views)
+    return claimed, views
+
+
+VIEW_ALLOWANCE = 64 * 2**20
+"""A tensor view may claim more bytes than its storage holds (stride 0: ``expand``) up to this many,
+or up to the file's size; beyond both, the file is refused before ``torch.load`` reads it."""
+
+
+@dataclass(frozen=True)
+class View:
+    """A tensor as ``data.pkl`` rebuilds it: its shape, the bytes it claims and its storage's bytes."""
+
+    shape: tuple[int, ...]
+    claimed: int
+    storage: int
+    key: str
+
+
+def _check_views(views: list[View], size: int, shown: str) -> None:
+    """Refuse a tensor that claims far more bytes than its storage and the whole file hold: a stride-0
+    or overlapping view (a 3 kB file claiming a 20000² weight) that any copy would materialise."""
+    for view in views:
+        if view.claimed > view.storage and view.claimed > max(size, VIEW_ALLOWANCE):
+            raise InputError(
+                f"{shown}: a tensor of shape {list(view.shape)} claims {view.claimed} bytes but is a view "
+                f"over {view.storage} bytes of storage '{view.key[:40]}' (stride 0 or overlapping "
+                f"strides) in a file of {size} bytes; refused (a saved weight holds its own data: re-save "
+                "it with .contiguous())")
 
 
 def check_legacy_claims(file: Path, shown: str) -> None:
@@ -122,22 +153,24 @@ def check_legacy_claims(file: Path, shown: str) -> None:
     ``--unsafe-load`` file, a broken pickle) is left to ``torch.load``.
     """
     claimed: dict[str, int] = {}
+    views: list[View] = []
     try:
         size = os.path.getsize(file)
         with open(file, "rb") as raw:
             f = Bounded(raw, size)
             for _ in range(3):  # magic number, protocol version, system info
                 _dry_run(f, {})  # type: ignore[arg-type]
-            _dry_run(f, claimed)  # type: ignore[arg-type]
+            _dry_run(f, claimed, views)  # type: ignore[arg-type]
     except Exception:  # not followable here: torch.load will say what is wrong
         return
+    _check_views(views, size, shown)
     total = sum(claimed.values())
     if total > size:
         raise InputError(f"{shown}: the legacy checkpoint claims {total} bytes of tensor data but the file "
                          f"has {size} (is it truncated or corrupt?)")
 
 
-def _dry_run(f: IO[bytes], claimed: dict[str, int]) -> None:
+def _dry_run(f: IO[bytes], claimed: dict[str, int], views: list[View] | None = None) -> None:
     """Unpickle one pickle from ``f`` with every global replaced by an inert :class:`_Placeholder`, and
     record in ``claimed`` how many bytes each storage key needs.
 
@@ -145,7 +178,7 @@ def _dry_run(f: IO[bytes], claimed: dict[str, int]) -> None:
     anything real, so nothing is imported or run, custom classes included; the C unpickler keeps it
     fast (a fraction of ``torch.load``'s own unpickling time).
     """
-    _PlaceholderUnpickler(f, claimed).load()
+    _PlaceholderUnpickler(f, claimed, views if views is not None else []).load()
 
 
 class _Placeholder:
@@ -177,12 +210,26 @@ class _Placeholder:
         pass
 
 
-class _PlaceholderUnpickler(pickle.Unpickler):
-    def __init__(self, f: IO[bytes], claimed: dict[str, int]) -> None:
-        super().__init__(f, encoding="latin1")  # Python 2 strings in old legacy files
-        self.claimed = claimed
+class _StorageRef(_Placeholder):
+    """A storage in a dry run: its key and size in bytes, for the views built on it."""
 
-    def find_class(self, module: str, name: str) -> type[_Placeholder]:
+    __slots__ = ("key", "nbytes", "itemsize_")
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> _StorageRef:
+        return object.__new__(cls)
+
+    def __init__(self, key: str = "", nbytes: int = 0, itemsize: int = 1) -> None:
+        self.key, self.nbytes, self.itemsize_ = key, nbytes, itemsize
+
+
+class _PlaceholderUnpickler(pickle.Unpickler):
+    def __init__(self, f: IO[bytes], claimed: dict[str, int], views: list[View]) -> None:
+        super().__init__(f, encoding="latin1")  # Python 2 strings in old legacy files
+        self.claimed, self.views = claimed, views
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
+            return self._rebuild_tensor
         itemsize = _storage_itemsizes().get(name, 0) if module in _STORAGE_MODULES else 0
         return _placeholder_class(itemsize)
 
@@ -193,6 +240,16 @@ class _PlaceholderUnpickler(pickle.Unpickler):
                 and storage_type.itemsize > 0 and isinstance(numel, int) and numel >= 0):
             raise pickle.UnpicklingError("not a torch storage reference")
         self.claimed[str(key)] = max(self.claimed.get(str(key), 0), numel * storage_type.itemsize)
+        return _StorageRef(str(key), numel * storage_type.itemsize, storage_type.itemsize)
+
+    def _rebuild_tensor(self, storage: Any, offset: Any = 0, size: Any = (), *args: Any) -> _Placeholder:
+        """Record the view ``torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)`` builds."""
+        if isinstance(storage, _StorageRef) and isinstance(size, tuple) and all(
+                isinstance(n, int) and n >= 0 for n in size):
+            numel = 1
+            for n in size:
+                numel *= n
+            self.views.append(View(tuple(size), numel * storage.itemsize_, storage.nbytes, storage.key))
         return _Placeholder()
 
 

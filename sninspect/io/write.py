@@ -37,7 +37,7 @@ from typing import IO, Any
 from sninspect.errors import OutputError
 from sninspect.io.files import one_line, printable
 
-__all__ = ["atomic_path", "open_atomic", "write_bytes", "write_text"]
+__all__ = ["atomic_path", "check_target", "open_atomic", "write_bytes", "write_text"]
 
 Inputs = Sequence[str | os.PathLike[str]]
 
@@ -117,6 +117,13 @@ def atomic_path(path: str | os.PathLike[str], *, force: bool = False, inputs: In
 
 # ----------------------------------------------------------------------------------------------
 # Checks before writing
+
+
+def check_target(path: str | os.PathLike[str], *, force: bool = False, inputs: Inputs = ()) -> None:
+    """The checks a write makes first, on their own: a command runs them before a long computation so
+    that a refused output fails at once (the write checks again)."""
+    target = Path(os.fspath(path))
+    _check_target(target, printable(target), inputs, force)
 
 
 def _check_target(target: Path, shown: str, inputs: Inputs, force: bool) -> os.stat_result | None:

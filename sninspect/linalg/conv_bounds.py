@@ -63,6 +63,8 @@ from itertools import product
 import torch
 from torch import Tensor
 
+from sninspect.errors import OperandError
+from sninspect.linalg.failures import typed_solver_errors
 from sninspect.linalg.spectral import power_step
 
 CHUNK_BYTES = 64 * 2**20
@@ -106,7 +108,7 @@ def grid_sizes(kernel_size: Sequence[int], tol: float) -> tuple[int, ...]:
     The budget is split evenly (in log) over the axes with k > 1; axes with k = 1 need one sample.
     """
     if not tol > 0.0:
-        raise ValueError(f"tol must be positive, got {tol}")
+        raise OperandError(f"tol must be positive, got {tol}")
     moving = sum(1 for k in kernel_size if k > 1)
     per_axis = (1.0 + tol) ** (1.0 / max(1, moving))
     sizes = []
@@ -133,11 +135,12 @@ def certification_factor(kernel_size: Sequence[int], grid: Sequence[int]) -> flo
     for k, n in zip(kernel_size, grid, strict=True):
         if k > 1:
             if n <= k - 1:
-                raise ValueError(f"a grid of {n} points cannot certify kernel size {k}: need N > {k - 1}")
+                raise OperandError(f"a grid of {n} points cannot certify kernel size {k}: need N > {k - 1}")
             factor *= _axis_factor(k, n)
     return factor
 
 
+@typed_solver_errors
 def reshape_bounds(kernel: Tensor) -> list[float]:
     """√(∏ k) · σ1 of each reshape (c_out·∏_{i∈S} k_i, c_in·∏_{i∉S} k_i), S ⊆ spatial axes.
 
@@ -278,6 +281,7 @@ class _ShiftedBlock:
         return math.sqrt(max(self.shift - float(lowest), 0.0))
 
 
+@typed_solver_errors
 def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLACK) -> float:
     """max over the frequency grid of σ_max(K̂(ω)): the exact norm of the circular convolution at
     size ``grid`` (to within ``slack`` relative).
@@ -315,6 +319,7 @@ def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLA
     return best
 
 
+@typed_solver_errors
 def conv_operator_bound(
     kernel: Tensor, *, tol: float = 0.01, device: torch.device | str | None = None
 ) -> ConvBound:
@@ -331,7 +336,7 @@ def conv_operator_bound(
     c_out, c_in, *ks = weight.shape
     slack = max(ROUNDING_SLACK, 4.0 * torch.finfo(torch.float64).eps * (min(c_out, c_in) + 1) ** 2)
     if not tol > 4.0 * slack:
-        raise ValueError(f"tol must be positive and above the rounding allowance {4.0 * slack:.1g}, got {tol}")
+        raise OperandError(f"tol must be positive and above the rounding allowance {4.0 * slack:.1g}, got {tol}")
     if all(k == 1 for k in ks):
         sigma = _sigma1(weight.reshape(c_out, c_in))  # (c_out, c_in)
         return ConvBound(sigma, sigma, sigma, sigma, (1,) * len(ks), "exact (1x1)")
@@ -348,12 +353,12 @@ def conv_operator_bound(
 def as_kernel(kernel: Tensor, device: torch.device | str | None) -> Tensor:
     """A detached real float64 conv kernel (c_out, c_in, k1[, k2[, k3]]) on ``device``."""
     if kernel.dim() not in (3, 4, 5):
-        raise ValueError(f"expected a conv kernel (c_out, c_in, k1[, k2[, k3]]), got {list(kernel.shape)}")
+        raise OperandError(f"expected a conv kernel (c_out, c_in, k1[, k2[, k3]]), got {list(kernel.shape)}")
     if kernel.is_complex():
-        raise ValueError("expected a real conv kernel, got a complex one")
+        raise OperandError("expected a real conv kernel, got a complex one")
     if kernel.numel() == 0:
-        raise ValueError(f"expected a non-empty conv kernel, got shape {list(kernel.shape)}")
+        raise OperandError(f"expected a non-empty conv kernel, got shape {list(kernel.shape)}")
     weight = kernel.detach().to(device=device if device is not None else kernel.device, dtype=torch.float64)
     if not bool(torch.isfinite(weight).all()):
-        raise ValueError("conv kernel has NaN or infinite entries")
+        raise OperandError("conv kernel has NaN or infinite entries")
     return weight

@@ -15,8 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sninspect.errors import OperandError
 from sninspect.linalg.conv_bounds import as_kernel
+from sninspect.linalg.failures import typed_solver_errors
 from sninspect.linalg.lanczos import top_eigen_bracket
+
+__all__ = ["SizedNorm", "conv_same_operator_norm"]
 
 _CONV = (F.conv1d, F.conv2d, F.conv3d)
 _CONV_T = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
@@ -84,6 +88,7 @@ class SizedNorm:
         return self.upper / self.lower - 1.0 if self.lower > 0.0 else 0.0
 
 
+@typed_solver_errors
 def conv_same_operator_norm(
     kernel: Tensor,
     input_size: tuple[int, ...],
@@ -115,7 +120,7 @@ def conv_same_operator_norm(
     weight = as_kernel(kernel, None)
     d = weight.dim() - 2
     if len(input_size) != d or any(n < 1 for n in input_size):
-        raise ValueError(f"input_size must be {d} positive sizes for a {d}-D kernel, got {tuple(input_size)}")
+        raise OperandError(f"input_size must be {d} positive sizes for a {d}-D kernel, got {tuple(input_size)}")
     c_in = weight.shape[0] if transposed else weight.shape[1]
     shape = (1, c_in, *input_size)
     generator = torch.Generator(device="cpu").manual_seed(0)
@@ -124,7 +129,7 @@ def conv_same_operator_norm(
     start = noise
     if u0 is not None:
         if u0.numel() != noise.numel():
-            raise ValueError(f"u0 has {u0.numel()} entries, expected {noise.numel()} = prod{shape}")
+            raise OperandError(f"u0 has {u0.numel()} entries, expected {noise.numel()} = prod{shape}")
         guess = u0.detach().reshape(-1).to(device=weight.device, dtype=torch.float64)  # (D,)
         norm = torch.linalg.vector_norm(guess)
         if bool(torch.isfinite(norm)) and float(norm) > 0.0:

@@ -18,6 +18,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from sninspect.linalg.failures import typed_solver_errors
+
 DEGENERATE_GAP = 1e-6
 """σ1 and σ2 closer than this (relative) make the top singular vector ill-defined for a cosine."""
 
@@ -94,6 +96,7 @@ class Spectrum:
         return gap is not None and 1.0 - gap < DEGENERATE_GAP
 
 
+@typed_solver_errors
 def exact_spectra(
     matrices: Sequence[Tensor], *, batch_bytes: int = BATCH_BYTES, method: Method = "auto"
 ) -> list[Spectrum]:

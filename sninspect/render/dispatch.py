@@ -13,7 +13,7 @@ from typing import assert_never
 from rich.console import Console
 
 from sninspect.render.formats import OutputFormat
-from sninspect.render.report import print_report, table_text, to_csv, to_json, to_markdown
+from sninspect.render.report import print_report, strip_trailing, table_text, to_csv, to_json, to_markdown
 from sninspect.render.run_view import print_run, run_markdown, run_text
 from sninspect.results.report import Report
 from sninspect.results.trend import Trend
@@ -53,7 +53,7 @@ def _table(result: Report | Trend, console: Console | None) -> str:
             print_run(result, console)
         else:
             print_report(result, console)
-    return captured.get()
+    return strip_trailing(captured.get())
 
 
 def _reports(result: Report | Trend) -> list[Report]:

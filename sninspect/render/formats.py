@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from pathlib import PurePath
 
 
 class OutputFormat(StrEnum):
@@ -19,6 +20,25 @@ class OutputFormat(StrEnum):
         """Whether rendering draws figures (slow enough for a progress bar)."""
         return self is OutputFormat.html
 
+    @classmethod
+    def for_path(cls, path: PurePath) -> OutputFormat | None:
+        """The format a file name asks for by its extension (``r.json`` → json), None when unknown."""
+        return _BY_SUFFIX.get(path.suffix.lower())
+
+
+_BY_SUFFIX = {
+    ".json": OutputFormat.json,
+    ".csv": OutputFormat.csv,
+    ".md": OutputFormat.markdown,
+    ".markdown": OutputFormat.markdown,
+    ".html": OutputFormat.html,
+    ".htm": OutputFormat.html,
+    ".txt": OutputFormat.table,
+}
+"""``report -o FILE``: the extensions that choose a format (README "Output files")."""
+
+SUFFIXES = tuple(_BY_SUFFIX)
+
 
 class PlotFormat(StrEnum):
     """``--plot-format`` choices."""
@@ -33,3 +53,4 @@ class CheckFormat(StrEnum):
 
     text = "text"
     json = "json"
+    github = "github"

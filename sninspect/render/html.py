@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from sninspect._version import __version__
 from sninspect.render import plots
-from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt, shape_text
+from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt, order_text, shape_text, verdict_lines
 from sninspect.render.run_view import SUMMARY_HEADER, SUMMARY_LEFT, TREND_HEADER, summary_rows, trend_rows
 from sninspect.results.report import LayerAudit, Report
 from sninspect.results.trend import Trend
@@ -36,7 +36,9 @@ th, td { padding: 3px 8px; border-bottom: 1px solid #eee; text-align: right; whi
 th { background: #f6f6f6; position: sticky; top: 0; }
 td.l, th.l { text-align: left; }
 .above { color: #c0392b; font-weight: 600; } .warn { color: #b7791f; font-weight: 600; }
-.err { color: #c0392b; } .absent { color: #b7791f; }
+.err { color: #c0392b; } .absent { color: #b7791f; } .ok { color: #2e7d32; }
+.verdict { border: 1px solid #ddd; border-radius: 4px; padding: 0.4em 1em; margin: 0.8em 0; }
+.verdict ul { margin: 0.3em 0; padding-left: 1.2em; }
 ul.warnings li { color: #b7791f; }
 figure { margin: 1em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { color: #666; font-size: 0.9em; }
@@ -118,19 +120,22 @@ def _report_section(report: Report, *, level: int) -> str:
     extras = ", ".join(f"{k} {v}" for k, v in report.extras.items() if not isinstance(v, str))
     out = [f"<h{level}>{escape(name)}</h{level}>",
            f'<p class="meta">{escape(report.checkpoint)} · {escape(report.format)} · device '
-           f"{escape(report.device)} · {escape(report.dtype)}{' · ' + escape(extras) if extras else ''}</p>",
+           f"{escape(report.device)} · {escape(report.dtype)}{' · ' + escape(extras) if extras else ''} · "
+           f"{escape(order_text(report))}</p>",
            '<div class="scroll">', _layer_table(report.layers), "</div>"]
-    for model in report.models:
-        bound = model.lipschitz
-        label = f" ({escape(model.name)})" if model.name and len(report.models) > 1 else ""
-        out.append(f"<p><b>Network bound{label}:</b> matrix product {fmt(bound.matrix_product)}, certified "
-                   f"operator product {fmt(bound.operator_product)} over {len(bound.layers)} factors.</p>")
-    out.append(f'<p class="assume">Valid for a {escape(report.primary.lipschitz.assumptions)}.</p>')
-    if report.all_warnings:
-        out.append('<ul class="warnings">' + "".join(f"<li>{escape(w)}</li>" for w in report.all_warnings)
-                   + "</ul>")
+    out.append(_verdict(report))
     out += [_figure(key, fig) for key, fig in plots.report_figures(report).items()]
     return "<section>" + "\n".join(out) + "</section>"
+
+
+def _verdict(report: Report) -> str:
+    """The terminal's summary panel: the same lines (:func:`verdict_lines`), coloured the same way."""
+    items = "".join(f'<li class="{_STYLE_CLASS[style]}">{escape(line)}</li>' if _STYLE_CLASS.get(style)
+                    else f"<li>{escape(line)}</li>" for line, style in verdict_lines(report))
+    return f'<div class="verdict"><b>Summary</b><ul>{items}</ul></div>'
+
+
+_STYLE_CLASS = {"red": "above", "yellow": "warn", "green": "ok", "dim": "assume"}
 
 
 def _layer_table(layers: Sequence[LayerAudit]) -> str:

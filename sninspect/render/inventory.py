@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from sninspect.render.report import shape_text, strip_trailing
+
 if TYPE_CHECKING:
     from sninspect.audit.inventory import LayerInfo
 
@@ -20,7 +22,7 @@ def inventory_table(title: str, rows: Sequence[LayerInfo]) -> Table:
     for column in COLUMNS:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row.name, row.dialect, row.kind, "×".join(map(str, row.shape)),
+        table.add_row(row.name, row.dialect, row.kind, shape_text(row.shape),
                       "-" if row.dim is None else str(row.dim), row.dtype, ", ".join(row.sn_keys))
     return table
 
@@ -29,4 +31,4 @@ def render_inventory(title: str, rows: Sequence[LayerInfo], console: Console) ->
     """The table as ``console`` would print it."""
     with console.capture() as captured:
         console.print(inventory_table(title, rows))
-    return captured.get()
+    return strip_trailing(captured.get())

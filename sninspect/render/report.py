@@ -8,7 +8,8 @@ from __future__ import annotations
 import io
 import json
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 
 from rich import box
 from rich.console import Console, Group
@@ -16,7 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from sninspect.results.report import LayerAudit, Report
+from sninspect.results.report import NATURAL_ORDER, LayerAudit, ModelAudit, Report
 from sninspect.results.trend import Trend
 
 SIGMA_TOLERANCE = 1e-3
@@ -55,112 +56,192 @@ def _worst_cos(layers: Sequence[LayerAudit]) -> tuple[LayerAudit, float] | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Terminal
+# The verdict: the same lines in the terminal panel, Markdown and HTML
 
 
-WIDE = 150
-"""Below this console width the table drops the descriptive columns (dialect, kind, shape, gap)."""
-
-_COLUMNS = ("σ exact", "σ̂", "rel err", "σ eff", "cos err u", "cos err v", "σ2/σ1", "op bound")
-_NARROW_DROP = {"dialect", "kind", "shape", "rel err", "σ2/σ1"}
-
-
-def layer_table(report: Report, width: int = 200) -> Table:
-    """The per-layer table; layers above 1 in red, unconverged vectors in yellow, worst in bold.
-
-    On a console narrower than ``WIDE`` the descriptive columns go, so that names and numbers stay
-    whole (``--format markdown`` or ``json`` give everything)."""
-    layers = report.layers
-    narrow = width < WIDE
-    caption = f"{report.format} · {report.device} · {report.dtype}"
-    if narrow:
-        caption += " · narrow terminal: dialect, kind, shape, rel err and σ2/σ1 hidden"
-    table = Table(box=box.SIMPLE_HEAVY, title=f"sninspect · {report.checkpoint}", title_justify="left",
-                  caption=caption, caption_justify="left")
-    titles = ["layer", "dialect", "kind", "shape", *_COLUMNS]
-    keep = [t not in _NARROW_DROP for t in titles] if narrow else [True] * len(titles)
-    table.add_column("layer", overflow="fold", min_width=12, ratio=1)
-    for title, shown in zip(titles[1:], keep[1:], strict=True):
-        if shown:
-            table.add_column(title, justify="left" if title in _NARROW_DROP and title in
-                             {"dialect", "kind", "shape"} else "right", no_wrap=True)
-    worst_eff = _worst(layers, "sigma_effective")
-    worst_cos = _worst_cos(layers)
-    for la in layers:
-        cells: list[Text | str] = [la.name, la.dialect, la.kind, shape_text(la.shape)]
-        if la.error is not None:
-            cells += [Text(f"not audited: {la.error}", style="bold red")] + [""] * 7
-        else:
-            eff_style = "red" if (la.sigma_effective or 0) > 1 + SIGMA_TOLERANCE and la.has_sn else ""
-            if la is worst_eff and la.has_sn:
-                eff_style += " bold"
-            cos_cells = []
-            for value in (la.cos_error_u, la.cos_error_v):
-                style = "yellow" if value is not None and value > COS_TOLERANCE else ""
-                if worst_cos is not None and la is worst_cos[0] and value == worst_cos[1]:
-                    style += " bold"
-                cos_cells.append(Text(fmt(value, 3), style=style.strip()))
-            rel = la.sigma_rel_error
-            cells += [
-                fmt(la.sigma_exact),
-                fmt(la.sigma_estimate),
-                Text(fmt(rel, 3), style="red" if rel is not None and rel < -SIGMA_TOLERANCE else ""),
-                Text(fmt(la.sigma_effective), style=eff_style.strip()),
-                *cos_cells,
-                fmt(la.spectral_gap, 4),
-                fmt(la.operator_bound),
-            ]
-        if la.error is not None and narrow:
-            row = [cells[0], cells[4]] + [""] * (sum(keep) - 2)
-        else:
-            row = [c for c, shown in zip(cells, keep, strict=True) if shown]
-        table.add_row(*row)
-    return table
+def order_text(report: Report) -> str:
+    """Which order the layers (and the network chain) are in: ``Report.layer_order`` in words."""
+    if report.layer_order == NATURAL_ORDER:
+        return "layers in natural name order (main.2 before main.10; safetensors does not store module order)"
+    return "layers in stored order"
 
 
-def summary_panel(report: Report) -> Panel:
-    """Layer counts, the worst values with their layers, network bounds and warnings."""
+def bound_text(model: ModelAudit) -> str:
+    """``matrix product 1.03, certified operator product 64.7 over 5 factors``, or why there is none."""
+    bound = model.lipschitz
+    if bound.matrix_product is None and bound.operator_product is None:
+        return f"none: {bound.unavailable or 'no weight layer in the chain'}"
+    return (f"matrix product {fmt(bound.matrix_product)}, certified operator product "
+            f"{fmt(bound.operator_product)} over {len(bound.layers)} factors")
+
+
+def verdict_lines(report: Report) -> list[tuple[str, str]]:
+    """(line, style) pairs: layer counts, worst σ_eff and cosine error with their layers, layers above 1,
+    network bounds, what they assume, warnings and the layer notes. Styles: ``red``, ``yellow``,
+    ``green``, ``dim`` or ``""``."""
     layers = report.layers
     sn = [la for la in layers if la.has_sn and la.error is None]
     errors = [la for la in layers if la.error is not None]
-    lines: list[Text] = [
-        Text(f"layers: {len(layers)} shown ({len(sn)} with SN, {len(layers) - len(sn) - len(errors)} without, "
-             f"{len(errors)} not audited) in {len(report.models)} model(s)")
-    ]
+    lines = [(f"layers: {len(layers)} shown ({len(sn)} with SN, {len(layers) - len(sn) - len(errors)} without, "
+              f"{len(errors)} not audited) in {len(report.models)} model(s)", "")]
     worst_eff = _worst(sn, "sigma_effective")
     if worst_eff is not None:
-        style = "red" if (worst_eff.sigma_effective or 0) > 1 + SIGMA_TOLERANCE else "green"
-        lines.append(Text(f"worst σ_eff: {fmt(worst_eff.sigma_effective)} ({worst_eff.name})", style=style))
         above = [la for la in sn if (la.sigma_effective or 0) > 1 + SIGMA_TOLERANCE]
+        lines.append((f"worst σ_eff: {fmt(worst_eff.sigma_effective)} ({worst_eff.name})",
+                      "red" if above else "green"))
         if above:
-            lines.append(Text(f"layers above 1: {len(above)} of {len(sn)}", style="red"))
+            lines.append((f"layers above 1: {len(above)} of {len(sn)}", "red"))
     worst_cos = _worst_cos(sn)
     if worst_cos is not None:
-        style = "yellow" if worst_cos[1] > COS_TOLERANCE else "green"
-        lines.append(Text(f"worst cosine error: {fmt(worst_cos[1], 3)} ({worst_cos[0].name})", style=style))
+        lines.append((f"worst cosine error: {fmt(worst_cos[1], 3)} ({worst_cos[0].name})",
+                      "yellow" if worst_cos[1] > COS_TOLERANCE else "green"))
     for model in report.models:
-        bound = model.lipschitz
         label = f"[{model.name}] " if model.name and len(report.models) > 1 else ""
-        lines.append(Text(f"{label}network bound: matrix product {fmt(bound.matrix_product)}, "
-                          f"certified operator product {fmt(bound.operator_product)} "
-                          f"over {len(bound.layers)} factors"))
-    lines.append(Text(f"valid for: {report.primary.lipschitz.assumptions}", style="dim"))
-    for warning in report.all_warnings:
-        lines.append(Text(f"warning: {warning}", style="yellow"))
-    return Panel(Group(*lines), title="summary", title_align="left")
+        lines.append((f"{label}network bound: {bound_text(model)}",
+                      "red" if model.lipschitz.unavailable else ""))
+    lines.append((f"valid for: {report.primary.lipschitz.assumptions}", "dim"))
+    lines += [(f"warning: {warning}", "yellow") for warning in report.all_warnings]
+    lines += [(f"note: {note}", "dim") for note in layer_notes(report)]
+    return lines
+
+
+def layer_notes(report: Report) -> list[str]:
+    """Each distinct layer note once, with the layers it is about (dim choice, size used, ...)."""
+    where: dict[str, list[str]] = {}
+    for la in report.layers:
+        for note in la.notes:
+            where.setdefault(note, []).append(la.name)
+    return [f"{note} ({', '.join(names)})" for note, names in where.items()]
+
+
+# ----------------------------------------------------------------------------------------------
+# Terminal
+
+_DESCRIPTIVE = ("dialect", "kind", "shape")
+_NUMBERS = ("σ exact", "σ̂", "rel err", "σ eff", "cos err u", "cos err v", "σ2/σ1", "op bound")
+HIDE_ORDER = ("kind", "dialect", "shape", "σ2/σ1", "rel err", "cos err v", "σ̂", "op bound", "cos err u",
+              "σ exact")
+"""On a narrow console, whole columns go in this order until the table fits; the layer name and σ eff
+always stay (``--format markdown`` or ``json`` give everything). Below about 30 columns lines are cut."""
+
+
+def _cells(la: LayerAudit, worst_eff: LayerAudit | None,
+           worst_cos: tuple[LayerAudit, float] | None) -> dict[str, Text | str]:
+    cells: dict[str, Text | str] = {"dialect": la.dialect, "kind": la.kind, "shape": shape_text(la.shape)}
+    if la.error is not None:
+        return cells | dict.fromkeys(_NUMBERS, "-")
+    eff_style = "red" if (la.sigma_effective or 0) > 1 + SIGMA_TOLERANCE and la.has_sn else ""
+    if la is worst_eff and la.has_sn:
+        eff_style += " bold"
+    for title, value in (("cos err u", la.cos_error_u), ("cos err v", la.cos_error_v)):
+        style = "yellow" if value is not None and value > COS_TOLERANCE else ""
+        if worst_cos is not None and la is worst_cos[0] and value == worst_cos[1]:
+            style += " bold"
+        cells[title] = Text(fmt(value, 3), style=style.strip())
+    rel = la.sigma_rel_error
+    return cells | {
+        "σ exact": fmt(la.sigma_exact),
+        "σ̂": fmt(la.sigma_estimate),
+        "rel err": Text(fmt(rel, 3), style="red" if rel is not None and rel < -SIGMA_TOLERANCE else ""),
+        "σ eff": Text(fmt(la.sigma_effective), style=eff_style.strip()),
+        "σ2/σ1": fmt(la.spectral_gap, 4),
+        "op bound": fmt(la.operator_bound),
+    }
+
+
+def _build_table(report: Report, hidden: Sequence[str], width: int) -> Table:
+    layers = report.layers
+    table = Table(box=box.SIMPLE_HEAVY, title=f"sninspect · {report.checkpoint}", title_justify="left",
+                  caption=f"{report.format} · {report.device} · {report.dtype} · {order_text(report)}",
+                  caption_justify="left")
+    longest = max((len(la.name) for la in layers), default=5)
+    # The name folds onto more lines rather than lose a character (or take a third of the width from
+    # the numbers); it is never hidden.
+    table.add_column("layer", overflow="fold", min_width=min(longest, 16),
+                     max_width=max(min(longest, width // 3), 16, 5))
+    shown = [t for t in (*_DESCRIPTIVE, *_NUMBERS) if t not in hidden]
+    for title in shown:  # no_wrap: a cell that does not fit ends in "…", never silently cut
+        table.add_column(title, justify="left" if title in _DESCRIPTIVE else "right", no_wrap=True,
+                         overflow="ellipsis")
+    worst_eff = _worst(layers, "sigma_effective")
+    worst_cos = _worst_cos(layers)
+    for la in layers:
+        cells = _cells(la, worst_eff, worst_cos)
+        table.add_row(la.name, *(cells[t] for t in shown))
+        if la.error is not None:  # its own row: the whole reason, folded under the name
+            table.add_row(Text(f"↳ not audited: {la.error}", style="bold red"), *([""] * len(shown)))
+    return table
+
+
+def layer_table(report: Report, width: int = 200, console: Console | None = None) -> tuple[Table, list[str]]:
+    """The per-layer table and the columns hidden to fit ``width``; layers above 1 in red, unconverged
+    vectors in yellow, worst in bold."""
+    return fit_table(lambda hidden: _build_table(report, hidden, width), HIDE_ORDER, width, console)
+
+
+def fit_table(build: Callable[[Sequence[str]], Table], hide_order: Sequence[str], width: int,
+              console: Console | None = None) -> tuple[Table, list[str]]:
+    """``build(hidden)`` with whole columns hidden, in ``hide_order``, until it fits ``width`` on one
+    line per row; returns the table and the titles hidden."""
+    console = console or Console(width=width, color_system=None, legacy_windows=False)
+    hidden: list[str] = []
+    table = build(hidden)
+    for title in hide_order:
+        if _natural_width(table, console) <= width:
+            break
+        hidden.append(title)
+        table = build(hidden)
+    return table, hidden
+
+
+def hidden_line(hidden: Sequence[str], width: int) -> Text:
+    """The one line saying which columns went to fit."""
+    return Text(f"hidden at {width} columns: {', '.join(hidden)} (see -f md)", style="dim")
+
+
+def _natural_width(table: Table, console: Console) -> int:
+    """The width the table takes with every cell on one line (error rows aside: they fold)."""
+    return console.measure(table, options=console.options.update(width=10_000)).maximum
+
+
+def summary_panel(report: Report, width: int | None = None) -> Panel:
+    """The verdict (:func:`verdict_lines`) in a box ``width`` wide (the table's)."""
+    lines = [Text(line, style=style) for line, style in verdict_lines(report)]
+    return Panel(Group(*lines), title="summary", title_align="left", width=width)
 
 
 def terminal_console() -> Console:
-    """stdout console: the terminal's width, or a wide page when output goes to a file or pipe."""
+    """stdout console: the terminal's width; into a file or pipe, ``COLUMNS`` when set, else a wide page."""
+    import os
     import sys
 
-    return Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+    width = None
+    if not sys.stdout.isatty():
+        columns = os.environ.get("COLUMNS", "")
+        width = int(columns) if columns.isdigit() and int(columns) > 0 else PIPE_WIDTH
+    return Console(highlight=False, width=width)
+
+
+PIPE_WIDTH = 200
+"""Width of the table written into a pipe or file when ``COLUMNS`` is not set."""
 
 
 def print_report(report: Report, console: Console) -> None:
-    """The table and the summary panel."""
-    console.print(layer_table(report, console.width))
-    console.print(summary_panel(report))
+    """The table, a line naming the columns hidden to fit, and the summary panel as wide as the table."""
+    table, hidden = layer_table(report, console.width, console)
+    console.print(table)
+    width = min(console.measure(table).maximum, console.width)
+    if hidden:
+        console.print(hidden_line(hidden, console.width))
+    console.print(summary_panel(report, width=max(width, 40)))
+
+
+def strip_trailing(text: str) -> str:
+    """Every line without trailing spaces (rich pads to the table width), colour codes kept."""
+    return "\n".join(_TRAILING.sub(r"\1", line) for line in text.split("\n"))
+
+
+_TRAILING = re.compile(r" +((?:\x1b\[[0-9;]*m)*)$")
 
 
 def table_text(report: Report, *, width: int = 160, color: bool = False) -> str:
@@ -169,7 +250,7 @@ def table_text(report: Report, *, width: int = 160, color: bool = False) -> str:
     console = Console(file=buffer, width=width, color_system="standard" if color else None,
                       force_terminal=color, legacy_windows=False)
     print_report(report, console)
-    return buffer.getvalue()
+    return strip_trailing(buffer.getvalue())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,31 +280,31 @@ def to_csv(reports: Sequence[Report]) -> str:
 
 
 def to_markdown(reports: Sequence[Report]) -> str:
-    """A GitHub-flavoured Markdown table per checkpoint, with the network bound and warnings."""
+    """A GitHub-flavoured Markdown table per checkpoint, then the verdict of the terminal's summary panel."""
     out: list[str] = []
     header = ("layer", "dialect", "kind", "shape", "σ exact", "σ̂", "rel err", "σ eff",
               "cos err u", "cos err v", "σ2/σ1", "op bound")
     for report in reports:
         out.append(f"## {report.checkpoint}\n")
-        out.append(f"`{report.format}` · device `{report.device}` · `{report.dtype}`\n")
+        out.append(f"`{report.format}` · device `{report.device}` · `{report.dtype}` · {order_text(report)}\n")
         out.append("| " + " | ".join(header) + " |")
         out.append("|" + "|".join(["---"] * 4 + ["---:"] * 8) + "|")
         for la in report.layers:
+            row = [la.name, la.dialect, la.kind, shape_text(la.shape)]
             if la.error is not None:
-                row = [la.name, la.dialect, la.kind, shape_text(la.shape), f"not audited: {la.error}"] + [""] * 7
+                row += ["-"] * 8
             else:
-                row = [la.name, la.dialect, la.kind, shape_text(la.shape), fmt(la.sigma_exact),
-                       fmt(la.sigma_estimate), fmt(la.sigma_rel_error, 3), fmt(la.sigma_effective),
-                       fmt(la.cos_error_u, 3), fmt(la.cos_error_v, 3), fmt(la.spectral_gap, 4),
-                       fmt(la.operator_bound)]
-            out.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
-        for model in report.models:
-            bound = model.lipschitz
-            label = f" ({model.name})" if model.name and len(report.models) > 1 else ""
-            out.append(f"\n**Network bound{label}:** matrix product {fmt(bound.matrix_product)}, "
-                       f"certified operator product {fmt(bound.operator_product)}.")
-        out.append(f"\n_Valid for a {report.primary.lipschitz.assumptions}._\n")
-        for warning in report.all_warnings:
-            out.append(f"- ⚠ {warning}")
+                row += [fmt(la.sigma_exact), fmt(la.sigma_estimate), fmt(la.sigma_rel_error, 3),
+                        fmt(la.sigma_effective), fmt(la.cos_error_u, 3), fmt(la.cos_error_v, 3),
+                        fmt(la.spectral_gap, 4), fmt(la.operator_bound)]
+            out.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
+            if la.error is not None:  # its own row, the reason whole
+                out.append(f"| ↳ not audited: {_md_cell(la.error)} |" + " |" * 11)
+        out.append("\n**Summary**\n")
+        out += [f"- {_md_cell(line)}" for line, _ in verdict_lines(report)]
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|")

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt
+from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fit_table, fmt, hidden_line, strip_trailing
 from sninspect.results.trend import MODIFICATION_TIME, Trend
 
 
@@ -59,24 +59,37 @@ def trend_rows(trend: Trend) -> list[list[str]]:
     return rows
 
 
+SUMMARY_HIDE = ("in layer", "layers", "errors", "∏ σ eff", "step")
+"""On a narrow console the summary table's columns go in this order (never the checkpoint's name)."""
+TREND_HIDE = ("in", "σ eff first", "cos err first", "cos err last", "cos err max (at)", "σ eff max (at)")
+"""On a narrow console the trend table's columns go in this order (never the layer's name)."""
+
+
 def print_run(trend: Trend, console: Console) -> None:
-    """Both tables and the list of layers that appear or vanish."""
-    console.print(summary_table(trend))
-    console.print(trend_table(trend))
+    """Both tables (whole columns hidden to fit the console, and named) and the layers that appear or
+    vanish."""
+    for build, order in ((lambda hidden: summary_table(trend, hidden), SUMMARY_HIDE),
+                         (lambda hidden: trend_table(trend, hidden), TREND_HIDE)):
+        table, hidden = fit_table(build, order, console.width, console)
+        console.print(table)
+        if hidden:
+            console.print(hidden_line(hidden, console.width))
     for change in trend.changes:
         console.print(Text(f"note: {change}", style="yellow"))
     console.print(Text("per-layer numbers of each checkpoint: --format json, markdown, csv or html",
                        style="dim"))
 
 
-def summary_table(trend: Trend) -> Table:
+def summary_table(trend: Trend, hidden: Sequence[str] = ()) -> Table:
     table = Table(box=box.SIMPLE_HEAVY, title=f"training run · {len(trend.reports)} checkpoints ordered by "
                   f"{trend.order_by}", title_justify="left")
     longest = max((len(PurePath(c).name) for c in trend.checkpoints), default=10)
-    for i, title in enumerate(SUMMARY_HEADER):
+    shown = [i for i, title in enumerate(SUMMARY_HEADER) if title not in hidden]
+    for i in shown:
         left = i in SUMMARY_LEFT
-        table.add_column(title, justify="left" if left else "right", overflow="fold", no_wrap=not left,
-                         min_width=min(longest, 32) if i == 0 else None)
+        table.add_column(SUMMARY_HEADER[i], justify="left" if left else "right",
+                         overflow="fold" if left else "ellipsis", no_wrap=not left,
+                         min_width=min(longest, 16) if i == 0 else None)
     for s, row in zip(trend.summary, summary_rows(trend), strict=True):
         sigma_style = "red" if (s.worst_sigma_effective or 0) > 1 + SIGMA_TOLERANCE else ""
         cos_style = "yellow" if (s.worst_cos_error or 0) > COS_TOLERANCE else ""
@@ -84,14 +97,18 @@ def summary_table(trend: Trend) -> Table:
         cells[3] = Text(row[3], style=sigma_style)
         cells[5] = Text(row[5], style=cos_style)
         cells[9] = Text(row[9], style="bold red" if s.not_audited else "")
-        table.add_row(*cells)
+        table.add_row(*(cells[i] for i in shown))
     return table
 
 
-def trend_table(trend: Trend) -> Table:
+def trend_table(trend: Trend, hidden: Sequence[str] = ()) -> Table:
     table = Table(box=box.SIMPLE_HEAVY, title="per-layer trend", title_justify="left")
-    for i, title in enumerate(TREND_HEADER):
-        table.add_column(title, justify="left" if i == 0 else "right", overflow="fold", no_wrap=i > 0)
+    longest = max((len(series.name) for series in trend.layers), default=5)
+    shown = [i for i, title in enumerate(TREND_HEADER) if title not in hidden]
+    for i in shown:
+        table.add_column(TREND_HEADER[i], justify="left" if i == 0 else "right",
+                         overflow="fold" if i == 0 else "ellipsis", no_wrap=i > 0,
+                         min_width=min(longest, 16) if i == 0 else None)
     for series, row in zip(trend.layers, trend_rows(trend), strict=True):
         last_sigma = _last(series.sigma_effective)
         last_cos = _last(series.cos_error)
@@ -99,7 +116,7 @@ def trend_table(trend: Trend) -> Table:
         cells[1] = Text(row[1], style="" if all(series.present) else "yellow")
         cells[3] = Text(row[3], style="red" if (last_sigma or 0) > 1 + SIGMA_TOLERANCE else "")
         cells[6] = Text(row[6], style="yellow" if (last_cos or 0) > COS_TOLERANCE else "")
-        table.add_row(*cells)
+        table.add_row(*(cells[i] for i in shown))
     return table
 
 
@@ -107,7 +124,7 @@ def run_text(trend: Trend, *, width: int = 160) -> str:
     """The terminal rendering as plain text (``-o run.txt``)."""
     buffer = io.StringIO()
     print_run(trend, Console(file=buffer, width=width, color_system=None, legacy_windows=False))
-    return buffer.getvalue()
+    return strip_trailing(buffer.getvalue())
 
 
 def run_markdown(trend: Trend) -> str:

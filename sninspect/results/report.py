@@ -83,6 +83,11 @@ class LayerAudit:
         return self.dialect != PLAIN
 
 
+STORED_ORDER = "stored"
+"""``Report.layer_order``: the checkpoint's own order (torch.save keeps the module order)."""
+NATURAL_ORDER = "natural"
+"""``Report.layer_order``: names in numeric-aware order (safetensors, whose keys are stored sorted)."""
+
 PLAIN = "none"
 """The ``dialect`` of a layer without SN (``DialectName.none`` in ``sninspect.dialects``)."""
 
@@ -105,6 +110,9 @@ class NetworkBound:
     """Layers left out of the chain (embeddings, layers with errors, normalizations without a bound)."""
     assumptions: str
     """What the bounds assume; shown with every output."""
+    unavailable: str | None = None
+    """Why there is no bound although the chain has layers (a layer with σ̂ ≤ 0 flips the weight's sign:
+    a product through it bounds nothing); the products are then None."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,9 @@ class Report:
     """Checkpoint-level warnings (unrecognised SN-like keys, ...)."""
     extras: dict[str, Any] = field(default_factory=dict)
     """Scalar entries of the checkpoint (step, epoch) used to order a training run."""
+    layer_order: str = STORED_ORDER
+    """The order of ``layers`` and of the network chain: ``stored`` (as in the checkpoint) or ``natural``
+    (safetensors stores names sorted, so module paths are put in numeric-aware order: 2 before 10)."""
 
     @property
     def layers(self) -> tuple[LayerAudit, ...]:
@@ -165,6 +176,7 @@ class Report:
             "format": self.format,
             "device": self.device,
             "dtype": self.dtype,
+            "layer_order": self.layer_order,
             "layers": [_layer_dict(layer, spectra) for layer in self.layers],
             "lipschitz": {**json_safe(asdict(self.primary.lipschitz)), "model": self.primary.name},
             "models": [

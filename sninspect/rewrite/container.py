@@ -15,12 +15,13 @@ from sninspect.rewrite.state import State, StateRewrite
 from sninspect.rewrite.summary import short
 
 
-def _is_optimizer_state(value: object) -> bool:
-    """An ``optimizer.state_dict()`` (or a list of them, as Lightning saves ``optimizer_states``)."""
+def _is_optimizer_state(value: object, depth: int = 0) -> bool:
+    """An ``optimizer.state_dict()`` (or a list of them, as Lightning saves ``optimizer_states``; one
+    level of lists only, so that a hostile DAG of nested lists cannot make this walk 2^n paths)."""
     if isinstance(value, Mapping):
         return "state" in value and "param_groups" in value
-    if isinstance(value, list | tuple) and value:
-        return all(_is_optimizer_state(v) for v in value)
+    if isinstance(value, list | tuple) and value and depth == 0:
+        return all(_is_optimizer_state(v, depth + 1) for v in value)
     return False
 
 

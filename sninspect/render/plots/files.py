@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import assert_never
@@ -13,6 +12,7 @@ from matplotlib.figure import Figure
 
 from sninspect.audit.run import CHECKPOINT_SUFFIXES, ProgressHook
 from sninspect.errors import OutputError
+from sninspect.io.write import open_atomic
 from sninspect.render.formats import PlotFormat
 from sninspect.render.plots.report import report_figures
 from sninspect.render.plots.trend import trend_figures
@@ -21,13 +21,13 @@ from sninspect.results.trend import Trend
 
 
 def write_plots(result: Report | Trend, folder: Path, fmt: PlotFormat | str, *,
-                progress: ProgressHook | None = None) -> list[Path]:
+                progress: ProgressHook | None = None, force: bool = False) -> list[Path]:
     """The figures of a report, or of a run and each of its reports: one checkpoint →
     ``folder/sigma.png`` ...; a run → ``folder/<checkpoint>/sigma.png`` ... and ``folder/trend_sigma.png``,
-    ``folder/trend_cos_error.png``."""
+    ``folder/trend_cos_error.png``. Existing figures are replaced only with ``force``."""
     written: list[Path] = []
     if isinstance(result, Trend):
-        written += save_figures(trend_figures(result), folder, fmt)
+        written += save_figures(trend_figures(result), folder, fmt, force=force)
         reports = list(result.reports)
         names = _folder_names(reports) if len(reports) > 1 else [""]
     else:
@@ -35,37 +35,33 @@ def write_plots(result: Report | Trend, folder: Path, fmt: PlotFormat | str, *,
     for report, name in zip(reports, names, strict=True):
         if progress is not None:
             progress.start(Path(report.checkpoint).name)
-        written += save_figures(report_figures(report), folder / name if name else folder, fmt)
+        written += save_figures(report_figures(report), folder / name if name else folder, fmt, force=force)
         if progress is not None:
             progress.advance()
     return written
 
 
 def save_figures(figures: Mapping[str, Figure], folder: str | os.PathLike[str],
-                 fmt: PlotFormat | str = PlotFormat.png, *, dpi: int = 120) -> list[Path]:
-    """Write each figure as ``folder/<name>.<fmt>`` (atomically: temp file + rename); the folder is
-    created. Returns the paths written."""
+                 fmt: PlotFormat | str = PlotFormat.png, *, dpi: int = 120, force: bool = False) -> list[Path]:
+    """Write each figure as ``folder/<name>.<fmt>`` through the one atomic writer; the folder is
+    created. An existing figure is replaced only with ``force``: without it, every one already there
+    is named before anything is written. Returns the paths written."""
     fmt = PlotFormat(fmt)
     target = Path(folder)
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"{target}: cannot create the plot folder ({err.strerror or err})") from err
-    written = []
+    paths = {name: target / f"{name}.{fmt.value}" for name in figures}
+    present = [p.name for p in paths.values() if os.path.lexists(p)]
+    if present and not force:
+        raise OutputError(f"{target}: already holds {', '.join(present)} (pass --force to overwrite, or "
+                          "choose another folder)")
     for name, fig in figures.items():
-        path = target / f"{name}.{fmt.value}"
-        tmp = None
-        try:
-            fd, tmp = tempfile.mkstemp(dir=target, prefix=f".{path.name}.", suffix=".tmp")
-            with os.fdopen(fd, "wb") as handle:
-                fig.savefig(handle, format=fmt.value, dpi=dpi, metadata=_metadata(fmt))
-            os.replace(tmp, path)
-        except OSError as err:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
-            raise OutputError(f"{path}: could not write ({err.strerror or err})") from err
-        written.append(path)
-    return written
+        with open_atomic(paths[name], "wb", force=force) as handle:
+            fig.savefig(handle, format=fmt.value, dpi=dpi, metadata=_metadata(fmt))
+    return list(paths.values())
+
 
 def _metadata(fmt: PlotFormat) -> dict[str, str | None]:
     """Reproducible files: no creation date in SVG/PDF."""

@@ -1,0 +1,123 @@
+"""The memory guard: what a layer's audit will need, estimated from its shapes before anything is
+allocated, against a budget (``--max-memory``, else the memory available now). A layer over the
+budget is refused with the size it would need (:class:`~sninspect.errors.MemoryBudgetError`, one
+layer's error), never left to the OOM killer.
+
+The estimates follow the code paths, in units of the working dtype's item size w:
+
+- exact spectra of a batch of b matrices (m, n), k = min(m, n), l = max(m, n)
+  (:mod:`sninspect.audit.batch`, :mod:`sninspect.linalg.exact`): the block b·m·n; the SVD path's
+  copy of the input, U and Vᵀ (2·k·l) and LAPACK's gesdd workspace (about 5·k²); the Gram path's
+  scaled copy, W Wᵀ, its eigenvectors and the Ritz step (about 4·k²) — the larger of the two, as the
+  Gram path falls back to the SVD; plus one more m·n for a dialect's eval matrix (its norm is an SVD).
+- the certified conv bound (:mod:`sninspect.linalg.conv_bounds`) on the grid N_1..N_d that
+  ``--bound-tol`` asks for, F = ∏N/2 frequencies, M = ∏(2k_i − 1) offsets, n = min(c_out, c_in):
+  about eight F×M float64 arrays at once while the phases are formed (angles, integer steps, cos,
+  sin and their temporaries), the grid indices (∏N·(d + 3) int64), the autocorrelation (M·n²) and
+  the block of G(ω) (at most 64 MiB, at least one complex n×n), plus three copies of the kernel.
+- the norm at ``--input-size`` or at a conv-operator u's size (:mod:`sninspect.linalg.conv_same`):
+  thick-restart Lanczos keeps 2 × 24 vectors of D = c_in·∏n entries, plus the padded input and the
+  convolution's output and its adjoint (about 6 more of c·∏(n + k − 1)).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from sninspect.errors import MemoryBudgetError, UsageError
+
+MEMINFO = Path("/proc/meminfo")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many bytes one step of the audit may allocate, and where that number came from."""
+
+    bytes: int | None
+    """None: no limit known (no ``--max-memory`` and no /proc/meminfo)."""
+    source: str = "available memory"
+    """``--max-memory`` or ``available memory``: named in a refusal."""
+
+    def require(self, needed: int, what: str) -> None:
+        """Raise :class:`MemoryBudgetError` when ``needed`` bytes are over the budget."""
+        if self.bytes is not None and needed > self.bytes:
+            raise MemoryBudgetError(f"{what}needs ~{format_size(needed)}, over the {format_size(self.bytes)} "
+                                    f"budget ({self.source})", needed, self.bytes)
+
+
+NO_LIMIT = Budget(None)
+"""No memory limit (library callers that check nothing)."""
+
+
+def budget(max_memory: int | None) -> Budget:
+    """``--max-memory`` when given, else MemAvailable from /proc/meminfo (None where there is none)."""
+    if max_memory is not None:
+        return Budget(max_memory, "--max-memory")
+    return Budget(available_memory())
+
+
+def available_memory() -> int | None:
+    """MemAvailable in bytes (Linux), else None."""
+    try:
+        for line in MEMINFO.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``2G``, ``512M``, ``1.5GiB``, ``4000000`` → bytes (K/M/G/T are powers of 1024)."""
+    found = _SIZE.match(text)
+    if not found or float(found.group(1)) <= 0:
+        raise UsageError(f"--max-memory {text!r}: expected a positive size such as 2G, 512M or 1.5GiB")
+    unit = 1024 ** " kmgt".index(found.group(2).lower() or " ")
+    return int(float(found.group(1)) * unit)
+
+
+def format_size(n: float) -> str:
+    """``10.3 GiB``, ``512.0 MiB``, ``12 B``."""
+    for unit, scale in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def spectra_bytes(count: int, rows: int, cols: int, itemsize: int) -> int:
+    """Peak bytes of loading and solving ``count`` (rows, cols) matrices together (module docstring)."""
+    k, long = min(rows, cols), max(rows, cols)
+    per_matrix = 2 * rows * cols + max(2 * k * long + 5 * k * k, 4 * k * k) + rows * cols
+    return count * per_matrix * itemsize
+
+
+def conv_bound_bytes(shape: Sequence[int], grid: Sequence[int]) -> int:
+    """Peak bytes of the certified conv bound of a kernel (c_out, c_in, k...) on ``grid``."""
+    c_out, c_in, *ks = shape
+    n = min(c_out, c_in)
+    points = math.prod(grid)
+    frequencies = points // 2 + 1
+    offsets = math.prod(2 * k - 1 for k in ks)
+    phases = 8 * frequencies * offsets * 8
+    indices = points * (len(ks) + 3) * 8
+    autocorrelation = 2 * offsets * n * n * 8
+    block = max(64 * 2**20, 16 * n * n) if frequencies * 16 * n * n > 64 * 2**20 else frequencies * 16 * n * n
+    kernel = 3 * math.prod(shape) * 8
+    return phases + indices + autocorrelation + block + kernel
+
+
+def conv_same_bytes(shape: Sequence[int], size: Sequence[int], transposed: bool) -> int:
+    """Peak bytes of the exact 'same' conv norm of a kernel (c_out, c_in, k...) at input ``size``."""
+    c_out, c_in, *ks = shape
+    if transposed:
+        c_out, c_in = c_in, c_out
+    vector = c_in * math.prod(size)
+    padded = max(c_out, c_in) * math.prod(n + k - 1 for n, k in zip(size, ks, strict=False))
+    return (2 * 24 + 4) * vector * 8 + 6 * padded * 8

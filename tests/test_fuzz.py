@@ -1,0 +1,112 @@
+"""Fuzz: state dicts from a grammar of odd names, dtypes, shapes, nesting and SN layer combinations,
+saved to a file and run through the CLI (``report``, ``layers``, ``check``, ``strip --dry-run``):
+never an internal error (exit 5), never a traceback. Derandomized and bounded (40 examples)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from sninspect.cli.main import app
+from sninspect.errors import ExitCode
+
+runner = CliRunner()
+
+SEGMENTS = ["a", "0", "12", "net", "module", "_orig_mod", "conv", "fc", "emb", "bn", "norm", "x y", "é",
+            "Δ", "weight", "w-1", "block.2"]
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.int64, torch.uint8, torch.bool,
+          torch.complex64]
+SHAPES = [(0,), (3,), (4, 3), (0, 3), (3, 0), (1, 1), (2, 3, 3, 3), (2, 1, 1, 2, 2), (1, 2, 2, 2, 2), (3, 2, 1)]
+
+
+def tensor(dtype: torch.dtype, shape: tuple[int, ...], fill: str) -> torch.Tensor:
+    base = torch.randn(shape, generator=torch.Generator().manual_seed(len(shape) + sum(shape)))
+    if fill == "nan" and base.numel():
+        base.view(-1)[0] = float("nan")
+    elif fill == "zero":
+        base.zero_()
+    if dtype == torch.bool:
+        return base > 0
+    if not dtype.is_floating_point and not dtype.is_complex:
+        return (base.nan_to_num() * 3).to(dtype) if dtype != torch.uint8 else base.nan_to_num().abs().to(dtype)
+    return base.to(dtype)
+
+
+names = st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=3).map(".".join)
+plain_entry = st.tuples(names, st.sampled_from(DTYPES), st.sampled_from(SHAPES),
+                        st.sampled_from(["randn", "nan", "zero"]))
+
+
+@st.composite
+def sn_layer(draw: st.DrawFn) -> dict[str, torch.Tensor]:
+    """One SN layer in a dialect's keys, with its vectors right, of the wrong length, NaN, or flipped."""
+    module = draw(names)
+    out, inp = draw(st.sampled_from([(4, 3), (3, 3), (1, 5), (2, 12)]))
+    spatial = draw(st.sampled_from([(), (3, 3)]))
+    dtype = draw(st.sampled_from([torch.float32, torch.float16, torch.float64, torch.complex64]))
+    weight = tensor(dtype, (out, inp // max(1, len(spatial) and 1), *spatial), draw(st.sampled_from(
+        ["randn", "randn", "nan", "zero"])))
+    cols = weight[0].numel() if weight.dim() else 1
+    u_len = draw(st.sampled_from([out, out, out + 1, 0]))
+    v_len = draw(st.sampled_from([cols, cols, cols - 1]))
+    u = tensor(torch.float32, (u_len,), draw(st.sampled_from(["randn", "nan"])))
+    v = tensor(torch.float32, (max(v_len, 0),), "randn")
+    if draw(st.booleans()):
+        u = -u  # σ̂ ≤ 0 for about half of them
+    style = draw(st.sampled_from(["torch", "parametrize", "mimicry"]))
+    if style == "torch":
+        return {f"{module}.weight_orig": weight, f"{module}.weight_u": u, f"{module}.weight_v": v}
+    if style == "parametrize":
+        p = f"{module}.parametrizations.weight"
+        return {f"{p}.original": weight, f"{p}.0._u": u, f"{p}.0._v": v}
+    return {f"{module}.weight": weight, f"{module}.sn_u": u.reshape(1, -1)}
+
+
+@st.composite
+def checkpoint(draw: st.DrawFn) -> object:
+    state: dict[str, torch.Tensor] = {}
+    for layer in draw(st.lists(sn_layer(), max_size=3)):
+        state.update(layer)
+    for name, dtype, shape, fill in draw(st.lists(plain_entry, max_size=4)):
+        state[name] = tensor(dtype, shape, fill)
+    if draw(st.booleans()):
+        state["bn.weight"] = torch.ones(draw(st.sampled_from([0, 2, 3])))
+        state["bn.running_mean"] = torch.zeros(3)
+        state["bn.running_var"] = tensor(torch.float32, (draw(st.sampled_from([0, 3])),), "randn").abs()
+    wrap = draw(st.sampled_from(["flat", "state_dict", "pair", "deep"]))
+    if wrap == "state_dict":
+        return {"state_dict": state, "epoch": 3}
+    if wrap == "pair":
+        return {"netD": state, "netG": dict(state), "step": torch.tensor(5)}
+    if wrap == "deep":
+        return {"a": {"b": {"c": state}}}
+    return state
+
+
+COMMANDS = (
+    ["report", "-q", "--device", "cpu", "--all"],
+    ["report", "-q", "--device", "cpu", "-f", "json"],
+    ["layers"],
+    ["check", "-q", "--device", "cpu"],
+)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                 HealthCheck.data_too_large])
+@given(container=checkpoint())
+def test_fuzz_never_internal_error(tmp_path_factory, container: object) -> None:  # type: ignore[no-untyped-def]
+    folder: Path = tmp_path_factory.mktemp("fuzz")
+    path = folder / "ck.pt"
+    torch.save(container, path)
+    runs = [[*cmd, str(path)] for cmd in COMMANDS]
+    runs.append(["strip", str(path), "-o", str(folder / "out.pt"), "--dry-run"])
+    for args in runs:
+        result = runner.invoke(app, args)
+        assert result.exit_code != ExitCode.INTERNAL, (args, result.output)
+        assert "Traceback" not in result.output, (args, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
