@@ -540,3 +540,47 @@ def test_batchnorm_factor_matches_eval_jacobian(affine: bool) -> None:
 def test_cumulative_product() -> None:
     assert cumulative_product([2.0, 0.5, 3.0]) == [2.0, 1.0, 3.0]
     assert cumulative_product([]) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# The certified frequency bound at the extremes (issue 11)
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e154])
+def test_frequency_bound_is_scale_free(scale: float) -> None:
+    """Kernels at 1e-170 (underflowing products) or 1e154 (overflowing Gram) bound as the scaled kernel."""
+    weight = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    base = conv_operator_bound(weight)
+    bound = conv_operator_bound(weight * scale)
+    assert bound.upper > 0.0 and math.isfinite(bound.upper)
+    assert bound.upper / scale == pytest.approx(base.upper, rel=1e-12)
+    assert bound.lower / scale == pytest.approx(base.lower, rel=1e-12)
+
+
+def test_centre_tap_kernel_is_bounded_exactly() -> None:
+    """A 3×3 kernel using only its centre tap is the 1×1 conv it is: norm exactly σ1 of that tap."""
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64))
+    weight = torch.zeros(6, 6, 3, 3, dtype=torch.float64)
+    weight[:, :, 1, 1] = q
+    bound = conv_operator_bound(weight)
+    assert bound.upper == pytest.approx(1.0, rel=1e-12) and bound.lower == pytest.approx(1.0, rel=1e-12)
+    # An off-centre single tap (a shift) too: the norm over all sizes ignores where the tap sits.
+    shifted = torch.zeros(6, 6, 3, 3, dtype=torch.float64)
+    shifted[:, :, 0, 2] = 2.0 * q
+    assert conv_operator_bound(shifted).upper == pytest.approx(2.0, rel=1e-12)
+
+
+def test_eigen_solver_failure_falls_back_to_the_reshape_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An eigen-solve that does not converge (ill-conditioned extreme kernels) gives the certified reshape
+    bound and a grid-point lower bound instead of an error."""
+    weight = torch.randn(5, 4, 3, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    exact = conv_operator_bound(weight)
+
+    def fails(*_: object, **__: object) -> float:
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(conv_bounds, "grid_max", fails)
+    bound = conv_operator_bound(weight)
+    assert bound.method.startswith("reshape")
+    assert bound.lower <= exact.lower * (1 + 1e-12) and bound.upper >= exact.upper / (1 + 0.01)
+    assert bound.upper == pytest.approx(min(reshape_bounds(weight)), rel=1e-12)

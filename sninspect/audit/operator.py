@@ -47,7 +47,9 @@ def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, ten
     grid = conv_bounds.grid_sizes(shape[2:], tol)
     budget.require(conv_bound_bytes(shape, grid), f"the certified conv bound at --bound-tol {tol:g} "
                                                   f"(a {'×'.join(map(str, grid))} frequency grid) ")
-    kernel = effective_kernel(audit, key, buffer_key, tensors, device, dtype)
+    # Certified on the stored values whatever --dtype says: a float32 copy of a float64 kernel would
+    # bound a rounded operator (3.99999992 for a true norm of exactly 4).
+    kernel = effective_kernel(audit, key, buffer_key, tensors, device, torch.float64)
     residency.release()  # the kernel is copied: hand the file's pages back before the bound's work
     bound = conv_bounds.conv_operator_bound(kernel, tol=tol, device=device)
     return replace(audit, operator_bound=bound.upper, operator_lower=bound.lower)
