@@ -93,3 +93,63 @@ def test_one_layers_bracket_budget_does_not_remove_the_others(tmp_path: Path, mo
         assert layer.error is None and layer.operator_at_input is not None and layer.operator_at_input > 0
         assert math.isfinite(layer.bracket_width) and layer.bracket_width > 1e-6
         assert any("budget spent" in note for note in layer.notes)
+
+
+def test_include_filters_before_any_math(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--include cuts the work: only the selected layer's conv bound is computed, and the network
+    bound says it covers the selected layers only."""
+    from sninspect.linalg import conv_bounds
+
+    torch.manual_seed(0)
+    net = nn.Sequential(*[spectral_norm(nn.Conv2d(4, 4, 3, padding=1)) for _ in range(3)])
+    net(torch.randn(1, 4, 6, 6))
+    torch.save(net.state_dict(), tmp_path / "three.pt")
+    calls: list[tuple[int, ...]] = []
+    original = conv_bounds.conv_operator_bound
+
+    def counted(kernel: torch.Tensor, **kwargs: object) -> conv_bounds.ConvBound:
+        calls.append(tuple(kernel.shape))
+        return original(kernel, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(conv_bounds, "conv_operator_bound", counted)
+    report = sninspect.analyze(tmp_path / "three.pt", device="cpu", include=r"^1\.")
+    assert [layer.name for layer in report.layers] == ["1.weight"]
+    assert len(calls) == 1
+    assert report.models[0].lipschitz.layers == ("1.weight",)
+    assert any("1 of 3 layers audited" in w for w in report.models[0].warnings)
+
+
+def test_progress_names_each_layer_on_a_terminal(tmp_path: Path) -> None:
+    """Under a pseudo-terminal the progress line names the checkpoint and the layer being worked on;
+    on a pipe nothing is printed."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    net = nn.Sequential(*[spectral_norm(nn.Conv2d(8, 8, 3, padding=1)) for _ in range(2)])
+    net(torch.randn(1, 8, 6, 6))
+    torch.save(net.state_dict(), tmp_path / "net.pt")
+    code = ("import sninspect.cli.progress as p; p.Progress.__init__.__kwdefaults__['delay'] = 0.0; from sninspect.cli import app; "
+            f"app(['report', {str(tmp_path / 'net.pt')!r}, '--device', 'cpu', '--bound-tol', '1e-4'])")
+    env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=follower, env=env)
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    proc.wait(timeout=120)
+    os.close(leader)
+    assert proc.returncode == 0
+    assert b"net.pt \xc2\xb7 0.weight" in seen or b"net.pt \xc2\xb7 1.weight" in seen, seen[-400:]
+    piped = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=120)
+    assert piped.returncode == 0 and piped.stderr == b""
