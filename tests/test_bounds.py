@@ -24,7 +24,7 @@ from sninspect.linalg.conv_bounds import (
     grid_sizes,
     reshape_bounds,
 )
-from sninspect.linalg.conv_same import NotConvergedError, conv_same_operator_norm
+from sninspect.linalg.conv_same import conv_same_operator_norm
 from sninspect.linalg.network import batchnorm_factor, cumulative_product
 
 
@@ -426,36 +426,95 @@ def test_same_conv_norm_matches_dense(shape: tuple[int, ...], size: tuple[int, .
     weight = torch.randn(shape, generator=gen, dtype=torch.float64)
     jac = same_conv_jacobian(weight, size, transposed)
     _, singular, vh = np.linalg.svd(jac)
-    sigma, vector = conv_same_operator_norm(weight, size, transposed=transposed)
-    assert sigma == pytest.approx(singular[0], rel=1e-10)
+    norm = conv_same_operator_norm(weight, size, transposed=transposed)
+    # The bracket contains the dense σ1 and is as narrow as asked; the printed (lower) end is within it.
+    assert norm.converged and norm.lower <= singular[0] * (1 + 1e-12) and singular[0] <= norm.upper * (1 + 1e-12)
+    assert norm.upper <= norm.lower * (1 + 1e-6)
+    vector = norm.vector
     assert vector.shape == (1, shape[0] if transposed else shape[1], *size)
     assert vector.norm().item() == pytest.approx(1.0, rel=1e-14)
-    if singular[1] < singular[0] * (1 - 1e-6):  # a unique top vector
-        assert one_minus_abs_cos(vector, torch.from_numpy(vh[0])) < 1e-9
-    # A warm start (e.g. a stored conv-operator u) lands on the same pair.
-    warm_sigma, warm = conv_same_operator_norm(weight, size, transposed=transposed, u0=vector + 0.1)
-    assert warm_sigma == pytest.approx(sigma, rel=1e-11)
+    # Asked for a tight bracket, the vector is the top one where it is unique.
+    tight = conv_same_operator_norm(weight, size, transposed=transposed, rtol=1e-12)
+    assert tight.lower == pytest.approx(singular[0], rel=1e-11)
+    if singular[1] < singular[0] * (1 - 1e-3):  # a unique, well separated top vector
+        assert one_minus_abs_cos(tight.vector, torch.from_numpy(vh[0])) < 1e-8
+    # A warm start (e.g. a stored conv-operator u) lands in the same bracket.
+    warm = conv_same_operator_norm(weight, size, transposed=transposed, u0=vector + 0.1)
+    assert warm.lower <= singular[0] * (1 + 1e-12) <= warm.upper * (1 + 2e-12)
 
 
 def test_same_conv_norm_degenerate_and_adversarial_starts() -> None:
     # A 1x1 kernel: AᵀA = WᵀW ⊗ I, σ1 has multiplicity (pixels): the value is still exact.
     weight = torch.tensor([[[[2.0]], [[0.0]]], [[[0.0]], [[1.0]]]], dtype=torch.float64)  # (2, 2, 1, 1)
-    sigma, _ = conv_same_operator_norm(weight, (3, 3))
-    assert sigma == pytest.approx(2.0, rel=1e-12)
+    assert conv_same_operator_norm(weight, (3, 3)).lower == pytest.approx(2.0, rel=1e-11)
     # A start exactly on the second singular vector (channel 1) does not stall there.
     start = torch.zeros(1, 2, 3, 3, dtype=torch.float64)
     start[0, 1] = 1.0
-    sigma, vector = conv_same_operator_norm(weight, (3, 3), u0=start)
-    assert sigma == pytest.approx(2.0, rel=1e-12) and float(vector[0, 1].abs().max()) < 1e-6
-    # Zero kernel, wrong sizes, no convergence.
-    assert conv_same_operator_norm(torch.zeros(2, 2, 3), (5,))[0] == 0.0
+    norm = conv_same_operator_norm(weight, (3, 3), u0=start)
+    assert norm.lower == pytest.approx(2.0, rel=1e-11) and float(norm.vector[0, 1].abs().max()) < 1e-6
+    # Zero kernel, wrong sizes.
+    assert conv_same_operator_norm(torch.zeros(2, 2, 3), (5,)).upper == 0.0
     with pytest.raises(ValueError, match="input_size"):
         conv_same_operator_norm(torch.ones(2, 2, 3, 3), (5,))
     with pytest.raises(ValueError, match="u0"):
         conv_same_operator_norm(torch.ones(2, 2, 3), (5,), u0=torch.ones(7))
-    with pytest.raises(NotConvergedError):
-        conv_same_operator_norm(torch.randn(4, 4, 3, 3, generator=torch.Generator().manual_seed(0),
-                                            dtype=torch.float64), (8, 8), max_iter=3)
+
+
+def test_same_conv_budget_spent_reports_the_bracket_it_has() -> None:
+    """Out of products, the bracket is still a bracket (containing σ1), flagged as not converged: the
+    upper end is then the caller's certified ceiling (an early Ritz residual bounds nothing)."""
+    weight = torch.randn(4, 4, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    truth = np.linalg.svd(same_conv_jacobian(weight, (8, 8), False), compute_uv=False)[0]
+    ceiling = conv_operator_bound(weight).upper
+    norm = conv_same_operator_norm(weight, (8, 8), max_products=3, ceiling=ceiling)
+    assert not norm.converged and norm.products <= 4
+    assert norm.lower <= truth <= norm.upper == ceiling
+    assert conv_same_operator_norm(weight, (8, 8), max_products=3).upper == math.inf
+
+
+def _near_orthogonal(channels: int, gen: torch.Generator) -> Tensor:
+    """A 3×3 conv whose centre tap is a random orthogonal matrix and the rest tiny: every singular
+    value of the operator ≈ 1 (what Lipschitz networks train towards)."""
+    q, _ = torch.linalg.qr(torch.randn(channels, channels, generator=gen, dtype=torch.float64))
+    weight = 1e-3 * torch.randn(channels, channels, 3, 3, generator=gen, dtype=torch.float64)
+    weight[:, :, 1, 1] = q
+    return weight
+
+
+@pytest.mark.parametrize("case", ["random", "near_degenerate", "rank1", "near_orthogonal"])
+def test_same_conv_bracket_contains_the_dense_norm(case: str) -> None:
+    """Random, near-degenerate (σ2/σ1 > 0.999), rank-1 and near-orthogonal kernels: the bracket holds
+    the dense Jacobian's σ1 and is within the tolerance, and an input as small as 8×8 converges."""
+    gen = torch.Generator().manual_seed(11)
+    size = (8, 8)
+    if case == "random":
+        weight = torch.randn(6, 5, 3, 3, generator=gen, dtype=torch.float64)
+    elif case == "near_degenerate":  # a 1x1-like kernel: the operator's top values are tied
+        weight = 1e-4 * torch.randn(5, 5, 3, 3, generator=gen, dtype=torch.float64)
+        weight[:, :, 1, 1] += torch.diag(torch.tensor([2.0, 1.9995, 1.0, 0.5, 0.1], dtype=torch.float64))
+    elif case == "rank1":
+        a = torch.randn(6, generator=gen, dtype=torch.float64)
+        b = torch.randn(5, 3, 3, generator=gen, dtype=torch.float64)
+        weight = torch.einsum("o,ikl->oikl", a, b)
+    else:
+        weight = _near_orthogonal(16, gen)
+    singular = np.linalg.svd(same_conv_jacobian(weight, size, False), compute_uv=False)
+    if case == "near_degenerate":
+        assert singular[1] / singular[0] > 0.999
+    norm = conv_same_operator_norm(weight, size)
+    assert norm.converged, norm
+    assert norm.lower <= singular[0] * (1 + 1e-12) and singular[0] <= norm.upper * (1 + 1e-12)
+    assert norm.width <= 1e-6
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e154])
+def test_same_conv_norm_is_scale_free(scale: float) -> None:
+    """Kernels at 1e-170 or 1e154 neither underflow to 0 nor overflow: the bracket scales exactly."""
+    weight = torch.randn(3, 3, 3, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    base = conv_same_operator_norm(weight, (6, 6))
+    scaled = conv_same_operator_norm(weight * scale, (6, 6))
+    assert scaled.lower > 0.0 and math.isfinite(scaled.upper)
+    assert scaled.lower / scale == pytest.approx(base.lower, rel=1e-9)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -481,3 +540,47 @@ def test_batchnorm_factor_matches_eval_jacobian(affine: bool) -> None:
 def test_cumulative_product() -> None:
     assert cumulative_product([2.0, 0.5, 3.0]) == [2.0, 1.0, 3.0]
     assert cumulative_product([]) == []
+
+
+# ----------------------------------------------------------------------------------------------
+# The certified frequency bound at the extremes (issue 11)
+
+
+@pytest.mark.parametrize("scale", [1e-170, 1e154])
+def test_frequency_bound_is_scale_free(scale: float) -> None:
+    """Kernels at 1e-170 (underflowing products) or 1e154 (overflowing Gram) bound as the scaled kernel."""
+    weight = torch.randn(4, 3, 3, 3, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    base = conv_operator_bound(weight)
+    bound = conv_operator_bound(weight * scale)
+    assert bound.upper > 0.0 and math.isfinite(bound.upper)
+    assert bound.upper / scale == pytest.approx(base.upper, rel=1e-12)
+    assert bound.lower / scale == pytest.approx(base.lower, rel=1e-12)
+
+
+def test_centre_tap_kernel_is_bounded_exactly() -> None:
+    """A 3×3 kernel using only its centre tap is the 1×1 conv it is: norm exactly σ1 of that tap."""
+    q, _ = torch.linalg.qr(torch.randn(6, 6, generator=torch.Generator().manual_seed(4), dtype=torch.float64))
+    weight = torch.zeros(6, 6, 3, 3, dtype=torch.float64)
+    weight[:, :, 1, 1] = q
+    bound = conv_operator_bound(weight)
+    assert bound.upper == pytest.approx(1.0, rel=1e-12) and bound.lower == pytest.approx(1.0, rel=1e-12)
+    # An off-centre single tap (a shift) too: the norm over all sizes ignores where the tap sits.
+    shifted = torch.zeros(6, 6, 3, 3, dtype=torch.float64)
+    shifted[:, :, 0, 2] = 2.0 * q
+    assert conv_operator_bound(shifted).upper == pytest.approx(2.0, rel=1e-12)
+
+
+def test_eigen_solver_failure_falls_back_to_the_reshape_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An eigen-solve that does not converge (ill-conditioned extreme kernels) gives the certified reshape
+    bound and a grid-point lower bound instead of an error."""
+    weight = torch.randn(5, 4, 3, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    exact = conv_operator_bound(weight)
+
+    def fails(*_: object, **__: object) -> float:
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+
+    monkeypatch.setattr(conv_bounds, "grid_max", fails)
+    bound = conv_operator_bound(weight)
+    assert bound.method.startswith("reshape")
+    assert bound.lower <= exact.lower * (1 + 1e-12) and bound.upper >= exact.upper / (1 + 0.01)
+    assert bound.upper == pytest.approx(min(reshape_bounds(weight)), rel=1e-12)

@@ -6,6 +6,8 @@ diff before committing it.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -39,7 +41,19 @@ def _round(value: Any) -> Any:
 def _normalise(text: str, fmt: str) -> str:
     if fmt == "json":
         return json.dumps(_round(json.loads(text)), indent=2, ensure_ascii=False) + "\n"
+    if fmt == "csv":  # full float64 reprs: last bits may differ across BLAS builds, as in JSON
+        rows = list(csv.reader(io.StringIO(text)))
+        out = io.StringIO()
+        csv.writer(out, lineterminator="\n").writerows([[_cell(c) for c in row] for row in rows])
+        return out.getvalue()
     return text
+
+
+def _cell(text: str) -> str:
+    try:
+        return f"{float(text):.9g}" if any(ch.isdigit() for ch in text) and "x" not in text else text
+    except ValueError:
+        return text
 
 
 def _cli(args: list[str], monkeypatch: pytest.MonkeyPatch, cwd: Path = ROOT, columns: int = 160) -> str:

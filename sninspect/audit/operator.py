@@ -47,7 +47,9 @@ def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, ten
     grid = conv_bounds.grid_sizes(shape[2:], tol)
     budget.require(conv_bound_bytes(shape, grid), f"the certified conv bound at --bound-tol {tol:g} "
                                                   f"(a {'×'.join(map(str, grid))} frequency grid) ")
-    kernel = effective_kernel(audit, key, buffer_key, tensors, device, dtype)
+    # Certified on the stored values whatever --dtype says: a float32 copy of a float64 kernel would
+    # bound a rounded operator (3.99999992 for a true norm of exactly 4).
+    kernel = effective_kernel(audit, key, buffer_key, tensors, device, torch.float64)
     residency.release()  # the kernel is copied: hand the file's pages back before the bound's work
     bound = conv_bounds.conv_operator_bound(kernel, tol=tol, device=device)
     return replace(audit, operator_bound=bound.upper, operator_lower=bound.lower)
@@ -82,22 +84,44 @@ def _operator_sized_audit(audit: LayerAudit, layer: SNLayer, tensors: Mapping[st
                                     f"{list(weight.shape)} (expected (1, C, *spatial))")
     output_side = channels != weight.shape[1]
     start = u if bool(u.any()) else None
-    sigma, top = conv_same.conv_same_operator_norm(weight, size, transposed=output_side, u0=start)
-    effective, _ = conv_same.conv_same_operator_norm(buffer, size, transposed=output_side)
+    # One bracket per operator: the stored eval buffer is W / σ̂ only up to the optimizer step taken
+    # after it was written (~1e-3 relative in published files), too far to derive one from the other;
+    # the second run starts from the first's vector.
+    exact = _sized(weight, size, output_side, start)
+    effective = _sized(buffer, size, output_side, exact.vector)
     assert audit.sigma_estimate is not None
-    cos = cos_error(u.reshape(-1), top.reshape(-1)) if start is not None else None
+    cos = cos_error(u.reshape(-1), exact.vector.reshape(-1)) if start is not None else None
     note = (f"conv-operator: σ exact, σ̂'s reference and σ_eff are the operator norms of the zero-padded "
             f"'same' convolution at {'×'.join(map(str, size))} (u on the {'output' if output_side else 'input'} "
             "side); gap and stable rank are the reshaped matrix's",)
+    note += _unconverged(exact, "σ exact") + _unconverged(effective, "σ_eff")
     return replace(
         audit,
-        sigma_exact=sigma,
-        sigma_rel_error=relative_error(audit.sigma_estimate, sigma),
-        sigma_effective=effective,
+        sigma_exact=exact.lower,
+        sigma_rel_error=relative_error(audit.sigma_estimate, exact.lower),
+        sigma_effective=effective.lower,
         cos_error_u=cos,
         u_norm=float(torch.linalg.vector_norm(u)),
+        bracket_width=max(exact.width, effective.width),
         notes=audit.notes + note,
     )
+
+
+def _sized(kernel: Tensor, size: tuple[int, ...], transposed: bool, start: Tensor | None) -> conv_same.SizedNorm:
+    """The 'same'-conv norm bracket at ``size``; where Lanczos ran out of products, its upper end is the
+    certified frequency bound (which holds at every size)."""
+    norm = conv_same.conv_same_operator_norm(kernel, size, transposed=transposed, u0=start)
+    if norm.converged:
+        return norm
+    return replace(norm, upper=max(conv_bounds.conv_operator_bound(kernel).upper, norm.lower))
+
+
+def _unconverged(norm: conv_same.SizedNorm, what: str) -> tuple[str, ...]:
+    """A note when a bracket stopped on its product budget, wider than asked."""
+    if norm.converged:
+        return ()
+    return (f"{what}: bracket [{norm.lower:.6g}, {norm.upper:.6g}] after {norm.products} products "
+            f"(wider than asked: budget spent)",)
 
 
 def at_input(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mapping[str, Tensor],
@@ -111,5 +135,7 @@ def at_input(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mappi
     budget.require(conv_same_bytes(audit.shape, size, audit.kind.startswith("conv_transpose")),
                    f"the norm at --input-size {'×'.join(map(str, size))} ")
     kernel = effective_kernel(audit, key, buffer_key, tensors, device, torch.float64)
-    sigma, _ = conv_same.conv_same_operator_norm(kernel, size, transposed=audit.kind.startswith("conv_transpose"))
-    return replace(audit, operator_at_input=sigma)
+    norm = _sized(kernel, size, audit.kind.startswith("conv_transpose"), None)
+    width = norm.width if audit.bracket_width is None else max(norm.width, audit.bracket_width)
+    return replace(audit, operator_at_input=norm.lower, bracket_width=width,
+                   notes=audit.notes + _unconverged(norm, "operator_at_input"))

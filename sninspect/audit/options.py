@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -37,6 +38,8 @@ class Options:
     max_memory: int | None = None
     """Memory budget in bytes for one layer's audit (``--max-memory``); None: the memory available now.
     A layer that would need more is refused with the size it would need (its ``error``)."""
+    on_layer: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+    """Called with each layer's name as its operator work starts (the CLI's progress line)."""
 
 
 def resolve_device(name: str) -> torch.device:

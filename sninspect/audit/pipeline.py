@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 
 import torch
@@ -51,13 +51,14 @@ def analyze_checkpoint(
 ) -> Report:
     """Audit an already loaded checkpoint."""
     several = len(checkpoint.models) > 1
+    names: list[str] = []
     models = tuple(
         audit_model(model, options, device=device, dtype=dtype, prefix=model.name + "." if several else "",
-                    file_format=checkpoint.format)
+                    file_format=checkpoint.format, names=names)
         for model in checkpoint.models
     )
     if (options.include or options.exclude) and not any(m.layers for m in models):
-        raise _filtered_out(options, str(checkpoint.path), models)
+        raise _filtered_out(options, str(checkpoint.path), names)
     return Report(
         checkpoint=str(checkpoint.path),
         format=checkpoint.format,
@@ -69,11 +70,10 @@ def analyze_checkpoint(
     )
 
 
-def _filtered_out(options: Options, checkpoint: str, models: Sequence[ModelAudit]) -> UsageError:
+def _filtered_out(options: Options, checkpoint: str, names: Sequence[str]) -> UsageError:
     """``--include``/``--exclude`` left nothing: name the regex and some layer names it could match."""
     asked = " and ".join(f"--{flag} {regex!r}" for flag, regex in (("include", options.include),
                                                                   ("exclude", options.exclude)) if regex)
-    names = [n for m in models for n in (*m.lipschitz.layers, *m.lipschitz.excluded)]
     sample = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
     return UsageError(f"{checkpoint}: {asked} leaves no layer (the layers are named like {sample or 'nothing'}; "
                       "the regex is searched in the full name)")
@@ -82,8 +82,11 @@ def _filtered_out(options: Options, checkpoint: str, models: Sequence[ModelAudit
 def audit_model(
     model: ModelState, options: Options, *, device: torch.device, dtype: torch.dtype, prefix: str = "",
     file_format: str = "",
+    names: list[str] | None = None,
 ) -> ModelAudit:
-    """Audit every weight layer of one state dict and bound the network."""
+    """Audit every weight layer of one state dict and bound the network. ``--include``/``--exclude``
+    select layers before any math (the network bound then covers the selected layers); ``names``, when
+    given, collects every candidate layer's name (for the message when nothing is selected)."""
     raw = model_tensors(model, file_format)
     tensors = UsableTensors(raw, budget(options.max_memory))
     shapes = {key: tuple(t.shape) for key, t in raw.items()}
@@ -94,12 +97,22 @@ def audit_model(
         for key, shape in shapes.items()
         if key not in claimed and is_weight_candidate(key, raw[key])
     ]
+    if names is not None:
+        names += [prefix + display_name(layer.name) for layer in sn_layers] + [prefix + p.name for p in plain]
+    if options.include or options.exclude:
+        keep = _selector(options.include, options.exclude)
+        before = len(sn_layers) + len(plain)
+        sn_layers = [layer for layer in sn_layers if keep(prefix + display_name(layer.name))]
+        plain = [p for p in plain if keep(prefix + p.name)]
+        if 0 < len(sn_layers) + len(plain) < before:
+            warnings = [*warnings, f"--include/--exclude: {len(sn_layers) + len(plain)} of {before} layers "
+                        "audited; the network bound covers those only"]
     keyed = audit_all(sn_layers, plain, tensors, device, dtype, options.batch_bytes)
     layer_of = {layer.weight_key: layer for layer in sn_layers}
     keyed = [
         (replace(_as_operator(a, k, layer_of.get(k), tensors, options, device, dtype),
                  name=prefix + a.name, model=model.name), k)
-        for a, k in keyed
+        for a, k in _announced(keyed, options, prefix)
     ]
     audits = [a for a, _ in keyed]
     batchnorms = batchnorm_factors(tensors, shapes, device)
@@ -109,7 +122,6 @@ def audit_model(
                  + norm_layer_warnings(shapes, prefix))
 
     shown = [a for a in audits if a.has_sn or options.all_layers or not sn_layers]
-    shown = _filter(shown, options.include, options.exclude)
     return ModelAudit(name=model.name, layers=tuple(shown), lipschitz=network, warnings=tuple(warnings))
 
 
@@ -132,13 +144,20 @@ def _as_operator(audit: LayerAudit, key: str, layer: SNLayer | None, tensors: Us
     return result
 
 
-def _filter(audits: list[LayerAudit], include: str | None, exclude: str | None) -> list[LayerAudit]:
+def _announced(keyed: list[tuple[LayerAudit, str]], options: Options,
+               prefix: str) -> Iterator[tuple[LayerAudit, str]]:
+    """The layers in order, telling ``options.on_layer`` each one's name as its operator work starts."""
+    for audit, key in keyed:
+        if options.on_layer is not None:
+            options.on_layer(prefix + audit.name)
+        yield audit, key
+
+
+def _selector(include: str | None, exclude: str | None) -> Callable[[str], bool]:
+    """name ↦ whether ``--include``/``--exclude`` keep it (regexes searched in the full name)."""
     try:
         inc = re.compile(include) if include else None
         exc = re.compile(exclude) if exclude else None
     except re.error as err:
         raise UsageError(f"--include/--exclude: not a valid regular expression ({err})") from err
-    return [
-        a for a in audits
-        if (inc is None or inc.search(a.name)) and (exc is None or not exc.search(a.name))
-    ]
+    return lambda name: (inc is None or inc.search(name) is not None) and (exc is None or not exc.search(name))

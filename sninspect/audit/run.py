@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Protocol
 
@@ -73,7 +74,7 @@ def audit(paths: Sequence[Path], options: Options, *, progress: ProgressHook | N
         if progress is not None:
             progress.start(path.name)
         try:
-            reports.append(analyze(path, options))
+            reports.append(analyze(path, _announcing(options, path, progress)))
         except InputError as err:
             if failures is None or len(paths) == 1:
                 raise
@@ -81,6 +82,13 @@ def audit(paths: Sequence[Path], options: Options, *, progress: ProgressHook | N
         if progress is not None:
             progress.advance()
     return reports
+
+
+def _announcing(options: Options, path: Path, progress: ProgressHook | None) -> Options:
+    """``options`` whose per-layer callback names the checkpoint and the layer on the progress line."""
+    if progress is None:
+        return options
+    return replace(options, on_layer=lambda layer: progress.start(f"{path.name} · {layer}"))
 
 
 def as_result(reports: Sequence[Report]) -> Report | Trend:

@@ -333,21 +333,52 @@ def conv_operator_bound(
     All 1-sized kernels are matrices: upper = lower = σ1 exactly.
     """
     weight = as_kernel(kernel, device)
-    c_out, c_in, *ks = weight.shape
-    slack = max(ROUNDING_SLACK, 4.0 * torch.finfo(torch.float64).eps * (min(c_out, c_in) + 1) ** 2)
+    slack = max(ROUNDING_SLACK, 4.0 * torch.finfo(torch.float64).eps * (min(weight.shape[:2]) + 1) ** 2)
     if not tol > 4.0 * slack:
         raise OperandError(f"tol must be positive and above the rounding allowance {4.0 * slack:.1g}, got {tol}")
+    scale = float(weight.abs().max())
+    if scale == 0.0:
+        return ConvBound(0.0, 0.0, 0.0, 0.0, (1,) * (weight.dim() - 2), "exact (zero kernel)")
+    # The norm scales with the kernel and ignores a shift: bound max|w| = 1 (no under- or overflow at
+    # 1e-170 or 1e154) with all-zero border taps trimmed (a 3×3 kernel using its centre only is 1×1).
+    bound = _normalized_bound(trim_zero_taps(weight / scale), tol, slack)
+    return ConvBound(bound.upper * scale, bound.lower * scale, bound.tight * scale,
+                     None if bound.cheap is None else bound.cheap * scale, bound.grid, bound.method)
+
+
+def _normalized_bound(weight: Tensor, tol: float, slack: float) -> ConvBound:
+    """:func:`conv_operator_bound` of a scaled, trimmed kernel."""
+    c_out, c_in, *ks = weight.shape
     if all(k == 1 for k in ks):
         sigma = _sigma1(weight.reshape(c_out, c_in))  # (c_out, c_in)
         return ConvBound(sigma, sigma, sigma, sigma, (1,) * len(ks), "exact (1x1)")
     grid = grid_sizes(ks, (1.0 + tol) / (1.0 + 2.0 * slack) - 1.0)
-    lower = grid_max(weight, grid, slack=slack)
+    try:
+        lower = grid_max(weight, grid, slack=slack)
+    except torch.linalg.LinAlgError:  # an eigen-solve that does not converge: the reshape bound holds
+        lower = _sigma1(weight.sum(dim=tuple(range(2, weight.dim()))))  # σ_max(K̂(0)): a grid point
+        upper = min(reshape_bounds(weight))
+        return ConvBound(upper, lower, upper, upper, grid, "reshape (frequency eigen-solver failed)")
     tight = lower * certification_factor(ks, grid) * (1.0 + 2.0 * slack)
     below = _reshape_bound_below(weight, tight)
     cheap = None if below is None else below * (1.0 + slack)
     if cheap is None or tight <= cheap:
         return ConvBound(tight, lower, tight, cheap, grid, "fft-certified")
     return ConvBound(cheap, lower, tight, cheap, grid, "reshape")
+
+
+def trim_zero_taps(weight: Tensor) -> Tensor:
+    """The kernel without its all-zero border slices along each spatial axis (at least one tap kept).
+    The operator norm over all input sizes is shift-invariant, so these taps change nothing but cost:
+    a 3×3 kernel with only its centre tap is bounded as the 1×1 it is, exactly."""
+    for axis in range(2, weight.dim()):
+        taps = weight.abs().amax(dim=tuple(a for a in range(weight.dim()) if a != axis)) > 0  # (k,)
+        used = torch.nonzero(taps).flatten()
+        if used.numel() == 0:
+            return weight
+        first, last = int(used[0]), int(used[-1])
+        weight = weight.narrow(axis, first, last - first + 1)
+    return weight
 
 
 def as_kernel(kernel: Tensor, device: torch.device | str | None) -> Tensor:

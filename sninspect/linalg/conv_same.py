@@ -1,4 +1,4 @@
-"""The exact norm of a zero-padded 'same' convolution at one input size, by thick-restart Lanczos.
+"""The norm of a zero-padded 'same' convolution at one input size, by thick-restart Lanczos.
 
 What conv-operator SN (Ryu et al. 2019, "Plug-and-Play Methods Provably Converge with Properly
 Trained Denoisers"; Gouk et al. 2021) normalizes by, and the ``--input-size`` figure of any conv.
@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sninspect.errors import NotConvergedError, OperandError
+from sninspect.errors import OperandError
 from sninspect.linalg.conv_bounds import as_kernel
 from sninspect.linalg.failures import typed_solver_errors
+from sninspect.linalg.lanczos import top_eigen_bracket
 
-__all__ = ["NotConvergedError", "conv_same_operator_norm"]
+__all__ = ["SizedNorm", "conv_same_operator_norm"]
 
 _CONV = (F.conv1d, F.conv2d, F.conv3d)
 _CONV_T = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
@@ -55,67 +57,35 @@ def _same_conv_pair(
     return forward, adjoint
 
 
-def _top_eigenpair(
-    apply: Callable[[Tensor], Tensor], start: Tensor, *, tol: float, max_iter: int, basis: int = 24,
-    keep: int = 6,
-) -> tuple[float, Tensor]:
-    """Largest eigenpair of a symmetric positive semidefinite operator: thick-restart Lanczos.
+SIZED_RTOL = 1e-6
+"""Default relative width of a 'same'-conv norm bracket: below the 6 significant digits printed."""
 
-    Rayleigh–Ritz on an orthonormal basis Q (with W = M Q); each step adds the residual of the top
-    Ritz pair, which spans the next Krylov direction (so this is Lanczos), orthogonalized twice; a
-    full basis restarts from the top ``keep`` Ritz vectors (Wu & Simon 2000, SIAM J. Matrix Anal.
-    Appl. 22). Stops when ‖Mx − θx‖ ≤ tol·θ, re-checked with a fresh product: then θ is within
-    tol·θ of an eigenvalue — the largest, since the start has a component along every eigenvector.
-    ``max_iter`` counts products with M.
-    """
-    dim = start.numel()
-    basis = min(basis, dim)
-    keep = max(1, min(keep, basis - 1))
-    q_mat = start.new_zeros(basis, dim)  # (basis, D) orthonormal rows
-    w_mat = start.new_zeros(basis, dim)  # (basis, D) M applied to each row
-    q_mat[0] = start / torch.linalg.vector_norm(start)
-    w_mat[0] = apply(q_mat[0])
-    size, products = 1, 1
-    generator = torch.Generator(device="cpu").manual_seed(1)
-    while True:
-        projected = q_mat[:size] @ w_mat[:size].T  # (size, size)
-        theta, ritz = torch.linalg.eigh(0.5 * (projected + projected.T))  # ascending
-        theta, ritz = theta.flip(0), ritz.flip(1)
-        top = float(theta[0])
-        x = ritz[:, 0] @ q_mat[:size]  # (D,)
-        residual = ritz[:, 0] @ w_mat[:size] - top * x  # (D,)
-        if top <= 0.0:
-            return 0.0, x  # M = 0 on the start's Krylov space, and M ⪰ 0
-        if float(torch.linalg.vector_norm(residual)) <= tol * top:
-            mx = apply(x)  # fresh product: the recurrence for W drifts slowly
-            products += 1
-            top = float(x @ mx)
-            if float(torch.linalg.vector_norm(mx - top * x)) <= tol * top:
-                return top, x
-            q_mat[0], w_mat[0], size = x, mx, 1  # drifted: restart from x
-            continue
-        if products >= max_iter:
-            raise NotConvergedError(
-                f"Lanczos did not reach a relative residual of {tol:g} in {max_iter} products "
-                f"(now {float(torch.linalg.vector_norm(residual)) / top:.3g})"
-            )
-        if size == basis:  # thick restart: keep the top Ritz vectors; the residual stays ⟂ to them
-            q_mat[:keep] = ritz[:, :keep].T @ q_mat[:size]
-            w_mat[:keep] = ritz[:, :keep].T @ w_mat[:size]
-            size = keep
-        direction = residual
-        for _ in range(2):  # classical Gram–Schmidt, twice
-            direction = direction - (direction @ q_mat[:size].T) @ q_mat[:size]
-        norm = float(torch.linalg.vector_norm(direction))
-        if norm <= 1e-10 * float(torch.linalg.vector_norm(residual)):  # breakdown: an invariant subspace
-            direction = torch.randn(dim, generator=generator, dtype=start.dtype).to(start.device)
-            for _ in range(2):
-                direction = direction - (direction @ q_mat[:size].T) @ q_mat[:size]
-            norm = float(torch.linalg.vector_norm(direction))
-        q_mat[size] = direction / norm
-        w_mat[size] = apply(q_mat[size])
-        size += 1
-        products += 1
+_FLOAT32_RTOL = 1e-5
+"""float32 products carry ~1e-7 relative rounding: iterate in float32 to this width, finish in float64."""
+
+
+@dataclass(frozen=True)
+class SizedNorm:
+    """A bracket [lower, upper] of the 2-norm of one convolution operator at one input size."""
+
+    lower: float
+    """√θ for a float64 Rayleigh quotient θ of AᵀA: a certified lower bound (to rounding)."""
+    upper: float
+    """Converged: √(θ + ‖AᵀAx − θx‖), the a-posteriori (Krylov–Weinstein) bound of the eigenvalue
+    nearest θ — the top one once θ has converged (the start holds a random component along every
+    eigenvector), capped by ``ceiling``. Not converged: ``ceiling`` (inf without one): an unconverged
+    θ may still be nearer a lower eigenvalue, so its residual bounds nothing about the top."""
+    vector: Tensor
+    """The top Ritz vector, unit, shaped (1, c_in, *input_size)."""
+    products: int
+    """Products with AᵀA spent (float32 and float64)."""
+    converged: bool
+    """upper / lower − 1 ≤ the requested width (else the best bracket within the budget)."""
+
+    @property
+    def width(self) -> float:
+        """upper / lower − 1 (0 for a zero operator)."""
+        return self.upper / self.lower - 1.0 if self.lower > 0.0 else 0.0
 
 
 @typed_solver_errors
@@ -124,48 +94,77 @@ def conv_same_operator_norm(
     input_size: tuple[int, ...],
     *,
     transposed: bool = False,
-    tol: float = 1e-12,
-    max_iter: int = 10_000,
+    rtol: float = SIZED_RTOL,
+    max_products: int = 3000,
     u0: Tensor | None = None,
-) -> tuple[float, Tensor]:
-    """Exact 2-norm of the zero-padded 'same' stride-1 convolution at ``input_size`` and its top right
-    singular vector, shaped (1, c_in, *input_size) with c_in the operator's input channels.
+    ceiling: float | None = None,
+) -> SizedNorm:
+    """The 2-norm of the zero-padded 'same' stride-1 convolution at ``input_size``, as a bracket of
+    relative width ``rtol``, and its top right singular vector, shaped (1, c_in, *input_size) with
+    c_in the operator's input channels.
 
     Padding per axis: (k−1)//2 before, the rest after (PyTorch's padding='same'; for odd k that is
     (k−1)/2 per side). ``transposed``: ``kernel`` is a ConvTranspose weight (c_in, c_out, k...) and the
     operator is the exact adjoint of that 'same' convolution (ConvTranspose with padding (k−1)/2 for
-    odd k). σ² is the top eigenvalue of AᵀA (conv, then its transpose), found by thick-restart
-    Lanczos to a relative residual ``tol``: σ is then accurate to ~tol/2 relative whatever the gap,
-    and the vector to ~tol·σ1²/(σ1² − σ2²) in angle. When σ1 ≈ σ2 the value is still right but the
-    vector is some unit vector of the near-degenerate top subspace: it is not unique. ``u0`` (e.g. a
-    stored conv-operator u) warm-starts the iteration; 1% of a fixed random vector is mixed in so that
-    a start with no component along the top vector cannot stall on the second. float64.
+    odd k). σ² is the top eigenvalue of AᵀA, bracketed by thick-restart Lanczos (linalg.lanczos):
+    the iteration stops on the bracket, not on the vector, so near-degenerate top values (σ2/σ1 → 1,
+    the rule for trained convolutions) do not slow it; the vector is then some unit vector of the
+    top cluster. Products run in float32 to a width of 1e-5, then in float64, and the final bracket
+    comes from a float64 product. The kernel is scaled to max |w| = 1 first (1e-170 or 1e154 kernels
+    neither underflow nor overflow). ``u0`` (e.g. a stored conv-operator u) warm-starts the
+    iteration; 1% of a fixed random vector is mixed in so that a start with no component along the
+    top vector cannot stall on the second. Never raises for lack of convergence: see ``converged``.
+    ``ceiling``: a certified upper bound the caller has (e.g. the frequency bound, which holds at
+    every size), used where the Lanczos bound is not one.
     """
     weight = as_kernel(kernel, None)
     d = weight.dim() - 2
     if len(input_size) != d or any(n < 1 for n in input_size):
         raise OperandError(f"input_size must be {d} positive sizes for a {d}-D kernel, got {tuple(input_size)}")
-    forward, adjoint = _same_conv_pair(weight, input_size)
-    if transposed:
-        forward, adjoint = adjoint, forward
     c_in = weight.shape[0] if transposed else weight.shape[1]
     shape = (1, c_in, *input_size)
-
-    def gram(x: Tensor) -> Tensor:
-        return adjoint(forward(x.reshape(shape))).reshape(-1)  # AᵀA x, (D,)
-
     generator = torch.Generator(device="cpu").manual_seed(0)
     noise = torch.randn(math.prod(shape), generator=generator, dtype=torch.float64).to(weight.device)  # (D,)
     noise = noise / torch.linalg.vector_norm(noise)
-    if u0 is None:
-        start = noise
-    else:
+    start = noise
+    if u0 is not None:
         if u0.numel() != noise.numel():
             raise OperandError(f"u0 has {u0.numel()} entries, expected {noise.numel()} = prod{shape}")
         guess = u0.detach().reshape(-1).to(device=weight.device, dtype=torch.float64)  # (D,)
         norm = torch.linalg.vector_norm(guess)
-        start = guess / norm + 0.01 * noise if float(norm) > 0.0 else noise
-    eigenvalue, vector = _top_eigenpair(gram, start, tol=tol, max_iter=max_iter)
-    vector = vector / torch.linalg.vector_norm(vector)
+        if bool(torch.isfinite(norm)) and float(norm) > 0.0:
+            start = guess / norm + 0.01 * noise
+    scale = float(weight.abs().max())
+    if scale == 0.0:
+        return SizedNorm(0.0, 0.0, start.reshape(shape), 0, True)
+    unit = weight / scale  # the norm scales with the kernel: bracket ‖A(w/s)‖, multiply by s
+
+    gram64 = _gram(unit, input_size, transposed, shape)
+    products = 0
+    if rtol < _FLOAT32_RTOL and unit.dtype == torch.float64 and max_products > 1:
+        coarse = top_eigen_bracket(_gram(unit.float(), input_size, transposed, shape), start.float(),
+                                   rtol=2.0 * _FLOAT32_RTOL, max_products=max_products // 2)
+        start, products = coarse.vector.double(), coarse.products
+    fine = top_eigen_bracket(gram64, start, rtol=2.0 * rtol, max_products=max(1, max_products - products))
+    vector = fine.vector / torch.linalg.vector_norm(fine.vector)
     vector = vector * torch.sign(vector[torch.argmax(vector.abs())])  # largest entry positive
-    return math.sqrt(max(eigenvalue, 0.0)), vector.reshape(shape)
+    slack = 1e-12  # rounding of the float64 Rayleigh quotient and residual
+    lower = scale * math.sqrt(max(fine.lower, 0.0)) * (1.0 - slack)
+    upper = scale * math.sqrt(max(fine.upper, 0.0)) * (1.0 + slack)
+    converged = upper <= lower * (1.0 + rtol) or upper == 0.0
+    cap = math.inf if ceiling is None else max(ceiling, lower)
+    return SizedNorm(lower, min(upper, cap) if converged else cap, vector.reshape(shape),
+                     products + fine.products, converged)
+
+
+def _gram(weight: Tensor, input_size: Sequence[int], transposed: bool,
+          shape: tuple[int, ...]) -> Callable[[Tensor], Tensor]:
+    """x ↦ AᵀA x on flat vectors, in ``weight``'s dtype."""
+    forward, adjoint = _same_conv_pair(weight, input_size)
+    if transposed:
+        forward, adjoint = adjoint, forward
+
+    def gram(x: Tensor) -> Tensor:
+        return adjoint(forward(x.reshape(shape))).reshape(-1)  # AᵀA x, (D,)
+
+    return gram

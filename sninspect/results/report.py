@@ -52,10 +52,16 @@ class LayerAudit:
     operator_bound: float | None = None
     """Certified upper bound of the layer's operator 2-norm for the effective weight (linear: σ_eff)."""
     operator_lower: float | None = None
-    """A lower estimate of the operator norm (conv: the exact circular-padding norm on the grid)."""
+    """A certified lower bound on the same supremum over input sizes (conv: the exact circular-padding
+    norm on the grid), not on the norm at one given size, which can be smaller."""
     operator_at_input: float | None = None
-    """With ``--input-size``: the exact norm of the zero-padded 'same' stride-1 convolution of the
-    effective weight at that input size (conv layers only)."""
+    """With ``--input-size``: the norm of the zero-padded 'same' stride-1 convolution of the effective
+    weight at that input size (conv layers only): the certified lower end of a bracket of relative
+    width ``bracket_width``."""
+    bracket_width: float | None = None
+    """Largest relative width (upper / lower − 1) of the Lanczos brackets behind this layer's
+    operator-at-a-size numbers (conv-operator σ exact and σ_eff, ``operator_at_input``); the printed
+    values are the certified lower ends. ``None`` where no such number is computed."""
     u_norm: float | None = None
     """‖stored u‖ (should be 1; EMA-averaged buffers break this)."""
     v_norm: float | None = None
