@@ -131,7 +131,8 @@ def test_progress_names_each_layer_on_a_terminal(tmp_path: Path) -> None:
     net = nn.Sequential(*[spectral_norm(nn.Conv2d(8, 8, 3, padding=1)) for _ in range(2)])
     net(torch.randn(1, 8, 6, 6))
     torch.save(net.state_dict(), tmp_path / "net.pt")
-    code = ("import sninspect.cli.progress as p; p.Progress.__init__.__kwdefaults__['delay'] = 0.0; from sninspect.cli import app; "
+    code = ("import sninspect.cli.progress as p; p.Progress.__init__.__kwdefaults__['delay'] = 0.0; "
+            "from sninspect.cli import app; "
             f"app(['report', {str(tmp_path / 'net.pt')!r}, '--device', 'cpu', '--bound-tol', '1e-4'])")
     env = {**os.environ, "COLUMNS": "120", "TERM": "xterm"}
     leader, follower = pty.openpty()
