@@ -1,0 +1,110 @@
+"""Benchmark: the default ``sninspect report`` end to end (a CLI process), beside ``sninspect layers``
+(start-up and loading, no math) and a spectra-only audit of the same file, in the same run.
+
+Checkpoints, made here in a temporary folder (never committed):
+- (a) ``gan-d-30M``: the residual SN discriminator of benchmarks/make_synthetic.py (torch SN);
+- (b) RealSN layouts like the published plug-and-play denoisers (conv-operator SN: ``weight_orig``,
+  the eval buffer ``weight``, ``weight_u`` shaped (1, C, 40, 40)): a 4-layer SimpleCNN (1→64→64→64→1)
+  and a 17-layer DnCNN (64 channels); u after 30 power steps on the operator at 40×40, the buffer
+  W/σ̂ moved by one small optimizer-like step (1e-3 relative) as in the published files;
+- (c) the bundled sample ``sample_checkpoints/dcgan_sn_torch.pt``.
+Each measurement is the wall time of a fresh process (median of ``--repeats``). Writes a Markdown
+section to stdout (paste into BENCHMARKS.md). Usage: ``python benchmarks/bench_report.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+import make_synthetic  # noqa: E402
+
+SPECTRA = """
+import sys, torch
+from sninspect.io.load import load_checkpoint
+from sninspect.linalg.exact import exact_spectra
+ckpt = load_checkpoint(sys.argv[1])
+for model in ckpt.models:
+    for key in model.tensors:
+        if key.endswith("_orig"):
+            w = model.tensors[key].detach().double()
+            exact_spectra([w.reshape(w.shape[0], -1)])
+"""
+
+
+def realsn_state(channels: list[int], size: int = 40, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A conv-operator (RealSN) state dict: conv i maps channels[i] → channels[i+1], 3×3."""
+    gen = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for i, (a, b) in enumerate(zip(channels[:-1], channels[1:], strict=True)):
+        key = f"dncnn.{2 * i}.weight"
+        w = torch.randn(b, a, 3, 3, generator=gen, dtype=torch.float64) * (2 / (9 * a)) ** 0.5
+        u = torch.randn(1, a, size, size, generator=gen, dtype=torch.float64)  # input side
+        for _ in range(30):
+            u = F.conv_transpose2d(F.conv2d(u, w, padding=1), w, padding=1)
+            u = u / u.norm()
+        sigma = float(F.conv2d(u, w, padding=1).norm())
+        step = 1e-3 * torch.randn(w.shape, generator=gen, dtype=torch.float64) * w.abs().mean()
+        state[key + "_orig"] = (w + step).float()
+        state[key] = (w / sigma).float()
+        state[key + "_u"] = u.float()
+    return state
+
+
+def timed(args: list[str], repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(args, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-30m", action="store_true", help="leave out (a) (minutes on 2 cores)")
+    opts = parser.parse_args()
+    py = sys.executable
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        files: list[tuple[str, Path]] = []
+        if not opts.skip_30m:
+            torch.save(make_synthetic.discriminator_state("gan-d-30M"), folder / "gan-d-30M.pt")
+            files.append(("(a) gan-d-30M (torch SN, 20 layers)", folder / "gan-d-30M.pt"))
+        torch.save(realsn_state([1, 64, 64, 64, 1]), folder / "realsn-simplecnn.pt")
+        files.append(("(b) RealSN SimpleCNN (4 conv-operator layers, u at 40×40)", folder / "realsn-simplecnn.pt"))
+        torch.save(realsn_state([1] + [64] * 16 + [1]), folder / "realsn-dncnn17.pt")
+        files.append(("(b) RealSN DnCNN-17 (17 conv-operator layers, u at 40×40)", folder / "realsn-dncnn17.pt"))
+        files.append(("(c) bundled dcgan_sn_torch.pt", ROOT / "sample_checkpoints" / "dcgan_sn_torch.pt"))
+        load = subprocess.run(["cat", "/proc/loadavg"], capture_output=True, text=True).stdout.split()[:3]
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or 'cpu'}, "
+              f"load before {' '.join(load)}; median of {opts.repeats} fresh processes each\n")
+        print("| checkpoint | `layers` s | spectra-only s | default `report` s | report / layers | "
+              "report / spectra |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for label, path in files:
+            layers = timed([py, "-m", "sninspect", "layers", str(path)], opts.repeats)
+            spectra = timed([py, "-c", SPECTRA, str(path)], opts.repeats)
+            report = timed([py, "-m", "sninspect", "report", str(path), "--format", "json", "-q",
+                            "--device", "cpu"], 1 if "30M" in label else opts.repeats)
+            print(f"| {label} | {layers:.2f} | {spectra:.2f} | {report:.2f} | {report / layers:.1f}× | "
+                  f"{report / spectra:.1f}× |", flush=True)
+        load = subprocess.run(["cat", "/proc/loadavg"], capture_output=True, text=True).stdout.split()[:3]
+        print(f"\nload after {' '.join(load)}")
+
+
+if __name__ == "__main__":
+    main()
