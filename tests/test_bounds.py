@@ -429,7 +429,7 @@ def test_same_conv_norm_matches_dense(shape: tuple[int, ...], size: tuple[int, .
     norm = conv_same_operator_norm(weight, size, transposed=transposed)
     # The bracket contains the dense σ1 and is as narrow as asked; the printed (lower) end is within it.
     assert norm.converged and norm.lower <= singular[0] * (1 + 1e-12) and singular[0] <= norm.upper * (1 + 1e-12)
-    assert norm.upper <= norm.lower * (1 + 1e-6)
+    assert norm.upper <= norm.lower * (1 + 1e-5)
     vector = norm.vector
     assert vector.shape == (1, shape[0] if transposed else shape[1], *size)
     assert vector.norm().item() == pytest.approx(1.0, rel=1e-14)
@@ -504,7 +504,7 @@ def test_same_conv_bracket_contains_the_dense_norm(case: str) -> None:
     norm = conv_same_operator_norm(weight, size)
     assert norm.converged, norm
     assert norm.lower <= singular[0] * (1 + 1e-12) and singular[0] <= norm.upper * (1 + 1e-12)
-    assert norm.width <= 1e-6
+    assert norm.width <= 1e-5
 
 
 @pytest.mark.parametrize("scale", [1e-170, 1e154])
