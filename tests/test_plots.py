@@ -9,21 +9,21 @@ import numpy as np
 import pytest
 import snruns
 import torch
-from matplotlib.legend import Legend
-from matplotlib.transforms import Bbox
-from torch import nn
-from torch.nn.utils import spectral_norm
 from matplotlib.axes import Axes
 from matplotlib.collections import QuadMesh
 from matplotlib.colors import LogNorm, to_hex
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
+from matplotlib.transforms import Bbox
+from torch import nn
+from torch.nn.utils import spectral_norm
 from typer.testing import CliRunner
 
 from sninspect import analyze
-from sninspect.cli.main import app
 from sninspect.audit import trend
+from sninspect.cli.main import app
 from sninspect.render import plots
 from sninspect.results.check import DEFAULT_MAX_SIGMA
 from sninspect.results.report import Report
