@@ -108,7 +108,7 @@ def _sigma_panel(panel: FigureBase, layers: Sequence[LayerAudit], deep: bool) ->
 
     effective = as_array([la.sigma_effective for la in layers])
     colors = [
-        PLAIN if not la.has_sn else ABOVE if (la.sigma_effective or 0) > SIGMA_LIMIT else BELOW
+        PLAIN if not la.has_sn else ABOVE if _breaks_limit(la) else BELOW
         for la in layers
     ]
     if deep:
@@ -130,7 +130,7 @@ def _sigma_panel(panel: FigureBase, layers: Sequence[LayerAudit], deep: bool) ->
             note(ax_eff, i, deep, f"{effective[i]:.4g}", ABOVE, at=effective[i])
     handles: list[Artist] = [Line2D([], [], color=ONE, linestyle="--", label="σ = 1"),
                              Line2D([], [], color=ABOVE, linestyle=":", linewidth=1.4, label=_limit_label()),
-                             Patch(color=ABOVE, label=f"above the limit (> {SIGMA_LIMIT:g})"),
+                             Patch(color=ABOVE, label=f"above the limit (> {SIGMA_LIMIT:g}) or σ̂ ≤ 0"),
                              Patch(color=BELOW, label=f"within it (≤ {SIGMA_LIMIT:g})")]
     if PLAIN in colors:
         handles.append(Patch(color=PLAIN, label="no SN"))
@@ -140,6 +140,10 @@ def _sigma_panel(panel: FigureBase, layers: Sequence[LayerAudit], deep: bool) ->
         ax_eff.tick_params(axis="y", labelleft=False)
     else:
         ax_rel.tick_params(axis="x", labelbottom=False)
+
+def _breaks_limit(la: LayerAudit) -> bool:
+    """``check``'s max_sigma at its default: σ_eff above it, or σ̂ ≤ 0 (the weight's sign flips)."""
+    return (la.sigma_effective or 0) > SIGMA_LIMIT or (la.sigma_estimate is not None and la.sigma_estimate <= 0)
 
 def _limit_label() -> str:
     return f"check's limit max_sigma = {SIGMA_LIMIT:g}"
