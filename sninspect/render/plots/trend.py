@@ -114,7 +114,7 @@ def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, tit
     ax.set_ylim(n - 0.5, -0.5)
     ax.set_yticks(np.arange(n), labels, fontsize=7)
     ax.set_ylabel("layer" + (f" ({cut} omitted)" if cut else ""), fontsize=9)
-    ticks = thin_ticks(np.arange(len(steps)), 12)
+    ticks = thin_ticks(np.arange(len(steps)), 12) if by_index else _spaced(x, 12)
     ax.set_xticks(x[ticks], [_step_text(trend, int(i)) for i in ticks], fontsize=8,
                   rotation=45 if by_index else 0, ha="right" if by_index else "center", rotation_mode="anchor")
     ax.set_xlim(columns[0], columns[-1])
@@ -122,6 +122,15 @@ def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, tit
     bar = fig.colorbar(mesh, ax=ax, shrink=0.8)
     bar.set_label(value_label, fontsize=9)
     return fig
+
+def _spaced(x: np.ndarray, most: int) -> np.ndarray:
+    """Indices of ticks at least 1/``most`` of the range apart (labels of close steps do not overlap)."""
+    gap = (x[-1] - x[0]) / most
+    kept = [0]
+    for i in range(1, len(x)):
+        if x[i] - x[kept[-1]] >= gap:
+            kept.append(i)
+    return np.asarray(kept)
 
 def _edges(x: np.ndarray) -> np.ndarray:
     """Cell edges around increasing centres: half way between neighbours, the ends mirrored."""
