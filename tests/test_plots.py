@@ -14,12 +14,18 @@ from matplotlib.collections import QuadMesh
 from matplotlib.colors import LogNorm, to_hex
 from matplotlib.container import BarContainer
 from matplotlib.figure import Figure
+from matplotlib.legend import Legend
 from matplotlib.lines import Line2D
+from matplotlib.transforms import Bbox
+from torch import nn
+from torch.nn.utils import spectral_norm
 from typer.testing import CliRunner
 
 from sninspect import analyze
+from sninspect.audit import trend
 from sninspect.cli.main import app
 from sninspect.render import plots
+from sninspect.results.check import DEFAULT_MAX_SIGMA
 from sninspect.results.report import Report
 
 runner = CliRunner()
@@ -86,10 +92,13 @@ def test_sigma_figure_five_layers(five: Report) -> None:
     fig = plots.sigma_figure(five)
     assert_titled(fig, five)
     assert "global_step 1200" in fig.get_suptitle()
-    raw, eff = fig.axes[:2]
-    exact = y(series(raw, "σ1 exact (SVD)"))
-    np.testing.assert_allclose(exact, floats([la.sigma_exact for la in five.layers]))
-    assert len(y(series(raw, "σ̂ stored estimate (divisor)"))) == 5
+    rel, eff = fig.axes[:2]
+    # σ̂ against σ1 as one number per layer, (σ̂ − σ1)/σ1, from the two values the report holds.
+    expected = [(la.sigma_estimate - la.sigma_exact) / la.sigma_exact for la in five.layers]  # type: ignore[operator]
+    np.testing.assert_allclose(y(series(rel, plots.REL_ERROR_LABEL)), expected, rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(y(series(rel, plots.REL_ERROR_LABEL)),
+                               floats([la.sigma_rel_error for la in five.layers]))
+    assert lines_at(rel, 0.0), "the line at 0"
     (bars,) = [c for c in eff.containers if isinstance(c, BarContainer)]
     assert len(bars) == 5
     tops = [bar.get_y() + bar.get_height() for bar in bars]
@@ -149,6 +158,8 @@ def test_hundred_layers_switch_orientation(hundred: Report) -> None:
     sigma = plots.sigma_figure(hundred)
     assert_titled(sigma, hundred)
     raw, eff = sigma.axes[:2]
+    np.testing.assert_allclose(x(series(raw, plots.REL_ERROR_LABEL)),
+                               floats([la.sigma_rel_error for la in hundred.layers]))
     (bars,) = [c for c in eff.containers if isinstance(c, BarContainer)]
     assert len(bars) == 100
     np.testing.assert_allclose(floats([b.get_x() + b.get_width() for b in bars]),
@@ -216,3 +227,186 @@ def test_cli_report_plots(tmp_path: Path) -> None:
     assert quiet.exit_code == 0 and quiet.stderr == ""
     bad = runner.invoke(app, ["report", str(path), "--plots", str(out), "--plot-format", "gif"])
     assert bad.exit_code == 2
+
+
+def nested(names: list[str]) -> nn.Module:
+    """A module tree holding a small SN Linear at each dotted name."""
+    torch.manual_seed(0)
+    root = nn.Module()
+    for name in names:
+        parent = root
+        *path, last = name.split(".")
+        for part in path:
+            if not hasattr(parent, part):
+                parent.add_module(part, nn.Module())
+            parent = getattr(parent, part)
+        parent.add_module(last, spectral_norm(nn.Linear(3, 3)))
+    return root
+
+
+def resnet_names(count: int) -> list[str]:
+    """``count`` layer names sharing long prefixes, told apart only in the middle and at the end."""
+    return [f"discriminator.body.stage{i // 20}.blocks.{i // 2 % 10}.residual_branch.conv_{'ab'[i % 2]}"
+            for i in range(count)]
+
+
+def shortest_unique_suffix(name: str, names: list[str]) -> str:
+    """Brute force: the fewest dotted last parts of ``name`` that end no other name."""
+    parts = name.split(".")
+    for k in range(1, len(parts) + 1):
+        tail = ".".join(parts[-k:])
+        if sum(1 for other in names if other == tail or other.endswith("." + tail)) == 1:
+            return tail
+    return name
+
+
+def test_short_names_shortest_unique_suffix() -> None:
+    names = ["net.a.x.conv.weight", "net.b.x.conv.weight", "net.b.y.weight", "net.c.bn.weight"]
+    labels, cut = plots.short_names(names)
+    bodies = [n.removeprefix("net.").removesuffix(".weight") for n in names]
+    expected = []
+    for body in bodies:
+        tail = shortest_unique_suffix(body, bodies)
+        expected.append(tail if tail == body else "…" + tail)
+    assert labels == expected == ["a.x.conv", "b.x.conv", "…y", "…bn"]
+    assert cut == "prefix 'net.' and suffix '.weight'"
+    # Names are escaped for matplotlib: a dollar never starts mathtext.
+    assert plots.short_names(["m.$a.weight", "m.b.weight"])[0] == ["\\$a", "b"]
+    # The same name twice still gives two labels.
+    assert len(set(plots.short_names(["a.w", "a.w"])[0])) == 2
+
+
+@pytest.mark.parametrize("count", [60, 200])
+def test_short_names_unique_at_depth(count: int) -> None:
+    names = [n + ".weight" for n in resnet_names(count)]
+    labels, cut = plots.short_names(names)
+    assert len(set(labels)) == count
+    assert all(len(label) <= plots.MAX_LABEL for label in labels)
+    assert cut == "prefix 'discriminator.body.' and suffix '.weight'"
+    # Each label keeps the parts that tell the layer apart: stage, block, conv.
+    for i, label in enumerate(labels):
+        assert label == f"stage{i // 20}…{i // 2 % 10}…conv_{'ab'[i % 2]}"
+
+
+@pytest.mark.parametrize("count", [60, 200])
+def test_cli_plots_deep_checkpoint_labels(tmp_path: Path, count: int) -> None:
+    path = tmp_path / f"resnet{count}.pt"
+    torch.save(nested(resnet_names(count)).state_dict(), path)
+    out = tmp_path / "figs"
+    result = runner.invoke(app, ["report", str(path), "--plots", str(out), "--device", "cpu", "-q",
+                                 "-f", "json"])
+    assert result.exit_code == 0, result.output
+    for name in ("sigma", "cos_error", "spectra", "lipschitz_depth"):
+        assert (out / f"{name}.png").read_bytes().startswith(b"\x89PNG")
+    report = analyze(path, device="cpu")
+    assert len(report.layers) == count
+    for fig in (plots.sigma_figure(report), plots.cos_error_figure(report), plots.spectra_figure(report),
+                plots.lipschitz_figure(report)):
+        (layer_ax,) = [ax for ax in fig.axes if ax.get_ylabel().startswith(("layer", "depth: layer"))]
+        ticks = [t.get_text() for t in layer_ax.get_yticklabels()]
+        assert len(ticks) == count and len(set(ticks)) == count
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Report:
+    """A checkpoint holding netD (3 layers) and netG (2 layers)."""
+    folder = tmp_path_factory.mktemp("pair")
+    d = snruns.sn_chain([6, 5, 4, 1], steps=2)
+    g = snruns.sn_chain([3, 5, 6], steps=2, seed=1)
+    torch.save({"netD": d.state_dict(), "netG": g.state_dict()}, folder / "gan.pt")
+    return analyze(folder / "gan.pt", device="cpu")
+
+
+def test_one_panel_per_model(pair: Report) -> None:
+    names = {m.name: [la.name for la in m.layers] for m in pair.models}
+    assert sorted(names) == ["netD", "netG"] and len(names["netD"]) == 3 and len(names["netG"]) == 2
+    cos = plots.cos_error_figure(pair)
+    assert len(cos.axes) == 2  # one axes per model
+    titles = [sub.get_suptitle() for sub in cos.subfigs]
+    assert titles == ["model netD", "model netG"]
+    for ax, model in zip(cos.axes, pair.models, strict=True):
+        assert [t.get_text() for t in ax.get_xticklabels()] == plots.short_names(names[model.name])[0]
+        assert len(x(series(ax, "u (left vector)"))) == len(model.layers)
+    sigma = plots.sigma_figure(pair)
+    assert len(sigma.subfigs) == 2
+    for sub, model in zip(sigma.subfigs, pair.models, strict=True):
+        rel, _ = sub.axes
+        np.testing.assert_allclose(y(series(rel, plots.REL_ERROR_LABEL)),
+                                   floats([la.sigma_rel_error for la in model.layers]))
+    depth = plots.lipschitz_figure(pair)
+    assert len(depth.axes) == 2
+    for ax, model in zip(depth.axes, pair.models, strict=True):
+        matrix = [line for line in ax.get_lines() if str(line.get_label()).startswith("∏ σ_eff")]
+        np.testing.assert_allclose(y(matrix[0]), floats(model.lipschitz.cumulative_matrix))
+    spectra = plots.spectra_figure(pair)
+    assert [len([ax for ax in sub.axes if ax.axison]) for sub in spectra.subfigs] == [3, 2]
+
+
+def test_limit_line_and_colours_follow_check(hundred: Report, five: Report) -> None:
+    for report, axis in ((five, "y"), (hundred, "x")):
+        eff = plots.sigma_figure(report).axes[1]
+        (limit,) = lines_at(eff, DEFAULT_MAX_SIGMA, axis)
+        legend = eff.get_legend()
+        assert legend is not None
+        assert limit.get_label() in [t.get_text() for t in legend.get_texts()]
+        assert f"{DEFAULT_MAX_SIGMA:g}" in str(limit.get_label())
+        (bars,) = [c for c in eff.containers if isinstance(c, BarContainer)]
+        red = [to_hex(bar.get_facecolor()) == plots.ABOVE for bar in bars]
+        assert red == [(la.sigma_effective or 0) > DEFAULT_MAX_SIGMA or (la.sigma_estimate or 1) <= 0
+                       for la in report.layers]
+    assert 0 < sum(red) < len(red)  # the hundred layers have both kinds
+
+
+def data_boxes(ax: Axes) -> list[Bbox]:
+    """Display boxes of every data point and bar (reference lines, spanning the axes, left out)."""
+    boxes = []
+    for line in ax.get_lines():
+        xs, ys = x(line), y(line)
+        if len(xs) == 2 and (np.allclose(xs, xs[0]) or np.allclose(ys, ys[0])) and line.get_linestyle() != "None":
+            continue  # axhline / axvline
+        points = ax.transData.transform(np.column_stack([xs, ys]))
+        boxes += [Bbox.from_bounds(px - 2, py - 2, 4, 4) for px, py in points[np.isfinite(points).all(axis=1)]]
+    for container in ax.containers:
+        boxes += [bar.get_window_extent() for bar in container]
+    return boxes
+
+
+def test_legends_do_not_cover_data(five: Report, hundred: Report, pair: Report, tmp_path: Path) -> None:
+    model = snruns.sn_chain([4] * 16, steps=1)
+    run = trend.build([analyze(snruns.save(model, tmp_path / f"h_{n}.pt", step=n), device="cpu")
+                       for n in (1, 3, 9)])
+    figures = [*plots.report_figures(five).values(), *plots.report_figures(hundred).values(),
+               *plots.report_figures(pair).values(), *plots.trend_figures(run).values()]
+    checked = 0
+    for fig in figures:
+        fig.canvas.draw()
+        for ax in fig.axes:
+            legend = ax.get_legend()
+            if not isinstance(legend, Legend):
+                continue
+            box = legend.get_window_extent()
+            boxes = data_boxes(ax)
+            assert boxes
+            assert not any(box.overlaps(b) for b in boxes), (fig.get_suptitle(), ax.get_title())
+            checked += 1
+    assert checked >= 12
+
+
+def test_trend_x_is_the_step_value(tmp_path: Path) -> None:
+    steps = (100, 300, 1000, 5000)
+    for widths in ([4, 5, 1], [4] * 16):  # lines (2 layers) and the heat map (15 layers)
+        model = snruns.sn_chain(widths, steps=1)
+        reports = [analyze(snruns.save(model, tmp_path / f"r{len(widths)}_{n}.pt", global_step=n), device="cpu")
+                   for n in steps]
+        run = trend.build(reports)
+        assert run.steps == tuple(float(n) for n in steps)
+        fig = plots.trend_sigma_figure(run)
+        top = fig.axes[0]
+        data = [line for line in top.get_lines() if len(x(line)) == len(steps)]
+        assert data
+        for line in data:
+            assert x(line).tolist() == [float(n) for n in steps]
+        if len(widths) > 3:
+            (mesh,) = [c for c in fig.axes[1].collections if isinstance(c, QuadMesh)]
+            for path, step in zip(mesh.get_paths()[: len(steps)], steps, strict=True):  # first row
+                assert path.vertices[:, 0].min() < step < path.vertices[:, 0].max()  # each column holds its step

@@ -18,10 +18,11 @@ from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap
-from matplotlib.figure import Figure
+from matplotlib.figure import Figure, FigureBase
 
 from sninspect.render.escape import for_plot
-from sninspect.results.report import Report
+from sninspect.results.check import DEFAULT_MAX_SIGMA
+from sninspect.results.report import LayerAudit, Report
 
 DEEP = 30
 """More layers than this: layer names on the y axis (one row each) instead of rotated on the x axis."""
@@ -32,8 +33,8 @@ SMALL_MULTIPLES = 12
 TREND_LINES = 10
 """Up to this many layers, trends are one line per layer; more: a heat map (layer × checkpoint)."""
 
-SIGMA_TOLERANCE = 1e-3
-"""σ_eff above 1 + this is drawn red (the same tolerance as the terminal table)."""
+SIGMA_LIMIT = DEFAULT_MAX_SIGMA
+"""σ_eff above this is drawn red, with a line at it: ``check``'s default ``max_sigma``."""
 
 COS_TOLERANCE = 1e-2
 """The tolerance line of the cosine-error figure (``check``'s default limit)."""
@@ -50,9 +51,13 @@ U_COLOR, V_COLOR, EXACT_COLOR, ESTIMATE_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c",
 
 
 def short_names(names: Sequence[str]) -> tuple[list[str], str]:
-    """Layer names without their common dotted prefix and a common ``.weight`` suffix, long ones cut
-    in the middle; also returns what was cut, for the axis label (``"netD.main. … .weight"``). Both are
-    escaped for matplotlib (:func:`~sninspect.render.escape.for_plot`): a name is never mathtext."""
+    """A label per layer: the shortest dotted suffix of its name that no other layer shown ends in,
+    after the common dotted prefix and a common last part (``.weight``) are cut. A label that drops
+    more of the start than the common prefix begins with ``…``; long ones are cut in the middle
+    unless that would make two alike. Labels are unique when the names are (a repeated name gets
+    ``[i]``). Also returns what every label lost, for the axis label (``"prefix 'netD.main.' and
+    suffix '.weight'"``). Everything is escaped for matplotlib (:func:`~sninspect.render.escape.for_plot`):
+    a name is never mathtext."""
     if not names:
         return [], ""
     parts = [name.split(".") for name in names]
@@ -64,20 +69,65 @@ def short_names(names: Sequence[str]) -> tuple[list[str], str]:
             prefix.append(column[0])
     same_last = len({p[-1] for p in parts}) == 1 and all(len(p) > len(prefix) + 1 for p in parts)
     suffix = parts[0][-1] if same_last else ""
-    out = []
-    for p in parts:
-        body = p[len(prefix): len(p) - (1 if suffix else 0)]
-        out.append(for_plot(_middle_cut(".".join(body) or ".".join(p))))
+    bodies = [tuple(p[len(prefix): len(p) - (1 if suffix else 0)]) for p in parts]
+    full = [".".join(body) for body in bodies]
+    labels = [_unique_suffix(body, bodies) for body in bodies]
+    labels = [label if len(label) <= MAX_LABEL else _elide_constant(label, bodies) for label in labels]
+    cut_labels = [_middle_cut(label) for label in labels]
+    # A middle cut that makes two labels alike is undone for both (repeat: undoing can collide again).
+    while True:
+        clash = _repeated(cut_labels)
+        clash_cut = [i for i in clash if cut_labels[i] != labels[i]]
+        if not clash_cut:
+            break
+        for i in clash_cut:
+            cut_labels[i] = labels[i]
+    out = [for_plot(label) for label in cut_labels]
+    for i in _repeated(out):  # the same name twice (or escaping made two alike)
+        out[i] = for_plot(f"{full[i]} [{i}]")
     cut = ".".join(prefix) + ("." if prefix else "")
     pieces = (f"prefix '{cut}'" if cut else "", f"suffix '.{suffix}'" if suffix else "")
     described = " and ".join(x for x in pieces if x)
     return out, for_plot(described)
 
+def _unique_suffix(body: tuple[str, ...], bodies: Sequence[tuple[str, ...]]) -> str:
+    """The fewest last parts of ``body`` that no other body ends in (all of it if none), ``…`` first
+    when parts were dropped. Two labels alike have as many parts and the same ones: both were the
+    whole body (so the bodies are equal) or one was unique, a contradiction."""
+    for k in range(1, len(body)):
+        tail = body[-k:]
+        if sum(1 for other in bodies if other[-k:] == tail) == 1:
+            return "…" + ".".join(tail)
+    return ".".join(body)
+
+def _elide_constant(label: str, bodies: Sequence[tuple[str, ...]]) -> str:
+    """A long label with each part that every name has alike at that place (counted from the end)
+    shown as ``…`` (``stage0.blocks.0.residual_branch.conv_a`` → ``stage0…0…conv_a``): labels that
+    differed still differ, in a part that is kept."""
+    lead = label.startswith("…")
+    parts = (label[1:] if lead else label).split(".")
+    out: list[str] = []
+    for j, part in enumerate(parts):
+        back = len(parts) - j
+        alike = {body[-back] for body in bodies if len(body) >= back}
+        shown = "…" if len(alike) == 1 and len(bodies) > 1 and back > 1 else part
+        if not (shown == "…" and out and out[-1] == "…"):
+            out.append(shown)
+    text = ".".join(out).replace(".….", "…")
+    return ("…" if lead else "") + text
+
+def _repeated(labels: Sequence[str]) -> list[int]:
+    seen: dict[str, int] = {}
+    for label in labels:
+        seen[label] = seen.get(label, 0) + 1
+    return [i for i, label in enumerate(labels) if seen[label] > 1]
+
 def _middle_cut(text: str) -> str:
     if len(text) <= MAX_LABEL:
         return text
     keep = MAX_LABEL - 1
-    return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2):]
+    head = keep // 3  # keep more of the end: the end is what tells layers apart
+    return text[:head] + "…" + text[len(text) - (keep - head):]
 
 def checkpoint_label(report: Report) -> str:
     """``D_000500.pt · step 500``: the file name and, when the file has one, its step."""
@@ -127,13 +177,27 @@ def plot_points(ax: Axes, pos: np.ndarray, values: np.ndarray, deep: bool, *, ma
     ax.plot(x, y, marker=marker, linestyle=linestyle, color=color, label=label,
             markersize=markersize or (5 if deep else 6), linewidth=linewidth, alpha=alpha)
 
-def place_legend(ax: Axes, deep: bool, handles: list[Artist] | None = None) -> None:
-    """Inside (best place) for tall figures; outside on the right for wide ones, where bars fill the box."""
-    where = {"loc": "best"} if deep else {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0)}
+def place_legend(ax: Axes, handles: list[Artist] | None = None, *, title: str | None = None) -> None:
+    """Outside the axes, on the right: a legend never covers a point or a bar (constrained layout
+    makes room for it)."""
+    where = {"loc": "upper left", "bbox_to_anchor": (1.01, 1.0), "borderaxespad": 0.0}
     if handles is None:
-        ax.legend(fontsize=8, **where)  # type: ignore[arg-type]
+        ax.legend(fontsize=8, title=title, title_fontsize=8, **where)  # type: ignore[arg-type]
     else:
-        ax.legend(handles=handles, fontsize=8, **where)  # type: ignore[arg-type]
+        ax.legend(handles=handles, fontsize=8, title=title, title_fontsize=8, **where)  # type: ignore[arg-type]
+
+def model_groups(report: Report) -> list[tuple[str, tuple[LayerAudit, ...]]]:
+    """Each model of the checkpoint with layers to show, with its name: one panel each."""
+    return [(model.name, model.layers) for model in report.models if model.layers]
+
+def panels(fig: Figure, names: Sequence[str], heights: Sequence[float]) -> list[FigureBase]:
+    """One panel (sub-figure, titled with the model's name) per model; the figure itself for one."""
+    if len(names) <= 1:
+        return [fig]
+    subs = np.asarray(fig.subfigures(len(names), 1, height_ratios=list(heights), squeeze=False)).ravel()
+    for sub, name in zip(subs, names, strict=True):
+        sub.suptitle(f"model {for_plot(name)}" if name else "model", fontsize=11, fontweight="bold")
+    return list(subs)
 
 def auto_scale(values: np.ndarray) -> str:
     """``log`` when the positive values span more than a factor 20, else ``linear`` (readable ticks)."""

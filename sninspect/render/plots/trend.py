@@ -21,6 +21,7 @@ from sninspect.render.plots.layout import (
     colormap,
     limits_around,
     new_figure,
+    place_legend,
     short_names,
     thin_ticks,
 )
@@ -75,22 +76,25 @@ def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, tit
                   title=f"layer ({cut} omitted)" if cut else "layer", title_fontsize=8)
         return fig
 
+    if not by_index and np.any(np.diff(x) <= 0):  # two checkpoints at one step: cells need an order
+        by_index, x = True, np.arange(len(steps))
     # Many layers: a heat map (layer × checkpoint) under a line of the worst layer per checkpoint.
     n = len(series)
     fig = new_figure(10.0, max(6.0, 3.2 + 0.15 * n))
-    # Both panels put checkpoint i at x = i (cells of equal width), labelled with its step.
+    # Both panels put each checkpoint at its x (its step; its index when ordered by time), a cell
+    # reaching half way to its neighbours.
     top, ax = fig.subplots(2, 1, height_ratios=[1, max(2.0, n / 12)], sharex=True)
     fig.suptitle(f"{title} — {shown}", fontsize=12)
     grid = np.vstack([values for _, values in series])  # (layers, checkpoints)
     with np.errstate(all="ignore"):
         worst = np.array([np.nanmax(col) if np.isfinite(col).any() else np.nan for col in grid.T])
-    top.plot(np.arange(len(steps)), np.where(worst == 0, FLOOR, worst) if log else worst, marker="o",
+    top.plot(x, np.where(worst == 0, FLOOR, worst) if log else worst, marker="o",
              color=ABOVE, label="worst layer")
     top.axhline(reference, color=ONE, linestyle="--", linewidth=1.2, label=reference_label)
     if log:
         top.set_yscale("log")
     top.set_ylabel("worst layer", fontsize=9)
-    top.legend(fontsize=8, loc="best")
+    place_legend(top)
     top.tick_params(axis="x", labelbottom=False)
     finite = grid[np.isfinite(grid)]
     cmap = colormap("magma_r" if log else "RdBu_r")  # RdBu_r: white at 1, so grey (absent) stands apart
@@ -105,17 +109,35 @@ def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, tit
         half = max(0.02, spread)
         norm = TwoSlopeNorm(vcenter=reference, vmin=reference - half, vmax=reference + half)
         data = grid
-    columns = np.arange(len(steps) + 1) - 0.5
+    columns = _edges(x)
     mesh = ax.pcolormesh(columns, np.arange(n + 1) - 0.5, np.ma.masked_invalid(data), cmap=cmap, norm=norm)
     ax.set_ylim(n - 0.5, -0.5)
     ax.set_yticks(np.arange(n), labels, fontsize=7)
     ax.set_ylabel("layer" + (f" ({cut} omitted)" if cut else ""), fontsize=9)
-    ticks = thin_ticks(np.arange(len(steps)), 12)
-    ax.set_xticks(ticks, [_step_text(trend, int(i)) for i in ticks], fontsize=8)
+    ticks = thin_ticks(np.arange(len(steps)), 12) if by_index else _spaced(x, 12)
+    ax.set_xticks(x[ticks], [_step_text(trend, int(i)) for i in ticks], fontsize=8,
+                  rotation=45 if by_index else 0, ha="right" if by_index else "center", rotation_mode="anchor")
+    ax.set_xlim(columns[0], columns[-1])
     ax.set_xlabel(f"{trend.axis_label} (grey: layer absent or not audited)", fontsize=9)
     bar = fig.colorbar(mesh, ax=ax, shrink=0.8)
     bar.set_label(value_label, fontsize=9)
     return fig
+
+def _spaced(x: np.ndarray, most: int) -> np.ndarray:
+    """Indices of ticks at least 1/``most`` of the range apart (labels of close steps do not overlap)."""
+    gap = (x[-1] - x[0]) / most
+    kept = [0]
+    for i in range(1, len(x)):
+        if x[i] - x[kept[-1]] >= gap:
+            kept.append(i)
+    return np.asarray(kept)
+
+def _edges(x: np.ndarray) -> np.ndarray:
+    """Cell edges around increasing centres: half way between neighbours, the ends mirrored."""
+    if len(x) == 1:
+        return np.array([x[0] - 0.5, x[0] + 0.5])
+    middle = (x[1:] + x[:-1]) / 2
+    return np.concatenate([[x[0] - (middle[0] - x[0])], middle, [x[-1] + (x[-1] - middle[-1])]])
 
 def _step_axis(ax: Axes, trend: Trend, x: np.ndarray, by_index: bool) -> None:
     if by_index:
