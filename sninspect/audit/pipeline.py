@@ -90,7 +90,7 @@ def audit_model(
     raw = model_tensors(model, file_format)
     tensors = UsableTensors(raw, budget(options.max_memory))
     shapes = {key: tuple(t.shape) for key, t in raw.items()}
-    sn_layers, warnings = dialects.detect(shapes)
+    sn_layers, warnings = dialects.detect(shapes, coeff=options.coeff)
     claimed = {k for layer in sn_layers for k in layer.keys}
     norms = [m for m in normalisation_modules(shapes) if m + "weight" not in claimed]
     plain = [

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 
 from sninspect.dialects.base import Dialect, DialectName, Estimate, Shapes, SNLayer, Vectors
 from sninspect.dialects.biggan import BigGAN
@@ -14,13 +15,14 @@ from sninspect.dialects.conv_operator import ConvOperator
 from sninspect.dialects.cosgrove import Cosgrove
 from sninspect.dialects.mimicry import Mimicry
 from sninspect.dialects.parametrize import Parametrize
+from sninspect.dialects.soft import Soft
 from sninspect.dialects.torch_legacy import TorchLegacy
 
 __all__ = ["REGISTRY", "Dialect", "DialectName", "Estimate", "SNLayer", "Vectors", "by_name", "detect", "of",
            "resolve"]
 
-REGISTRY: tuple[Dialect, ...] = (ConvOperator(), TorchLegacy(), Parametrize(), Mimicry(), BigGAN(), Cosgrove())
-"""Order matters where layouts overlap: conv-operator is tried before torch (both use ``P_orig``)."""
+REGISTRY: tuple[Dialect, ...] = (ConvOperator(), Soft(), TorchLegacy(), Parametrize(), Mimicry(), BigGAN(), Cosgrove())
+"""Order matters where layouts overlap: conv-operator and soft are tried before torch (all use ``P_orig``)."""
 
 _SN_LIKE = re.compile(r"(_orig|_u|_v|_bar|(^|\.)sn_u|(^|\.)sn_sigma|(^|\.)u0|(^|\.)sv0)$|(^|\.)parametrizations\.")
 
@@ -38,15 +40,16 @@ def of(layer: SNLayer) -> Dialect:
     return by_name(layer.dialect)
 
 
-def detect(shapes: Shapes) -> tuple[list[SNLayer], list[str]]:
+def detect(shapes: Shapes, *, coeff: float | None = None) -> tuple[list[SNLayer], list[str]]:
     """All SN layers in a state dict's ``shapes`` (raw key → shape), in key order, and warnings for
-    keys that look like SN state but fit no dialect."""
+    keys that look like SN state but fit no dialect. ``coeff``: soft SN's coefficient (not stored),
+    given to the layers of dialects that take one."""
     layers: list[SNLayer] = []
     claimed: set[str] = set()
     for dialect in REGISTRY:
         for layer in dialect.detect(shapes):
             if claimed.isdisjoint(layer.keys):
-                layers.append(layer)
+                layers.append(replace(layer, coeff=coeff) if dialect.takes_coeff else layer)
                 claimed.update(layer.keys)
     order = {key: i for i, key in enumerate(shapes)}
     layers.sort(key=lambda layer: order[layer.weight_key])
