@@ -45,6 +45,7 @@ def inventory(path: str | os.PathLike[str], *, key: str | None = None, unsafe_lo
         claimed = {k for layer in sn_layers for k in layer.keys}
         entries: list[tuple[str, LayerInfo]] = []
         norms = frozenset(normalisation_modules(shapes))
+        lookalike = dialects.plain_names(shapes, claimed)
         for layer in sn_layers:
             dim: int | None
             try:
@@ -60,7 +61,7 @@ def inventory(path: str | os.PathLike[str], *, key: str | None = None, unsafe_lo
         for raw, shape in shapes.items():
             if raw in claimed or not is_weight_candidate(raw, tensors[raw], norms):
                 continue
-            name = display_name(raw)
+            name = display_name(lookalike[raw][0] if raw in lookalike else raw)
             entries.append((raw, LayerInfo(prefix + name, model.name, PLAIN, layer_kind(name, shape, 0), shape,
                                            None, str(tensors[raw].dtype).removeprefix("torch."), ())))
         order = {k: i for i, k in enumerate(shapes)}

@@ -93,9 +93,11 @@ def audit_model(
     sn_layers, warnings = dialects.detect(shapes, coeff=options.coeff)
     claimed = {k for layer in sn_layers for k in layer.keys}
     norms = [m for m in normalisation_modules(shapes) if m + "weight" not in claimed]
+    lookalike = dialects.plain_names(shapes, claimed)  # not SN, though stored like it: plain, with a note
     plain = [
-        PlainLayer(key, display_name(key))
-        for key, shape in shapes.items()
+        PlainLayer(key, display_name(lookalike[key][0]), lookalike[key][1]) if key in lookalike
+        else PlainLayer(key, display_name(key))
+        for key in shapes
         if key not in claimed and is_weight_candidate(key, raw[key], frozenset(norms))
     ]
     if names is not None:
