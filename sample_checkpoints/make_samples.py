@@ -17,6 +17,9 @@ Writes:
 - ``plain_discriminator.pt``: the DCGAN discriminator trained without SN (plain state dict).
 - ``biggan_style_sn.pt``: the DCGAN discriminator built from BigGAN-style ``layers.SN`` layers
   (tests/reflayers.py; one layer with num_svs=2), saved as BigGAN saves ``D.pth``.
+- ``soft_sn_dcgan.pt``: the DCGAN discriminator under soft SN (i-ResNet / DUE ``spectral_norm_fc``:
+  eval divides by max(1, σ / coeff)) with coeff = 0.9, from the reference layer ``SoftSN``
+  (tests/reflayers.py); a plain state dict. The coefficient is not stored: audit with ``--coeff 0.9``.
 """
 
 from __future__ import annotations
@@ -36,13 +39,15 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrizations, spectral_norm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from reflayers import BigGANSNConv2d, BigGANSNLinear  # noqa: E402  (the BigGAN reference layers)
+from reflayers import BigGANSNConv2d, BigGANSNLinear, SoftSN  # noqa: E402  (reference layers)
 
 SIZE = 16
 Z_DIM = 32
 BATCH = 32
 DATASET = 4096
 LOG_EVERY = 100
+SOFT_COEFF = 0.9
+"""The soft-SN sample's coefficient (not stored in the file)."""
 
 Wrap = Callable[[nn.Module], nn.Module]
 
@@ -278,6 +283,15 @@ def main(argv: list[str] | None = None) -> None:
     G = Generator()
     train_gan("biggan", D, G, batches, args.steps, seed=4)
     path = out / "biggan_style_sn.pt"
+    torch.save(D.state_dict(), path)
+    written.append(path)
+
+    # 5. the DCGAN discriminator under soft SN (i-ResNet / DUE), coeff 0.9
+    torch.manual_seed(5)
+    batches = Batches(data, torch.Generator().manual_seed(5))
+    D, G = DCGANDiscriminator(lambda m: SoftSN(m, coeff=SOFT_COEFF)), Generator()
+    train_gan("soft", D, G, batches, args.steps, seed=5)
+    path = out / "soft_sn_dcgan.pt"
     torch.save(D.state_dict(), path)
     written.append(path)
 

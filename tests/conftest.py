@@ -229,6 +229,8 @@ def eval_sigmas(model: nn.Module) -> dict[str, float]:
             sigmas[f"{prefix}module.{module.name}"] = module.eval_divisor()
         elif isinstance(module, (reflayers._MimicrySN, reflayers._BigGANSN)):
             sigmas[prefix + "weight"] = module.eval_divisor()
+        elif isinstance(module, reflayers.SoftSN):
+            sigmas[prefix + "layer.weight"] = module.eval_divisor()
     return sigmas
 
 

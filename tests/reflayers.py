@@ -20,6 +20,13 @@ Each class reproduces, from the published eval behaviour of the original, the st
   ``weight_u`` (h,), ``weight_v`` (w,) (``requires_grad=False``) and ``weight_bar``; every forward,
   eval included, runs a step v = l2n(Wᵀu), u = l2n(W v) (l2n(x) = x / (‖x‖ + 1e-12)) and *stores
   both*, then divides by u · (W v).
+- ``soft``: the soft SN of invertible ResNets (Behrmann et al. 2019, ``spectral_norm_fc``) and of the
+  DUE / DDU uncertainty models. The module's ``weight`` becomes the Parameter ``weight_orig`` and
+  buffers ``weight_u`` (out,), ``weight_v`` (in*k...,) (normalized ``randn`` at init) and
+  ``weight_sigma`` (1,) (a log). W is ``weight_orig`` viewed as (out, -1). In train mode each forward
+  runs v = n(Wᵀu), u = n(W v) (F.normalize, eps 1e-12) and stores both; every forward computes
+  σ = u · (W v) from the (stored) vectors and divides by max(1, σ / coeff), logging σ in
+  ``weight_sigma``. ``coeff`` is a constructor argument, not stored.
 
 Each layer's :meth:`eval_divisor` gives, in float64 from the *current* stored state, the σ̂ the
 next eval forward divides by. The code here is written from those facts, not copied.
@@ -317,5 +324,68 @@ class CosgroveSN(nn.Module):
         return one_step_sigma(w.view(w.shape[0], -1), u, plus_eps=True, steps=steps)
 
 
-REFERENCE_LAYERS = (_MimicrySN, _BigGANSN, CosgroveSN)
+# ----------------------------------------------------------------------------------------------
+# soft SN (i-ResNet / DUE)
+
+
+def _normalize(x: Tensor, eps: float = EPS) -> Tensor:
+    """``F.normalize(x, dim=0, eps=eps)`` for a 1-D x."""
+    return x / torch.linalg.vector_norm(x).clamp_min(eps)
+
+
+class SoftSN(nn.Module):
+    """A layer (Linear or Conv2d) under soft SN: keys ``layer.bias``, ``layer.weight_orig``,
+    ``layer.weight_u``, ``layer.weight_v``, ``layer.weight_sigma`` (the weight re-registered after the
+    bias, as the original's ``delattr`` + ``register_parameter`` does)."""
+
+    def __init__(self, layer: nn.Module, coeff: float = 1.0, n_power_iterations: int = 1) -> None:
+        super().__init__()
+        self.layer, self.coeff, self.n_power_iterations = layer, coeff, n_power_iterations
+        weight = layer.weight
+        del layer._parameters["weight"]
+        layer.register_parameter("weight_orig", weight)
+        rows = weight.shape[0]
+        cols = weight.numel() // rows
+        layer.register_buffer("weight_u", _normalize(weight.new_empty(rows).normal_(0, 1)))
+        layer.register_buffer("weight_v", _normalize(weight.new_empty(cols).normal_(0, 1)))
+        layer.register_buffer("weight_sigma", weight.new_ones(1))
+        self.eval_weight()  # a plain attribute ``weight`` for the wrapped layer's forward
+
+    def matrix(self) -> Tensor:
+        w = self.layer.weight_orig
+        return w.view(w.shape[0], -1)  # (out, in*k...)
+
+    def eval_weight(self) -> Tensor:
+        """The weight the forward uses; in train mode first one power step per iteration, stored."""
+        w = self.matrix()
+        u, v = self.layer.weight_u, self.layer.weight_v
+        if self.training:
+            with torch.no_grad():
+                for _ in range(self.n_power_iterations):
+                    v = _normalize(w.t() @ u)  # (in*k,)
+                    u = _normalize(w @ v)  # (out,)
+                self.layer.weight_u.copy_(u)
+                self.layer.weight_v.copy_(v)
+            u, v = u.clone(), v.clone()
+        sigma = torch.dot(u, w @ v)  # differentiable in W
+        factor = torch.clamp(sigma / self.coeff, min=1.0)  # max(1, σ/coeff)
+        with torch.no_grad():
+            self.layer.weight_sigma.copy_(sigma.detach().reshape(1))
+        weight = self.layer.weight_orig / factor
+        self.layer.weight = weight
+        return weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.eval_weight()
+        return self.layer(x)
+
+    def eval_divisor(self) -> float:
+        """What the next eval forward divides by: max(1, σ/coeff) with σ = u · (W v), stored u, v."""
+        w = self.matrix().detach().to(torch.float64)
+        u = self.layer.weight_u.detach().to(torch.float64)
+        v = self.layer.weight_v.detach().to(torch.float64)
+        return max(1.0, float(torch.dot(u, w @ v)) / self.coeff)
+
+
+REFERENCE_LAYERS = (_MimicrySN, _BigGANSN, CosgroveSN, SoftSN)
 """Classes whose instances have ``eval_divisor()``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -163,3 +164,31 @@ def test_divisor_property_over_shapes(out: int, inp: int, k: int, style: str, se
     _, sigma_hat = audit_estimate(wrapped.state_dict())["weight"]
     original = wrapped.weight_orig if style == "torch" else wrapped.parametrizations.weight.original
     assert math.isclose(sigma_hat, eval_divisor(original, wrapped.weight), rel_tol=1e-5)
+
+
+def test_parametrized_weight_without_sn_state_is_a_plain_layer_with_a_note(tmp_path: Path) -> None:
+    """A zero-mean parametrization stores ``parametrizations.weight.original`` and nothing else: not SN,
+    not stray SN state, but a plain layer under the name the model gives it, with a note."""
+    from torch.nn.utils import parametrize
+
+    import sninspect
+
+    class ZeroMean(nn.Module):
+        def forward(self, w: torch.Tensor) -> torch.Tensor:
+            return w - w.mean(dim=1, keepdim=True)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), parametrizations.spectral_norm(nn.Linear(4, 3)))
+    parametrize.register_parametrization(model[0], "weight", ZeroMean())
+    torch.save(model.state_dict(), tmp_path / "zm.pt")
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    layers, warnings = dialects.detect(shapes)
+    assert [layer.weight_key for layer in layers] == ["1.parametrizations.weight.original"] and warnings == []
+
+    report = sninspect.analyze(tmp_path / "zm.pt", device="cpu", all_layers=True)
+    assert report.all_warnings == ()
+    plain, sn = report.layers
+    assert (plain.name, plain.dialect, sn.dialect) == ("0.weight", "none", "torch-parametrize")
+    assert any("without SN state" in n for n in plain.notes)
+    stored = model.state_dict()["0.parametrizations.weight.original"].double()
+    assert plain.sigma_exact == pytest.approx(float(torch.linalg.matrix_norm(stored, ord=2)), rel=1e-12)

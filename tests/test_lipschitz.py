@@ -119,3 +119,60 @@ def test_layernorm_is_flagged(tmp_path: Path) -> None:
     torch.save(model.state_dict(), tmp_path / "ln.pt")
     warnings = sninspect.analyze(tmp_path / "ln.pt", device="cpu").all_warnings
     assert any("not globally Lipschitz" in w and "ln" in w for w in warnings)
+
+
+def test_layernorm_is_no_weight_layer_and_no_factor_of_the_chain(tmp_path: Path) -> None:
+    """A WGAN critic with parametrize SN and nn.LayerNorm([C, H, W]): the LayerNorm's 3-D affine weight
+    and its bias are neither weight layers nor chain factors (its reshaped σ, √(C·H·W) at init,
+    inflated the certified product by orders of magnitude); a warning says so."""
+    from torch.nn.utils.parametrizations import spectral_norm as sn_param
+
+    from sninspect.audit.inventory import inventory
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        sn_param(nn.Conv2d(3, 8, 3, padding=1)), nn.LayerNorm([8, 6, 6]), nn.LeakyReLU(0.2),
+        nn.Flatten(), sn_param(nn.Linear(8 * 6 * 6, 1)),
+    ).double()
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(3):
+        real, fake = torch.randn(4, 3, 6, 6, dtype=torch.float64) + 1, torch.randn(4, 3, 6, 6, dtype=torch.float64)
+        loss = model(fake).mean() - model(real).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    torch.save(model.state_dict(), tmp_path / "critic.pt")
+    model.eval()
+    with torch.no_grad():  # the eval weights, as the model uses them
+        conv_eff = float(torch.linalg.matrix_norm(model[0].weight.reshape(8, -1), ord=2))
+        lin_eff = float(torch.linalg.matrix_norm(model[4].weight, ord=2))
+    assert conv_eff == pytest.approx(1.0, abs=0.1) and lin_eff == pytest.approx(1.0, abs=0.1)
+
+    report = sninspect.analyze(tmp_path / "critic.pt", device="cpu", all_layers=True)
+    names = [a.name for a in report.layers]
+    assert names == ["0.weight", "4.weight"]  # no 1.weight (LayerNorm), no biases
+    bound = report.primary.lipschitz
+    assert bound.layers == ("0.weight", "4.weight")
+    lin = report.layers[1]
+    assert lin.sigma_effective == pytest.approx(lin_eff, rel=1e-9)
+    # Certified conv bound ≤ √(kh·kw)·‖W_mat‖ (each output sums kh·kw shifted copies): the product is
+    # that of the two SN factors, not the LayerNorm's √(8·6·6) ≈ 17 times more.
+    assert bound.operator_product is not None
+    assert conv_eff * lin_eff * 0.999 <= bound.operator_product <= 3 * conv_eff * lin_eff
+    assert bound.matrix_product == pytest.approx(conv_eff * lin_eff, rel=1e-9)
+    warning = next(w for w in report.all_warnings if "normalisation layers" in w)
+    assert "(1)" in warning and "not globally Lipschitz" in warning and "left out" in warning
+    listed = [row.name for row in inventory(tmp_path / "critic.pt")]
+    assert listed == ["0.weight", "4.weight"]
+
+
+def test_bias_is_never_a_weight_layer(tmp_path: Path) -> None:
+    """A 2-D bias (a per-position additive term) is not a weight layer; a 2-D weight next to it is."""
+    state = {"pos.weight": torch.randn(4, 5), "pos.bias": torch.randn(4, 5), "fc.weight": torch.randn(3, 4),
+             "fc.in_proj_bias": torch.randn(2, 3)}
+    torch.save(state, tmp_path / "b.pt")
+    report = sninspect.analyze(tmp_path / "b.pt", device="cpu", all_layers=True)
+    # pos: weight and bias of one shape, no running stats = an elementwise affine (normalisation-like)
+    assert [a.name for a in report.layers] == ["fc.weight"]
+    assert report.layers[0].sigma_exact == pytest.approx(
+        float(torch.linalg.matrix_norm(state["fc.weight"].double(), ord=2)), rel=1e-12)

@@ -154,3 +154,29 @@ def test_progress_names_each_layer_on_a_terminal(tmp_path: Path) -> None:
     assert b"net.pt \xc2\xb7 0.weight" in seen or b"net.pt \xc2\xb7 1.weight" in seen, seen[-400:]
     piped = subprocess.run([sys.executable, "-c", code], capture_output=True, env=env, timeout=120)
     assert piped.returncode == 0 and piped.stderr == b""
+
+
+def test_conv_operator_sigma_hat_is_the_least_squares_fit(tmp_path: Path) -> None:
+    """W_orig moved one optimizer step after the buffer was written: W = σ·B + δ. Entries where B is
+    near zero give wild ratios W/B (their mean is far off); the least-squares fit is not moved by them."""
+    torch.manual_seed(0)
+    sigma = 1.1262
+    buffer = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    buffer.view(-1)[:6] = torch.tensor([1e-7, -2e-7, 3e-6, -1e-6, 5e-7, 2e-6], dtype=torch.float64)
+    delta = 2e-4 * torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    weight = sigma * buffer + delta
+    u = F.normalize(torch.randn(1, 3 * 6 * 6, dtype=torch.float64)).reshape(1, 3, 6, 6)
+    state = {"conv.weight_orig": weight, "conv.weight": buffer, "conv.weight_u": u}
+    torch.save(state, tmp_path / "realsn.pt")
+    w, b = weight.reshape(-1, 1).numpy(), buffer.reshape(-1, 1).numpy()
+    expected = float(np.linalg.lstsq(b, w[:, 0], rcond=None)[0][0])
+    residual = float(np.linalg.norm(w[:, 0] - expected * b[:, 0]) / np.linalg.norm(w))
+    mean_ratio = float((weight / buffer).mean())
+    assert abs(mean_ratio - sigma) > 1e-2  # the old estimate: thrown off by the near-zero entries
+
+    layer = sninspect.analyze(tmp_path / "realsn.pt", device="cpu").layers[0]
+    assert layer.dialect == "conv-operator"
+    assert layer.sigma_estimate == pytest.approx(expected, rel=1e-12)
+    assert layer.sigma_estimate == pytest.approx(sigma, abs=1e-4)
+    assert 0.0 < residual < 1e-3
+    assert any("least squares" in n and f"{residual:.2e}" in n for n in layer.notes)

@@ -332,6 +332,9 @@ def sample_model(name: str) -> tuple[nn.Module, dict[str, Tensor]]:
     elif name == "mlp_sn_parametrize.safetensors":
         model = ms.AECritic(parametrizations.spectral_norm)
         state = load_file(SAMPLES / name)
+    elif name == "soft_sn_dcgan.pt":
+        model = ms.DCGANDiscriminator(lambda m: reflayers.SoftSN(m, coeff=ms.SOFT_COEFF))
+        state = torch.load(SAMPLES / name, weights_only=True)
     else:
         model = ms.DCGANDiscriminator(conv=reflayers.BigGANSNConv2d,
                                       linear=lambda i, o: reflayers.BigGANSNLinear(i, o, num_svs=2))
@@ -340,7 +343,9 @@ def sample_model(name: str) -> tuple[nn.Module, dict[str, Tensor]]:
     return model.eval(), state
 
 
-SAMPLE_FILES = ["dcgan_sn_torch.pt", "mlp_sn_parametrize.safetensors", "biggan_style_sn.pt"]
+SAMPLE_FILES = ["dcgan_sn_torch.pt", "mlp_sn_parametrize.safetensors", "biggan_style_sn.pt", "soft_sn_dcgan.pt"]
+SAMPLE_COEFF = {"soft_sn_dcgan.pt": 0.9}
+"""Soft SN's coefficient of a sample (make_samples.SOFT_COEFF; not stored in the file)."""
 
 
 @pytest.mark.parametrize("name", SAMPLE_FILES)
@@ -351,7 +356,7 @@ def test_samples_load_and_sninspect_matches_the_module(name: str) -> None:
     expected = eval_sigmas(model)
     assert len(expected) >= 5
     found = {}
-    layers, warnings = dialects.detect({k: tuple(v.shape) for k, v in state.items()})
+    layers, warnings = dialects.detect({k: tuple(v.shape) for k, v in state.items()}, coeff=SAMPLE_COEFF.get(name))
     assert warnings == []
     for layer in layers:
         layer = dialects.resolve(layer, state)

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from sninspect import dialects
 from sninspect.audit.memory import NO_LIMIT
-from sninspect.audit.tensors import UsableTensors, is_weight_candidate
+from sninspect.audit.tensors import UsableTensors, is_weight_candidate, normalisation_modules
 from sninspect.errors import LayerError
 from sninspect.io.load import ModelState, display_name, load_checkpoint
 from sninspect.results.report import PLAIN
@@ -44,6 +44,8 @@ def inventory(path: str | os.PathLike[str], *, key: str | None = None, unsafe_lo
         sn_layers, warnings = dialects.detect(shapes)
         claimed = {k for layer in sn_layers for k in layer.keys}
         entries: list[tuple[str, LayerInfo]] = []
+        norms = frozenset(normalisation_modules(shapes))
+        lookalike = dialects.plain_names(shapes, claimed)
         for layer in sn_layers:
             dim: int | None
             try:
@@ -57,9 +59,9 @@ def inventory(path: str | os.PathLike[str], *, key: str | None = None, unsafe_lo
                 str(tensors[layer.weight_key].dtype).removeprefix("torch."),
                 tuple(k.removeprefix(layer.module) for k in layer.keys))))
         for raw, shape in shapes.items():
-            if raw in claimed or not is_weight_candidate(raw, tensors[raw]):
+            if raw in claimed or not is_weight_candidate(raw, tensors[raw], norms):
                 continue
-            name = display_name(raw)
+            name = display_name(lookalike[raw][0] if raw in lookalike else raw)
             entries.append((raw, LayerInfo(prefix + name, model.name, PLAIN, layer_kind(name, shape, 0), shape,
                                            None, str(tensors[raw].dtype).removeprefix("torch."), ())))
         order = {k: i for i, k in enumerate(shapes)}

@@ -31,6 +31,7 @@ class PlainLayer:
 
     key: str
     name: str
+    notes: tuple[str, ...] = ()
 
 
 LAYER_FAILURES: tuple[type[BaseException], ...] = (
@@ -74,7 +75,7 @@ def base_audit(layer: SNLayer | PlainLayer, tensors: Mapping[str, Tensor]) -> La
         key, name, dialect = layer.weight_key, display_name(layer.name), layer.dialect
         dim, notes, keys = layer.dim, layer.notes, layer.keys
     else:
-        key, name, dialect, dim, notes, keys = layer.key, layer.name, PLAIN, 0, (), (layer.key,)
+        key, name, dialect, dim, notes, keys = layer.key, layer.name, PLAIN, 0, layer.notes, (layer.key,)
     raw = tensors.raw if isinstance(tensors, UsableTensors) else tensors  # shape and dtype as stored
     if isinstance(tensors, UsableTensors):
         notes = notes + tensors.notes_for(keys)

@@ -4,7 +4,6 @@ that bound its Lipschitz constant, and the layers no bound covers."""
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -21,25 +20,16 @@ ASSUMPTIONS = (
     "residual additions, attention, pooling other than average, and embeddings are not covered"
 )
 
-_NORM_NAME = re.compile(r"(^|[._])(ln|gn|norm\w*|layer_?norm\w*|group_?norm\w*)\d*$", re.IGNORECASE)
-
-
-def norm_layer_warnings(shapes: Mapping[str, tuple[int, ...]], prefix: str) -> list[str]:
-    """LayerNorm / GroupNorm (a 1-D weight and bias named like a norm, without running statistics)
-    divide by a data-dependent scale: not globally Lipschitz, so no bound covers them."""
-    found = []
-    for key, shape in shapes.items():
-        if not key.endswith(".weight") or len(shape) != 1:
-            continue
-        module = key[: -len(".weight")]
-        if module + ".running_var" in shapes or module + ".bias" not in shapes:
-            continue
-        if _NORM_NAME.search(module):
-            found.append(prefix + display_name(module))
+def norm_layer_warnings(norm_modules: Sequence[str], prefix: str) -> list[str]:
+    """LayerNorm / GroupNorm-like layers (:func:`~sninspect.audit.tensors.normalisation_modules`)
+    divide by a data-dependent scale: not globally Lipschitz, so they are no factor of the chain and
+    no bound covers them; said in one warning."""
+    found = [prefix + display_name(module.rstrip(".")) for module in norm_modules]
     if not found:
         return []
-    return [f"LayerNorm/GroupNorm-like layers ({', '.join(found[:6])}{' ...' if len(found) > 6 else ''}) are "
-            "not globally Lipschitz: the network bounds do not cover them"]
+    return [f"normalisation layers ({', '.join(found[:6])}{' ...' if len(found) > 6 else ''}) are "
+            "LayerNorm/GroupNorm-like, not globally Lipschitz: not audited as weight layers and left out "
+            "of the network products, which do not cover them"]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from sninspect.audit.network import (
 )
 from sninspect.audit.operator import at_input, with_operator_bound, with_operator_sized
 from sninspect.audit.options import Options, resolve_device, resolve_dtype
-from sninspect.audit.tensors import UsableTensors, is_weight_candidate
+from sninspect.audit.tensors import UsableTensors, is_weight_candidate, normalisation_modules
 from sninspect.dialects import SNLayer
 from sninspect.errors import UsageError
 from sninspect.io.load import Checkpoint, ModelState, display_name, load_checkpoint
@@ -90,12 +90,15 @@ def audit_model(
     raw = model_tensors(model, file_format)
     tensors = UsableTensors(raw, budget(options.max_memory))
     shapes = {key: tuple(t.shape) for key, t in raw.items()}
-    sn_layers, warnings = dialects.detect(shapes)
+    sn_layers, warnings = dialects.detect(shapes, coeff=options.coeff)
     claimed = {k for layer in sn_layers for k in layer.keys}
+    norms = [m for m in normalisation_modules(shapes) if m + "weight" not in claimed]
+    lookalike = dialects.plain_names(shapes, claimed)  # not SN, though stored like it: plain, with a note
     plain = [
-        PlainLayer(key, display_name(key))
-        for key, shape in shapes.items()
-        if key not in claimed and is_weight_candidate(key, raw[key])
+        PlainLayer(key, display_name(lookalike[key][0]), lookalike[key][1]) if key in lookalike
+        else PlainLayer(key, display_name(key))
+        for key in shapes
+        if key not in claimed and is_weight_candidate(key, raw[key], frozenset(norms))
     ]
     if names is not None:
         names += [prefix + display_name(layer.name) for layer in sn_layers] + [prefix + p.name for p in plain]
@@ -119,7 +122,7 @@ def audit_model(
     chain, excluded = chain_of(keyed, batchnorms, {k: i for i, k in enumerate(shapes)}, prefix)
     network = network_bound(chain, excluded)
     warnings += (layer_warnings(audits) + batchnorm_warnings(batchnorms, prefix)
-                 + norm_layer_warnings(shapes, prefix))
+                 + norm_layer_warnings(norms, prefix))
 
     shown = [a for a in audits if a.has_sn or options.all_layers or not sn_layers]
     return ModelAudit(name=model.name, layers=tuple(shown), lipschitz=network, warnings=tuple(warnings))

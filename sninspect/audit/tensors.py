@@ -5,12 +5,14 @@
 - meta (no data), complex, integer and boolean ones are refused with the reason
   (:class:`~sninspect.errors.TensorKindError`), which becomes the layer's error.
 
-``layers`` and ``report`` decide which tensors are weight layers with :func:`is_weight_candidate`.
+``layers`` and ``report`` decide which tensors are weight layers with :func:`is_weight_candidate`;
+biases and normalisation layers (:func:`normalisation_modules`) never are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Collection, Iterator, Mapping
 
 import torch
 from torch import Tensor
@@ -18,12 +20,46 @@ from torch import Tensor
 from sninspect.audit.memory import Budget
 from sninspect.errors import TensorKindError
 
+NORM_NAME = re.compile(r"(^|[._])(ln|gn|norm\w*|layer_?norm\w*|group_?norm\w*)\d*$", re.IGNORECASE)
+"""A module named like a normalisation layer (``ln``, ``norm1``, ``layer_norm``, ``gn2``)."""
 
-def is_weight_candidate(key: str, tensor: Tensor) -> bool:
-    """A tensor audited as a weight layer when no SN layer claims it: at least 2-D, and real floating
-    point, or of a kind that only a weight would be saved as (complex, quantized), or an integer or
-    boolean tensor named like a weight (refused as such, rather than silently skipped)."""
-    if tensor.dim() < 2:
+
+def normalisation_modules(shapes: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """Module prefixes (``a.ln.``) of LayerNorm / GroupNorm-like layers: a ``weight`` without running
+    statistics that has a ``bias`` of its own shape (a multi-dimensional affine, as
+    ``nn.LayerNorm([C, H, W])`` saves) or sits in a module named like a norm (1-D weights only then
+    when a bias goes with them, as before). They scale by a data-dependent statistic: not weight
+    layers, and not globally Lipschitz."""
+    found = []
+    for key, shape in shapes.items():
+        if not (key == "weight" or key.endswith(".weight")):
+            continue
+        module = key[: -len("weight")]
+        if module + "running_var" in shapes:
+            continue  # BatchNorm: its eval-mode factor is in the chain
+        bias = shapes.get(module + "bias")
+        named = NORM_NAME.search(module.rstrip(".")) is not None
+        if len(shape) >= 2 and (bias == shape or named):
+            found.append(module)
+        elif len(shape) == 1 and bias is not None and named:
+            found.append(module)
+    return found
+
+
+def is_bias(key: str) -> bool:
+    """``a.bias``, ``in_proj_bias``: an additive term, never a weight layer."""
+    last = key.rsplit(".", 1)[-1].lower()
+    return last == "bias" or last.endswith("_bias")
+
+
+def is_weight_candidate(key: str, tensor: Tensor, norm_modules: Collection[str] = ()) -> bool:
+    """A tensor audited as a weight layer when no SN layer claims it: at least 2-D, not a bias nor the
+    weight of a normalisation layer (``norm_modules``, from :func:`normalisation_modules`), and real
+    floating point, or of a kind that only a weight would be saved as (complex, quantized), or an
+    integer or boolean tensor named like a weight (refused as such, rather than silently skipped)."""
+    if tensor.dim() < 2 or is_bias(key):
+        return False
+    if key.endswith("weight") and key[: -len("weight")] in norm_modules:
         return False
     if tensor.is_floating_point() or tensor.is_complex() or tensor.is_quantized:
         return True

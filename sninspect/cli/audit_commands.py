@@ -14,6 +14,7 @@ from sninspect.cli import config
 from sninspect.cli.app import app
 from sninspect.cli.errors import exit_for, handle_errors, say, unreadable
 from sninspect.cli.options import (
+    CoeffOpt,
     DeviceOpt,
     Dtype,
     DtypeOpt,
@@ -78,6 +79,7 @@ def report(
     plot_format: Annotated[PlotFormat, typer.Option("--plot-format", help="File format of the "
                                                     "figures.")] = PlotFormat.png,
     max_memory: MaxMemoryOpt = None,
+    coeff: CoeffOpt = None,
     quiet: QuietOpt = False,
     unsafe_load: UnsafeOpt = False,
 ) -> None:
@@ -85,7 +87,7 @@ def report(
     fmt = choose_format(format, output)
     options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
                             unsafe_load=unsafe_load, all_layers=all_layers, bound_tol=bound_tol,
-                            input_size=parse_input_size(input_size), max_memory=max_memory)
+                            input_size=parse_input_size(input_size), max_memory=max_memory, coeff=coeff)
     paths = run.collect(checkpoints)
     refuse_early(output, paths, force=force)
     failures: list[InputError] = []
@@ -163,6 +165,7 @@ def check(
     include: IncludeOpt = None,
     exclude: ExcludeOpt = None,
     max_memory: MaxMemoryOpt = None,
+    coeff: CoeffOpt = None,
     quiet: QuietOpt = False,
     unsafe_load: UnsafeOpt = False,
 ) -> None:
@@ -174,7 +177,7 @@ def check(
     folder upward); flags override them; inf turns a limit off.
     """
     options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
-                            unsafe_load=unsafe_load, max_memory=max_memory)
+                            unsafe_load=unsafe_load, max_memory=max_memory, coeff=coeff)
     flags = {"max_sigma": max_sigma, "max_cos_error": max_cos_error, "strict_cos": strict_cos,
              "max_norm_error": max_norm_error, "max_lipschitz": max_lipschitz,
              "fail_on_warning": fail_on_warning}

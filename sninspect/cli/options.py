@@ -44,6 +44,15 @@ MaxMemoryOpt = Annotated[str | None, typer.Option("--max-memory", help="Memory o
                                               "2G or 512M (default: the memory available now). A layer "
                                               "that would need more is reported as not audited, with "
                                               "the size it would need.")]
+def _coeff(value: float | None) -> float | None:
+    if value is not None and not (value > 0.0 and value < float("inf")):
+        raise typer.BadParameter(f"{value:g} is not a positive finite number (soft SN's coefficient)")
+    return value
+
+
+CoeffOpt = Annotated[float | None, typer.Option("--coeff", callback=_coeff, help="Soft SN's "
+                                           "coefficient c (eval divides by max(1, σ/c)); the checkpoint "
+                                           "does not store it [default 1.0, said in the layer's notes].")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes on stderr (errors "
                                        "still print).")]
 

@@ -12,6 +12,7 @@ from sninspect.cli.app import app
 from sninspect.cli.errors import handle_errors, stderr
 from sninspect.cli.options import (
     CheckpointArg,
+    CoeffOpt,
     DryRunOpt,
     ExcludeOpt,
     ForceOpt,
@@ -53,13 +54,14 @@ def strip_command(
     keep_optimizer: KeepOptimizerOpt = False,
     force: ForceOpt = False,
     dry_run: DryRunOpt = False,
+    coeff: CoeffOpt = None,
     unsafe_load: UnsafeOpt = False,
 ) -> None:
     """Bake SN into plain weights: SN keys out, plain P in; everything else kept."""
     warn_unsafe(unsafe_load)
     _print_rewrite(rewrite.strip(checkpoint, output, sigma=sigma, key=key, include=include, exclude=exclude,
                                  transposed=transposed, keep_optimizer=keep_optimizer, force=force,
-                                 dry_run=dry_run, unsafe_load=unsafe_load))
+                                 dry_run=dry_run, unsafe_load=unsafe_load, coeff=coeff))
 
 
 @app.command("apply", epilog=examples(

@@ -38,6 +38,7 @@ class DialectName(StrEnum):
     biggan = "biggan"
     cosgrove = "cosgrove"
     conv_operator = "conv-operator"
+    soft = "soft"
     none = "none"
 
 
@@ -63,6 +64,9 @@ class SNLayer:
     dim: int | None = None
     """Axis SN puts first; ``None`` until resolved from the stored vectors."""
     notes: tuple[str, ...] = field(default=())
+    coeff: float | None = None
+    """Soft SN's coefficient, which the state does not store: the user's ``--coeff``; ``None``: the
+    dialect's default (only dialects with ``takes_coeff`` read it)."""
 
     @property
     def name(self) -> str:
@@ -116,6 +120,8 @@ class Dialect(ABC):
     """A 1-D weight is divided by its exact L2 norm and stores no u, v (parametrize)."""
     assumes_dim0: ClassVar[bool] = False
     """The state cannot tell a ConvTranspose: every weight is normalized along dim 0 (cosgrove)."""
+    takes_coeff: ClassVar[bool] = False
+    """σ̂ depends on a constant the state does not store (soft SN's coefficient, ``SNLayer.coeff``)."""
 
     # -- reading ---------------------------------------------------------------------------------
 

@@ -32,6 +32,21 @@ _ORIGINAL = re.compile(r"^(?P<module>(?:.*\.)?)parametrizations\.(?P<param>[^.]+
 _BUFFER = re.compile(r"^(?P<index>\d+)\._(?P<which>[uv])$")
 
 
+LOOKALIKE_NOTE = ("parametrized without SN state (no _u/_v next to parametrizations.{param}.original): a "
+                  "plain layer, audited as stored; the parametrization (code, not state) is not applied")
+
+
+def lookalikes(shapes: Shapes, claimed: set[str]) -> dict[str, str]:
+    """``parametrizations.P.original`` keys that no SN layer claimed (a zero-mean, orthogonal or other
+    parametrization without SN's ``_u``/``_v``) → the key P has in the model (``a.weight``)."""
+    found = {}
+    for key in shapes:
+        match = _ORIGINAL.match(key)
+        if match is not None and key not in claimed:
+            found[key] = match["module"] + match["param"]
+    return found
+
+
 class Parametrize(Dialect):
     name = DialectName.parametrize
     summary = "torch.nn.utils.parametrizations.spectral_norm: parametrizations.P.original, .<i>._u, .<i>._v"

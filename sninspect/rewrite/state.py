@@ -88,10 +88,11 @@ def rebuild(
     return out
 
 
-def detect(state: State) -> tuple[list[SNLayer], list[str]]:
-    """The SN layers of ``state`` and the warnings about keys that fit no dialect."""
+def detect(state: State, coeff: float | None = None) -> tuple[list[SNLayer], list[str]]:
+    """The SN layers of ``state`` and the warnings about keys that fit no dialect; ``coeff``: soft
+    SN's coefficient (not stored)."""
     shapes = {k: tuple(t.shape) for k, t in state.tensors.items()}
-    return dialects.detect(shapes)
+    return dialects.detect(shapes, coeff=coeff)
 
 
 def scope(layers: Iterable[SNLayer], selector: Selector, prefix: str) -> list[SNLayer]:

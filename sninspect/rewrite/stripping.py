@@ -32,14 +32,15 @@ from sninspect.rewrite.summary import LayerChange, Rewrite, short
 
 def strip_state(
     state: State, *, sigma: Sigma | str = "eval", include: str | None = None, exclude: str | None = None,
-    transposed: str | None = None, prefix: str = "",
+    transposed: str | None = None, prefix: str = "", coeff: float | None = None,
 ) -> StateRewrite:
     """Bake every SN layer of ``state`` into its plain parameter (float64, cast back to the stored
-    dtype); every other key is kept. ``transposed`` as for ``convert_state``."""
+    dtype); every other key is kept. ``transposed`` as for ``convert_state``; ``coeff``: soft SN's
+    coefficient (not stored; default 1.0)."""
     mode = Sigma.parse(sigma)
     selector = Selector(include, exclude)
     mark = compile_option(transposed, "--transposed")
-    found, warnings = detect(state)
+    found, warnings = detect(state, coeff)
     layers = scope(found, selector, prefix)
     replace_at: dict[str, list[tuple[str, Tensor]]] = {}
     drop: set[str] = set()
@@ -93,18 +94,21 @@ def strip(
     path: PathLike, output: PathLike, *, sigma: Sigma | str = "eval", key: str | None = None,
     include: str | None = None, exclude: str | None = None, transposed: str | None = None,
     keep_optimizer: bool = False, force: bool = False, dry_run: bool = False, unsafe_load: bool = False,
+    coeff: float | None = None,
 ) -> Rewrite:
     """Bake SN into plain weights: ``sninspect.strip("D.pt", "D_plain.safetensors")``.
 
     Every SN layer becomes its plain parameter divided by ``sigma`` (``eval``: what the model divides
     by in eval mode; ``exact``: σ1; ``power:N``: after N power steps); the rest of the checkpoint is
     kept. Optimizer state (it refers to the SN parameters) is dropped unless ``keep_optimizer``.
+    ``coeff``: soft SN's coefficient, which the checkpoint does not store (default 1.0).
     """
     mode = Sigma.parse(sigma)
     return rewrite_file(
         "strip", path, output,
         lambda state, prefix: strip_state(state, sigma=mode, include=include, exclude=exclude,
-                                          transposed=transposed, prefix=prefix),
-        provenance={"sigma": str(mode)}, key=key, keep_optimizer=keep_optimizer, force=force,
+                                          transposed=transposed, prefix=prefix, coeff=coeff),
+        provenance={"sigma": str(mode)} | ({"coeff": f"{coeff:g}"} if coeff is not None else {}),
+        key=key, keep_optimizer=keep_optimizer, force=force,
         dry_run=dry_run, unsafe_load=unsafe_load,
     )
