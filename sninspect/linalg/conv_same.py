@@ -86,6 +86,9 @@ class SizedNorm:
     """Products with AᵀA spent (float32 and float64)."""
     converged: bool
     """upper / lower − 1 ≤ the requested width (else the best bracket within the budget)."""
+    gap: float | None = None
+    """√(θ2/θ1) from the last Ritz values: an estimate of the operator's σ2/σ1 (θ2 ≤ λ2, so from
+    below); ``None`` where the Krylov space held one vector."""
 
     @property
     def width(self) -> float:
@@ -145,11 +148,11 @@ def conv_same_operator_norm(
     unit = weight / scale  # the norm scales with the kernel: bracket ‖A(w/s)‖, multiply by s
 
     gram64 = _gram(unit, input_size, transposed, shape)
-    products = 0
+    products, second = 0, 0.0
     if unit.dtype == torch.float64 and max_products > 1:  # most products in float32, 3× cheaper on a CPU
         coarse = top_eigen_bracket(_gram(unit.float(), input_size, transposed, shape), start.float(),
                                    rtol=max(rtol, _FLOAT32_FLOOR), max_products=max_products // 2)
-        start, products = coarse.vector.double(), coarse.products
+        start, products, second = coarse.vector.double(), coarse.products, coarse.second
     fine = top_eigen_bracket(gram64, start, rtol=2.0 * rtol, max_products=max(1, max_products - products))
     vector = fine.vector / torch.linalg.vector_norm(fine.vector)
     vector = vector * torch.sign(vector[torch.argmax(vector.abs())])  # largest entry positive
@@ -158,8 +161,10 @@ def conv_same_operator_norm(
     upper = scale * math.sqrt(max(fine.upper, 0.0)) * (1.0 + slack)
     converged = upper <= lower * (1.0 + rtol) or upper == 0.0
     cap = math.inf if ceiling is None else max(ceiling, lower)
+    second = fine.second if fine.second > 0.0 else second  # a float64 check of one product has no θ2
+    gap = math.sqrt(second / fine.lower) if second > 0.0 and fine.lower > 0.0 else None
     return SizedNorm(lower, min(upper, cap) if converged else cap, vector.reshape(shape),
-                     products + fine.products, converged)
+                     products + fine.products, converged, None if gap is None else min(gap, 1.0))
 
 
 def _gram(weight: Tensor, input_size: Sequence[int], transposed: bool,

@@ -27,6 +27,9 @@ class EigenBracket:
     products: int
     converged: bool
     """The bracket met its tolerance (else: the best bracket found within the product budget)."""
+    second: float = 0.0
+    """The second Ritz value θ2 (≤ λ2 by interlacing): an estimate of the next eigenvalue from below;
+    0 when the Krylov space has one vector."""
 
 
 def top_eigen_bracket(
@@ -66,7 +69,7 @@ def top_eigen_bracket(
             return EigenBracket(0.0, 0.0, x, products, True)  # M = 0 on the Krylov space, M ⪰ 0
         rnorm = float(torch.linalg.vector_norm(residual))
         if rnorm <= rtol * top or products >= max_products:
-            return _final(apply, x, products, rtol)
+            return _final(apply, x, products, rtol, float(theta[1]) if size > 1 else 0.0)
         if size == basis:  # thick restart: keep the top Ritz vectors; the residual stays ⟂ to them
             rot = ritz[:, :keep].to(start.dtype)
             q_mat[:keep] = rot.T @ q_mat[:size]
@@ -93,11 +96,12 @@ def top_eigen_bracket(
         size += 1
 
 
-def _final(apply: Callable[[Tensor], Tensor], x: Tensor, products: int, rtol: float) -> EigenBracket:
+def _final(apply: Callable[[Tensor], Tensor], x: Tensor, products: int, rtol: float,
+           second: float) -> EigenBracket:
     """The bracket from one fresh product with ``x``: the recurrence drifts slowly."""
     x = x / torch.linalg.vector_norm(x)
     mx = apply(x)
     theta = float(x @ mx)
     rnorm = float(torch.linalg.vector_norm(mx - theta * x))
     lower, upper = max(theta, 0.0), theta + rnorm
-    return EigenBracket(lower, upper, x, products + 1, upper - lower <= rtol * max(lower, 1e-300))
+    return EigenBracket(lower, upper, x, products + 1, upper - lower <= rtol * max(lower, 1e-300), second)
