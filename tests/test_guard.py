@@ -308,3 +308,32 @@ def test_folder_with_one_bad_checkpoint(tmp_path: Path) -> None:
     assert "ck_9.pt: not a checkpoint" in result.stderr
     assert "1 of 4 checkpoints could not be read" in result.stderr
     assert "Traceback" not in result.output
+
+
+class _HugeBuffer:
+    """Pickles as ``bytearray(4e9)``: what weights_only allows, and 4 GB of zeros at load time."""
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (bytearray, (4_000_000_000,))
+
+
+def test_bytearray_size_claim_in_the_pickle_is_refused(tmp_path: Path) -> None:
+    """A 1 kB torch zip whose data.pkl asks for bytearray(4e9) is refused before torch.load runs."""
+    import io
+    import pickle
+    import zipfile
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.ones(2, 2)}, buf)
+    source = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    path = tmp_path / "huge_buffer.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
+        for info in source.infolist():
+            data = source.read(info.filename)
+            if info.filename.endswith("data.pkl"):
+                data = pickle.dumps({"w": _HugeBuffer()}, protocol=2)
+            out.writestr(info, data)
+    assert path.stat().st_size < 4096
+    result = runner.invoke(app, ["report", str(path), "-q"])
+    assert result.exit_code == 3, result.output
+    assert "bytearray(4000000000)" in result.output

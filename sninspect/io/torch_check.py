@@ -147,6 +147,11 @@ def _check_views(views: list[View], size: int, shown: str) -> None:
     """Refuse a tensor that claims far more bytes than its storage and the whole file hold: a stride-0
     or overlapping view (a 3 kB file claiming a 20000² weight) that any copy would materialise."""
     for view in views:
+        if view.key.startswith(_BUILTIN_PREFIX) and view.claimed > max(size, VIEW_ALLOWANCE):
+            raise InputError(
+                f"{shown}: the pickle asks for {view.key.removeprefix(_BUILTIN_PREFIX)}({view.claimed}), "
+                f"{view.claimed} bytes made from nothing in a file of {size} bytes; refused (a checkpoint's "
+                "data lives in its storages, not in buffers built at load time)")
         if view.claimed > view.storage and view.claimed > max(size, VIEW_ALLOWANCE):
             raise InputError(
                 f"{shown}: a tensor of shape {list(view.shape)} claims {view.claimed} bytes but is a view "
@@ -240,6 +245,8 @@ class _PlaceholderUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
             return self._rebuild_tensor
+        if module in ("builtins", "__builtin__") and name in ("bytearray", "bytes"):
+            return functools.partial(self._sized_builtin, name)
         itemsize = _storage_itemsizes().get(name, 0) if module in _STORAGE_MODULES else 0
         return _placeholder_class(itemsize)
 
@@ -251,6 +258,13 @@ class _PlaceholderUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError("not a torch storage reference")
         self.claimed[str(key)] = max(self.claimed.get(str(key), 0), numel * storage_type.itemsize)
         return _StorageRef(str(key), numel * storage_type.itemsize, storage_type.itemsize)
+
+    def _sized_builtin(self, name: str, *args: Any, **kwargs: Any) -> _Placeholder:
+        """``bytearray(n)`` / ``bytes(n)`` (weights_only allows both): n zero bytes made at load time,
+        recorded as a claim so that a tiny file cannot ask ``torch.load`` for gigabytes."""
+        if args and isinstance(args[0], int) and not isinstance(args[0], bool) and args[0] > 0:
+            self.views.append(View((args[0],), args[0], 0, _BUILTIN_PREFIX + name))
+        return _Placeholder()
 
     def _rebuild_tensor(self, storage: Any, offset: Any = 0, size: Any = (), *args: Any) -> _Placeholder:
         """Record the view ``torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)`` builds."""
@@ -264,6 +278,7 @@ class _PlaceholderUnpickler(pickle.Unpickler):
 
 
 _STORAGE_MODULES = ("torch", "torch.cuda", "torch.storage")
+_BUILTIN_PREFIX = "builtins."
 
 
 @functools.cache
