@@ -21,8 +21,11 @@ from sninspect.results.report import LayerAudit
 
 
 def effective_kernel(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mapping[str, Tensor],
-                     device: torch.device, dtype: torch.dtype) -> Tensor:
-    """The weight the model uses, in its stored layout: W / σ̂, or the stored eval buffer."""
+                     device: torch.device) -> Tensor:
+    """The weight the model uses, in its stored layout (W / σ̂, or the stored eval buffer), in float64:
+    bounds are certified on the stored values whatever ``--dtype`` says (a float32 copy of a float64
+    kernel would bound a rounded operator: 3.99999992 for a true norm of exactly 4)."""
+    dtype = torch.float64
     if buffer_key is not None:
         return tensors[buffer_key].detach().to(device=device, dtype=dtype)
     if not audit.has_sn:
@@ -33,8 +36,7 @@ def effective_kernel(audit: LayerAudit, key: str, buffer_key: str | None, tensor
 
 
 def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mapping[str, Tensor],
-                        device: torch.device, dtype: torch.dtype, tol: float,
-                        budget: Budget = NO_LIMIT) -> LayerAudit:
+                        device: torch.device, tol: float, budget: Budget = NO_LIMIT) -> LayerAudit:
     """Add ``operator_bound`` / ``operator_lower``: σ_eff for linear layers, the certified conv bound
     for convolutions; nothing for embeddings and vectors (not part of a chain). The bound's frequency
     grid grows as ``tol`` shrinks: its memory is checked against ``budget`` first."""
@@ -48,9 +50,7 @@ def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, ten
     grid = conv_bounds.grid_sizes(shape[2:], tol)
     budget.require(conv_bound_bytes(shape, grid), f"the certified conv bound at --bound-tol {tol:g} "
                                                   f"(a {'×'.join(map(str, grid))} frequency grid) ")
-    # Certified on the stored values whatever --dtype says: a float32 copy of a float64 kernel would
-    # bound a rounded operator (3.99999992 for a true norm of exactly 4).
-    kernel = effective_kernel(audit, key, buffer_key, tensors, device, torch.float64)
+    kernel = effective_kernel(audit, key, buffer_key, tensors, device)
     residency.release()  # the kernel is copied: hand the file's pages back before the bound's work
     bound = conv_bounds.conv_operator_bound(kernel, tol=tol, device=device)
     return replace(audit, operator_bound=bound.upper, operator_lower=bound.lower)
@@ -140,7 +140,7 @@ def at_input(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mappi
     size = tuple(input_size[i] if i < len(input_size) else input_size[-1] for i in range(spatial))
     budget.require(conv_same_bytes(audit.shape, size, audit.kind.startswith("conv_transpose")),
                    f"the norm at --input-size {'×'.join(map(str, size))} ")
-    kernel = effective_kernel(audit, key, buffer_key, tensors, device, torch.float64)
+    kernel = effective_kernel(audit, key, buffer_key, tensors, device)
     norm = _sized(kernel, size, audit.kind.startswith("conv_transpose"), None)
     width = norm.width if audit.bracket_width is None else max(norm.width, audit.bracket_width)
     return replace(audit, operator_at_input=norm.lower, bracket_width=width,

@@ -113,7 +113,7 @@ def audit_model(
     keyed = audit_all(sn_layers, plain, tensors, device, dtype, options.batch_bytes)
     layer_of = {layer.weight_key: layer for layer in sn_layers}
     keyed = [
-        (replace(_as_operator(a, k, layer_of.get(k), tensors, options, device, dtype),
+        (replace(_as_operator(a, k, layer_of.get(k), tensors, options, device),
                  name=prefix + a.name, model=model.name), k)
         for a, k in _announced(keyed, options, prefix)
     ]
@@ -129,14 +129,14 @@ def audit_model(
 
 
 def _as_operator(audit: LayerAudit, key: str, layer: SNLayer | None, tensors: UsableTensors, options: Options,
-                 device: torch.device, dtype: torch.dtype) -> LayerAudit:
+                 device: torch.device) -> LayerAudit:
     """The layer as an operator (certified conv bound, operator-sized σ, the norm at ``--input-size``),
     inside the per-layer boundary: a failure keeps the numbers found so far, with the reason."""
     budget: Budget = tensors.budget
     buffer_key = layer.buffer_key if layer is not None else None
 
     def work() -> LayerAudit:
-        done = with_operator_bound(audit, key, buffer_key, tensors, device, dtype, options.bound_tol, budget)
+        done = with_operator_bound(audit, key, buffer_key, tensors, device, options.bound_tol, budget)
         done = with_operator_sized(done, layer, tensors, device, budget)
         if options.input_size is not None:
             done = at_input(done, key, buffer_key, tensors, device, options.input_size, budget)
