@@ -420,3 +420,10 @@ def test_pyproject_bad_key_is_a_usage_error(body: str, words: list[str], passing
     assert result.exit_code == ExitCode.USAGE
     assert all(w in result.stderr for w in words), result.stderr
     assert "Traceback" not in result.output
+
+
+def test_github_format_makes_control_characters_visible() -> None:
+    """An ESC in a layer name cannot colour or rewrite a CI log; CR/LF keep the spec's %0D/%0A."""
+    from sninspect.render.check import _gh_data
+
+    assert _gh_data("a\x1b[31mb\r\nc%") == "a\\x1b[31mb%0D%0Ac%25"

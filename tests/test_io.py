@@ -500,3 +500,14 @@ def test_unwritable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(sninspect.io.write.os, "open", refuse)
     with pytest.raises(OutputError, match="cannot create a file in .*Permission denied"):
         save_checkpoint(tmp_path / "out.pt", {"w": torch.ones(1)})
+
+
+def test_safetensors_refuses_unstorable_dtypes_naming_each(tmp_path: Path) -> None:
+    """Quantized and complex tensors cannot go into a .safetensors file: one error names every one, and
+    nothing is written."""
+    payload = {"q.weight": torch.quantize_per_tensor(torch.randn(3, 3), 0.1, 0, torch.qint8),
+               "c.weight": torch.randn(2, 2, dtype=torch.complex64), "ok.weight": torch.ones(2)}
+    out = tmp_path / "x.safetensors"
+    with pytest.raises(OutputError, match=r"'q\.weight' \(qint8\), 'c\.weight' \(complex64\)"):
+        save_checkpoint(out, payload)
+    assert not out.exists() and list(tmp_path.iterdir()) == []

@@ -49,6 +49,11 @@ def _safetensors_payload(payload: Any, shown: str) -> dict[str, torch.Tensor]:
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()):
         raise OutputError(f"{shown}: a .safetensors file holds a flat dict of name -> tensor only (write a "
                           ".pt file to keep other objects)")
+    unstorable = [f"'{printable(k)}' ({str(t.dtype).removeprefix('torch.')})" for k, t in payload.items()
+                  if t.is_quantized or t.is_complex() or t.dtype not in _SAFETENSORS_DTYPES]
+    if unstorable:  # the whole payload is checked first: one error naming every offender
+        shown_keys = ", ".join(unstorable[:6]) + (f" and {len(unstorable) - 6} more" if len(unstorable) > 6 else "")
+        raise OutputError(f"{shown}: safetensors cannot store {shown_keys}; write a .pt file instead")
     out: dict[str, torch.Tensor] = {}
     seen: set[tuple[str, int]] = set()
     for k, tensor in payload.items():
@@ -61,6 +66,14 @@ def _safetensors_payload(payload: Any, shown: str) -> dict[str, torch.Tensor]:
             seen.add(storage)
         out[k] = t
     return out
+
+
+_SAFETENSORS_DTYPES = {torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+                       torch.int16, torch.int8, torch.uint8, torch.bool}
+"""Tensor dtypes a .safetensors file can hold (the float8 kinds aside)."""
+for _name in ("float8_e4m3fn", "float8_e5m2"):
+    if hasattr(torch, _name):
+        _SAFETENSORS_DTYPES.add(getattr(torch, _name))
 
 
 def _metadata_strings(metadata: dict[str, str] | None, shown: str) -> dict[str, str] | None:

@@ -11,7 +11,7 @@ from dataclasses import asdict
 from pathlib import PurePath
 from typing import assert_never
 
-from sninspect.render.escape import for_json, for_log_line
+from sninspect.render.escape import for_json, for_log_line, visible
 from sninspect.render.formats import CheckFormat
 from sninspect.results.check import Rule, Rules, Verdict
 
@@ -76,6 +76,9 @@ def to_github(verdicts: Sequence[Verdict]) -> str:
 
 
 def _gh_data(text: str) -> str:
+    # Other control characters (an ESC in a layer name) made visible first: a name cannot colour or
+    # rewrite the CI log; CR and LF are the spec's own escapes.
+    text = "".join(c if c in "\r\n" else visible(c) for c in text)
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
