@@ -28,6 +28,9 @@ Each class reproduces, from the published eval behaviour of the original, the st
   σ = u · (W v) from the (stored) vectors and divides by max(1, σ / coeff), logging σ in
   ``weight_sigma``. ``coeff`` is a constructor argument, not stored.
 
+The layouts whose vectors live on the convolution operator (residual flows, projection SN) are in
+``reflayers_operator`` and re-exported here.
+
 Each layer's :meth:`eval_divisor` gives, in float64 from the *current* stored state, the σ̂ the
 next eval forward divides by. The code here is written from those facts, not copied.
 """
@@ -387,5 +390,7 @@ class SoftSN(nn.Module):
         return max(1.0, float(torch.dot(u, w @ v)) / self.coeff)
 
 
-REFERENCE_LAYERS = (_MimicrySN, _BigGANSN, CosgroveSN, SoftSN)
+from reflayers_operator import ProjectionConv2d, ResFlowSNConv2d, ResFlowSNLinear  # noqa: E402, F401
+
+REFERENCE_LAYERS = (_MimicrySN, _BigGANSN, CosgroveSN, SoftSN, ResFlowSNLinear, ResFlowSNConv2d)
 """Classes whose instances have ``eval_divisor()``."""

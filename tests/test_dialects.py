@@ -166,6 +166,21 @@ def test_divisor_property_over_shapes(out: int, inp: int, k: int, style: str, se
     assert math.isclose(sigma_hat, eval_divisor(original, wrapped.weight), rel_tol=1e-5)
 
 
+def test_spatial_axes_are_not_candidate_dims() -> None:
+    """A 2×2×2×2 kernel: u (2,) and v (8,) also fit its spatial axes, and after two steps dim 2 could fit
+    the stored pair better by chance (hypothesis found seed 242); SN only ever puts a channel axis first."""
+    torch.manual_seed(242)
+    wrapped = parametrizations.spectral_norm(nn.Conv2d(2, 2, 2))
+    train(wrapped, lambda: torch.randn(2, 2, 5, 5), steps=2)
+    wrapped.eval()
+    with torch.no_grad():
+        wrapped(torch.randn(1, 2, 5, 5))
+    layer, sigma_hat = audit_estimate(wrapped.state_dict())["weight"]
+    assert layer.dim == 0
+    assert math.isclose(sigma_hat, eval_divisor(wrapped.parametrizations.weight.original, wrapped.weight),
+                        rel_tol=1e-6)  # the oracle divides float32 weights
+
+
 def test_parametrized_weight_without_sn_state_is_a_plain_layer_with_a_note(tmp_path: Path) -> None:
     """A zero-mean parametrization stores ``parametrizations.weight.original`` and nothing else: not SN,
     not stray SN state, but a plain layer under the name the model gives it, with a note."""

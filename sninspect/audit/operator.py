@@ -12,7 +12,7 @@ from torch import Tensor
 
 from sninspect import dialects
 from sninspect.audit.memory import NO_LIMIT, Budget, conv_bound_bytes, conv_same_bytes
-from sninspect.dialects import SNLayer
+from sninspect.dialects import OperatorView, SNLayer
 from sninspect.io import residency
 from sninspect.linalg import conv_bounds, conv_same
 from sninspect.linalg.exact import DEGENERATE_GAP
@@ -57,59 +57,105 @@ def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, ten
 
 
 def with_operator_sized(audit: LayerAudit, layer: SNLayer | None, tensors: Mapping[str, Tensor],
-                        device: torch.device, budget: Budget = NO_LIMIT) -> LayerAudit:
-    """For a dialect whose σ is a convolution's at the stored u's size (``Dialect.operator_sized``):
-    the σ numbers of that operator (:func:`_operator_sized_audit`); every other layer unchanged."""
-    if audit.error is not None or layer is None or not dialects.by_name(layer.dialect).operator_sized:
+                        device: torch.device, budget: Budget = NO_LIMIT, tol: float = 0.01) -> LayerAudit:
+    """For a layer whose σ is a convolution operator's (``Dialect.operator_view``): the σ numbers of
+    that operator (:func:`_operator_audit`); every other layer unchanged. ``tol``: the width of the
+    frequency bracket where the layer's size is not stored."""
+    if audit.error is not None or layer is None:
         return audit
-    return _operator_sized_audit(audit, layer, tensors, device, budget)
+    view = dialects.of(layer).operator_view(layer, tensors)
+    if view is None:
+        return audit
+    if view.size is None:
+        return _unsized_audit(audit, layer, view, tensors, device, tol)
+    return _operator_audit(audit, layer, view, view.size, tensors, device, budget)
 
 
-def _operator_sized_audit(audit: LayerAudit, layer: SNLayer, tensors: Mapping[str, Tensor],
-                          device: torch.device, budget: Budget) -> LayerAudit:
-    """Conv-operator SN (Ryu et al. 2019): σ numbers are the zero-padded 'same' convolution's at the
-    stored u's H×W, and u is compared with the operator's exact top singular vector (the input-side
-    one when u has the input's channels, the output-side one otherwise)."""
-    assert layer.u_key is not None and layer.buffer_key is not None  # Precondition: detected layout
-    u_shape, w_shape = tuple(tensors[layer.u_key].shape), tuple(audit.shape)
-    if len(u_shape) == len(w_shape) and len(u_shape) > 2 and u_shape[1] in w_shape[:2]:
-        budget.require(conv_same_bytes(w_shape, u_shape[2:], u_shape[1] != w_shape[1]),
-                       f"the conv-operator norm at u's size {'×'.join(map(str, u_shape[2:]))} ")
+def _operator_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, size: tuple[int, ...],
+                    tensors: Mapping[str, Tensor], device: torch.device, budget: Budget) -> LayerAudit:
+    """Conv-operator SN (Ryu et al. 2019), residual flows' conv SN: σ numbers are the zero-padded
+    'same' convolution's at the stored size, and the stored vectors are compared with the operator's
+    exact top singular vectors on their own side (u on the input or the output side, v on the input)."""
+    assert audit.sigma_estimate is not None  # Precondition: an audited SN layer has σ̂
+    w_shape = tuple(audit.shape)
+    output_side = view.u_side == "output"
+    budget.require(conv_same_bytes(w_shape, size, output_side),
+                   f"the conv-operator norm at the stored size {'×'.join(map(str, size))} ")
     weight = tensors[layer.weight_key].detach().to(device=device, dtype=torch.float64)
-    buffer = tensors[layer.buffer_key].detach().to(device=device, dtype=torch.float64)
-    u = tensors[layer.u_key].detach().to(device=device, dtype=torch.float64)
-    size = tuple(u.shape[2:])
-    channels = u.shape[1]
-    if u.dim() != weight.dim() or channels not in (weight.shape[0], weight.shape[1]):
-        return replace(audit, error=f"u of shape {list(u.shape)} fits neither side of the kernel "
-                                    f"{list(weight.shape)} (expected (1, C, *spatial))")
-    output_side = channels != weight.shape[1]
-    start = u if bool(u.any()) else None
+    u = None if view.u is None else view.u.to(device=device, dtype=torch.float64)
+    start = u if u is not None and bool(u.any()) else None
     # One bracket per operator: the stored eval buffer is W / σ̂ only up to the optimizer step taken
     # after it was written (~1e-3 relative in published files), too far to derive one from the other;
-    # the second run starts from the first's vector.
+    # the second run starts from the first's vector. Without a buffer the eval kernel is W / σ̂ exactly.
     exact = _sized(weight, size, output_side, start)
-    effective = _sized(buffer, size, output_side, exact.vector)
-    assert audit.sigma_estimate is not None
+    if view.eval_key is not None:
+        buffer = tensors[view.eval_key].detach().to(device=device, dtype=torch.float64)
+        effective = _sized(buffer, size, output_side, exact.vector)
+    else:
+        scale = abs(audit.sigma_estimate)
+        effective = replace(exact, lower=exact.lower / scale, upper=exact.upper / scale)
     # The operator's top values are nearly tied on trained kernels (σ2/σ1 ≈ 0.9998): the gap is the
     # operator's (from the Lanczos Ritz values), so that the cosine is judged against the right gap.
     degenerate = exact.gap is not None and 1.0 - exact.gap < DEGENERATE_GAP
-    cos = cos_error(u.reshape(-1), exact.vector.reshape(-1)) if start is not None and not degenerate else None
-    note = (f"conv-operator: σ exact, σ̂'s reference and σ_eff are the operator norms of the zero-padded "
-            f"'same' convolution at {'×'.join(map(str, size))} (u on the {'output' if output_side else 'input'} "
-            "side), σ2/σ1 the operator's too (a Ritz estimate from below); stable rank is the reshaped matrix's",)
-    note += _unconverged(exact, "σ exact") + _unconverged(effective, "σ_eff")
+    cos_u = cos_error(u.reshape(-1), exact.vector.reshape(-1)) if start is not None and not degenerate else None
+    cos_v = v_norm = None
+    if view.v is not None:
+        v = view.v.to(device=device, dtype=torch.float64)
+        v_norm = float(torch.linalg.vector_norm(v))
+        if output_side and not degenerate and bool(v.any()):
+            _forward, adjoint = conv_same.same_conv_pair(weight, size)
+            cos_v = cos_error(v.reshape(-1), adjoint(exact.vector).reshape(-1))  # x1 ∝ Aᵀ y1
+    where = "×".join(map(str, size))
+    note = (f"conv operator: σ exact, σ̂'s reference and σ_eff are the operator norms of the zero-padded "
+            f"'same' convolution at {where} ({view.u_side}-side u{', input-side v' if view.v is not None else ''}),"
+            " σ2/σ1 the operator's too (a Ritz estimate from below); stable rank is the reshaped matrix's",)
+    note += view.notes + _unconverged(exact, "σ exact") + _unconverged(effective, "σ_eff")
     return replace(
         audit,
         sigma_exact=exact.lower,
         sigma_rel_error=relative_error(audit.sigma_estimate, exact.lower),
         sigma_effective=effective.lower,
-        cos_error_u=cos,
+        cos_error_u=cos_u,
+        cos_error_v=cos_v,
         spectral_gap=exact.gap,
         degenerate=degenerate,
-        u_norm=float(torch.linalg.vector_norm(u)),
+        u_norm=None if u is None else float(torch.linalg.vector_norm(u)),
+        v_norm=v_norm if view.v is not None else audit.v_norm,
+        uv_residual=None,
         bracket_width=max(exact.width, effective.width),
         notes=audit.notes + note,
+    )
+
+
+def _unsized_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, tensors: Mapping[str, Tensor],
+                   device: torch.device, tol: float) -> LayerAudit:
+    """A conv normalized by its operator norm at a size the state does not store (projection SN): σ exact
+    and σ_eff are the lower ends of the frequency brackets of the operator norm over all input sizes —
+    the exact norm of the circular convolution on the bracket's grid, a certified lower bound on that
+    supremum within the bracket's width of it (1.5e-5 on the published averaged-CNN layers at the
+    default --bound-tol) — while ``operator_bound`` keeps the certified upper end (the eval kernel's
+    brackets are the layer's operator numbers)."""
+    assert audit.sigma_estimate is not None  # Precondition: an audited SN layer has σ̂
+    weight = tensors[layer.weight_key].detach().to(device=device, dtype=torch.float64)
+    exact = conv_bounds.conv_operator_bound(weight, tol=tol, device=device)
+    if audit.operator_bound is not None and audit.operator_lower is not None:
+        eff_upper, eff_lower = audit.operator_bound, audit.operator_lower
+    else:
+        kernel = effective_kernel(audit, layer.weight_key, view.eval_key, tensors, device)
+        bound = conv_bounds.conv_operator_bound(kernel, tol=tol, device=device)
+        eff_upper, eff_lower = bound.upper, bound.lower
+    note = ("conv operator at a size not stored: σ exact and σ_eff are the norms over all input sizes, as "
+            f"the lower ends of their certified brackets [{exact.lower:.6g}, {exact.upper:.6g}] and "
+            f"[{eff_lower:.6g}, {eff_upper:.6g}] (op bound: the upper end); give --input-size for the norm at "
+            "one size; σ2/σ1 not computed (the reshaped kernel's is not the operator's)",)
+    return replace(
+        audit,
+        sigma_exact=exact.lower,
+        sigma_rel_error=relative_error(audit.sigma_estimate, exact.lower),
+        sigma_effective=eff_lower,
+        spectral_gap=None,
+        degenerate=False,
+        notes=audit.notes + view.notes + note,
     )
 
 

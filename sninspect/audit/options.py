@@ -39,7 +39,8 @@ class Options:
     """Memory budget in bytes for one layer's audit (``--max-memory``); None: the memory available now.
     A layer that would need more is refused with the size it would need (its ``error``)."""
     coeff: float | None = None
-    """Soft SN's coefficient (not stored in the checkpoint); None: 1.0, said in each soft layer's notes."""
+    """Soft SN's coefficient (not stored in the checkpoint); None: the dialect's default (1.0 for soft SN,
+    0.97 for residual-flows SN), said in each such layer's notes."""
     on_layer: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
     """Called with each layer's name as its operator work starts (the CLI's progress line)."""
 

@@ -137,7 +137,7 @@ def _as_operator(audit: LayerAudit, key: str, layer: SNLayer | None, tensors: Us
 
     def work() -> LayerAudit:
         done = with_operator_bound(audit, key, buffer_key, tensors, device, options.bound_tol, budget)
-        done = with_operator_sized(done, layer, tensors, device, budget)
+        done = with_operator_sized(done, layer, tensors, device, budget, options.bound_tol)
         if options.input_size is not None:
             done = at_input(done, key, buffer_key, tensors, device, options.input_size, budget)
         return done

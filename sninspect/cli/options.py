@@ -52,7 +52,8 @@ def _coeff(value: float | None) -> float | None:
 
 CoeffOpt = Annotated[float | None, typer.Option("--coeff", callback=_coeff, help="Soft SN's "
                                            "coefficient c (eval divides by max(1, σ/c)); the checkpoint "
-                                           "does not store it [default 1.0, said in the layer's notes].")]
+                                           "does not store it [default 1.0 for soft SN, 0.97 for "
+                                           "residual-flows SN, said in the layer's notes].")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes on stderr (errors "
                                        "still print).")]
 

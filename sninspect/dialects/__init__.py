@@ -9,19 +9,22 @@ import re
 from collections.abc import Mapping
 from dataclasses import replace
 
-from sninspect.dialects.base import Dialect, DialectName, Estimate, Shapes, SNLayer, Vectors
+from sninspect.dialects.base import Dialect, DialectName, Estimate, OperatorView, Shapes, SNLayer, Vectors
 from sninspect.dialects.biggan import BigGAN
 from sninspect.dialects.conv_operator import ConvOperator
 from sninspect.dialects.cosgrove import Cosgrove
 from sninspect.dialects.mimicry import Mimicry
 from sninspect.dialects.parametrize import LOOKALIKE_NOTE, Parametrize, lookalikes
+from sninspect.dialects.projection import Projection
+from sninspect.dialects.residual_flows import ResidualFlows
 from sninspect.dialects.soft import Soft
 from sninspect.dialects.torch_legacy import TorchLegacy
 
-__all__ = ["REGISTRY", "Dialect", "DialectName", "Estimate", "SNLayer", "Vectors", "by_name", "detect", "of",
-           "plain_names", "resolve"]
+__all__ = ["REGISTRY", "Dialect", "DialectName", "Estimate", "OperatorView", "SNLayer", "Vectors", "by_name",
+           "detect", "of", "plain_names", "resolve"]
 
-REGISTRY: tuple[Dialect, ...] = (ConvOperator(), Soft(), TorchLegacy(), Parametrize(), Mimicry(), BigGAN(), Cosgrove())
+REGISTRY: tuple[Dialect, ...] = (ConvOperator(), Soft(), TorchLegacy(), Parametrize(), Mimicry(), BigGAN(), Cosgrove(),
+                                 ResidualFlows(), Projection())
 """Order matters where layouts overlap: conv-operator and soft are tried before torch (all use ``P_orig``)."""
 
 _SN_LIKE = re.compile(r"(_orig|_u|_v|_bar|(^|\.)sn_u|(^|\.)sn_sigma|(^|\.)u0|(^|\.)sv0)$|(^|\.)parametrizations\.")

@@ -39,6 +39,8 @@ class DialectName(StrEnum):
     cosgrove = "cosgrove"
     conv_operator = "conv-operator"
     soft = "soft"
+    residual_flows = "residual-flows"
+    projection = "projection"
     none = "none"
 
 
@@ -108,14 +110,30 @@ class Vectors:
     """Set when the eval output cannot be kept exactly."""
 
 
+@dataclass(frozen=True)
+class OperatorView:
+    """A layer whose σ is a convolution operator's, not the reshaped kernel's: what the audit needs to
+    report that operator's numbers (zero-padded 'same' stride-1 convolution)."""
+
+    size: tuple[int, ...] | None
+    """Spatial input size the layer normalizes at; ``None``: not stored (the numbers are then the
+    certified frequency bracket, which holds at every size)."""
+    eval_key: str | None = None
+    """Stored eval kernel; ``None``: the eval kernel is W / σ̂."""
+    u: Tensor | None = None
+    """Stored vector as a feature map (1, C, *size), on the side ``u_side``."""
+    u_side: str = "input"
+    """``input`` (C = the conv's in-channels) or ``output``."""
+    v: Tensor | None = None
+    """Stored input-side feature map where a second vector is stored (u then on the output side)."""
+    notes: tuple[str, ...] = ()
+
+
 class Dialect(ABC):
     """One SN implementation's state layout. Subclasses are registered in ``dialects/__init__``."""
 
     name: ClassVar[DialectName]
     summary: ClassVar[str]
-    operator_sized: ClassVar[bool] = False
-    """True where σ is the norm of the convolution itself at the stored vector's input size, not of
-    the reshaped kernel: the audit then reports that operator's numbers."""
     one_d_by_norm: ClassVar[bool] = False
     """A 1-D weight is divided by its exact L2 norm and stores no u, v (parametrize)."""
     assumes_dim0: ClassVar[bool] = False
@@ -129,6 +147,11 @@ class Dialect(ABC):
     def detect(self, shapes: Shapes) -> list[SNLayer]:
         """The layers of this dialect among ``shapes`` (raw key → shape), with ``dim`` resolved when
         the shapes alone decide it."""
+
+    def operator_view(self, layer: SNLayer, tensors: Mapping[str, Tensor]) -> OperatorView | None:
+        """For a layer whose σ is the convolution operator's: what the audit compares; ``None`` (the
+        default) where σ is the reshaped matrix's."""
+        return None
 
     def resolve(self, layer: SNLayer, tensors: Mapping[str, Tensor]) -> SNLayer:
         """Return ``layer`` with ``dim`` decided (using values where shapes are ambiguous)."""

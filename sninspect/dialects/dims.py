@@ -16,12 +16,15 @@ from sninspect.linalg.spectral import matrix_vector, normalize
 
 
 def candidate_dims(shape: tuple[int, ...], u_len: int, v_len: int | None) -> list[int]:
-    """Axes d for which reshaping with d first gives a (u_len, v_len) matrix."""
+    """Axes d for which reshaping with d first gives a (u_len, v_len) matrix. Only the channel axes
+    are candidates: SN puts the output channels (dim 0) or, for a ConvTranspose, the input channels
+    (dim 1) first; a spatial axis of the same length (a 2×2×2×2 kernel) would otherwise compete
+    whenever u, v are short enough to fit it by chance."""
     if len(shape) < 2:
         return [0]
     total = math.prod(shape)
     dims = []
-    for d in range(len(shape)):
+    for d in range(2):
         if shape[d] == u_len and (v_len is None or total // shape[d] == v_len):
             dims.append(d)
     return dims

@@ -20,7 +20,7 @@ from sninspect.linalg.conv_bounds import as_kernel
 from sninspect.linalg.failures import typed_solver_errors
 from sninspect.linalg.lanczos import top_eigen_bracket
 
-__all__ = ["SizedNorm", "conv_same_operator_norm"]
+__all__ = ["SizedNorm", "conv_same_operator_norm", "same_conv_pair"]
 
 _CONV = (F.conv1d, F.conv2d, F.conv3d)
 _CONV_T = (F.conv_transpose1d, F.conv_transpose2d, F.conv_transpose3d)
@@ -165,6 +165,15 @@ def conv_same_operator_norm(
     gap = math.sqrt(second / fine.lower) if second > 0.0 and fine.lower > 0.0 else None
     return SizedNorm(lower, min(upper, cap) if converged else cap, vector.reshape(shape),
                      products + fine.products, converged, None if gap is None else min(gap, 1.0))
+
+
+def same_conv_pair(weight: Tensor, input_size: Sequence[int], *, transposed: bool = False
+                   ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+    """(A, Aᵀ) of the zero-padded 'same' stride-1 convolution at ``input_size`` (padding as in
+    :func:`conv_same_operator_norm`), on feature maps (1, C, *size); ``transposed``: ``weight`` is a
+    ConvTranspose weight and A that conv's adjoint."""
+    forward, adjoint = _same_conv_pair(weight, input_size)
+    return (adjoint, forward) if transposed else (forward, adjoint)
 
 
 def _gram(weight: Tensor, input_size: Sequence[int], transposed: bool,
