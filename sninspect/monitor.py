@@ -20,6 +20,7 @@ so a reader never sees half a record except a last line still being written, whi
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import warnings
@@ -97,8 +98,6 @@ class SNMonitor:
         verdict = check(report, self.rules)
         seconds = time.perf_counter() - start
         if self.log is not None:
-            import json
-
             record = log_record(global_step, report, verdict, time=time.time(), audit_seconds=seconds)
             append_line(self.log, json.dumps(record, allow_nan=False, separators=(",", ":")))
         if self._writer is not None:

@@ -68,14 +68,15 @@ def analyze(source: Source, options: Options | None = None, **overrides: object)
         if path.is_dir():
             raise UsageError(f"{source}: is a folder, a training run rather than one checkpoint; "
                              "sninspect.analyze_run(folder) audits each checkpoint in it and returns the Trend")
+        device = resolve_device(options.device)  # a bad device fails before a long load
         checkpoint = load_checkpoint(path, key=options.key, unsafe_load=options.unsafe_load)
-        return analyze_checkpoint(checkpoint, options, device=resolve_device(options.device), dtype=dtype)
+        return analyze_checkpoint(checkpoint, options, device=device, dtype=dtype)
     if is_file_object(source):
         shown = stream_name(source)  # type: ignore[arg-type]
+        device = resolve_device(options.device)
         with spooled(source, shown) as path:  # type: ignore[arg-type]
             checkpoint = load_checkpoint(path, key=options.key, unsafe_load=options.unsafe_load, shown=shown)
-            report = analyze_checkpoint(checkpoint, options, device=resolve_device(options.device), dtype=dtype,
-                                        name=shown)
+            report = analyze_checkpoint(checkpoint, options, device=device, dtype=dtype, name=shown)
             del checkpoint  # the tensors map the temporary file: let them go before it is removed
         return report
     if isinstance(source, (Mapping, torch.nn.Module)):
