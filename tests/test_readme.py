@@ -67,7 +67,7 @@ def _declared(*groups: str) -> set[str]:
 
 def _third_party(names: set[str]) -> set[str]:
     local = {"sninspect", "conftest", "reflayers", "snruns", "hostile", "base", "make_synthetic", "make_samples"}
-    local |= {p.stem for p in (ROOT / "tests").glob("*.py")}
+    local |= {p.stem for p in (ROOT / "tests").glob("*.py")} | {p.stem for p in (ROOT / "examples").glob("*.py")}
     return {n for n in names if n not in sys.stdlib_module_names and n not in local}
 
 
