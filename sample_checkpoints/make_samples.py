@@ -192,8 +192,10 @@ def margin_g(fake: Tensor) -> Tensor:
 
 def train_gan(name: str, D: nn.Module, G: nn.Module, batches: Batches, steps: int, seed: int,
               d_loss: Callable[[Tensor, Tensor], Tensor] = hinge_d,
-              g_loss: Callable[[Tensor], Tensor] = hinge_g) -> torch.optim.Optimizer:
-    """Alternate one D step and one G step, ``steps`` times; return D's optimizer."""
+              g_loss: Callable[[Tensor], Tensor] = hinge_g, on_step: Callable[[int], object] | None = None,
+              log_every: int = LOG_EVERY) -> torch.optim.Optimizer:
+    """Alternate one D step and one G step, ``steps`` times; return D's optimizer. ``on_step(step)``
+    is called after each step (``SNMonitor.step``: examples/monitor_dcgan.py)."""
     noise = torch.Generator().manual_seed(seed)
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999))
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -210,7 +212,9 @@ def train_gan(name: str, D: nn.Module, G: nn.Module, batches: Batches, steps: in
         opt_g.zero_grad()
         loss_g.backward()
         opt_g.step()
-        if step % LOG_EVERY == 0 or step == steps:
+        if on_step is not None:
+            on_step(step)
+        if log_every and (step % log_every == 0 or step == steps):
             print(f"  {name:<10} step {step:4d}  loss_D {loss_d.item():7.4f}  loss_G {loss_g.item():7.4f}")
     return opt_d
 

@@ -1,8 +1,12 @@
-"""sninspect: audit spectral normalization in PyTorch checkpoints.
+"""sninspect: audit spectral normalization in PyTorch checkpoints and live models.
 
 >>> import sninspect
 >>> report = sninspect.analyze("sample_checkpoints/dcgan_sn_torch.pt", device="cpu")
 >>> report.to_dataframe()[["name", "sigma_exact", "sigma_effective", "cos_error_u"]]
+
+``analyze`` takes a path, a binary file object, a state dict or an ``nn.Module``; ``analyze_run`` a
+folder of checkpoints, a monitor log or a list of sources; ``sninspect.monitor.SNMonitor`` audits a
+model while it trains.
 """
 
 from __future__ import annotations
@@ -10,22 +14,34 @@ from __future__ import annotations
 from sninspect._version import __version__
 from sninspect.audit.inventory import inventory
 from sninspect.audit.options import Options
-from sninspect.audit.pipeline import analyze
-from sninspect.errors import SninspectError
+from sninspect.audit.sources import analyze, analyze_run, check, trend
+from sninspect.errors import InputError, MissingFileError, SninspectError, UnknownKeyError, UsageError
+from sninspect.results.check import Rules, Verdict
 from sninspect.results.report import LayerAudit, ModelAudit, NetworkBound, Report
+from sninspect.results.trend import Trend
 from sninspect.rewrite import apply, convert, strip
 
 __all__ = [
+    "InputError",
     "LayerAudit",
+    "MissingFileError",
     "ModelAudit",
     "NetworkBound",
     "Options",
     "Report",
+    "Rules",
     "SninspectError",
+    "Trend",
+    "UnknownKeyError",
+    "UsageError",
+    "Verdict",
     "__version__",
     "analyze",
+    "analyze_run",
     "apply",
+    "check",
     "convert",
     "inventory",
     "strip",
+    "trend",
 ]

@@ -7,6 +7,9 @@ on stderr and ``exit_code``; nothing else in the package prints or exits.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from enum import IntEnum
 
 
@@ -50,10 +53,19 @@ class UnsafeCheckpointError(InputError):
     """A pickle that would need arbitrary code to load; refused unless ``--unsafe-load``."""
 
 
-class UsageError(SninspectError):
-    """The command line asks for something that does not exist (``--key``, a bad option value)."""
+class UsageError(SninspectError, ValueError):
+    """The caller asks for something that does not exist (a ``key``, a bad option value): a
+    :class:`ValueError` too, so ``except ValueError`` catches it from Python."""
 
     exit_code = ExitCode.USAGE
+
+
+class MissingFileError(InputError, FileNotFoundError):
+    """A checkpoint path that does not exist: a :class:`FileNotFoundError` too."""
+
+
+class UnknownKeyError(UsageError, KeyError):
+    """A ``key`` (a sub-dict of a wrapped checkpoint) that is not there: a :class:`KeyError` too."""
 
 
 class OutputError(SninspectError):
@@ -95,3 +107,35 @@ class MemoryBudgetError(LayerError, MemoryError):
     def __init__(self, message: str, needed: int = 0, budget: int = 0) -> None:
         super().__init__(message)
         self.needed, self.budget = needed, budget
+
+
+# ----------------------------------------------------------------------------------------------
+# How a message names an option: the command line's flag or the library's keyword argument.
+
+_COMMAND_LINE: ContextVar[bool] = ContextVar("sninspect_command_line", default=False)
+
+
+@contextmanager
+def command_line_spelling() -> Iterator[None]:
+    """Within this block, messages name options as flags (``--key``); the CLI enters it around each
+    command. Outside it (the library), they name keyword arguments (``key=``)."""
+    token = _COMMAND_LINE.set(True)
+    try:
+        yield
+    finally:
+        _COMMAND_LINE.reset(token)
+
+
+def option(name: str, value: str = "") -> str:
+    """Option ``name`` (the library's keyword, ``max_memory``) with its shown ``value`` as the user
+    wrote it: ``--max-memory 2x`` on the command line, ``max_memory=2x`` from Python; without a value,
+    ``--max-memory`` / ``max_memory=``."""
+    if _COMMAND_LINE.get():
+        flag = "--" + name.replace("_", "-")
+        return f"{flag} {value}" if value else flag
+    return f"{name}={value}"
+
+
+def flag(name: str) -> str:
+    """A switch (``unsafe_load``) as the user turns it on: ``--unsafe-load`` or ``unsafe_load=True``."""
+    return "--" + name.replace("_", "-") if _COMMAND_LINE.get() else f"{name}=True"

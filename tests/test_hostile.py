@@ -92,7 +92,7 @@ def test_refusal_names_the_global(payload: str, tmp_path: Path) -> None:
         with pytest.raises(UnsafeCheckpointError) as caught:
             load_checkpoint(path)
         assert f"the pickle calls '{spelled}'" in str(caught.value)
-        assert "--unsafe-load" in str(caught.value)
+        assert "unsafe_load=True" in str(caught.value)  # the library names keyword arguments
     assert not hostile.sentinel(tmp_path).exists()
 
 

@@ -418,7 +418,7 @@ def test_refuses_to_overwrite_an_input_even_with_force(
 def test_refuses_existing_output_without_force(tmp_path: Path) -> None:
     out = tmp_path / "out.pt"
     out.write_bytes(b"keep me")
-    with pytest.raises(OutputError, match="already exists.*--force"):
+    with pytest.raises(OutputError, match="already exists.*force=True"):
         save_checkpoint(out, {"w": torch.ones(1)})
     assert out.read_bytes() == b"keep me"
     out.chmod(0o640)

@@ -42,6 +42,13 @@ _DIST = {"yaml": "pyyaml", "PIL": "pillow", "sklearn": "scikit-learn"}
 def _top_level_imports(folder: Path) -> set[str]:
     names: set[str] = set()
     for path in folder.rglob("*.py"):
+        names |= _top_level_imports_of(path)
+    return names
+
+
+def _top_level_imports_of(path: Path) -> set[str]:
+    names: set[str] = set()
+    if path.is_file():
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import):
                 names.update(alias.name.split(".")[0] for alias in node.names)
@@ -60,13 +67,22 @@ def _declared(*groups: str) -> set[str]:
 
 def _third_party(names: set[str]) -> set[str]:
     local = {"sninspect", "conftest", "reflayers", "snruns", "hostile", "base", "make_synthetic", "make_samples"}
-    local |= {p.stem for p in (ROOT / "tests").glob("*.py")}
+    local |= {p.stem for p in (ROOT / "tests").glob("*.py")} | {p.stem for p in (ROOT / "examples").glob("*.py")}
     return {n for n in names if n not in sys.stdlib_module_names and n not in local}
 
 
+INTEGRATIONS = {"lightning": "lightning"}
+"""``sninspect/integrations/<module>.py`` -> the optional extra that provides its framework."""
+
+
 def test_every_third_party_import_is_declared() -> None:
-    package = _third_party(_top_level_imports(ROOT / "sninspect"))
-    tests = _third_party(_top_level_imports(ROOT / "tests") | _top_level_imports(ROOT / "sample_checkpoints"))
+    core = [path for path in (ROOT / "sninspect").rglob("*.py") if "integrations" not in path.parts]
+    package = _third_party(set().union(*map(_top_level_imports_of, core)))
+    for module, extra in INTEGRATIONS.items():
+        found = _third_party(_top_level_imports_of(ROOT / "sninspect" / "integrations" / f"{module}.py"))
+        assert {_DIST.get(n, n).lower() for n in found} <= _declared(extra)
+    tests = _third_party(_top_level_imports(ROOT / "tests") | _top_level_imports(ROOT / "sample_checkpoints")
+                         | _top_level_imports(ROOT / "examples"))
     runtime = _declared()
     assert {_DIST.get(n, n).lower() for n in package} <= runtime
     missing = {_DIST.get(n, n).lower() for n in tests} - _declared("test")

@@ -175,7 +175,7 @@ def test_two_racing_writes_exactly_one_wins(tmp_path: Path) -> None:
     winners = [who for who, result in outcome.items() if result == "won"]
     assert len(winners) == 1, outcome
     loser = ({"first", "second"} - set(winners)).pop()
-    assert "already exists" in outcome[loser] and "--force" in outcome[loser]
+    assert "already exists" in outcome[loser] and "force=True" in outcome[loser]  # the library's spelling
     assert target.read_bytes() == winners[0].encode()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pt"]  # no temp file left
 

@@ -95,7 +95,7 @@ def test_sigma_hat_and_sigma_eff_are_the_eval_forward(tmp_path: Path, coeff: flo
         assert audit.sigma_estimate == pytest.approx(layer.eval_divisor(), rel=1e-9)
         eff = float(torch.linalg.matrix_norm(eval_matrix(layer), ord=2))
         assert audit.sigma_effective == pytest.approx(eff, rel=1e-6)
-        told = "from --coeff" if coeff is not None else "the default"
+        told = "from coeff" if coeff is not None else "the default"  # the library names keyword arguments
         assert any(f"coeff = {used:g} ({told}" in n for n in audit.notes)
     conv, linear = report.layers
     if coeff is not None:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import sninspect.io.write
-from sninspect.errors import OutputError
+from sninspect.errors import OutputError, command_line_spelling
 from sninspect.io.write import atomic_path, open_atomic, write_bytes, write_text
 
 
@@ -75,7 +75,7 @@ def test_existing_file_needs_force_and_keeps_its_mode(tmp_path: Path, umask: int
     out = tmp_path / "out"
     out.write_bytes(b"old")
     out.chmod(0o604)
-    with pytest.raises(OutputError, match=r"already exists \(pass --force to overwrite it\)"):
+    with pytest.raises(OutputError, match=r"already exists \(pass force=True to overwrite it\)"):
         write_bytes(out, b"new")
     assert out.read_bytes() == b"old"
     write_bytes(out, b"new", force=True)
@@ -140,7 +140,7 @@ def test_refuses_every_spelling_of_an_input(tmp_path: Path, monkeypatch: pytest.
     (tmp_path / "sub").mkdir()
     monkeypatch.chdir(tmp_path)
     for out in ["in.pt", "./in.pt", tmp_path / "sub" / ".." / "in.pt", "soft.pt", "hard.pt"]:
-        with pytest.raises(OutputError, match="is the input .*even with --force"):
+        with pytest.raises(OutputError, match="is the input .*even with force=True"):
             write_bytes(out, b"x", force=True, inputs=[source])
     with pytest.raises(OutputError, match="is the input"):
         write_bytes(source, b"x", force=True, inputs=["soft.pt"])
@@ -198,7 +198,7 @@ def test_interrupt_propagates_and_leaves_no_temp(tmp_path: Path) -> None:
 
 def test_file_created_meanwhile_is_not_overwritten(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    with pytest.raises(OutputError, match="already exists .*appeared while writing.*--force"):
+    with pytest.raises(OutputError, match="already exists .*appeared while writing.*force=True"):
         with open_atomic(out) as handle:
             handle.write(b"mine")
             out.write_bytes(b"theirs")  # another process creates the target between temp and link
@@ -322,7 +322,7 @@ def test_cli_write_output_uses_the_writer(tmp_path: Path) -> None:
 
     out = tmp_path / "report.txt"
     out.write_text("old report")
-    with pytest.raises(OutputError, match="already exists .pass --force"):
+    with command_line_spelling(), pytest.raises(OutputError, match="already exists .pass --force"):
         write_output("new report\n", out, [])
     assert out.read_text() == "old report"
     write_output("new report\n", out, [], force=True)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+from sninspect.errors import option
 from sninspect.results.check import Rule, Rules, Verdict, Violation
 from sninspect.results.report import LayerAudit, Report
 
@@ -83,8 +84,8 @@ def check(report: Report, rules: Rules) -> Verdict:
             add(Rule.not_audited, la.name, None, None, None, f"{la.name}: not audited: {la.error}")
     if not sn:
         add(Rule.no_sn_layers, None, None, None, None,
-            "no spectrally normalized layer found (nothing to judge; is this the right file, --key or "
-            "--include?)")
+            "no spectrally normalized layer found (nothing to judge; is this the right file, "
+            f"{option('key').rstrip('=')} or {option('include').rstrip('=')}?)")
     if rules.max_lipschitz is not None and sn:
         bound = report.primary.lipschitz
         label = f" of model '{report.primary.name}'" if report.primary.name else ""

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sninspect.errors import MemoryBudgetError, UsageError
+from sninspect.errors import MemoryBudgetError, UsageError, option
 
 MEMINFO = Path("/proc/meminfo")
 
@@ -56,7 +56,7 @@ NO_LIMIT = Budget(None)
 def budget(max_memory: int | None) -> Budget:
     """``--max-memory`` when given, else MemAvailable from /proc/meminfo (None where there is none)."""
     if max_memory is not None:
-        return Budget(max_memory, "--max-memory")
+        return Budget(max_memory, option("max_memory").rstrip("="))
     return Budget(available_memory())
 
 
@@ -78,7 +78,7 @@ def parse_size(text: str) -> int:
     """``2G``, ``512M``, ``1.5GiB``, ``4000000`` → bytes (K/M/G/T are powers of 1024)."""
     found = _SIZE.match(text)
     if not found or float(found.group(1)) <= 0:
-        raise UsageError(f"--max-memory {text!r}: expected a positive size such as 2G, 512M or 1.5GiB")
+        raise UsageError(f"{option('max_memory', repr(text))}: expected a positive size such as 2G, 512M or 1.5GiB")
     unit = 1024 ** " kmgt".index(found.group(2).lower() or " ")
     return int(float(found.group(1)) * unit)
 

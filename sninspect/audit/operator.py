@@ -13,6 +13,7 @@ from torch import Tensor
 from sninspect import dialects
 from sninspect.audit.memory import NO_LIMIT, Budget, conv_bound_bytes, conv_same_bytes
 from sninspect.dialects import OperatorView, SNLayer
+from sninspect.errors import option
 from sninspect.io import residency
 from sninspect.linalg import conv_bounds, conv_same
 from sninspect.linalg.exact import DEGENERATE_GAP
@@ -48,7 +49,7 @@ def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, ten
         return audit
     shape = tuple(audit.shape)
     grid = conv_bounds.grid_sizes(shape[2:], tol)
-    budget.require(conv_bound_bytes(shape, grid), f"the certified conv bound at --bound-tol {tol:g} "
+    budget.require(conv_bound_bytes(shape, grid), f"the certified conv bound at {option('bound_tol', f'{tol:g}')} "
                                                   f"(a {'×'.join(map(str, grid))} frequency grid) ")
     kernel = effective_kernel(audit, key, buffer_key, tensors, device)
     residency.release()  # the kernel is copied: hand the file's pages back before the bound's work
@@ -146,8 +147,8 @@ def _unsized_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, tensor
         eff_upper, eff_lower = bound.upper, bound.lower
     note = ("conv operator at a size not stored: σ exact and σ_eff are the norms over all input sizes, as "
             f"the lower ends of their certified brackets [{exact.lower:.6g}, {exact.upper:.6g}] and "
-            f"[{eff_lower:.6g}, {eff_upper:.6g}] (op bound: the upper end); give --input-size for the norm at "
-            "one size; σ2/σ1 not computed (the reshaped kernel's is not the operator's)",)
+            f"[{eff_lower:.6g}, {eff_upper:.6g}] (op bound: the upper end); give {option('input_size')} for the norm "
+            "at one size; σ2/σ1 not computed (the reshaped kernel's is not the operator's)",)
     return replace(
         audit,
         sigma_exact=exact.lower,
@@ -185,7 +186,7 @@ def at_input(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mappi
     spatial = len(audit.shape) - 2
     size = tuple(input_size[i] if i < len(input_size) else input_size[-1] for i in range(spatial))
     budget.require(conv_same_bytes(audit.shape, size, audit.kind.startswith("conv_transpose")),
-                   f"the norm at --input-size {'×'.join(map(str, size))} ")
+                   f"the norm at {option('input_size', '×'.join(map(str, size)))} ")
     kernel = effective_kernel(audit, key, buffer_key, tensors, device)
     norm = _sized(kernel, size, audit.kind.startswith("conv_transpose"), None)
     width = norm.width if audit.bracket_width is None else max(norm.width, audit.bracket_width)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sninspect.errors import UsageError
+from sninspect.errors import UsageError, option
 from sninspect.linalg.exact import BATCH_BYTES
 
 
@@ -52,14 +52,15 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise UsageError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N") from exc
+        raise UsageError(f"{option('device', repr(name))}: expected auto, cpu, cuda or cuda:N") from exc
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise UsageError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+            raise UsageError(f"{option('device', name)}: CUDA is not available on this machine "
+                             f"(use {option('device', 'cpu')})")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise UsageError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+            raise UsageError(f"{option('device', name)}: only {torch.cuda.device_count()} CUDA device(s) present")
     elif device.type != "cpu":
-        raise UsageError(f"--device {name!r}: expected auto, cpu, cuda or cuda:N")
+        raise UsageError(f"{option('device', repr(name))}: expected auto, cpu, cuda or cuda:N")
     return device
 
 
@@ -67,5 +68,5 @@ def resolve_dtype(name: str) -> torch.dtype:
     """``float64`` or ``float32``."""
     table = {"float64": torch.float64, "float32": torch.float32}
     if name not in table:
-        raise UsageError(f"--dtype {name!r}: expected float64 or float32")
+        raise UsageError(f"{option('dtype', repr(name))}: expected float64 or float32")
     return table[name]

@@ -30,7 +30,7 @@ from sninspect.audit.operator import at_input, with_operator_bound, with_operato
 from sninspect.audit.options import Options, resolve_device, resolve_dtype
 from sninspect.audit.tensors import UsableTensors, is_weight_candidate, normalisation_modules
 from sninspect.dialects import SNLayer
-from sninspect.errors import UsageError
+from sninspect.errors import UsageError, option
 from sninspect.io.load import Checkpoint, ModelState, display_name, load_checkpoint
 from sninspect.results.report import NATURAL_ORDER, STORED_ORDER, LayerAudit, ModelAudit, Report
 
@@ -38,7 +38,7 @@ __all__ = ["Options", "analyze", "analyze_checkpoint", "audit_model"]
 
 
 def analyze(path: str | os.PathLike[str], options: Options | None = None, **overrides: object) -> Report:
-    """Audit one checkpoint file: ``sninspect.analyze("D.pt", device="cpu").to_dataframe()``."""
+    """Audit one checkpoint file (the CLI's path; :func:`sninspect.analyze` takes any source)."""
     options = replace(options or Options(), **overrides)  # type: ignore[arg-type]
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype)
@@ -47,9 +47,10 @@ def analyze(path: str | os.PathLike[str], options: Options | None = None, **over
 
 
 def analyze_checkpoint(
-    checkpoint: Checkpoint, options: Options, *, device: torch.device, dtype: torch.dtype
+    checkpoint: Checkpoint, options: Options, *, device: torch.device, dtype: torch.dtype, name: str | None = None
 ) -> Report:
-    """Audit an already loaded checkpoint."""
+    """Audit an already loaded checkpoint; ``name`` is the report's ``checkpoint`` (default: the path)."""
+    shown = str(checkpoint.path) if name is None else name
     several = len(checkpoint.models) > 1
     names: list[str] = []
     models = tuple(
@@ -58,9 +59,9 @@ def analyze_checkpoint(
         for model in checkpoint.models
     )
     if (options.include or options.exclude) and not any(m.layers for m in models):
-        raise _filtered_out(options, str(checkpoint.path), names)
+        raise _filtered_out(options, shown, names)
     return Report(
-        checkpoint=str(checkpoint.path),
+        checkpoint=shown,
         format=checkpoint.format,
         device=str(device),
         dtype=str(dtype).removeprefix("torch."),
@@ -72,7 +73,7 @@ def analyze_checkpoint(
 
 def _filtered_out(options: Options, checkpoint: str, names: Sequence[str]) -> UsageError:
     """``--include``/``--exclude`` left nothing: name the regex and some layer names it could match."""
-    asked = " and ".join(f"--{flag} {regex!r}" for flag, regex in (("include", options.include),
+    asked = " and ".join(option(flag, repr(regex)) for flag, regex in (("include", options.include),
                                                                   ("exclude", options.exclude)) if regex)
     sample = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
     return UsageError(f"{checkpoint}: {asked} leaves no layer (the layers are named like {sample or 'nothing'}; "
@@ -108,7 +109,7 @@ def audit_model(
         sn_layers = [layer for layer in sn_layers if keep(prefix + display_name(layer.name))]
         plain = [p for p in plain if keep(prefix + p.name)]
         if 0 < len(sn_layers) + len(plain) < before:
-            warnings = [*warnings, f"--include/--exclude: {len(sn_layers) + len(plain)} of {before} layers "
+            warnings = [*warnings, f"{_selection()}: {len(sn_layers) + len(plain)} of {before} layers "
                         "audited; the network bound covers those only"]
     keyed = audit_all(sn_layers, plain, tensors, device, dtype, options.batch_bytes)
     layer_of = {layer.weight_key: layer for layer in sn_layers}
@@ -156,11 +157,16 @@ def _announced(keyed: list[tuple[LayerAudit, str]], options: Options,
         yield audit, key
 
 
+def _selection() -> str:
+    """How the user names the layer selection: ``--include/--exclude`` or ``include=/exclude=``."""
+    return f"{option('include')}/{option('exclude')}"
+
+
 def _selector(include: str | None, exclude: str | None) -> Callable[[str], bool]:
     """name ↦ whether ``--include``/``--exclude`` keep it (regexes searched in the full name)."""
     try:
         inc = re.compile(include) if include else None
         exc = re.compile(exclude) if exclude else None
     except re.error as err:
-        raise UsageError(f"--include/--exclude: not a valid regular expression ({err})") from err
+        raise UsageError(f"{_selection()}: not a valid regular expression ({err})") from err
     return lambda name: (inc is None or inc.search(name) is not None) and (exc is None or not exc.search(name))

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Protocol
 
 from sninspect.audit import checks, trend
+from sninspect.audit.log import reports_from_log, tell
 from sninspect.audit.options import Options
 from sninspect.audit.pipeline import analyze
 from sninspect.errors import InputError
+from sninspect.io.monitor_log import is_log
 from sninspect.results.check import Rules, Verdict
 from sninspect.results.report import Report
 from sninspect.results.trend import Trend
@@ -63,8 +65,10 @@ def collect(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
 
 
 def audit(paths: Sequence[Path], options: Options, *, progress: ProgressHook | None = None,
-          failures: list[InputError] | None = None) -> list[Report]:
-    """``analyze`` each path, in the order given, advancing ``progress``.
+          failures: list[InputError] | None = None, notes: list[str] | None = None) -> list[Report]:
+    """``analyze`` each path, in the order given, advancing ``progress``; a monitor log
+    (``*.jsonl``) gives the report of each of its records instead (``notes`` collects its skipped
+    torn lines; without a list, each is a warning).
 
     With ``failures`` (a list to fill), a checkpoint that cannot be read is appended there and the
     others are still audited; without it, the first such error is raised. A single path always
@@ -74,7 +78,12 @@ def audit(paths: Sequence[Path], options: Options, *, progress: ProgressHook | N
         if progress is not None:
             progress.start(path.name)
         try:
-            reports.append(analyze(path, _announcing(options, path, progress)))
+            if is_log(path):
+                logged, skipped = reports_from_log(path)
+                reports.extend(logged)
+                tell(skipped, notes)
+            else:
+                reports.append(analyze(path, _announcing(options, path, progress)))
         except InputError as err:
             if failures is None or len(paths) == 1:
                 raise
@@ -123,11 +132,11 @@ def check(paths: Sequence[Path], options: Options, rules: Rules, *,
         if progress is not None:
             progress.start(path.name)
         try:
-            report = analyze(path, options)
+            reports = reports_from_log(path)[0] if is_log(path) else [analyze(path, options)]
         except InputError as err:
             verdicts.append(checks.unreadable(str(path), str(err)))
         else:
-            verdicts.append(checks.check(report, rules))
+            verdicts.extend(checks.check(report, rules) for report in reports)
         if progress is not None:
             progress.advance()
     return verdicts

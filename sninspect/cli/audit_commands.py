@@ -48,9 +48,11 @@ from sninspect.results.check import DEFAULT_MAX_COS_ERROR, DEFAULT_MAX_NORM_ERRO
 @handle_errors
 def report(
     checkpoints: Annotated[list[Path], typer.Argument(metavar="CHECKPOINT", help="Checkpoint files (.pt, "
-                                                      ".pth, .ckpt, .bin, .safetensors, *.index.json) or "
-                                                      "folders of them. Several form a training run, ordered "
-                                                      "by their step entry, else the number in the file name, "
+                                                      ".pth, .ckpt, .bin, .safetensors, *.index.json), "
+                                                      "folders of them, or a training monitor's log "
+                                                      "(.jsonl, one checkpoint per audit). Several form a "
+                                                      "training run, ordered by their step entry, else the "
+                                                      "number in the file name, "
                                                       "else the modification time.")],
     format: Annotated[OutputFormat | None, typer.Option("--format", "-f", show_default=False, help="Output "
                                                         "format (html: one self-contained page with the "
@@ -91,8 +93,11 @@ def report(
     paths = run.collect(checkpoints)
     refuse_early(output, paths, force=force)
     failures: list[InputError] = []
+    notes: list[str] = []
     with Progress(len(paths), "auditing", quiet=quiet) as bar:
-        reports = run.audit(paths, options, progress=bar, failures=failures)
+        reports = run.audit(paths, options, progress=bar, failures=failures, notes=notes)
+    for note in notes:  # a monitor log's last line still being written
+        say(f"warning: {note}")
     if not reports:  # every checkpoint of several unreadable: the first one's reason, exit 3
         raise failures[0]
     result = run.as_result(reports)

@@ -11,7 +11,7 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from sninspect.errors import ExitCode, SninspectError
+from sninspect.errors import ExitCode, SninspectError, command_line_spelling
 from sninspect.render.escape import for_log_line
 from sninspect.results.check import Rule, Verdict
 
@@ -34,7 +34,8 @@ def handle_errors(command: F) -> F:
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with command_line_spelling():  # messages name options as flags: --key, not key=
+                return command(*args, **kwargs)
         except SninspectError as err:
             _exit(f"error: {err}", err.exit_code)
         except KeyboardInterrupt:

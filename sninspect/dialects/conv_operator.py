@@ -29,7 +29,7 @@ from sninspect.dialects.base import (
     module_and_param,
     split_key,
 )
-from sninspect.errors import LayerError
+from sninspect.errors import LayerError, option
 from sninspect.linalg.conv_same import same_conv_pair
 from sninspect.linalg.spectral import to_matrix
 
@@ -81,11 +81,11 @@ class ConvOperator(Dialect):
 
     def power_sigma(self, layer: SNLayer, matrix: Tensor, tensors: Mapping[str, Tensor], steps: int) -> float:
         raise LayerError("conv-operator SN iterates on the convolution (stride, padding unknown here): "
-                         "use --sigma eval or exact")
+                         f"use {option('sigma', 'eval')} or exact")
 
     def pytorch_vectors(self, layer: SNLayer, tensors: Mapping[str, Tensor], target: Dialect) -> Vectors:
         raise LayerError("conv-operator SN divides by the convolution's norm, which PyTorch SN cannot "
-                         "express — use `sninspect strip` (or --exclude it)")
+                         f"express — use `sninspect strip` (or {option('exclude')} it)")
 
 
 def fit_divisor(weight: Tensor, buffer: Tensor) -> tuple[float, float]:

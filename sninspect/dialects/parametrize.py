@@ -25,7 +25,7 @@ from sninspect.dialects.base import (
     vector,
 )
 from sninspect.dialects.dims import resolve_dim
-from sninspect.errors import LayerError
+from sninspect.errors import LayerError, option
 from sninspect.linalg.spectral import bilinear_sigma, normalize
 
 _ORIGINAL = re.compile(r"^(?P<module>(?:.*\.)?)parametrizations\.(?P<param>[^.]+)\.original$")
@@ -102,7 +102,7 @@ class Parametrize(Dialect):
         if others or (index is not None and index != "0"):
             raise LayerError(
                 f"'{layer.param}' has other parametrizations besides SN ({', '.join(others) or 'before it'}); "
-                "their effect is not in the state dict, so it cannot be rewritten — --exclude this layer"
+                f"their effect is not in the state dict, so it cannot be rewritten — {option('exclude')} this layer"
             )
 
     def power_sigma(self, layer: SNLayer, matrix: Tensor, tensors: Mapping[str, Tensor], steps: int) -> float:

@@ -19,7 +19,7 @@ from torch import Tensor
 
 from sninspect.dialects.base import Dialect, DialectName, Estimate, OperatorView, Shapes, SNLayer, Vectors
 from sninspect.dialects.conv_operator import fit_divisor
-from sninspect.errors import LayerError
+from sninspect.errors import LayerError, option
 from sninspect.linalg.spectral import to_matrix
 
 SUFFIX = "lipschitz_weight"
@@ -72,7 +72,7 @@ class Projection(Dialect):
         return OperatorView(None, layer.buffer_key)
 
     def power_sigma(self, layer: SNLayer, matrix: Tensor, tensors: Mapping[str, Tensor], steps: int) -> float:
-        raise LayerError("projection SN stores no power-iteration vector: use --sigma eval or exact")
+        raise LayerError(f"projection SN stores no power-iteration vector: use {option('sigma', 'eval')} or exact")
 
     def pytorch_vectors(self, layer: SNLayer, tensors: Mapping[str, Tensor], target: Dialect) -> Vectors:
         raise LayerError("projection SN divides by the convolution's norm, which PyTorch SN cannot express — "

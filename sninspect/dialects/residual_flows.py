@@ -32,7 +32,7 @@ from sninspect.dialects.base import (
     vector,
 )
 from sninspect.dialects.soft import soft_divisor
-from sninspect.errors import LayerError
+from sninspect.errors import LayerError, option
 from sninspect.linalg.conv_same import same_conv_pair
 from sninspect.linalg.spectral import bilinear_sigma
 
@@ -83,8 +83,8 @@ class ResidualFlows(Dialect):
             u = v = None  # feature maps, compared with the operator's vectors by the audit
         coeff = _coeff(layer)
         divisor = soft_divisor(sigma, coeff)
-        told = ("from --coeff" if layer.coeff is not None
-                else "the layers' default; not stored in the checkpoint, set --coeff")
+        told = (f"from {option('coeff')}" if layer.coeff is not None
+                else f"the layers' default; not stored in the checkpoint, set {option('coeff')}")
         notes = [f"residual-flows SN: eval divides by max(1, σ/coeff) = {divisor:.6g} with σ = {how} = "
                  f"{sigma:.6g} and coeff = {coeff:g} ({told})"]
         if divisor == 1.0:
@@ -161,5 +161,5 @@ def _check_initialized(layer: SNLayer, tensors: Mapping[str, Tensor]) -> None:
 def _coeff(layer: SNLayer) -> float:
     coeff = layer.coeff if layer.coeff is not None else DEFAULT_COEFF
     if not coeff > 0.0:
-        raise LayerError(f"--coeff {coeff:g}: the coefficient must be > 0")
+        raise LayerError(f"{option('coeff', f'{coeff:g}')}: the coefficient must be > 0")
     return coeff

@@ -25,7 +25,7 @@ from sninspect.dialects.base import (
     vector,
 )
 from sninspect.dialects.dims import resolve_dim
-from sninspect.errors import LayerError
+from sninspect.errors import LayerError, option
 from sninspect.linalg.spectral import bilinear_sigma
 
 DEFAULT_COEFF = 1.0
@@ -65,7 +65,8 @@ class Soft(Dialect):
         sigma = bilinear_sigma(matrix, u, v)
         coeff = _coeff(layer)
         divisor = soft_divisor(sigma, coeff)
-        told = "from --coeff" if layer.coeff is not None else "the default; not stored in the checkpoint, set --coeff"
+        told = (f"from {option('coeff').rstrip('=')}" if layer.coeff is not None
+                else f"the default; not stored in the checkpoint, set {option('coeff').rstrip('=')}")
         notes = [f"soft SN: eval divides by max(1, σ/coeff) = {divisor:.6g} with σ = u·(W v) = {sigma:.6g} and "
                  f"coeff = {coeff:g} ({told})"]
         if divisor == 1.0:
@@ -78,11 +79,11 @@ class Soft(Dialect):
 
     def pytorch_vectors(self, layer: SNLayer, tensors: Mapping[str, Tensor], target: Dialect) -> Vectors:
         raise LayerError("soft SN divides by max(1, σ/coeff), which PyTorch SN cannot express — use "
-                         "`sninspect strip` (or --exclude it)")
+                         f"`sninspect strip` (or {option('exclude')} it)")
 
 
 def _coeff(layer: SNLayer) -> float:
     coeff = layer.coeff if layer.coeff is not None else DEFAULT_COEFF
     if not coeff > 0.0:
-        raise LayerError(f"--coeff {coeff:g}: soft SN's coefficient must be > 0")
+        raise LayerError(f"{option('coeff', f'{coeff:g}')}: soft SN's coefficient must be > 0")
     return coeff

@@ -7,7 +7,7 @@ import re
 import stat
 from pathlib import Path
 
-from sninspect.errors import InputError
+from sninspect.errors import InputError, MissingFileError
 
 __all__ = ["one_line", "open_regular", "printable"]
 
@@ -26,7 +26,7 @@ def open_regular(file: Path, shown: str) -> bytes:
     try:
         info = os.stat(file)
     except FileNotFoundError:
-        raise InputError(f"{shown}: no such file (check the path)") from None
+        raise MissingFileError(f"{shown}: no such file (check the path)") from None
     except PermissionError:
         raise InputError(f"{shown}: permission denied (cannot look up the file; check the folder's "
                          "permissions)") from None

@@ -26,15 +26,17 @@ __all__ = [
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str], *, key: str | None = None, unsafe_load: bool = False
+    path: str | os.PathLike[str], *, key: str | None = None, unsafe_load: bool = False, shown: str | None = None
 ) -> Checkpoint:
     """Load the state dict(s) of a checkpoint file: ``load_checkpoint("D.pt", key="netD")``.
 
     Raises :class:`InputError` (one line) for anything unreadable, :class:`UnsafeCheckpointError` for a
     pickle that would run code (unless ``unsafe_load``), :class:`UsageError` for a ``key`` not present.
+    ``shown``: how messages name the file (default: the path; a file object's bytes spooled to a
+    temporary file are named after the object).
     """
     file = Path(os.fspath(path))
-    shown = printable(file)
+    shown = printable(file) if shown is None else shown
     magic = open_regular(file, shown)
     name = file.name.lower()
     if name.endswith(".json"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sninspect.errors import InputError, UsageError
+from sninspect.errors import InputError, UnknownKeyError, option
 from sninspect.io import safetensors_check, wrappers
 from sninspect.io.checkpoint import Checkpoint, ModelState
 from sninspect.io.safetensors_check import LazyTensors
@@ -38,6 +38,6 @@ def select(tensors: LazyTensors, key: str | None, shown: str) -> tuple[LazyTenso
     selected = tensors.select(key.rstrip(".") + ".")
     if not selected:
         heads = list(dict.fromkeys(k.split(".")[0] for k in tensors))
-        raise UsageError(f"{shown}: no tensors under {key!r} (top-level names: {wrappers.short(heads)}; "
-                         "--key selects the tensors named KEY.*)")
+        raise UnknownKeyError(f"{shown}: no tensors under {key!r} (top-level names: {wrappers.short(heads)}; "
+                         f"{option('key')} selects the tensors named KEY.*)")
     return selected, (key.rstrip("."),)

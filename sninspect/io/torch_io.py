@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from sninspect.errors import InputError, UnsafeCheckpointError
+from sninspect.errors import InputError, UnsafeCheckpointError, flag
 from sninspect.io import torch_check
 from sninspect.io.files import one_line
 
@@ -48,7 +48,7 @@ def load_torch(file: Path, shown: str, magic: bytes, *, unsafe_load: bool) -> tu
     if culprit is not None:  # tensors written with pickle.dump rebuild through torch.storage._load_from_bytes
         raise UnsafeCheckpointError(f"{shown}: refused to load: a plain pickle of tensors (pickle.dump), "
                                     "not a torch.save checkpoint; unpickling it could run code (pass "
-                                    "--unsafe-load only if you trust this file, or re-save it with "
+                                    f"{flag('unsafe_load')} only if you trust this file, or re-save it with "
                                     "torch.save)")
     if is_pickle:
         raise InputError(f"{shown}: a plain pickle, not a torch.save checkpoint (sninspect reads files "
@@ -72,7 +72,7 @@ def _pickle_load(file: Path, shown: str) -> Any:
 def _unsafe(shown: str, culprit: str) -> UnsafeCheckpointError:
     return UnsafeCheckpointError(
         f"{shown}: refused to load: the pickle calls '{culprit}', which could run code; sninspect loads "
-        "tensors only (pass --unsafe-load only if you trust this file)")
+        f"tensors only (pass {flag('unsafe_load')} only if you trust this file)")
 
 
 def _torch_load(file: Path, shown: str, *, zip_format: bool, unsafe_load: bool) -> Any:
@@ -93,7 +93,7 @@ def _torch_load(file: Path, shown: str, *, zip_format: bool, unsafe_load: bool) 
                 raise _unsafe(shown, culprit) from None
         if "TorchScript" in text:
             raise InputError(f"{shown}: a TorchScript archive (torch.jit.save), not a torch.save "
-                             "checkpoint (pass --unsafe-load to read its weights, only if you trust the "
+                             f"checkpoint (pass {flag('unsafe_load')} to read its weights, only if you trust the "
                              "file)") from None
         kind = "zip-format" if zip_format else "legacy"
         raise InputError(f"{shown}: cannot read as a {kind} PyTorch checkpoint: {_torch_detail(err, text)} "

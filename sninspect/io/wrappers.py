@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from sninspect.errors import InputError, UsageError
+from sninspect.errors import InputError, UnknownKeyError, UsageError, option
 
 SEARCH_DEPTH = 3
 """How deep :func:`find_state_dicts` looks inside wrapper dicts for state dicts."""
@@ -43,11 +43,11 @@ def find_state_dicts(container: object, shown: str, key: str | None) -> list[Fou
     if key is not None:
         start, root = _follow(container, key, shown)
         if _is_optimizer_state(root):
-            raise UsageError(f"{shown}: --key {key!r} is an optimizer state, not model weights (keys holding "
-                             f"tensors: {_available(container)})")
+            raise UsageError(f"{shown}: {option('key', repr(key))} is an optimizer state, not model weights "
+                             f"(keys holding tensors: {_available(container)})")
         if isinstance(root, torch.Tensor) or not (_children_any(root) or isinstance(root, torch.nn.Module)):
-            raise UsageError(f"{shown}: --key {key!r} leads to a {type(root).__name__} value, not a dict of "
-                             f"tensors (keys holding tensors: {_available(container)})")
+            raise UsageError(f"{shown}: {option('key', repr(key))} leads to a {type(root).__name__} value, "
+                             f"not a dict of tensors (keys holding tensors: {_available(container)})")
     found = list(_search(root, start, len(start)))
     if not found and key is not None:
         found = list(_search(root, start, 0))  # the user pointed deeper than the automatic search goes
@@ -55,7 +55,7 @@ def find_state_dicts(container: object, shown: str, key: str | None) -> list[Fou
         found = _loose_tensors(root, start)
     if not found:
         raise InputError(f"{shown}: no tensors found (top-level keys: {_keys(root)}; expected a state dict, "
-                         "or pass --key)")
+                         f"or pass {option('key')})")
     return found
 
 
@@ -162,7 +162,7 @@ def _follow(container: object, key: str, shown: str) -> tuple[tuple[str, ...], o
                 at, obj, parts = (*at, part), child, parts[n:]
                 break
         else:
-            raise UsageError(f"{shown}: no entry {key!r} (keys holding tensors: {_available(container)})")
+            raise UnknownKeyError(f"{shown}: no entry {key!r} (keys holding tensors: {_available(container)})")
     return at, obj
 
 

@@ -18,6 +18,14 @@ reason and the fix.
 Three ways in: :func:`write_bytes` / :func:`write_text` for data in memory; :func:`open_atomic` for a
 writer that takes a file object (``torch.save``, ``savefig``); :func:`atomic_path` for one that takes
 a file name (``safetensors.torch.save_file``).
+
+One way to grow a file: :func:`append_line`, for an append-only log (the training monitor's JSON
+lines). Replacing a growing log by temp file + rename at every record would copy it each time and
+could drop a line another process appended meanwhile; instead each record is ONE ``write`` to a file
+opened with ``O_APPEND``, which the OS places at the end whole, after whatever is there. An existing
+log is never truncated; the same target checks apply (no links, no devices, the folder must exist).
+A crash can leave at most a torn last line, which the next append closes with a newline first and
+the reader skips (:mod:`sninspect.io.monitor_log`).
 """
 
 from __future__ import annotations
@@ -34,10 +42,10 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from sninspect.errors import OutputError
+from sninspect.errors import OutputError, flag
 from sninspect.io.files import one_line, printable
 
-__all__ = ["atomic_path", "check_target", "open_atomic", "write_bytes", "write_text"]
+__all__ = ["append_line", "atomic_path", "check_target", "open_atomic", "write_bytes", "write_text"]
 
 Inputs = Sequence[str | os.PathLike[str]]
 
@@ -128,6 +136,35 @@ def check_target(path: str | os.PathLike[str], *, force: bool = False, inputs: I
     _check_target(target, printable(target), inputs, force)
 
 
+def append_line(path: str | os.PathLike[str], line: str) -> Path:
+    """Append ``line`` (one record, no newline inside) and a newline to ``path``, created if absent.
+
+    One ``write`` of the whole record with ``O_APPEND`` (module docstring); a file that does not end
+    with a newline (a record torn by a crash) gets one first, so the new record stands on its own line.
+    """
+    # Precondition: one record per line (the reader splits on newlines).
+    assert "\n" not in line, "a log record is one line"
+    target = Path(os.fspath(path))
+    shown = printable(target)
+    _check_target(target, shown, (), force=True)
+    flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(target, flags, 0o666)
+    except OSError as err:
+        raise _write_failed(shown, target, err) from None
+    try:
+        size = os.fstat(fd).st_size
+        torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
+        data = ("\n" if torn else "").encode() + line.encode("utf-8") + b"\n"
+        while data:
+            data = data[os.write(fd, data):]
+    except OSError as err:
+        raise _write_failed(shown, target, err) from None
+    finally:
+        os.close(fd)
+    return target
+
+
 def _check_target(target: Path, shown: str, inputs: Inputs, force: bool) -> os.stat_result | None:
     """The target's ``lstat`` when it is a regular file that may be replaced, None when it is absent."""
     folder = target.parent
@@ -145,7 +182,7 @@ def _check_target(target: Path, shown: str, inputs: Inputs, force: bool) -> os.s
     for source in inputs:
         if _same_file(target, Path(os.fspath(source))):
             raise OutputError(f"{shown}: is the input {printable(source)}; an input is never overwritten, "
-                              "even with --force (choose another output path)")
+                              f"even with {flag('force')} (choose another output path)")
     try:
         info = os.lstat(target)
     except FileNotFoundError:
@@ -155,13 +192,13 @@ def _check_target(target: Path, shown: str, inputs: Inputs, force: bool) -> os.s
                           f"({_HINTS.get(err.errno or 0, 'check the path')})") from None
     if stat.S_ISLNK(info.st_mode):
         raise OutputError(f"{shown}: is a symbolic link (to {printable(os.readlink(target))}); sninspect does "
-                          "not write through or over links, even with --force (give the path of a regular "
+                          f"not write through or over links, even with {flag('force')} (give the path of a regular "
                           "file, or remove the link)")
     if not stat.S_ISREG(info.st_mode):
         raise OutputError(f"{shown}: is {_kind(info.st_mode)}, not a regular file (give the path of a file to "
                           "write)")
     if not force:
-        raise OutputError(f"{shown}: already exists (pass --force to overwrite it)")
+        raise OutputError(f"{shown}: already exists (pass {flag('force')} to overwrite it)")
     return info
 
 
@@ -262,7 +299,7 @@ def _claim_and_replace(tmp: Path, target: Path, shown: str) -> None:
 
 
 def _appeared(shown: str) -> OutputError:
-    return OutputError(f"{shown}: already exists (it appeared while writing; pass --force to overwrite it)")
+    return OutputError(f"{shown}: already exists (it appeared while writing; pass {flag('force')} to overwrite it)")
 
 
 def _write_failed(shown: str, target: Path, err: Exception) -> OutputError:

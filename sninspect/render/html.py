@@ -12,16 +12,17 @@ import io
 import math
 from collections.abc import Callable, Sequence
 from pathlib import PurePath
-
-from matplotlib.figure import Figure
+from typing import TYPE_CHECKING
 
 from sninspect._version import __version__
-from sninspect.render import plots
 from sninspect.render.escape import for_html as escape
 from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt, order_text, shape_text, verdict_lines
 from sninspect.render.run_view import SUMMARY_HEADER, SUMMARY_LEFT, TREND_HEADER, summary_rows, trend_rows
 from sninspect.results.report import LayerAudit, Report
 from sninspect.results.trend import Trend
+
+if TYPE_CHECKING:  # matplotlib is imported where figures are drawn: the notebook table draws none
+    from matplotlib.figure import Figure
 
 DPI = 90
 """Resolution of the embedded PNGs (sharp on screen, a few hundred kB per checkpoint)."""
@@ -103,6 +104,8 @@ def figure_data_uri(fig: Figure, *, dpi: int = DPI) -> str:
 
 
 def _run_section(trend: Trend) -> str:
+    from sninspect.render import plots
+
     out = [f"<h2>Training run: {len(trend.reports)} checkpoints ordered by {escape(trend.order_by)}</h2>",
            '<div class="scroll">', _table(SUMMARY_HEADER, summary_rows(trend), left=SUMMARY_LEFT), "</div>"]
     out += [_figure(name, fig) for name, fig in plots.trend_figures(trend).items()]
@@ -116,6 +119,8 @@ def _run_section(trend: Trend) -> str:
 
 
 def _report_section(report: Report, *, level: int) -> str:
+    from sninspect.render import plots
+
     name = PurePath(report.checkpoint).name
     extras = ", ".join(f"{k} {v}" for k, v in report.extras.items() if not isinstance(v, str))
     out = [f"<h{level}>{escape(name)}</h{level}>",
@@ -188,3 +193,29 @@ def _figure(name: str, fig: Figure) -> str:
     title = fig.get_suptitle() or name
     return (f'<figure><img src="{figure_data_uri(fig)}" alt="{escape(title)}">'
             f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+
+# ----------------------------------------------------------------------------------------------
+# Notebooks: ``Report._repr_html_`` / ``Trend._repr_html_`` (tables only: no figure is drawn)
+
+_NOTEBOOK_CSS = (".sninspect table { border-collapse: collapse; font-size: 0.9em; } "
+                 ".sninspect th, .sninspect td { padding: 2px 8px; text-align: right; white-space: nowrap; } "
+                 ".sninspect td.l, .sninspect th.l { text-align: left; } "
+                 ".sninspect .above, .sninspect .err { color: #c0392b; font-weight: 600; } "
+                 ".sninspect .warn, .sninspect .absent { color: #b7791f; } .sninspect .ok { color: #2e7d32; } "
+                 ".sninspect .assume { color: #666; }")
+
+
+def notebook_html(result: Report | Trend) -> str:
+    """The page's tables for a notebook cell: the layer table and summary of a report, or the run's
+    summary and per-layer trend tables; styles scoped to the cell, no figure (``.plot()`` draws them)."""
+    if isinstance(result, Trend):
+        body = (f"<b>training run: {len(result.reports)} checkpoints ordered by {escape(result.order_by)}</b>"
+                + _table(SUMMARY_HEADER, summary_rows(result), left=SUMMARY_LEFT)
+                + _table(TREND_HEADER, trend_rows(result), left={0},
+                         row_class=["" if all(s.present) else "absent" for s in result.layers]))
+    else:
+        body = (f"<b>{escape(result.checkpoint)}</b> "
+                f'<span class="assume">{escape(result.format)} · {escape(result.device)} · '
+                f"{escape(result.dtype)}</span>" + _layer_table(result.layers) + _verdict(result))
+    return f'<div class="sninspect"><style>{_NOTEBOOK_CSS}</style>{body}</div>'

@@ -202,6 +202,48 @@ class Report:
         frame["notes"] = frame["notes"].map(lambda n: "; ".join(n))
         return frame
 
+    def _repr_html_(self) -> str:
+        """The layer table and summary, for a notebook cell (``sninspect.render`` is imported on demand)."""
+        from sninspect.render.html import notebook_html
+
+        return notebook_html(self)
+
+    def plot(self) -> dict[str, Any]:
+        """The report's matplotlib figures by name (``sigma``, ``cos_error``, ``spectra``,
+        ``lipschitz_depth``); matplotlib is imported on demand."""
+        from sninspect.render.plots import report_figures
+
+        return dict(report_figures(self))
+
+
+def report_from_dict(data: dict[str, Any], *, checkpoint: str | None = None,
+                     extras: dict[str, Any] | None = None) -> Report:
+    """The :class:`Report` whose ``to_dict()`` is ``data`` (a ``report --format json`` object or a
+    monitor log record's ``report``); non-finite numbers come back as None, as JSON stored them.
+    ``checkpoint`` and ``extras`` replace the stored ones. Raises KeyError/TypeError/ValueError on
+    a malformed object (the caller names the file and line)."""
+    names = {f.name for f in fields(LayerAudit)}
+    layers = [LayerAudit(**{k: _tupled(v) for k, v in layer.items() if k in names}) for layer in data["layers"]]
+    models = []
+    for entry in data["models"]:
+        bound = {k: _tupled(v) for k, v in entry["lipschitz"].items() if k in _BOUND_FIELDS}
+        models.append(ModelAudit(name=entry["name"], layers=tuple(la for la in layers if la.model == entry["name"]),
+                                 lipschitz=NetworkBound(**bound), warnings=tuple(entry["warnings"])))
+    own = sum(len(m.warnings) for m in models)
+    every = list(data.get("warnings", []))
+    return Report(checkpoint=data["checkpoint"] if checkpoint is None else checkpoint, format=data["format"],
+                  device=data["device"], dtype=data["dtype"], models=tuple(models),
+                  warnings=tuple(every[: len(every) - own]),
+                  extras=dict(data.get("extras", {}) if extras is None else extras),
+                  layer_order=data.get("layer_order", STORED_ORDER))
+
+
+_BOUND_FIELDS = frozenset(f.name for f in fields(NetworkBound))
+
+
+def _tupled(value: Any) -> Any:
+    return tuple(value) if isinstance(value, list) else value
+
 
 def _layer_dict(layer: LayerAudit, spectra: bool) -> dict[str, Any]:
     data = asdict(layer)

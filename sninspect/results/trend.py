@@ -102,6 +102,18 @@ class Trend:
             "changes": list(self.changes),
         })
 
+    def _repr_html_(self) -> str:
+        """The run's summary and per-layer trend tables, for a notebook cell."""
+        from sninspect.render.html import notebook_html
+
+        return notebook_html(self)
+
+    def plot(self) -> dict[str, Any]:
+        """The run's matplotlib figures by name (``trend_sigma``, ``trend_cos_error``)."""
+        from sninspect.render.plots import trend_figures
+
+        return dict(trend_figures(self))
+
 
 def step_number(value: float) -> int | float:
     """A step as an int when it is one (JSON and labels show ``1200``, not ``1200.0``)."""

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from sninspect.dialects import DialectName
 from sninspect.dialects.base import module_and_param, weight64
-from sninspect.errors import LayerError
+from sninspect.errors import LayerError, flag, option
 from sninspect.io.load import display_name
 from sninspect.linalg.exact import exact_spectra
 from sninspect.linalg.spectral import to_matrix
@@ -50,7 +50,7 @@ def apply_state(
     for (key, name, dim), spectrum in zip(picked, spectra, strict=True):
         if not spectrum.sigma1 > 0.0:
             raise LayerError(f"layer '{name}': the weight is all zeros (σ1 = 0, SN would divide by 0) — "
-                             "--exclude it")
+                             f"{option('exclude')} it")
         stored = state.tensors[key]
         module, param = module_and_param(key)
         u = spectrum.u1.to(stored.dtype)  # (rows,)
@@ -70,7 +70,7 @@ def _pick(
 ) -> tuple[list[tuple[str, str, int]], list[str], list[str]]:
     """The plain weights to put SN on, as (key, display name, dim), with notes and warnings."""
     selector = Selector(include, exclude)
-    mark = compile_option(transposed, "--transposed")
+    mark = compile_option(transposed, "transposed")
     picked: list[tuple[str, str, int]] = []
     skipped_embeddings, hinted = [], []
     for key, tensor in state.tensors.items():
@@ -89,10 +89,10 @@ def _pick(
         picked.append((key, name, dim))
     notes, warnings = [], []
     if skipped_embeddings:
-        notes.append(f"embeddings left plain (--embeddings includes them): {short(skipped_embeddings)}")
+        notes.append(f"embeddings left plain ({flag('embeddings')} includes them): {short(skipped_embeddings)}")
     if hinted:
         warnings.append(f"these look like ConvTranspose layers, which need dim=1: {short(hinted)} — "
-                        "mark them with --transposed REGEX if they are")
+                        f"mark them with {option('transposed', 'REGEX')} if they are")
     return picked, notes, warnings
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from torch import Tensor
 
-from sninspect.errors import OutputError
+from sninspect.errors import OutputError, flag, option
 from sninspect.io.load import Checkpoint, ModelState
 from sninspect.rewrite.state import State, StateRewrite
 from sninspect.rewrite.summary import short
@@ -73,7 +73,7 @@ def _drop_optimizers(
 
 def _optimizer_note(dropped: list[str]) -> str:
     return (f"optimizer state dropped ({short(dropped)}): it refers to the SN parameters; "
-            "--keep-optimizer keeps it")
+            f"{flag('keep_optimizer')} keeps it")
 
 
 def torch_payload(
@@ -165,5 +165,5 @@ def _flat_tensors(done: list[tuple[ModelState, StateRewrite]]) -> dict[str, Tens
     if clashes:
         raise OutputError(f"safetensors is flat and these names would collide (one tensor would be lost): "
                           f"{short(clashes, 3)} (write a .pt file, which keeps the models apart, or pick one "
-                          "model with --key)")
+                          f"model with {option('key')})")
     return tensors

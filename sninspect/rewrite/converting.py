@@ -37,7 +37,7 @@ def convert_state(
     target = Style(to)
     writer = target.writer
     selector = Selector(include, exclude)
-    mark = compile_option(transposed, "--transposed")
+    mark = compile_option(transposed, "transposed")
     found, warnings = detect(state)
     layers = scope(found, selector, prefix)
     metadata = copy_metadata(state.metadata)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from enum import StrEnum
 
 from sninspect._version import __version__
-from sninspect.errors import UsageError
+from sninspect.errors import UsageError, flag
 from sninspect.io.load import TORCH_SUFFIXES, ModelState, load_checkpoint, save_checkpoint
 from sninspect.rewrite.container import safetensors_payload, torch_payload
 from sninspect.rewrite.state import State, StateRewrite, copy_metadata
@@ -72,7 +72,7 @@ def rewrite_file(
     elif os.path.exists(output):
         same = os.path.exists(path) and os.path.samefile(output, path)
         warnings.append(f"{os.fspath(output)} is the input: the real run will refuse it" if same else
-                        f"{os.fspath(output)} exists: the real run needs --force" if not force else
-                        f"{os.fspath(output)} exists and will be replaced (--force)")
+                        f"{os.fspath(output)} exists: the real run needs {flag('force')}" if not force else
+                        f"{os.fspath(output)} exists and will be replaced ({flag('force')})")
     return Rewrite(operation, os.fspath(path), os.fspath(output), fmt.value, tuple(changes), tuple(notes),
                    tuple(warnings), written=not dry_run)

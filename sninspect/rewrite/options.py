@@ -11,6 +11,7 @@ from typing import Literal
 from sninspect import dialects
 from sninspect.dialects import Dialect, DialectName
 from sninspect.errors import UsageError
+from sninspect.errors import option as spelled
 
 WEIGHT = re.compile(r"^(weight|\w+_weight|weight_[ih]h_l\d+(_reverse)?)$")
 """Parameter names ``apply`` treats as weights (``weight``, ``in_proj_weight``, LSTM's ``weight_hh_l0``;
@@ -63,7 +64,8 @@ class Sigma:
             return cls(text)  # type: ignore[arg-type]
         match = re.fullmatch(r"power:(\d+)", text)
         if match is None or int(match[1]) < 1:
-            raise UsageError(f"--sigma {text!r}: expected eval, exact or power:N with N ≥ 1 (e.g. power:10)")
+            raise UsageError(f"{spelled('sigma', repr(text))}: expected eval, exact or power:N with N ≥ 1 "
+                             "(e.g. power:10)")
         return cls("power", int(match[1]))
 
     def __str__(self) -> str:
@@ -74,8 +76,8 @@ class Selector:
     """``--include`` / ``--exclude``: regexes searched in a layer's display name."""
 
     def __init__(self, include: str | None = None, exclude: str | None = None) -> None:
-        self.include = compile_option(include, "--include")
-        self.exclude = compile_option(exclude, "--exclude")
+        self.include = compile_option(include, "include")
+        self.exclude = compile_option(exclude, "exclude")
 
     def __call__(self, name: str) -> bool:
         if self.include is not None and not self.include.search(name):
@@ -90,4 +92,4 @@ def compile_option(pattern: str | None, option: str) -> re.Pattern[str] | None:
     try:
         return re.compile(pattern)
     except re.error as err:
-        raise UsageError(f"{option} {pattern!r}: not a valid regular expression ({err})") from err
+        raise UsageError(f"{spelled(option, repr(pattern))}: not a valid regular expression ({err})") from err

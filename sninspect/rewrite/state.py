@@ -15,7 +15,7 @@ from torch import Tensor
 from sninspect import dialects
 from sninspect.dialects import SNLayer
 from sninspect.dialects.base import Metadata, meta_key
-from sninspect.errors import LayerError
+from sninspect.errors import LayerError, option
 from sninspect.io.load import display_name
 from sninspect.rewrite.options import Selector
 from sninspect.rewrite.summary import LayerChange
@@ -116,7 +116,7 @@ def resolved(
         return layer, None
     shape = list(tensors[layer.weight_key].shape)
     return layer, (f"layer '{name}': SN dim={layer.dim} guessed from u alone (no v stored, and both "
-                   f"dims fit the shape {shape}); if this is a ConvTranspose, pass --transposed")
+                   f"dims fit the shape {shape}); if this is a ConvTranspose, pass {option('transposed')}")
 
 
 def clear_sn_metadata(metadata: Metadata | None, layers: Iterable[SNLayer], keys: Mapping[str, object]) -> None:

@@ -39,7 +39,7 @@ def strip_state(
     coefficient (not stored; default 1.0)."""
     mode = Sigma.parse(sigma)
     selector = Selector(include, exclude)
-    mark = compile_option(transposed, "--transposed")
+    mark = compile_option(transposed, "transposed")
     found, warnings = detect(state, coeff)
     layers = scope(found, selector, prefix)
     replace_at: dict[str, list[tuple[str, Tensor]]] = {}

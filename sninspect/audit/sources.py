@@ -1,0 +1,160 @@
+"""What ``sninspect.analyze`` accepts, and how each source becomes a :class:`Checkpoint`.
+
+- a path (``str`` or ``os.PathLike``) of a checkpoint file: loaded by :mod:`sninspect.io.load`;
+- a binary file object (``io.BytesIO``, ``open(path, "rb")``): its bytes spooled to a temporary file
+  and loaded the same way (:mod:`sninspect.io.streams`), named after the object;
+- a state dict (a mapping of names to tensors), or a wrapper around state dicts (``{"model": sd,
+  "step": 100}``, ``{"netG": ..., "netD": ...}``): unwrapped exactly as a loaded file is;
+- an ``nn.Module`` (or a mapping holding modules): its ``state_dict()``. Reading the state dict runs no
+  forward and no parametrization: ``torch.nn.utils.spectral_norm`` keeps ``weight_orig``/``weight_u``/
+  ``weight_v`` as a parameter and buffers, ``parametrizations.spectral_norm`` keeps ``original``/``_u``/
+  ``_v``; the state dict holds detached views of them (no copy, on the model's device). Reading
+  ``module.weight`` instead would run a power step on a parametrized module in training mode.
+
+A folder is a training run, not one checkpoint: :func:`analyze` refuses it with the pointer to
+:func:`analyze_run`, which audits every checkpoint in it (or every source of a list) and returns the
+:class:`Trend`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import IO, Any, TypeAlias
+
+import torch
+
+from sninspect.audit import checks, run
+from sninspect.audit.log import read_log
+from sninspect.audit.options import Options, resolve_device, resolve_dtype
+from sninspect.audit.pipeline import analyze_checkpoint
+from sninspect.errors import UsageError
+from sninspect.io import wrappers
+from sninspect.io.checkpoint import Checkpoint, find_models
+from sninspect.io.load import load_checkpoint
+from sninspect.io.monitor_log import is_log
+from sninspect.io.streams import is_file_object, spooled, stream_name
+from sninspect.results.check import Rules, Verdict
+from sninspect.results.report import Report
+from sninspect.results.trend import Trend
+
+__all__ = ["MODULE_FORMAT", "STATE_DICT_FORMAT", "Source", "analyze", "analyze_run", "check", "trend"]
+
+Source: TypeAlias = "str | os.PathLike[str] | IO[bytes] | Mapping[str, Any] | torch.nn.Module"
+"""Anything :func:`analyze` audits."""
+
+MODULE_FORMAT = "module"
+"""``Report.format`` of a live ``nn.Module``."""
+STATE_DICT_FORMAT = "state-dict"
+"""``Report.format`` of an in-memory state dict (or a wrapper around state dicts)."""
+
+
+def analyze(source: Source, options: Options | None = None, **overrides: object) -> Report:
+    """Audit one checkpoint, from any source: a path, a binary file object, a state dict or an
+    ``nn.Module``. ``sninspect.analyze(netD).to_dataframe()``.
+
+    ``overrides`` are :class:`Options` fields (``device="cpu"``, ``key="netD"``, ``include="main"``).
+    A module or state dict is audited where its tensors are (``device="auto"`` means *their* device
+    for in-memory sources: a model training on CUDA is audited on CUDA, and nothing is copied to the
+    CPU); its state is not changed (no power step, no buffer written, the RNG untouched).
+    A folder raises :class:`~sninspect.errors.UsageError` (a ``ValueError``): use :func:`analyze_run`.
+    """
+    options = replace(options or Options(), **overrides)  # type: ignore[arg-type]
+    dtype = resolve_dtype(options.dtype)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(os.fspath(source))
+        if path.is_dir():
+            raise UsageError(f"{source}: is a folder, a training run rather than one checkpoint; "
+                             "sninspect.analyze_run(folder) audits each checkpoint in it and returns the Trend")
+        device = resolve_device(options.device)  # a bad device fails before a long load
+        checkpoint = load_checkpoint(path, key=options.key, unsafe_load=options.unsafe_load)
+        return analyze_checkpoint(checkpoint, options, device=device, dtype=dtype)
+    if is_file_object(source):
+        shown = stream_name(source)  # type: ignore[arg-type]
+        device = resolve_device(options.device)
+        with spooled(source, shown) as path:  # type: ignore[arg-type]
+            checkpoint = load_checkpoint(path, key=options.key, unsafe_load=options.unsafe_load, shown=shown)
+            report = analyze_checkpoint(checkpoint, options, device=device, dtype=dtype, name=shown)
+            del checkpoint  # the tensors map the temporary file: let them go before it is removed
+        return report
+    if isinstance(source, (Mapping, torch.nn.Module)):
+        checkpoint = in_memory(source, options.key)
+        device = _home_device(checkpoint) if options.device == "auto" else resolve_device(options.device)
+        return analyze_checkpoint(checkpoint, options, device=device, dtype=dtype, name=str(checkpoint.path))
+    raise UsageError(f"cannot audit a {type(source).__name__}: expected a checkpoint path, a binary file "
+                     "object, a state dict (name -> tensor) or an nn.Module")
+
+
+def in_memory(source: Mapping[str, Any] | torch.nn.Module, key: str | None) -> Checkpoint:
+    """A module or (wrapped) state dict as a :class:`Checkpoint`, unwrapped as a loaded file is."""
+    is_module = isinstance(source, torch.nn.Module)
+    label = f"<{type(source).__name__}>" if is_module else "<state dict>"
+    models = find_models(source, label, key)
+    fmt = MODULE_FORMAT if is_module or _holds_modules(source) else STATE_DICT_FORMAT
+    return Checkpoint(Path(label), fmt, models, source, {}, wrappers.extras(source))
+
+
+def analyze_run(source: str | os.PathLike[str] | Sequence[Source], options: Options | None = None,
+                **overrides: object) -> Trend:
+    """Audit a training run and put it in order: a folder of checkpoints, a monitor log
+    (``run.jsonl`` written by :class:`sninspect.monitor.SNMonitor`), or a list of sources (paths, file
+    objects, state dicts, modules). Ordered as ``sninspect report`` orders a run: by the step entry
+    saved in every checkpoint, else the number in every file name, else the modification time."""
+    options = replace(options or Options(), **overrides)  # type: ignore[arg-type]
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(os.fspath(source))
+        if is_log(path):
+            return read_log(path)
+        return run.order(run.audit(run.collect([path]), options))
+    if isinstance(source, (Mapping, torch.nn.Module)) or is_file_object(source):
+        raise UsageError("analyze_run takes a folder, a monitor log or a list of sources; one source is "
+                         "one checkpoint: sninspect.analyze(source)")
+    if not source:
+        raise UsageError("analyze_run: an empty list (expected a folder, a monitor log or some sources)")
+    return trend([analyze(item, options) for item in source])
+
+
+def trend(reports: Sequence[Report]) -> Trend:
+    """Several reports of one model as a training run: ``sninspect.trend([r100, r200, r300])``."""
+    if not reports:
+        raise UsageError("trend: no report (expected the reports of a training run)")
+    return run.order(reports)
+
+
+def check(report: Report, rules: Rules | Mapping[str, Any] | None = None) -> Verdict:
+    """Judge ``report`` as ``sninspect check`` does: ``sninspect.check(report).passed``.
+
+    ``rules``: a :class:`Rules`, a mapping of its fields (``{"max_sigma": 1.05}``: the others keep
+    their defaults), or None for the defaults."""
+    return checks.check(report, as_rules(rules))
+
+
+def as_rules(rules: Rules | Mapping[str, Any] | None) -> Rules:
+    """``rules`` as :class:`Rules`; an unknown name is a :class:`UsageError` naming the known ones."""
+    if rules is None:
+        return Rules()
+    if isinstance(rules, Rules):
+        return rules
+    known = set(Rules.__dataclass_fields__)
+    unknown = sorted(set(rules) - known)
+    if unknown:
+        raise UsageError(f"rules: unknown {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})")
+    return Rules(**rules)
+
+
+def _holds_modules(source: object) -> bool:
+    return isinstance(source, Mapping) and any(isinstance(v, torch.nn.Module) for v in source.values())
+
+
+def _home_device(checkpoint: Checkpoint) -> torch.device:
+    """Where an in-memory model's weights are: the device of its first floating-point tensor (CPU when
+    it has none)."""
+    for model in checkpoint.models:
+        for tensor in model.tensors.values():
+            if tensor.is_floating_point() and tensor.device.type != "meta":
+                return tensor.device
+    return torch.device("cpu")
+
+

@@ -1,0 +1,1 @@
+"""Training-framework integrations built on :class:`sninspect.monitor.SNMonitor` (optional extras)."""

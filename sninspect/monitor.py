@@ -1,0 +1,164 @@
+"""Watch SN while a model trains: audit it every N steps, log the numbers, warn when a rule breaks.
+
+>>> monitor = SNMonitor(netD, every=100, log="runs/sn.jsonl", tensorboard="runs/tb")
+>>> for step in range(1, steps + 1):
+...     train_one_step()
+...     monitor.step(step)          # audits at steps 100, 200, ...; nothing in between
+>>> monitor.close()
+
+Each audit is :func:`sninspect.analyze` of the live module: on the module's device, from its state
+dict (no forward, no power step, no copy to the CPU, the RNG untouched). The audit is judged against
+``rules`` (the defaults of ``sninspect check``); a broken rule is a :class:`SNHealthWarning`, or with
+``fail_fast`` an :class:`SNHealthError`. Every audit appends one record to the JSON-lines ``log``
+(:mod:`sninspect.audit.log`; ``sninspect report run.jsonl`` shows it as a training run) and, when a
+TensorBoard writer or folder is given, writes scalars under ``sninspect/``.
+
+The log is append-only: an existing file is continued, never truncated (a resumed run appends its
+records after the old ones). Each record is one ``O_APPEND`` write (:func:`sninspect.io.write.append_line`),
+so a reader never sees half a record except a last line still being written, which it skips.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sninspect.audit.log import log_record
+from sninspect.audit.options import Options
+from sninspect.audit.sources import analyze, as_rules, check
+from sninspect.errors import SninspectError, UsageError
+from sninspect.io.write import append_line
+from sninspect.results.check import Rules, Verdict
+from sninspect.results.report import Report
+
+__all__ = ["SNHealthError", "SNHealthWarning", "SNMonitor"]
+
+TB_PREFIX = "sninspect"
+"""TensorBoard tag prefix: ``sninspect/sigma_effective/main.2.weight``, ``sninspect/lipschitz/...``."""
+
+TB_LAYER_NUMBERS = ("sigma_effective", "sigma_rel_error", "cos_error_u", "cos_error_v", "sigma_exact")
+"""Per-layer numbers written to TensorBoard (the log has every JSON field)."""
+
+
+class SNHealthWarning(UserWarning):
+    """An audit during training broke a rule (σ_eff above the limit, a stale u, ...)."""
+
+
+class SNHealthError(SninspectError):
+    """An audit during training broke a rule and the monitor was asked to stop (``fail_fast``)."""
+
+
+class SNMonitor:
+    """Audit ``model`` every ``every`` steps (see the module docstring).
+
+    ``model``: an ``nn.Module`` (or a dict of modules, ``{"netD": D, "netG": G}``).
+    ``rules``: a :class:`~sninspect.Rules`, a mapping of its fields, or None for the defaults.
+    ``log``: the JSON-lines file appended to (None: no log). ``tensorboard``: a
+    ``torch.utils.tensorboard.SummaryWriter``, a folder to create one in, or None.
+    ``options``/``overrides``: how to audit, as for :func:`sninspect.analyze` (``bound_tol=0.05``).
+    """
+
+    def __init__(self, model: torch.nn.Module | Mapping[str, Any], every: int = 100, *,
+                 rules: Rules | Mapping[str, Any] | None = None, log: str | os.PathLike[str] | None = "sninspect.jsonl",
+                 tensorboard: Any = None, fail_fast: bool = False, options: Options | None = None,
+                 **overrides: object) -> None:
+        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+            raise UsageError(f"every={every!r}: expected a positive whole number of steps")
+        self.model = model
+        self.every = every
+        self.rules = as_rules(rules)
+        self.log = Path(os.fspath(log)) if log is not None else None
+        self.fail_fast = fail_fast
+        self.options = replace(options or Options(), **overrides)  # type: ignore[arg-type]
+        self._writer, self._own_writer = _writer(tensorboard)
+        self.last: Report | None = None
+        """The latest audit."""
+        self.last_step: int | None = None
+        self.audits = 0
+
+    def step(self, global_step: int) -> Report | None:
+        """Call once per training step: audits when ``global_step`` is a multiple of ``every`` and
+        returns the report; otherwise returns None at once."""
+        if global_step % self.every:
+            return None
+        return self.audit(global_step)
+
+    def audit(self, global_step: int) -> Report:
+        """Audit now (whatever the step), log, and judge."""
+        start = time.perf_counter()
+        report = analyze(self.model, self.options)
+        verdict = check(report, self.rules)
+        seconds = time.perf_counter() - start
+        if self.log is not None:
+            record = log_record(global_step, report, verdict, time=time.time(), audit_seconds=seconds)
+            append_line(self.log, json.dumps(record, allow_nan=False, separators=(",", ":")))
+        if self._writer is not None:
+            _scalars(self._writer, report, verdict, global_step)
+        self.last, self.last_step = report, global_step
+        self.audits += 1
+        self._judge(verdict, global_step)
+        return report
+
+    def close(self) -> None:
+        """Flush TensorBoard, and close the writer when the monitor made it."""
+        if self._writer is not None:
+            self._writer.flush()
+            if self._own_writer:
+                self._writer.close()
+
+    def __enter__(self) -> SNMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _judge(self, verdict: Verdict, step: int) -> None:
+        if verdict.passed:
+            return
+        lines = "; ".join(v.message for v in verdict.violations[:5])
+        more = f" (and {len(verdict.violations) - 5} more)" if len(verdict.violations) > 5 else ""
+        message = f"sninspect: step {step}: {len(verdict.violations)} SN rule(s) broken: {lines}{more}"
+        if self.fail_fast:
+            raise SNHealthError(message)
+        warnings.warn(message, SNHealthWarning, stacklevel=3)
+
+
+def _writer(tensorboard: Any) -> tuple[Any, bool]:
+    """``(writer, made here)`` from a SummaryWriter-like object, a folder, or None."""
+    if tensorboard is None:
+        return None, False
+    if hasattr(tensorboard, "add_scalar"):
+        return tensorboard, False
+    if not isinstance(tensorboard, (str, os.PathLike)):
+        raise UsageError(f"tensorboard={type(tensorboard).__name__}: expected a SummaryWriter, a folder or None")
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise UsageError("tensorboard=: needs the tensorboard package (pip install 'sninspect[tensorboard]')"
+                         ) from err
+    return SummaryWriter(log_dir=os.fspath(tensorboard)), True
+
+
+def _scalars(writer: Any, report: Report, verdict: Verdict, step: int) -> None:
+    """Per-layer numbers, the network bound and the count of broken rules at ``step``."""
+    for layer in report.layers:
+        if not layer.has_sn or layer.error is not None:
+            continue
+        for quantity in TB_LAYER_NUMBERS:
+            value = getattr(layer, quantity)
+            if value is not None:
+                writer.add_scalar(f"{TB_PREFIX}/{quantity}/{layer.name}", value, step)
+    bound = report.primary.lipschitz
+    for quantity in ("matrix_product", "operator_product"):
+        value = getattr(bound, quantity)
+        if value is not None:
+            writer.add_scalar(f"{TB_PREFIX}/lipschitz/{quantity}", value, step)
+    writer.add_scalar(f"{TB_PREFIX}/violations", len(verdict.violations), step)
