@@ -207,3 +207,34 @@ def test_parametrized_weight_without_sn_state_is_a_plain_layer_with_a_note(tmp_p
     assert any("without SN state" in n for n in plain.notes)
     stored = model.state_dict()["0.parametrizations.weight.original"].double()
     assert plain.sigma_exact == pytest.approx(float(torch.linalg.matrix_norm(stored, ord=2)), rel=1e-12)
+
+
+def test_two_entry_u_cannot_pick_dim_1_by_chance() -> None:
+    """u of 2 entries: a random fit of the wrong dim is as likely as the right one's drift (hypothesis
+    found out=inp=2, k=2, seed 624, where dim 1 fit 3× better by chance); dim 0 is assumed, saying so."""
+    torch.manual_seed(624)
+    wrapped = parametrizations.spectral_norm(nn.Conv2d(2, 2, 2))
+    train(wrapped, lambda: torch.randn(2, 2, 5, 5), steps=2)
+    wrapped.eval()
+    with torch.no_grad():
+        wrapped(torch.randn(1, 2, 5, 5))
+    layer, sigma_hat = audit_estimate(wrapped.state_dict())["weight"]
+    assert layer.dim == 0
+    assert math.isclose(sigma_hat, eval_divisor(wrapped.parametrizations.weight.original, wrapped.weight),
+                        rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("style", ["torch", "torch-parametrize"])
+def test_square_conv_transpose_still_resolves_to_dim_1(style: str) -> None:
+    """With enough entries in u the evidence is decisive: a 5→5 ConvTranspose is dim 1."""
+    torch.manual_seed(3)
+    conv = nn.ConvTranspose2d(5, 5, 3)
+    wrapped = spectral_norm(conv, dim=1) if style == "torch" else parametrizations.spectral_norm(conv, dim=1)
+    train(wrapped, lambda: torch.randn(2, 5, 5, 5), steps=2)
+    wrapped.eval()
+    with torch.no_grad():
+        wrapped(torch.randn(1, 5, 5, 5))
+    layer, sigma_hat = audit_estimate(wrapped.state_dict())["weight"]
+    original = wrapped.weight_orig if style == "torch" else wrapped.parametrizations.weight.original
+    assert layer.dim == 1 and any("dim=1 chosen" in n for n in layer.notes)
+    assert math.isclose(sigma_hat, eval_divisor(original, wrapped.weight), rel_tol=1e-5)

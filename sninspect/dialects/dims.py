@@ -56,17 +56,35 @@ def resolve_dim(
         # No v stored (version None): the stored u came from a power step u = n(W Wᵀ u_prev), so the
         # right dim is the one for which one more step moves it least.
         errors = {d: _power_step_residual(weight, d, u) for d in dims}
-        best = min(errors, key=lambda d: errors[d])
-        detail = ", ".join(f"dim={d}: {e:.1e}" for d, e in errors.items())
-        note = f"dim={best} chosen by the power-step residual ‖n(W Wᵀ u) − u‖ ({detail})"
-        return replace(layer, dim=best, notes=layer.notes + (note,))
+        return _decide(layer, dims, errors, u_len, "the power-step residual ‖n(W Wᵀ u) − u‖")
     v = tensors[layer.v_key].detach().reshape(-1).to(torch.float64)
     residuals = {d: _signless_residual(weight, d, u, v) for d in dims}
-    # dim 0 unless another dim fits clearly better (a 2-D weight is nearly always dim 0).
-    best = min(residuals, key=lambda d: (residuals[d] > 0.5 * residuals[dims[0]] if d else False, residuals[d]))
+    return _decide(layer, dims, residuals, u_len, "the residual ‖u − normalize(W v)‖")
+
+
+EVIDENCE = 100.0
+"""How much better another dim must fit than the first candidate (a Conv's dim 0) to be chosen, as the
+ratio of chance probabilities (r_first / r_other)^(m − 2) for u of m entries: a random direction in
+R^m comes within angle r of a given line with probability ∝ r^(m − 1), so that ratio is the
+likelihood ratio of the two fits when the optimizer's drift is alike for both. Square ConvTransposes
+are rare beside square Convs, so the evidence must be strong; with m = 2 a fit says nothing."""
+
+
+def _decide(layer: SNLayer, dims: list[int], residuals: dict[int, float], m: int, measure: str) -> SNLayer:
+    """The first candidate dim (0: a Conv) unless another fits decisively better (:data:`EVIDENCE`),
+    with the residuals and the reason in the notes."""
+    first = dims[0]
     detail = ", ".join(f"dim={d}: {r:.1e}" for d, r in residuals.items())
-    note = f"dim={best} chosen by the residual ‖u − normalize(W v)‖ ({detail})"
-    return replace(layer, dim=best, notes=layer.notes + (note,))
+    other = min((d for d in dims if d != first), key=lambda d: residuals[d])
+    r_first, r_other = residuals[first], residuals[other]
+    if r_other < 0.5 * r_first and (r_other == 0.0 or (r_first / r_other) ** (m - 2) >= EVIDENCE):
+        return replace(layer, dim=other, notes=layer.notes + (f"dim={other} chosen by {measure} ({detail})",))
+    if r_other < r_first:
+        note = (f"dim={first} assumed (a Conv): {measure} ({detail}) cannot tell the dims apart with u of "
+                f"{m} entries; were it a ConvTranspose, σ̂ and σ_eff would be dim {other}'s")
+    else:
+        note = f"dim={first} chosen by {measure} ({detail})"
+    return replace(layer, dim=first, notes=layer.notes + (note,))
 
 
 def _power_step_residual(weight: Tensor, dim: int, u: Tensor) -> float:
