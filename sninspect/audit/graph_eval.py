@@ -1,0 +1,158 @@
+"""Run an exported graph (:class:`~sninspect.io.exported.ExportedGraph`) with a fixed list of aten
+operators, in float64.
+
+Only operators named in :data:`FOLD_OPS` or :data:`RUN_OPS` are ever looked up
+(``torch.ops.aten.<name>.<overload>``); a graph calling anything else is refused with the operator's
+name. Nodes that do not depend on the user's input (spectral normalization's W / (uᵀWv), reshapes
+of weights) are evaluated once: they are the weights the model really uses in eval mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sninspect.errors import InputError
+from sninspect.io.exported import ExportedGraph, GraphNode, Ref
+
+__all__ = ["RUN_OPS", "GraphFunction", "dependent_values", "fold_constants", "node_refs", "op_name"]
+
+_SHAPE_OPS = {
+    "view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "t",
+    "contiguous", "clone", "alias", "detach", "expand", "slice", "select", "narrow", "_to_copy", "to",
+    "type_as", "dropout", "feature_dropout", "identity", "lift_fresh_copy", "unflatten", "cat", "stack",
+    "view_as", "reshape_as", "flip", "repeat", "split", "chunk", "movedim",
+}
+_ARITH_OPS = {"add", "sub", "rsub", "mul", "div", "neg", "linear", "mm", "matmul", "addmm", "sum", "mean",
+              "batch_norm", "_native_batch_norm_legit_no_training"}
+_CONV_OPS = {"conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d", "conv_transpose2d",
+             "conv_transpose3d", "_convolution"}
+_POOL_OPS = {"avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+             "adaptive_avg_pool3d", "_adaptive_avg_pool2d", "max_pool1d", "max_pool2d", "max_pool3d"}
+_ACTIVATIONS = {"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "tanh", "tanh_", "softsign", "sigmoid",
+                "sigmoid_", "hardsigmoid", "hardsigmoid_", "leaky_relu", "leaky_relu_", "elu", "elu_",
+                "softplus", "gelu", "gelu_", "silu", "silu_"}
+RUN_OPS = _SHAPE_OPS | _ARITH_OPS | _CONV_OPS | _POOL_OPS | _ACTIVATIONS
+"""aten operators that may be run on values that depend on the input (each has a bound rule)."""
+
+FOLD_OPS = RUN_OPS | {
+    "sqrt", "rsqrt", "pow", "reciprocal", "abs", "max", "min", "amax", "clamp", "clamp_min", "clamp_max",
+    "norm", "linalg_vector_norm", "frobenius_norm", "exp", "log", "sign", "zeros_like", "ones_like",
+    "full_like", "copy", "squeeze_", "unsqueeze_", "expand_as", "addmv", "where", "eq", "gt", "lt", "ge",
+    "le", "ne", "logical_not", "linalg_matrix_norm", "bmm", "mv", "dot", "vdot", "index_select",
+}
+"""aten operators that may be run on the archive's tensors alone (computing the eval weights)."""
+
+_CASTS = ("_to_copy", "to", "type_as")
+_NEVER = {"from_file", "empty", "empty_strided", "resize_", "set_", "_local_scalar_dense", "copy_"}
+
+
+def op_name(target: str) -> str:
+    """``torch.ops.aten.conv2d.default`` → ``conv2d``; anything outside aten → its full name."""
+    parts = target.split(".")
+    if len(parts) == 5 and parts[:3] == ["torch", "ops", "aten"]:
+        return parts[3]
+    return target
+
+
+def _operator(target: str, allowed: set[str], file: str) -> Callable[..., Any]:
+    parts = target.split(".")
+    name = op_name(target)
+    if len(parts) != 5 or parts[:3] != ["torch", "ops", "aten"] or name not in allowed or name in _NEVER:
+        raise InputError(f"{file}: operator {target[:100]} is not one sninspect can bound or run (supported: "
+                         "convolutions, linear, activations with known Lipschitz constants, pooling, "
+                         "BatchNorm in eval mode, residual adds, concatenation, reshapes)")
+    overload = getattr(getattr(torch.ops.aten, name), parts[4], None)
+    if overload is None:
+        raise InputError(f"{file}: operator {target[:100]} does not exist in this torch version")
+    return overload
+
+
+def _resolve(value: Any, env: Mapping[str, Any]) -> Any:
+    if isinstance(value, Ref):
+        return env[value.name]
+    if isinstance(value, list):
+        return [_resolve(v, env) for v in value]
+    return value
+
+
+def _refs(value: Any) -> list[str]:
+    if isinstance(value, Ref):
+        return [value.name]
+    if isinstance(value, list):
+        return [name for v in value for name in _refs(v)]
+    return []
+
+
+def node_refs(node: GraphNode) -> list[str]:
+    """The names of the values a node reads."""
+    return [name for v in (*node.args, *node.kwargs.values()) for name in _refs(v)]
+
+
+def dependent_values(graph: ExportedGraph) -> set[str]:
+    """Names of the values that depend on a user input."""
+    found = set(graph.inputs)
+    for node in graph.nodes:
+        if any(name in found for name in node_refs(node)):
+            found.update(name for name in node.outputs if name is not None)
+    return found
+
+
+def _float64(tensor: Tensor) -> Tensor:
+    return tensor.double() if tensor.is_floating_point() else tensor
+
+
+def _call(node: GraphNode, env: Mapping[str, Any], allowed: set[str], file: str) -> None:
+    op = _operator(node.target, allowed, file)
+    args = [_resolve(a, env) for a in node.args]
+    kwargs = {k: _resolve(v, env) for k, v in node.kwargs.items()}
+    try:
+        # casts are identities: everything stays float64
+        result = args[0] if op_name(node.target) in _CASTS else op(*args, **kwargs)
+    except Exception as err:  # an archive whose graph does not run: say which node
+        raise InputError(f"{file}: node {node.name!r} ({node.target}) fails to run: "
+                         f"{str(err).splitlines()[0][:160] if str(err) else type(err).__name__}") from None
+    values = list(result) if isinstance(result, (tuple, list)) else [result]
+    for name, value in zip(node.outputs, values, strict=False):
+        if name is not None:
+            env[name] = value  # type: ignore[index]
+
+
+def fold_constants(graph: ExportedGraph) -> dict[str, Tensor]:
+    """Every value that does not depend on a user input, in float64 (floating tensors)."""
+    env: dict[str, Any] = {name: _float64(t) for name, t in graph.tensors.items()}
+    dependent = dependent_values(graph)
+    with torch.no_grad():
+        for node in graph.nodes:
+            if not any(name in dependent for name in node.outputs if name is not None):
+                _call(node, env, FOLD_OPS, graph.file)
+    return env
+
+
+class GraphFunction:
+    """The exported program as a float64 function of its (single) input tensor, built from
+    :data:`RUN_OPS` only; differentiable with autograd and ``torch.func``."""
+
+    def __init__(self, graph: ExportedGraph, constants: Mapping[str, Tensor] | None = None) -> None:
+        if len(graph.inputs) != 1:
+            raise InputError(f"{graph.file}: the program takes {len(graph.inputs)} tensor inputs; the "
+                             "graph bound covers functions of one input tensor")
+        self.graph = graph
+        self.constants = dict(constants) if constants is not None else fold_constants(graph)
+        dependent = dependent_values(graph)
+        self.nodes: Sequence[GraphNode] = [n for n in graph.nodes
+                                           if any(o in dependent for o in n.outputs if o is not None)]
+        for node in self.nodes:
+            _operator(node.target, RUN_OPS, graph.file)
+        self.input_shape = graph.shapes[graph.inputs[0]]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        env: dict[str, Any] = dict(self.constants)
+        env[self.graph.inputs[0]] = x
+        for node in self.nodes:
+            _call(node, env, RUN_OPS, self.graph.file)
+        outs = [env[name].reshape(-1) for name in self.graph.outputs]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)  # (total outputs,)
