@@ -24,7 +24,7 @@ _SHAPE_OPS = {
     "view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "t",
     "contiguous", "clone", "alias", "detach", "expand", "slice", "select", "narrow", "_to_copy", "to",
     "type_as", "dropout", "feature_dropout", "identity", "lift_fresh_copy", "unflatten", "cat", "stack",
-    "view_as", "reshape_as", "flip", "repeat", "split", "chunk", "movedim",
+    "view_as", "reshape_as", "flip", "repeat", "split", "chunk", "movedim", "numpy_T", "mT",
 }
 _ARITH_OPS = {"add", "sub", "rsub", "mul", "div", "neg", "linear", "mm", "matmul", "addmm", "sum", "mean",
               "batch_norm", "_native_batch_norm_legit_no_training"}

@@ -29,7 +29,7 @@ __all__ = ["Step", "bound_step"]
 
 _IDENTITIES = {"view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze", "permute", "transpose",
                "t", "contiguous", "clone", "alias", "detach", "identity", "lift_fresh_copy", "unflatten",
-               "view_as", "reshape_as", "flip", "movedim", "_to_copy", "to", "type_as", "neg"}
+               "view_as", "reshape_as", "flip", "movedim", "_to_copy", "to", "type_as", "neg", "numpy_T", "mT"}
 _PROJECTIONS = {"slice", "select", "narrow", "split", "chunk"}
 _COPIES = {"expand", "repeat"}
 _AVG = {"avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",

@@ -22,6 +22,7 @@ calls them. Every failure is one :class:`~sninspect.errors.InputError` line.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -101,14 +102,21 @@ def _model_record(name: str) -> bool:
     return len(parts) == 3 and parts[1] == "models" and parts[2].endswith(".json")
 
 
-def load_exported(path: str | os.PathLike[str]) -> ExportedGraph:
-    """The graph and tensors of a ``torch.export.save`` archive, read without running code from it."""
-    file = Path(os.fspath(path))
-    shown = printable(file)
-    open_regular(file, shown)
+def load_exported(path: str | os.PathLike[str] | io.BytesIO, *, shown: str | None = None) -> ExportedGraph:
+    """The graph and tensors of a ``torch.export.save`` archive (a file, or its bytes in memory), read
+    without running code from it."""
+    if isinstance(path, io.BytesIO):
+        file: Path | io.BytesIO = path
+        shown = shown or "<exported module>"
+        size = len(path.getbuffer())
+    else:
+        file = Path(os.fspath(path))
+        shown = printable(file)
+        open_regular(file, shown)
+        size = os.path.getsize(file)
     try:
         with zipfile.ZipFile(file) as archive:
-            return _read(archive, os.path.getsize(file), shown)
+            return _read(archive, size, shown)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as err:
         raise InputError(f"{shown}: cannot read as a torch.export archive: {err} (expected a .pt2 file "
                          "written by torch.export.save; is it truncated or corrupt?)") from None
