@@ -23,6 +23,7 @@ from sninspect.audit.graph_eval import GraphFunction, fold_constants  # noqa: E4
 from sninspect.errors import InputError  # noqa: E402
 from sninspect.io.exported import load_exported  # noqa: E402
 from sninspect.linalg import operators  # noqa: E402
+from sninspect.linalg.conv_bounds import conv_operator_bound  # noqa: E402
 
 FAST = GraphOptions(starts=2, steps=5, power_steps=15)
 
@@ -78,6 +79,21 @@ def test_strided_conv_against_dense_jacobian(tmp_path: Path) -> None:
     assert report.lower == pytest.approx(truth, rel=1e-3)
     # the size-free per-layer bound the chain uses is ≥ the norm at this size
     assert report.chain_product >= report.upper * (1 - 1e-9)
+
+
+def test_linear_run_is_normed_as_one_operator(tmp_path: Path) -> None:
+    """avg_pool(conv(x)): ‖P C‖ at the size, below ‖P‖·‖C‖, still above the dense truth."""
+    torch.manual_seed(6)
+    conv = nn.Conv2d(2, 3, 3, padding=1)
+    net = nn.Sequential(nn.ReLU(), conv, nn.AvgPool2d(2))
+    x = torch.randn(1, 2, 8, 8)
+    report = _report(net, x, tmp_path)
+    weight = conv.weight.detach().double()
+    truth = dense_norm(lambda t: F.avg_pool2d(F.conv2d(t, weight, padding=1), 2), x.double())
+    product = report.nodes[1].factor * report.nodes[2].factor
+    assert truth * (1 - 1e-9) <= report.upper < product
+    assert report.upper == pytest.approx(truth, rel=1e-3)  # relu's own factor 1, then the run's norm
+    assert "composed with the linear run" in report.nodes[2].rule
 
 
 @settings(max_examples=12, deadline=None)
@@ -205,7 +221,16 @@ def test_sngan_resnet_discriminator(tmp_path: Path) -> None:
     report = _report(model, torch.randn(1, 3, 16, 16), tmp_path)
     assert 0 < report.lower <= report.upper
     assert report.ratio == pytest.approx(report.upper / report.lower)
-    assert report.chain_over_upper > 1  # the graph bound is tighter than the chain product
+    # the chain product is the checkpoint report's rule: ∏ size-free bounds of every conv and linear
+    expected = 1.0
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Conv2d):
+                expected *= conv_operator_bound(module.weight.double()).upper
+            elif isinstance(module, nn.Linear):
+                expected *= float(torch.linalg.matrix_norm(module.weight.double(), 2))
+    assert report.chain_product == pytest.approx(expected, rel=1e-6)
+    assert report.chain_over_upper == pytest.approx(report.chain_product / report.upper)
     assert [b.module for b in report.blocks] == ["block1", "block2", "block3", "block4", "fc"]
     with torch.no_grad():  # the evaluator reproduces the module
         graph = load_exported(tmp_path / "m.pt2")

@@ -105,13 +105,26 @@ def _float64(tensor: Tensor) -> Tensor:
     return tensor.double() if tensor.is_floating_point() else tensor
 
 
-def _call(node: GraphNode, env: Mapping[str, Any], allowed: set[str], file: str) -> None:
+def _smoothed(name: str, args: list[Any], beta: float) -> Tensor | None:
+    """ReLU and LeakyReLU with their kink smoothed (softplus of sharpness ``beta``), else None."""
+    if name in ("relu", "relu_"):
+        return torch.nn.functional.softplus(args[0], beta=beta)
+    if name in ("leaky_relu", "leaky_relu_"):
+        slope = float(args[1]) if len(args) > 1 else 0.01
+        return slope * args[0] + (1.0 - slope) * torch.nn.functional.softplus(args[0], beta=beta)
+    return None
+
+
+def _call(node: GraphNode, env: Mapping[str, Any], allowed: set[str], file: str,
+          smooth: float | None = None) -> None:
     op = _operator(node.target, allowed, file)
     args = [_resolve(a, env) for a in node.args]
     kwargs = {k: _resolve(v, env) for k, v in node.kwargs.items()}
+    name = op_name(node.target)
     try:
+        soft = _smoothed(name, args, smooth) if smooth is not None else None
         # casts are identities: everything stays float64
-        result = args[0] if op_name(node.target) in _CASTS else op(*args, **kwargs)
+        result = soft if soft is not None else args[0] if name in _CASTS else op(*args, **kwargs)
     except Exception as err:  # an archive whose graph does not run: say which node
         raise InputError(f"{file}: node {node.name!r} ({node.target}) fails to run: "
                          f"{str(err).splitlines()[0][:160] if str(err) else type(err).__name__}") from None
@@ -134,9 +147,12 @@ def fold_constants(graph: ExportedGraph) -> dict[str, Tensor]:
 
 class GraphFunction:
     """The exported program as a float64 function of its (single) input tensor, built from
-    :data:`RUN_OPS` only; differentiable with autograd and ``torch.func``."""
+    :data:`RUN_OPS` only; differentiable with autograd and ``torch.func``. ``smooth``: ReLU kinks
+    replaced by softplus of this sharpness (a surrogate whose Jacobian varies smoothly, for searching)."""
 
-    def __init__(self, graph: ExportedGraph, constants: Mapping[str, Tensor] | None = None) -> None:
+    def __init__(self, graph: ExportedGraph, constants: Mapping[str, Tensor] | None = None, *,
+                 smooth: float | None = None) -> None:
+        self.smooth = smooth
         if len(graph.inputs) != 1:
             raise InputError(f"{graph.file}: the program takes {len(graph.inputs)} tensor inputs; the "
                              "graph bound covers functions of one input tensor")
@@ -149,10 +165,14 @@ class GraphFunction:
             _operator(node.target, RUN_OPS, graph.file)
         self.input_shape = graph.shapes[graph.inputs[0]]
 
+    def smoothed(self, beta: float) -> GraphFunction:
+        """The same function with ReLU kinks smoothed (softplus of sharpness ``beta``)."""
+        return GraphFunction(self.graph, self.constants, smooth=beta)
+
     def __call__(self, x: Tensor) -> Tensor:
         env: dict[str, Any] = dict(self.constants)
         env[self.graph.inputs[0]] = x
         for node in self.nodes:
-            _call(node, env, RUN_OPS, self.graph.file)
+            _call(node, env, RUN_OPS, self.graph.file, self.smooth)
         outs = [env[name].reshape(-1) for name in self.graph.outputs]
         return outs[0] if len(outs) == 1 else torch.cat(outs)  # (total outputs,)

@@ -255,3 +255,54 @@ def _max_pool(node: GraphNode, name: str, args: list[Any], shapes: Mapping[str, 
     stride, padding, dilation = ints(full[2], kernel), ints(full[3], [0] * d), ints(full[4], [1] * d)
     factor = operators.max_pool_lipschitz(in_shape[-d:], out_shape[-d:], kernel, stride, padding, dilation)
     return single(factor, f"{name}: √(most windows sharing an input) = {factor:.6g}")
+
+
+_LINEAR = (_IDENTITIES | _PROJECTIONS | _COPIES | _CONV | _AVG) - {"split", "chunk", "neg"} | {
+    "linear", "mm", "matmul", "addmm", "batch_norm", "_native_batch_norm_legit_no_training", "mul", "div",
+    "dropout", "feature_dropout", "add", "sub"}
+_CASTS = {"_to_copy", "to", "type_as", "dropout", "feature_dropout", "clone", "contiguous", "alias", "detach",
+          "lift_fresh_copy"}
+
+
+def linear_map(node: GraphNode, bounds: Mapping[str, float], env: Mapping[str, Any],
+               shapes: Mapping[str, tuple[int, ...]]) -> tuple[str, Callable[[Tensor], Tensor], bool] | None:
+    """(input name, the node's linear part as a function of that input, whether it is an isometry) for
+    a node that is affine in one input-dependent value: biases and shifts dropped (they change no
+    difference). None for every other node."""
+    name = op_name(node.target)
+    live = [(i, a) for i, a in enumerate(node.args) if isinstance(a, Ref) and a.name in bounds]
+    nested = any(isinstance(a, list) and any(isinstance(r, Ref) and r.name in bounds for r in a)
+                 for a in node.args)
+    if name not in _LINEAR or len(live) != 1 or nested or any(
+            isinstance(v, Ref) and v.name in bounds for v in node.kwargs.values()):
+        return None
+    index, source = live[0]
+    if name in _CASTS:
+        return source.name, lambda t: t, True
+    if name in ("add", "sub"):  # a shift by a constant of the same shape
+        out = _out_shape(node, shapes)
+        return (source.name, lambda t: t, True) if out == tuple(shapes[source.name]) else None
+    args = [env[a.name] if isinstance(a, Ref) and a.name not in bounds else a for a in node.args]
+    if name in _CONV or name == "linear":
+        if len(args) > 2:
+            args[2] = None
+    elif name == "addmm":
+        name, args, index = "mm", args[1:3], index - 1
+    elif name == "batch_norm":
+        args[2], args[3] = None, torch.zeros_like(args[3])
+    elif name == "_native_batch_norm_legit_no_training":
+        name, args = "batch_norm", [*args[:2], None, torch.zeros_like(args[3]), args[4], False, 0.0, args[6], False]
+    if name in ("mul", "div") and isinstance(args[1 - index], Tensor) and args[1 - index].dim() > 0:
+        out = _out_shape(node, shapes)
+        if out != tuple(shapes[source.name]):
+            return None  # broadcasting copies entries: left to the node's own rule
+    overload_name = "Tensor" if node.target.endswith(".Tensor") else node.target.split(".")[-1]
+    overload = getattr(getattr(torch.ops.aten, name), overload_name if name != "mm" else "default")
+    kwargs = {k: v for k, v in node.kwargs.items() if k != "dtype"}
+
+    def forward(t: Tensor) -> Tensor:
+        call = list(args)
+        call[index] = t
+        return overload(*call, **kwargs)
+
+    return source.name, forward, name in _IDENTITIES and name != "neg"
