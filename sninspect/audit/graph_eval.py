@@ -50,18 +50,23 @@ _CASTS = ("_to_copy", "to", "type_as")
 _NEVER = {"from_file", "empty", "empty_strided", "resize_", "set_", "_local_scalar_dense", "copy_"}
 
 
+_ATEN = "torch.ops.aten."
+"""How torch.export names the aten operators: ``torch.ops.aten.<name>.<overload>``."""
+
+
+def _is_aten(target: str) -> bool:
+    return target.startswith(_ATEN) and len(target[len(_ATEN):].split(".")) == 2
+
+
 def op_name(target: str) -> str:
     """``torch.ops.aten.conv2d.default`` → ``conv2d``; anything outside aten → its full name."""
-    parts = target.split(".")
-    if len(parts) == 5 and parts[:3] == ["torch", "ops", "aten"]:
-        return parts[3]
-    return target
+    return target[len(_ATEN):].split(".")[0] if _is_aten(target) else target
 
 
 def _operator(target: str, allowed: set[str], file: str) -> Callable[..., Any]:
     parts = target.split(".")
     name = op_name(target)
-    if len(parts) != 5 or parts[:3] != ["torch", "ops", "aten"] or name not in allowed or name in _NEVER:
+    if not _is_aten(target) or name not in allowed or name in _NEVER:
         raise InputError(f"{file}: operator {target[:100]} is not one sninspect can bound or run (supported: "
                          "convolutions, linear, activations with known Lipschitz constants, pooling, "
                          "BatchNorm in eval mode, residual adds, concatenation, reshapes)")
