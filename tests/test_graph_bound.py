@@ -236,3 +236,26 @@ def test_sngan_resnet_discriminator(tmp_path: Path) -> None:
         graph = load_exported(tmp_path / "m.pt2")
         x = torch.randn(1, 3, 16, 16)
         assert torch.allclose(GraphFunction(graph)(x.double()).float(), model(x).reshape(-1), atol=1e-4)
+
+
+@pytest.mark.parametrize("form", ["sub", "rsub", "add_scaled_shift"])
+def test_scaled_sums_against_closed_forms(form: str, tmp_path: Path) -> None:
+    torch.manual_seed(7)
+    a = torch.randn(5, 5) * 0.4
+    eye = torch.eye(5, dtype=torch.float64)
+    ad = a.double()
+    if form == "sub":  # A x − 3 x
+        net = Lambda(lambda m, x: torch.sub(x @ m.a.T, x, alpha=3.0), a=a)
+        matrix, upper = ad - 3 * eye, None
+    elif form == "rsub":  # x − 2 A x
+        net = Lambda(lambda m, x: torch.rsub(x @ m.a.T, x, alpha=2.0), a=a)
+        matrix, upper = eye - 2 * ad, None
+    else:  # A (1 − 2x): a shift scaled by α, then a linear map (one linear run)
+        net = Lambda(lambda m, x: torch.add(torch.ones(1, 5), x, alpha=-2.0) @ m.a.T, a=a)
+        matrix, upper = -2 * ad, 2 * float(torch.linalg.matrix_norm(ad, 2))
+    truth = float(torch.linalg.matrix_norm(matrix, 2))
+    report = _report(net, torch.randn(1, 5), tmp_path)
+    assert report.lower <= truth * (1 + 1e-9) <= report.upper * (1 + 1e-9), form
+    assert report.lower == pytest.approx(truth, rel=1e-4)
+    if upper is not None:
+        assert report.upper == pytest.approx(upper, rel=1e-6)

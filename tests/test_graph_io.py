@@ -200,3 +200,22 @@ def test_the_hostile_archive_is_real(archive: Path, tmp_path: Path) -> None:
         pytest.skip("this torch's torch.export.load no longer runs pickled weights")
     with pytest.raises(UnsafeCheckpointError):
         load_exported(bad)
+
+
+def test_a_factory_asking_for_terabytes_is_refused(tmp_path: Path) -> None:
+    class Shift(nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return x + torch.ones(1, 4)
+
+    path = export(Shift(), torch.randn(1, 4), tmp_path / "shift.pt2")
+
+    def huge(members: dict[str, bytes]) -> None:
+        model = next(n for n in members if n.endswith("models/model.json"))
+        program = json.loads(members[model])
+        for node in program["graph_module"]["graph"]["nodes"]:
+            if node["target"].endswith("aten.ones.default"):
+                node["inputs"][0]["arg"] = {"as_ints": [1_000_000, 1_000_000]}
+        members[model] = json.dumps(program).encode()
+
+    result = runner.invoke(app, ["graph", str(_rewrite(path, tmp_path / "huge.pt2", huge)), "--no-lower"])
+    assert result.exit_code == 3 and "more than" in result.output

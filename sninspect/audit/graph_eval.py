@@ -9,6 +9,7 @@ of weights) are evaluated once: they are the weights the model really uses in ev
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -43,6 +44,7 @@ FOLD_OPS = RUN_OPS | {
     "norm", "linalg_vector_norm", "frobenius_norm", "exp", "log", "sign", "zeros_like", "ones_like",
     "full_like", "copy", "squeeze_", "unsqueeze_", "expand_as", "addmv", "where", "eq", "gt", "lt", "ge",
     "le", "ne", "logical_not", "linalg_matrix_norm", "bmm", "mv", "dot", "vdot", "index_select",
+    "ones", "zeros", "full", "scalar_tensor", "new_ones", "new_zeros", "new_full",
 }
 """aten operators that may be run on the archive's tensors alone (computing the eval weights)."""
 
@@ -134,13 +136,38 @@ def _call(node: GraphNode, env: Mapping[str, Any], allowed: set[str], file: str,
         raise InputError(f"{file}: node {node.name!r} ({node.target}) fails to run: "
                          f"{str(err).splitlines()[0][:160] if str(err) else type(err).__name__}") from None
     values = list(result) if isinstance(result, (tuple, list)) else [result]
+    values = [_float64(v) if isinstance(v, Tensor) else v for v in values]  # constants made here too
     for name, value in zip(node.outputs, values, strict=False):
         if name is not None:
             env[name] = value  # type: ignore[index]
 
 
+MAX_ELEMENTS = 2**28
+"""Largest tensor a graph may ask for (2 GiB of float64): checked on every recorded shape and on the
+size argument of every factory (ones, zeros, full) before anything runs."""
+
+_FACTORIES = {"ones", "zeros", "full", "new_ones", "new_zeros", "new_full"}
+
+
+def check_sizes(graph: ExportedGraph) -> None:
+    """Refuse a graph whose values or factory calls would allocate more than :data:`MAX_ELEMENTS`."""
+    for name, shape in graph.shapes.items():
+        if math.prod(shape) > MAX_ELEMENTS:
+            raise InputError(f"{graph.file}: value {name[:60]!r} has shape {list(shape)}, more than "
+                             f"{MAX_ELEMENTS} elements (is the archive crafted?)")
+    for node in graph.nodes:
+        if op_name(node.target) not in _FACTORIES:
+            continue
+        sizes = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, list)]
+        if any(math.prod(abs(v) for v in size if isinstance(v, int) and not isinstance(v, bool)) > MAX_ELEMENTS
+               for size in sizes):
+            raise InputError(f"{graph.file}: node {node.name!r} ({node.target}) asks for a tensor of more "
+                             f"than {MAX_ELEMENTS} elements (is the archive crafted?)")
+
+
 def fold_constants(graph: ExportedGraph) -> dict[str, Tensor]:
     """Every value that does not depend on a user input, in float64 (floating tensors)."""
+    check_sizes(graph)
     env: dict[str, Any] = {name: _float64(t) for name, t in graph.tensors.items()}
     dependent = dependent_values(graph)
     with torch.no_grad():

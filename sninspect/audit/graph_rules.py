@@ -123,11 +123,12 @@ def _sum(node: GraphNode, args: list[Any], kwargs: dict[str, Any], bounds: Mappi
          shapes: Mapping[str, tuple[int, ...]], refuse: Callable[[str], InputError]) -> Step:
     out = _out_shape(node, shapes)
     alpha = abs(float(kwargs.get("alpha", args[2] if len(args) > 2 else 1.0)))
+    scaled = 0 if op_name(node.target) == "rsub" else 1  # rsub(a, b, α) = b − α·a; add/sub: a ± α·b
     total, terms = 0.0, []
     for index, arg in enumerate(args[:2]):
         if isinstance(arg, Ref) and arg.name in bounds:
             k = _copies(shapes[arg.name], out)
-            weight = (alpha if index == 1 else 1.0) * math.sqrt(k)
+            weight = (alpha if index == scaled else 1.0) * math.sqrt(k)
             total += weight * bounds[arg.name]
             terms.append(f"{weight:g}·L({arg.name})" if weight != 1.0 else f"L({arg.name})")
     if not terms:
@@ -243,7 +244,7 @@ def _average(node: GraphNode, name: str, args: list[Any], kwargs: dict[str, Any]
 def _max_pool(node: GraphNode, name: str, args: list[Any], shapes: Mapping[str, tuple[int, ...]],
               single: Callable[..., Step]) -> Step:
     in_shape, out_shape = shapes[args[0].name], _out_shape(node, shapes)
-    d = int(name[-2])
+    d = int(name[len("max_pool")])  # max_pool1d / max_pool2d / max_pool3d (the list run by the evaluator)
     full = list(args) + [None] * 6
 
     def ints(value: Any, default: Sequence[int]) -> list[int]:
@@ -259,7 +260,7 @@ def _max_pool(node: GraphNode, name: str, args: list[Any], shapes: Mapping[str, 
 
 _LINEAR = (_IDENTITIES | _PROJECTIONS | _COPIES | _CONV | _AVG) - {"split", "chunk", "neg"} | {
     "linear", "mm", "matmul", "addmm", "batch_norm", "_native_batch_norm_legit_no_training", "mul", "div",
-    "dropout", "feature_dropout", "add", "sub"}
+    "dropout", "feature_dropout", "add", "sub", "rsub"}
 _CASTS = {"_to_copy", "to", "type_as", "dropout", "feature_dropout", "clone", "contiguous", "alias", "detach",
           "lift_fresh_copy"}
 
@@ -279,9 +280,13 @@ def linear_map(node: GraphNode, bounds: Mapping[str, float], env: Mapping[str, A
     index, source = live[0]
     if name in _CASTS:
         return source.name, lambda t: t, True
-    if name in ("add", "sub"):  # a shift by a constant of the same shape
-        out = _out_shape(node, shapes)
-        return (source.name, lambda t: t, True) if out == tuple(shapes[source.name]) else None
+    if name in ("add", "sub", "rsub"):  # a shift by a constant of the same shape, the input scaled by ±α
+        if _out_shape(node, shapes) != tuple(shapes[source.name]):
+            return None
+        alpha = float(node.kwargs.get("alpha", node.args[2] if len(node.args) > 2 else 1.0))
+        scale = {("add", 0): 1.0, ("add", 1): alpha, ("sub", 0): 1.0, ("sub", 1): -alpha,
+                 ("rsub", 0): -alpha, ("rsub", 1): 1.0}[(name, index)]
+        return source.name, lambda t: scale * t, abs(scale) == 1.0
     args = [env[a.name] if isinstance(a, Ref) and a.name not in bounds else a for a in node.args]
     if name in _CONV or name == "linear":
         if len(args) > 2:
