@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 from sninspect._version import __version__
+from sninspect.audit.graph import GraphOptions, graph_report
 from sninspect.audit.inventory import inventory
 from sninspect.audit.options import Options
 from sninspect.audit.pipeline import analyze
 from sninspect.errors import SninspectError
+from sninspect.results.graph import GraphReport
 from sninspect.results.report import LayerAudit, ModelAudit, NetworkBound, Report
 from sninspect.rewrite import apply, convert, strip
 
@@ -28,4 +30,7 @@ __all__ = [
     "convert",
     "inventory",
     "strip",
+    "GraphOptions",
+    "GraphReport",
+    "graph_report",
 ]

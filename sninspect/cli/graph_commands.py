@@ -33,7 +33,7 @@ def _shape(text: str) -> tuple[int, ...]:
 ))
 @handle_errors
 def graph(
-    model_file: Annotated[Path, typer.Argument(metavar="FILE", help="A torch.export archive (.pt2, from "
+    model_file: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A torch.export archive (.pt2, from "
                                                "torch.export.save: read as data, no code from it runs), or "
                                                "with --model a checkpoint to load into your module.")],
     format: Annotated[OutputFormat | None, typer.Option("--format", "-f", show_default=False, help="Output "
@@ -55,7 +55,7 @@ def graph(
                                                     "figure.")] = PlotFormat.png,
     user_model: Annotated[str | None, typer.Option("--model", metavar="PACKAGE.MODULE:FACTORY", help="IMPORTS "
                                                    "AND RUNS YOUR CODE: build the module with this factory, "
-                                                   "load FILE's state dict into it and trace it with "
+                                                   "load CHECKPOINT's state dict into it and trace it with "
                                                    "torch.export. Needs --input-shape.")] = None,
     input_shape: Annotated[str | None, typer.Option("--input-shape", metavar="C,H,W", help="With --model: one "
                                                     "input's shape without the batch axis (a .pt2 carries "
