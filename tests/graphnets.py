@@ -71,14 +71,14 @@ class ResNetD(nn.Module):
         return self.fc(h)
 
 
-def trained_resnet_d(ch: int = 16, size: int = 16, steps: int = 5, seed: int = 0) -> ResNetD:
+def trained_resnet_d(ch: int = 16, size: int = 16, steps: int = 5, seed: int = 0, batch: int = 8) -> ResNetD:
     """A ResNetD trained a few hinge-loss steps on random 'real' and 'fake' batches (not at init)."""
     torch.manual_seed(seed)
     model = ResNetD(ch)
     optimizer = torch.optim.Adam(model.parameters(), lr=2e-4, betas=(0.0, 0.9))
     for _ in range(steps):
-        real = torch.randn(8, 3, size, size).tanh()
-        fake = torch.rand(8, 3, size, size) * 2 - 1
+        real = torch.randn(batch, 3, size, size).tanh()
+        fake = torch.rand(batch, 3, size, size) * 2 - 1
         loss = F.relu(1 - model(real)).mean() + F.relu(1 + model(fake)).mean()
         optimizer.zero_grad()
         loss.backward()
