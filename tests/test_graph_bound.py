@@ -75,25 +75,27 @@ def test_strided_conv_against_dense_jacobian(tmp_path: Path) -> None:
     truth = dense_norm(lambda t: F.conv2d(t, conv.weight.detach(), None, 2, 1), x)
     report = _report(conv.float(), x.float(), tmp_path)
     assert report.lower <= truth * (1 + 1e-9) <= report.upper * (1 + 1e-9)
-    assert report.upper == pytest.approx(truth, rel=1e-3)
     assert report.lower == pytest.approx(truth, rel=1e-3)
-    # the size-free per-layer bound the chain uses is ≥ the norm at this size
+    # the size-free per-layer bound the chain uses is ≥ the bound at this size
     assert report.chain_product >= report.upper * (1 - 1e-9)
 
 
-def test_linear_run_is_normed_as_one_operator(tmp_path: Path) -> None:
-    """avg_pool(conv(x)): ‖P C‖ at the size, below ‖P‖·‖C‖, still above the dense truth."""
-    torch.manual_seed(6)
-    conv = nn.Conv2d(2, 3, 3, padding=1)
-    net = nn.Sequential(nn.ReLU(), conv, nn.AvgPool2d(2))
-    x = torch.randn(1, 2, 8, 8)
-    report = _report(net, x, tmp_path)
-    weight = conv.weight.detach().double()
-    truth = dense_norm(lambda t: F.avg_pool2d(F.conv2d(t, weight, padding=1), 2), x.double())
-    product = report.nodes[1].factor * report.nodes[2].factor
-    assert truth * (1 - 1e-9) <= report.upper < product
-    assert report.upper == pytest.approx(truth, rel=1e-3)  # relu's own factor 1, then the run's norm
-    assert "composed with the linear run" in report.nodes[2].rule
+def test_circulant_bound_at_a_small_size() -> None:
+    """A 3×3 conv on a 4×4 map (pad 1): the circulant bound at 6×6 is certified (≥ the dense norm) and
+    below the size-free frequency bound for a kernel whose symbol peaks between the 6-grid points."""
+    weight = torch.zeros(1, 1, 3, 3, dtype=torch.float64)
+    weight[0, 0, 1] = torch.tensor([1.0, -1.0, 1.0], dtype=torch.float64)  # a row filter with a slanted tap
+    weight[0, 0, 1, 2] = 0.5
+    x = torch.randn(1, 1, 4, 4, dtype=torch.float64)
+    truth = dense_norm(lambda t: F.conv2d(t, weight, padding=1), x)
+    norm = operators.conv_norm_at(weight, x.shape, stride=[1, 1], padding=[1, 1], dilation=[1, 1], groups=1)
+    frequency = operators.grouped_conv_bound(weight, 1, transposed=False)
+    assert norm.lower <= truth * (1 + 1e-9) <= norm.upper * (1 + 1e-9) <= frequency * (1 + 1e-9)
+    for stride, dilation in [(2, 1), (1, 2)]:
+        op = lambda t, s=stride, d=dilation: F.conv2d(t, weight, stride=s, padding=1, dilation=d)  # noqa: E731
+        x5 = torch.randn(1, 1, 5, 5, dtype=torch.float64)
+        bound = operators.circulant_bound(weight, [7, 7], [dilation] * 2, 1)
+        assert dense_norm(op, x5) <= bound * (1 + 1e-9)
 
 
 @settings(max_examples=6, deadline=None)
@@ -119,7 +121,7 @@ def test_conv_norm_at_size_brackets_the_dense_norm(stride: int, padding: int, di
     norm = operators.conv_norm_at(weight, x.shape, stride=[stride] * 2, padding=[padding] * 2,
                                   dilation=[dilation] * 2, groups=groups, transposed=transposed)
     assert norm.lower <= truth * (1 + 1e-9) <= norm.upper * (1 + 1e-9)
-    assert norm.upper <= truth * (1 + 1e-3) or norm.method == "frequency"
+    assert norm.lower == pytest.approx(truth, rel=1e-2)
 
 
 @pytest.mark.parametrize("kwargs", [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1),
@@ -130,7 +132,7 @@ def test_avg_pool_norm_against_dense_jacobian(kwargs: dict) -> None:
     truth = dense_norm(lambda t: F.avg_pool2d(t, **kwargs), x)
     norm = operators.nonnegative_norm_at(lambda t: F.avg_pool2d(t, **kwargs), x.shape)
     assert norm.lower <= truth * (1 + 1e-9) <= norm.upper * (1 + 1e-9)
-    assert norm.upper == pytest.approx(truth, rel=1e-3)
+    assert norm.lower == pytest.approx(truth, rel=1e-3)
     if kwargs == dict(kernel_size=2):
         assert norm.upper == pytest.approx(0.5, rel=1e-9)  # 1/√4, exact by the Schur test
 

@@ -29,6 +29,10 @@ from sninspect.results.graph import EmpiricalLower
 
 __all__ = ["empirical_lower"]
 
+ASCENT_LR = 0.3
+"""Adam's step for the point and the direction (the starts have unit variance). Measured on the test
+ResNet discriminator, 4 starts x 30 steps: 0.55 at 0.05, 0.69 at 0.3, 0.60 at 1.0."""
+
 ROUNDING = 1e-9
 """Relative allowance taken off a secant quotient for the rounding of f(x + t·d) − f(x) in float64."""
 
@@ -104,9 +108,10 @@ def empirical_lower(f: Callable[[Tensor], Tensor], shape: tuple[int, ...], *, st
         best_jacobian = max(best_jacobian, jacobian)
         t = 1e-3 * max(1.0, float(torch.linalg.vector_norm(x0)) / math.sqrt(x0.numel()))
         found = _secant(f, x0, v, t)
+        best_pair = (x0, v)
         x = x0.clone().requires_grad_(True)
         d = v.clone().requires_grad_(True)
-        optimizer = torch.optim.Adam([x, d], lr=0.05)
+        optimizer = torch.optim.Adam([x, d], lr=ASCENT_LR)
         for step in range(steps):
             optimizer.zero_grad()
             unit = d / torch.linalg.vector_norm(d)
@@ -117,7 +122,13 @@ def empirical_lower(f: Callable[[Tensor], Tensor], shape: tuple[int, ...], *, st
                 v_here, jacobian = _power(f, x.detach(), d.detach() / torch.linalg.vector_norm(d.detach()),
                                           max(2, power_steps // 4))
                 best_jacobian = max(best_jacobian, jacobian)
-                found = max(found, _secant(f, x.detach(), v_here, t))
+                here = _secant(f, x.detach(), v_here, t)
+                if here > found:
+                    found, best_pair = here, (x.detach().clone(), v_here)
+        # polish: a full power iteration from the best pair of this start
+        v_end, jacobian = _power(f, best_pair[0], best_pair[1], power_steps)
+        best_jacobian = max(best_jacobian, jacobian)
+        found = max(found, _secant(f, best_pair[0], v_end, t))
         if found > best:
             best, best_start = found, label
     return EmpiricalLower(best, best_jacobian, starts, steps, best_start, time.perf_counter() - began)

@@ -10,30 +10,22 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-
-from torch import Tensor
 
 from sninspect.audit.empirical import empirical_lower
 from sninspect.audit.graph_eval import GraphFunction, fold_constants, node_refs, op_name
-from sninspect.audit.graph_rules import Step, bound_step, linear_map
+from sninspect.audit.graph_rules import bound_step
 from sninspect.errors import InputError
-from sninspect.io.exported import ExportedGraph, GraphNode, load_exported
-from sninspect.linalg.operators import sized_norm
+from sninspect.io.exported import ExportedGraph, load_exported
 from sninspect.results.graph import BlockBound, GraphReport, NodeBound
 
 __all__ = ["GraphOptions", "analyze_graph", "graph_report", "upper_bound"]
 
 ASSUMPTIONS = (
     "ℓ2 → ℓ2 Lipschitz constant of the exported program (eval mode) at its example input's shape; "
-    "convolutions normed at their real input size, stride, padding and groups (Lanczos bracket, capped "
-    "by the size-free frequency bound); residual adds summed, concatenations root-sum-square"
+    "convolutions bounded at their real input size, stride, padding and groups (circulant bound at the "
+    "padded size, or the size-free frequency bound); residual adds summed, concatenations root-sum-square"
 )
-
-
-MAX_RUN = 6
-"""Longest run of non-isometric linear maps normed as one product (then a new run starts)."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +49,8 @@ def upper_bound(graph: ExportedGraph) -> tuple[float, list[NodeBound], float]:
     bounds: dict[str, float] = {name: 1.0 for name in graph.inputs}
     nodes: list[NodeBound] = []
     chain = 1.0
-    runs: dict[str, _Run] = {}
     for depth, node in enumerate(function.nodes):
         step = bound_step(node, bounds, env, graph.shapes, graph.file)
-        step = _compose(node, step, runs, bounds, env, graph)
         if not math.isfinite(step.bound):
             raise InputError(f"{graph.file}: node {node.name!r} has an infinite bound (a weight with "
                              "NaN or infinite entries?)")
@@ -77,50 +67,6 @@ def upper_bound(graph: ExportedGraph) -> tuple[float, list[NodeBound], float]:
                          "output has Lipschitz constant 0; nothing to bound)")
     upper = math.sqrt(sum(bounds[name] ** 2 for name in graph.outputs))
     return upper, nodes, chain
-
-
-@dataclass(frozen=True)
-class _Run:
-    """A run of linear maps from ``base`` to a value: y = A_k … A_1 base (biases dropped)."""
-
-    base: str
-    maps: tuple[Callable[[Tensor], Tensor], ...]
-    norm: float
-    """Certified upper bound of ‖A_k … A_1‖."""
-    nontrivial: int
-    """Maps in the run that are not isometries."""
-
-
-def _compose(node: GraphNode, step: Step, runs: dict[str, _Run], bounds: dict[str, float],
-             env: dict[str, Tensor], graph: ExportedGraph) -> Step:
-    """The node's step, tightened where it extends a run of linear maps: ‖A_k … A_1‖ at the real size
-    (a Lanczos bracket, capped by the product of the maps' own certified norms) times L(base) can be
-    well below the product of the norms (average pooling after a convolution: 0.64 for 0.5 · 1.67)."""
-    found = linear_map(node, bounds, env, graph.shapes) if step.factor is not None else None
-    if found is None:
-        return step
-    source, forward, isometry = found
-    previous = runs.get(source, _Run(source, (), 1.0, 0))
-    if previous.nontrivial >= MAX_RUN:
-        previous = _Run(source, (), 1.0, 0)
-    run = _Run(previous.base, (*previous.maps, forward), previous.norm * step.factor,
-               previous.nontrivial + (0 if isometry else 1))
-    if run.nontrivial >= 2 and not isometry:
-        def composite(t: Tensor, maps: tuple[Callable[[Tensor], Tensor], ...] = run.maps) -> Tensor:
-            for apply in maps:
-                t = apply(t)
-            return t
-
-        norm = sized_norm(composite, graph.shapes[run.base], ceiling=run.norm, ceiling_method="product")
-        run = _Run(run.base, run.maps, min(run.norm, norm.upper), run.nontrivial)
-        through = run.norm * bounds[run.base]
-        if through < step.bound:
-            step = Step(f"{step.rule}; composed with the linear run from {run.base}: ‖·‖ ≤ {run.norm:.6g} "
-                        f"({norm.method})", step.factor, step.factor_lower, through, step.chain_factor)
-    for name in node.outputs:
-        if name is not None:
-            runs[name] = run
-    return step
 
 
 def _blocks(graph: ExportedGraph, function: GraphFunction, nodes: list[NodeBound]) -> list[BlockBound]:
