@@ -12,11 +12,13 @@ model while it trains.
 from __future__ import annotations
 
 from sninspect._version import __version__
+from sninspect.audit.graph import GraphOptions, graph_report
 from sninspect.audit.inventory import inventory
 from sninspect.audit.options import Options
 from sninspect.audit.sources import analyze, analyze_run, check, trend
 from sninspect.errors import InputError, MissingFileError, SninspectError, UnknownKeyError, UsageError
 from sninspect.results.check import Rules, Verdict
+from sninspect.results.graph import GraphReport
 from sninspect.results.report import LayerAudit, ModelAudit, NetworkBound, Report
 from sninspect.results.trend import Trend
 from sninspect.rewrite import apply, convert, strip
@@ -44,4 +46,7 @@ __all__ = [
     "inventory",
     "strip",
     "trend",
+    "GraphOptions",
+    "GraphReport",
+    "graph_report",
 ]

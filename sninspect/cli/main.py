@@ -7,7 +7,7 @@ layers) and :mod:`.rewrite_commands` (strip, apply, convert) and register on imp
 
 from __future__ import annotations
 
-from sninspect.cli import audit_commands, rewrite_commands
+from sninspect.cli import audit_commands, graph_commands, rewrite_commands
 from sninspect.cli.app import app
 
-__all__ = ["app", "audit_commands", "rewrite_commands"]
+__all__ = ["app", "audit_commands", "graph_commands", "rewrite_commands"]

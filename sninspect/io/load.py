@@ -14,6 +14,7 @@ from pathlib import Path
 
 from sninspect.io import torch_check, wrappers
 from sninspect.io.checkpoint import Checkpoint, ModelState, display_name, find_models
+from sninspect.io.exported import looks_like_pt2
 from sninspect.io.files import open_regular, printable
 from sninspect.io.safetensors_io import load_safetensors, looks_like_safetensors
 from sninspect.io.save import save_checkpoint
@@ -44,6 +45,12 @@ def load_checkpoint(
     torch_magic = magic.startswith(torch_check.ZIP_MAGIC) or torch_check.LEGACY_MAGIC in magic
     if not torch_magic and (name.endswith(".safetensors") or looks_like_safetensors(magic)):
         return load_safetensors(file, shown, key)
+    if name.endswith(".pt2") or (magic.startswith(torch_check.ZIP_MAGIC) and looks_like_pt2(file)):
+        from sninspect.io.exported import load_exported  # a torch.export archive: its weights, read as data
+
+        state = load_exported(file).state_dict
+        models = find_models(state, shown, key)
+        return Checkpoint(file, "torch-export", models, None)
     fmt, container = load_torch(file, shown, magic, unsafe_load=unsafe_load)
     models = find_models(container, shown, key)
     return Checkpoint(file, fmt, models, container, {}, wrappers.extras(container))

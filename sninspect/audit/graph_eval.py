@@ -1,0 +1,210 @@
+"""Run an exported graph (:class:`~sninspect.io.exported.ExportedGraph`) with a fixed list of aten
+operators, in float64.
+
+Only operators named in :data:`FOLD_OPS` or :data:`RUN_OPS` are ever looked up
+(``torch.ops.aten.<name>.<overload>``); a graph calling anything else is refused with the operator's
+name. Nodes that do not depend on the user's input (spectral normalization's W / (uᵀWv), reshapes
+of weights) are evaluated once: they are the weights the model really uses in eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sninspect.errors import InputError
+from sninspect.io.exported import ExportedGraph, GraphNode, Ref
+
+__all__ = ["RUN_OPS", "GraphFunction", "dependent_values", "fold_constants", "node_refs", "op_name"]
+
+_SHAPE_OPS = {
+    "view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "t",
+    "contiguous", "clone", "alias", "detach", "expand", "slice", "select", "narrow", "_to_copy", "to",
+    "type_as", "dropout", "feature_dropout", "identity", "lift_fresh_copy", "unflatten", "cat", "stack",
+    "view_as", "reshape_as", "flip", "repeat", "split", "chunk", "movedim", "numpy_T", "mT",
+}
+_ARITH_OPS = {"add", "sub", "rsub", "mul", "div", "neg", "linear", "mm", "matmul", "addmm", "sum", "mean",
+              "batch_norm", "_native_batch_norm_legit_no_training"}
+_CONV_OPS = {"conv1d", "conv2d", "conv3d", "convolution", "conv_transpose1d", "conv_transpose2d",
+             "conv_transpose3d", "_convolution"}
+_POOL_OPS = {"avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d",
+             "adaptive_avg_pool3d", "_adaptive_avg_pool2d", "max_pool1d", "max_pool2d", "max_pool3d"}
+_ACTIVATIONS = {"relu", "relu_", "relu6", "hardtanh", "hardtanh_", "tanh", "tanh_", "softsign", "sigmoid",
+                "sigmoid_", "hardsigmoid", "hardsigmoid_", "leaky_relu", "leaky_relu_", "elu", "elu_",
+                "softplus", "gelu", "gelu_", "silu", "silu_"}
+RUN_OPS = _SHAPE_OPS | _ARITH_OPS | _CONV_OPS | _POOL_OPS | _ACTIVATIONS
+"""aten operators that may be run on values that depend on the input (each has a bound rule)."""
+
+FOLD_OPS = RUN_OPS | {
+    "sqrt", "rsqrt", "pow", "reciprocal", "abs", "max", "min", "amax", "clamp", "clamp_min", "clamp_max",
+    "norm", "linalg_vector_norm", "frobenius_norm", "exp", "log", "sign", "zeros_like", "ones_like",
+    "full_like", "copy", "squeeze_", "unsqueeze_", "expand_as", "addmv", "where", "eq", "gt", "lt", "ge",
+    "le", "ne", "logical_not", "linalg_matrix_norm", "bmm", "mv", "dot", "vdot", "index_select",
+    "ones", "zeros", "full", "scalar_tensor", "new_ones", "new_zeros", "new_full",
+}
+"""aten operators that may be run on the archive's tensors alone (computing the eval weights)."""
+
+_CASTS = ("_to_copy", "to", "type_as")
+_NEVER = {"from_file", "empty", "empty_strided", "resize_", "set_", "_local_scalar_dense", "copy_"}
+
+
+_ATEN = "torch.ops.aten."
+"""How torch.export names the aten operators: ``torch.ops.aten.<name>.<overload>``."""
+
+
+def _is_aten(target: str) -> bool:
+    return target.startswith(_ATEN) and len(target[len(_ATEN):].split(".")) == 2
+
+
+def op_name(target: str) -> str:
+    """``torch.ops.aten.conv2d.default`` → ``conv2d``; anything outside aten → its full name."""
+    return target[len(_ATEN):].split(".")[0] if _is_aten(target) else target
+
+
+def _operator(target: str, allowed: set[str], file: str) -> Callable[..., Any]:
+    parts = target.split(".")
+    name = op_name(target)
+    if not _is_aten(target) or name not in allowed or name in _NEVER:
+        raise InputError(f"{file}: operator {target[:100]} is not one sninspect can bound or run (supported: "
+                         "convolutions, linear, activations with known Lipschitz constants, pooling, "
+                         "BatchNorm in eval mode, residual adds, concatenation, reshapes)")
+    overload = getattr(getattr(torch.ops.aten, name), parts[4], None)
+    if overload is None:
+        raise InputError(f"{file}: operator {target[:100]} does not exist in this torch version")
+    return overload
+
+
+def _resolve(value: Any, env: Mapping[str, Any]) -> Any:
+    if isinstance(value, Ref):
+        return env[value.name]
+    if isinstance(value, list):
+        return [_resolve(v, env) for v in value]
+    return value
+
+
+def _refs(value: Any) -> list[str]:
+    if isinstance(value, Ref):
+        return [value.name]
+    if isinstance(value, list):
+        return [name for v in value for name in _refs(v)]
+    return []
+
+
+def node_refs(node: GraphNode) -> list[str]:
+    """The names of the values a node reads."""
+    return [name for v in (*node.args, *node.kwargs.values()) for name in _refs(v)]
+
+
+def dependent_values(graph: ExportedGraph) -> set[str]:
+    """Names of the values that depend on a user input."""
+    found = set(graph.inputs)
+    for node in graph.nodes:
+        if any(name in found for name in node_refs(node)):
+            found.update(name for name in node.outputs if name is not None)
+    return found
+
+
+def _float64(tensor: Tensor) -> Tensor:
+    return tensor.double() if tensor.is_floating_point() else tensor
+
+
+def _smoothed(name: str, args: list[Any], beta: float) -> Tensor | None:
+    """ReLU and LeakyReLU with their kink smoothed (softplus of sharpness ``beta``), else None."""
+    if name in ("relu", "relu_"):
+        return torch.nn.functional.softplus(args[0], beta=beta)
+    if name in ("leaky_relu", "leaky_relu_"):
+        slope = float(args[1]) if len(args) > 1 else 0.01
+        return slope * args[0] + (1.0 - slope) * torch.nn.functional.softplus(args[0], beta=beta)
+    return None
+
+
+def _call(node: GraphNode, env: Mapping[str, Any], allowed: set[str], file: str,
+          smooth: float | None = None) -> None:
+    op = _operator(node.target, allowed, file)
+    args = [_resolve(a, env) for a in node.args]
+    kwargs = {k: _resolve(v, env) for k, v in node.kwargs.items()}
+    name = op_name(node.target)
+    try:
+        soft = _smoothed(name, args, smooth) if smooth is not None else None
+        # casts are identities: everything stays float64
+        result = soft if soft is not None else args[0] if name in _CASTS else op(*args, **kwargs)
+    except Exception as err:  # an archive whose graph does not run: say which node
+        raise InputError(f"{file}: node {node.name!r} ({node.target}) fails to run: "
+                         f"{str(err).splitlines()[0][:160] if str(err) else type(err).__name__}") from None
+    values = list(result) if isinstance(result, (tuple, list)) else [result]
+    values = [_float64(v) if isinstance(v, Tensor) else v for v in values]  # constants made here too
+    for name, value in zip(node.outputs, values, strict=False):
+        if name is not None:
+            env[name] = value  # type: ignore[index]
+
+
+MAX_ELEMENTS = 2**28
+"""Largest tensor a graph may ask for (2 GiB of float64): checked on every recorded shape and on the
+size argument of every factory (ones, zeros, full) before anything runs."""
+
+_FACTORIES = {"ones", "zeros", "full", "new_ones", "new_zeros", "new_full"}
+
+
+def check_sizes(graph: ExportedGraph) -> None:
+    """Refuse a graph whose values or factory calls would allocate more than :data:`MAX_ELEMENTS`."""
+    for name, shape in graph.shapes.items():
+        if math.prod(shape) > MAX_ELEMENTS:
+            raise InputError(f"{graph.file}: value {name[:60]!r} has shape {list(shape)}, more than "
+                             f"{MAX_ELEMENTS} elements (is the archive crafted?)")
+    for node in graph.nodes:
+        if op_name(node.target) not in _FACTORIES:
+            continue
+        sizes = [a for a in (*node.args, *node.kwargs.values()) if isinstance(a, list)]
+        if any(math.prod(abs(v) for v in size if isinstance(v, int) and not isinstance(v, bool)) > MAX_ELEMENTS
+               for size in sizes):
+            raise InputError(f"{graph.file}: node {node.name!r} ({node.target}) asks for a tensor of more "
+                             f"than {MAX_ELEMENTS} elements (is the archive crafted?)")
+
+
+def fold_constants(graph: ExportedGraph) -> dict[str, Tensor]:
+    """Every value that does not depend on a user input, in float64 (floating tensors)."""
+    check_sizes(graph)
+    env: dict[str, Any] = {name: _float64(t) for name, t in graph.tensors.items()}
+    dependent = dependent_values(graph)
+    with torch.no_grad():
+        for node in graph.nodes:
+            if not any(name in dependent for name in node.outputs if name is not None):
+                _call(node, env, FOLD_OPS, graph.file)
+    return env
+
+
+class GraphFunction:
+    """The exported program as a float64 function of its (single) input tensor, built from
+    :data:`RUN_OPS` only; differentiable with autograd and ``torch.func``. ``smooth``: ReLU kinks
+    replaced by softplus of this sharpness (a surrogate whose Jacobian varies smoothly, for searching)."""
+
+    def __init__(self, graph: ExportedGraph, constants: Mapping[str, Tensor] | None = None, *,
+                 smooth: float | None = None) -> None:
+        self.smooth = smooth
+        if len(graph.inputs) != 1:
+            raise InputError(f"{graph.file}: the program takes {len(graph.inputs)} tensor inputs; the "
+                             "graph bound covers functions of one input tensor")
+        self.graph = graph
+        self.constants = dict(constants) if constants is not None else fold_constants(graph)
+        dependent = dependent_values(graph)
+        self.nodes: Sequence[GraphNode] = [n for n in graph.nodes
+                                           if any(o in dependent for o in n.outputs if o is not None)]
+        for node in self.nodes:
+            _operator(node.target, RUN_OPS, graph.file)
+        self.input_shape = graph.shapes[graph.inputs[0]]
+
+    def smoothed(self, beta: float) -> GraphFunction:
+        """The same function with ReLU kinks smoothed (softplus of sharpness ``beta``)."""
+        return GraphFunction(self.graph, self.constants, smooth=beta)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        env: dict[str, Any] = dict(self.constants)
+        env[self.graph.inputs[0]] = x
+        for node in self.nodes:
+            _call(node, env, RUN_OPS, self.graph.file, self.smooth)
+        outs = [env[name].reshape(-1) for name in self.graph.outputs]
+        return outs[0] if len(outs) == 1 else torch.cat(outs)  # (total outputs,)

@@ -1,0 +1,99 @@
+"""``graph``: the topology-aware Lipschitz sandwich of an exported network (or, opted in, the user's
+own module with a checkpoint loaded into it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sninspect.cli.app import app
+from sninspect.cli.errors import handle_errors, say
+from sninspect.cli.options import KeyOpt, QuietOpt, ReportForceOpt, UnsafeOpt, examples, warn_unsafe
+from sninspect.cli.output import choose_format, refuse_early, write_output
+from sninspect.errors import UsageError
+from sninspect.render import OutputFormat, PlotFormat
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        raise UsageError(f"--input-shape {text!r}: expected sizes without the batch axis, e.g. 3,64,64") from None
+    if not shape or any(n < 1 for n in shape):
+        raise UsageError(f"--input-shape {text!r}: sizes must be positive")
+    return shape
+
+
+@app.command(epilog=examples(
+    "sninspect graph D.pt2",
+    "sninspect graph D.pt2 -o bound.html --plots figures/",
+    "sninspect graph D.pt --model mygan.models:Discriminator --input-shape 3,32,32",
+))
+@handle_errors
+def graph(
+    model_file: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A torch.export archive (.pt2, from "
+                                               "torch.export.save: read as data, no code from it runs), or "
+                                               "with --model a checkpoint to load into your module.")],
+    format: Annotated[OutputFormat | None, typer.Option("--format", "-f", show_default=False, help="Output "
+                                                        "format (csv: the per-operator table). Default: from "
+                                                        "the -o file's extension, else table.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of "
+                                                "stdout.")] = None,
+    force: ReportForceOpt = False,
+    lower: Annotated[bool, typer.Option("--lower/--no-lower", help="Search inputs for the certified lower "
+                                        "bound (the slow part).")] = True,
+    starts: Annotated[int, typer.Option("--starts", min=1, max=1000, help="Starting inputs of the lower-bound "
+                                        "search (half Gaussian, half smooth image-like).")] = 4,
+    steps: Annotated[int, typer.Option("--steps", min=0, max=100000, help="Gradient-ascent steps per "
+                                       "start.")] = 30,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the search (the result is deterministic).")] = 0,
+    plots: Annotated[Path | None, typer.Option("--plots", help="Write the bound-by-depth figure "
+                                               "(graph_depth) into this folder.")] = None,
+    plot_format: Annotated[PlotFormat, typer.Option("--plot-format", help="File format of the "
+                                                    "figure.")] = PlotFormat.png,
+    user_model: Annotated[str | None, typer.Option("--model", metavar="PACKAGE.MODULE:FACTORY", help="IMPORTS "
+                                                   "AND RUNS YOUR CODE: build the module with this factory, "
+                                                   "load CHECKPOINT's state dict into it and trace it with "
+                                                   "torch.export. Needs --input-shape.")] = None,
+    input_shape: Annotated[str | None, typer.Option("--input-shape", metavar="C,H,W", help="With --model: one "
+                                                    "input's shape without the batch axis (a .pt2 carries "
+                                                    "its own).")] = None,
+    key: KeyOpt = None,
+    unsafe_load: UnsafeOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Certified upper and lower bounds on an exported network's Lipschitz constant, with real strides,
+    padding, residual paths and pooling; each operator's rule is shown."""
+    from sninspect.audit.graph import GraphOptions, analyze_graph
+    from sninspect.io.exported import load_exported
+    from sninspect.render.graph import render_graph
+
+    fmt = choose_format(format, output)
+    refuse_early(output, [model_file], force=force)
+    if user_model is not None:
+        if input_shape is None:
+            raise UsageError("--model needs --input-shape (e.g. 3,64,64): the graph bound is for one input size")
+        from sninspect.io.user_model import export_user_model
+
+        warn_unsafe(unsafe_load)
+        if not quiet:
+            say(f"note: --model imports and runs {user_model.split(':')[0]} (your code)")
+        exported = export_user_model(user_model, model_file, _shape(input_shape), key=key, unsafe_load=unsafe_load)
+    else:
+        if input_shape is not None or key is not None:
+            raise UsageError("--input-shape and --key apply with --model; a .pt2 carries its own input shape")
+        exported = load_exported(model_file)
+    options = GraphOptions(lower=lower, starts=starts, steps=steps, seed=seed)
+    if not quiet and lower:
+        say(f"searching {starts} starts x {steps} steps for the lower bound (--no-lower skips it)")
+    result = analyze_graph(exported, options)
+    write_output(render_graph(result, fmt), output, [model_file], force=force)
+    if plots is not None:
+        from sninspect.render.plots.files import save_figures
+        from sninspect.render.plots.graph import graph_depth_figure
+
+        written = save_figures({"graph_depth": graph_depth_figure(result)}, plots, plot_format, force=force)
+        if not quiet:
+            say(f"wrote {len(written)} figure to {plots}")

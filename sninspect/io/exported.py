@@ -1,0 +1,353 @@
+"""Read a ``torch.export.save`` archive (``.pt2``) as data: the graph, its tensors, its input shapes.
+
+``torch.export.load`` is not used: in torch 2.13 it unpickles with ``torch.load(weights_only=False)``
+every weight saved "with pickle" (tensor subclasses) and with ``pickle.loads`` every pickled constant,
+so a crafted archive runs code when loaded. This reader executes nothing from the file:
+
+- the archive is a zip; a name listed twice, or a record claiming to unpack to more bytes than the
+  whole file holds, is refused before anything is read;
+- ``<root>/models/<model>.json`` (the graph, in torch's JSON schema) and the two payload configs
+  (``data/weights/model_weights_config.json``, ``data/constants/model_constants_config.json``) are
+  parsed with :func:`json.loads` (data only);
+- tensors are rebuilt from raw little-endian records with the dtype, sizes, strides and offset the
+  config gives, after checking that the view lies inside its record; a payload marked ``use_pickle``
+  (a pickled tensor or object), custom objects (torchbind), dynamic shapes (symbolic sizes) and
+  argument kinds outside the plain-data ones are refused, naming the entry;
+- ``data/sample_inputs`` (a pickle) and ``extra_files`` are never read; input shapes come from the
+  graph's own tensor metadata.
+
+Operators are kept as their names (``torch.ops.aten.conv2d.default``): nothing here looks them up or
+calls them. Every failure is one :class:`~sninspect.errors.InputError` line.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from sninspect.errors import InputError, UnsafeCheckpointError
+from sninspect.io.files import open_regular, printable
+
+__all__ = ["ExportedGraph", "GraphNode", "Ref", "load_exported", "looks_like_pt2"]
+
+_DTYPES = {1: torch.uint8, 2: torch.int8, 3: torch.int16, 4: torch.int32, 5: torch.int64, 6: torch.float16,
+           7: torch.float32, 8: torch.float64, 12: torch.bool, 13: torch.bfloat16}
+"""torch._export.serde.schema.ScalarType codes of the dtypes read (complex and float8 are refused)."""
+
+_MEMORY_FORMATS = {1: torch.contiguous_format, 2: torch.channels_last, 3: torch.channels_last_3d,
+                   4: torch.preserve_format}
+
+
+@dataclass(frozen=True)
+class Ref:
+    """A tensor value of the graph, by name (a placeholder or a node's output)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """One operator call: ``outputs = target(*args, **kwargs)``; tensors appear as :class:`Ref`."""
+
+    name: str
+    target: str
+    """The operator's name as torch writes it, e.g. ``torch.ops.aten.conv2d.default``."""
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    outputs: tuple[str | None, ...]
+    """The names of the values it produces (None for an output the graph does not name)."""
+    module: str
+    """The module path that made the call (from ``nn_module_stack``), '' at the top."""
+
+
+@dataclass(frozen=True)
+class ExportedGraph:
+    """An exported program as data."""
+
+    file: str
+    """The archive's printable name."""
+    nodes: tuple[GraphNode, ...]
+    inputs: tuple[str, ...]
+    """Placeholders fed by the user, in order."""
+    outputs: tuple[str, ...]
+    """Values returned to the user, in order."""
+    tensors: dict[str, Tensor]
+    """Placeholders fed from the archive (parameters, buffers, tensor constants), by graph name."""
+    shapes: dict[str, tuple[int, ...]]
+    """Every tensor value's shape, as recorded at export (the user inputs' are the example inputs')."""
+    state_dict: dict[str, Tensor] = field(default_factory=dict)
+    """Parameters and buffers by their module names (``block1.c1.weight_orig``): the checkpoint."""
+
+
+def looks_like_pt2(file: Path) -> bool:
+    """Whether ``file`` is a zip holding a torch.export model (``*/models/*.json``)."""
+    try:
+        with zipfile.ZipFile(file) as archive:
+            return any(_model_record(name) for name in archive.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
+def _model_record(name: str) -> bool:
+    parts = name.split("/")
+    return len(parts) == 3 and parts[1] == "models" and parts[2].endswith(".json")
+
+
+def load_exported(path: str | os.PathLike[str] | io.BytesIO, *, shown: str | None = None) -> ExportedGraph:
+    """The graph and tensors of a ``torch.export.save`` archive (a file, or its bytes in memory), read
+    without running code from it."""
+    if isinstance(path, io.BytesIO):
+        file: Path | io.BytesIO = path
+        shown = shown or "<exported module>"
+        size = len(path.getbuffer())
+    else:
+        file = Path(os.fspath(path))
+        shown = printable(file)
+        open_regular(file, shown)
+        size = os.path.getsize(file)
+    try:
+        with zipfile.ZipFile(file) as archive:
+            return _read(archive, size, shown)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as err:
+        raise InputError(f"{shown}: cannot read as a torch.export archive: {err} (expected a .pt2 file "
+                         "written by torch.export.save; is it truncated or corrupt?)") from None
+
+
+def _read(archive: zipfile.ZipFile, size: int, shown: str) -> ExportedGraph:
+    records = {info.filename: info for info in archive.infolist()}
+    twice = [name for name, count in Counter(i.filename for i in archive.infolist()).items() if count > 1]
+    if twice:
+        raise InputError(f"{shown}: zip records appear more than once ({', '.join(map(repr, twice[:5]))}); "
+                         "the archive has no one meaning (is it corrupt or crafted?)")
+    for info in records.values():
+        if info.file_size > size:
+            raise InputError(f"{shown}: zip record {info.filename[:80]!r} claims {info.file_size} bytes "
+                             f"unpacked but the whole file has {size} (is it corrupt or crafted?)")
+    models = [name for name in records if _model_record(name)]
+    if not models:
+        old = any(name.endswith("serialized_exported_program.json") for name in records)
+        raise InputError(f"{shown}: not a torch.export archive: no models/*.json record" + (
+            " (an archive from torch < 2.8; re-export it with a newer torch.export.save)" if old else
+            " (expected a .pt2 file written by torch.export.save)"))
+    model = next((m for m in models if m.endswith("/models/model.json")), models[0])
+    if len(models) > 1 and not model.endswith("/models/model.json"):
+        raise InputError(f"{shown}: the archive holds {len(models)} programs and none is named 'model' "
+                         "(sninspect reads the one torch.export.save writes)")
+    root, name = model.split("/")[0], model.split("/")[-1][: -len(".json")]
+    if root + "/byteorder" in records and archive.read(root + "/byteorder").strip() != b"little":
+        raise InputError(f"{shown}: tensors are stored big-endian; sninspect reads little-endian archives")
+    program = _json(archive, model, shown)
+    weights = _payload(archive, f"{root}/data/weights/", f"{name}_weights_config.json", records, shown)
+    constants = _payload(archive, f"{root}/data/constants/", f"{name}_constants_config.json", records, shown)
+    return _graph(program, weights, constants, shown)
+
+
+def _json(archive: zipfile.ZipFile, name: str, shown: str) -> Any:
+    try:
+        return json.loads(archive.read(name))
+    except (ValueError, RecursionError) as err:
+        raise InputError(f"{shown}: record {name!r} is not valid JSON: {str(err)[:120]} (is the archive "
+                         "corrupt?)") from None
+
+
+def _payload(archive: zipfile.ZipFile, folder: str, config: str, records: dict[str, zipfile.ZipInfo],
+             shown: str) -> dict[str, Tensor]:
+    """Tensors of one payload config, by fully qualified name; pickled entries are refused."""
+    if folder + config not in records:
+        return {}
+    entries = _json(archive, folder + config, shown)
+    entries = entries.get("config", {}) if isinstance(entries, dict) else None
+    if not isinstance(entries, dict):
+        raise InputError(f"{shown}: {folder + config!r} is not a payload config (is the archive corrupt?)")
+    tensors: dict[str, Tensor] = {}
+    for fqn, meta in entries.items():
+        if not isinstance(meta, dict) or meta.get("use_pickle"):
+            raise UnsafeCheckpointError(f"{shown}: refused to load: entry {fqn[:80]!r} is a pickled object "
+                                        "(a tensor subclass or a Python constant); unpickling it could run "
+                                        "code, and sninspect reads raw tensors only")
+        record = folder + str(meta.get("path_name", ""))
+        if record not in records:
+            raise InputError(f"{shown}: entry {fqn[:80]!r} names record {record[:80]!r}, which the archive "
+                             "does not hold (is it truncated?)")
+        tensors[fqn] = _tensor(archive.read(record), meta.get("tensor_meta"), f"entry {fqn[:80]!r}", shown)
+    return tensors
+
+
+def _tensor(data: bytes, meta: Any, what: str, shown: str) -> Tensor:
+    """A tensor viewed from a raw record as its metadata says, after checking the view fits."""
+    if not isinstance(meta, dict):
+        raise InputError(f"{shown}: {what} has no tensor metadata (is the archive corrupt?)")
+    dtype = _DTYPES.get(meta.get("dtype"))  # type: ignore[arg-type]
+    if dtype is None:
+        raise InputError(f"{shown}: {what} has dtype code {meta.get('dtype')!r}, which sninspect does not "
+                         "read (float, integer and bool tensors only)")
+    sizes = _ints(meta.get("sizes"), what, shown)
+    strides = _ints(meta.get("strides"), what, shown)
+    offset = _ints([meta.get("storage_offset")], what, shown)[0]
+    if len(strides) != len(sizes) or min([offset, *sizes, *strides], default=0) < 0:
+        raise InputError(f"{shown}: {what} has sizes {sizes}, strides {strides}, offset {offset} that "
+                         "describe no tensor (is the archive corrupt?)")
+    item = torch.empty((), dtype=dtype).element_size()
+    count = len(data) // item
+    numel = 1
+    for n in sizes:
+        numel *= n
+    need = 0 if numel == 0 else offset + 1 + sum((n - 1) * s for n, s in zip(sizes, strides, strict=True))
+    if need > count and len(data) > 0:
+        raise InputError(f"{shown}: {what} needs {need} elements but its record holds {count} (is the "
+                         "archive truncated or corrupt?)")
+    if len(data) == 0:  # torch.export.save writes empty records for all-zero meta tensors
+        return torch.zeros(sizes, dtype=dtype)
+    flat = torch.frombuffer(bytearray(data[: count * item]), dtype=dtype)  # (count,)
+    return torch.as_strided(flat, sizes, strides, offset).clone()
+
+
+def _ints(values: Any, what: str, shown: str) -> list[int]:
+    """Concrete sizes; a symbolic one (dynamic shapes) is refused."""
+    out = []
+    for value in values if isinstance(values, list) else [None]:
+        number = value.get("as_int") if isinstance(value, dict) else None
+        if not isinstance(number, int) or isinstance(number, bool):
+            raise InputError(f"{shown}: {what} has a symbolic or missing size {str(value)[:60]} (dynamic "
+                             "shapes are not supported: export with static example inputs)")
+        out.append(number)
+    return out
+
+
+def _graph(program: Any, weights: dict[str, Tensor], constants: dict[str, Tensor], shown: str) -> ExportedGraph:
+    try:
+        module = program["graph_module"]
+        graph, signature = module["graph"], module["signature"]
+        values = graph["tensor_values"]
+        specs, out_specs = signature["input_specs"], signature["output_specs"]
+    except (KeyError, TypeError):
+        raise InputError(f"{shown}: the model record lacks graph_module/graph/signature (not a "
+                         "torch.export program, or from an unsupported torch version)") from None
+    if graph.get("custom_obj_values"):
+        raise UnsafeCheckpointError(f"{shown}: refused to load: the graph holds custom (torchbind) objects, "
+                                    "which are pickled code-bearing values; sninspect reads tensors only")
+    shapes = {str(name): tuple(_ints(meta.get("sizes") if isinstance(meta, dict) else None,
+                                     f"value {str(name)[:60]!r}", shown))
+              for name, meta in values.items()}
+    inputs: list[str] = []
+    tensors: dict[str, Tensor] = {}
+    state: dict[str, Tensor] = {}
+    for spec in specs:
+        kind, body = _union(spec, "input spec", shown)
+        if kind == "user_input":
+            inputs.append(_tensor_name(body.get("arg"), "a user input", shown))
+            continue
+        if kind not in ("parameter", "buffer", "tensor_constant"):
+            raise InputError(f"{shown}: the graph takes a {kind} input, which sninspect does not read "
+                             "(parameters, buffers, tensor constants and tensor inputs only)")
+        node_name = body["arg"]["name"]
+        fqn = body.get(f"{kind}_name")
+        source = constants if kind == "tensor_constant" else weights
+        if fqn not in source and kind == "buffer" and fqn in constants:
+            source = constants  # non-persistent buffers are saved with the constants
+        if fqn not in source:
+            raise InputError(f"{shown}: {kind} {str(fqn)[:80]!r} is not in the archive's payload (is it "
+                             "truncated or corrupt?)")
+        tensors[node_name] = source[fqn]
+        if kind != "tensor_constant":
+            state[str(fqn)] = source[fqn]
+    outputs = []
+    for spec in out_specs:
+        kind, body = _union(spec, "output spec", shown)
+        if kind != "user_output":
+            raise InputError(f"{shown}: the graph has a {kind} output (a mutated buffer or a loss); "
+                             "sninspect bounds eval-mode programs whose outputs are plain tensors")
+        outputs.append(_tensor_name(body.get("arg"), "a user output", shown))
+    if not inputs:
+        raise InputError(f"{shown}: the exported program takes no tensor input: nothing to bound")
+    nodes = tuple(_node(raw, shown) for raw in graph.get("nodes", []))
+    return ExportedGraph(shown, nodes, tuple(inputs), tuple(outputs), tensors, shapes, state)
+
+
+def _union(value: Any, what: str, shown: str) -> tuple[str, Any]:
+    if not isinstance(value, dict) or len(value) != 1:
+        raise InputError(f"{shown}: a malformed {what} in the model record (is the archive corrupt?)")
+    kind, body = next(iter(value.items()))
+    return str(kind), body
+
+
+def _tensor_name(arg: Any, what: str, shown: str) -> str:
+    if isinstance(arg, dict) and isinstance(arg.get("as_tensor"), dict):
+        return str(arg["as_tensor"]["name"])
+    raise InputError(f"{shown}: {what} is not a tensor ({str(arg)[:60]}); sninspect bounds functions of "
+                     "tensors")
+
+
+def _node(raw: Any, shown: str) -> GraphNode:
+    try:
+        target, name = str(raw["target"]), str(raw.get("name", ""))
+        args, kwargs = [], {}
+        for named in raw["inputs"]:
+            value = _argument(named["arg"], target, shown)
+            if named.get("kind") == 2:
+                kwargs[str(named["name"])] = value
+            else:
+                args.append(value)
+        outputs = tuple(_outputs(raw["outputs"], target, shown))
+        metadata = raw.get("metadata") or {}
+    except (KeyError, TypeError, AttributeError):
+        raise InputError(f"{shown}: a malformed node in the model record (is the archive corrupt?)") from None
+    stack = str(metadata.get("nn_module_stack", "")) if isinstance(metadata, dict) else ""
+    last = stack.split(";")[-1].split(",") if stack else []
+    return GraphNode(name or (outputs[0] or ""), target, tuple(args), kwargs, outputs,
+                     last[1] if len(last) >= 3 else "")
+
+
+def _outputs(raw: list[Any], target: str, shown: str) -> list[str | None]:
+    names: list[str | None] = []
+    for out in raw:
+        kind, body = _union(out, "node output", shown)
+        if kind == "as_tensor":
+            names.append(str(body["name"]))
+        elif kind == "as_tensors":
+            names.extend(str(t["name"]) for t in body)
+        elif kind == "as_none":
+            names.append(None)
+        else:
+            raise InputError(f"{shown}: operator {target[:80]} returns a {kind}, which sninspect does not "
+                             "follow (tensor outputs only)")
+    return names
+
+
+_PLAIN = ("as_int", "as_ints", "as_float", "as_floats", "as_bool", "as_bools", "as_string", "as_strings")
+
+
+def _argument(arg: Any, target: str, shown: str) -> Any:
+    """A node argument as a Python value; tensors become :class:`Ref`."""
+    kind, body = _union(arg, "argument", shown)
+    if kind in _PLAIN:
+        return list(body) if isinstance(body, list) else body
+    if kind == "as_none":
+        return None
+    if kind == "as_tensor":
+        return Ref(str(body["name"]))
+    if kind == "as_tensors":
+        return [Ref(str(t["name"])) for t in body]
+    if kind == "as_optional_tensors":
+        return [Ref(str(t["as_tensor"]["name"])) if "as_tensor" in t else None for t in body]
+    if kind == "as_optional_tensor":
+        return Ref(str(body["as_tensor"]["name"])) if "as_tensor" in body else None
+    if kind == "as_scalar_type" and body in _DTYPES:
+        return _DTYPES[body]
+    if kind == "as_memory_format" and body in _MEMORY_FORMATS:
+        return _MEMORY_FORMATS[body]
+    if kind == "as_layout" and body == 7:
+        return torch.strided
+    if kind == "as_device":
+        return torch.device("cpu")  # bounds are computed where sninspect runs
+    raise InputError(f"{shown}: operator {target[:80]} takes a {kind} argument, which sninspect does not "
+                     "read (dynamic shapes, subgraphs and custom objects are not supported)")
