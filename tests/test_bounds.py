@@ -413,6 +413,16 @@ def same_conv_jacobian(weight: Tensor, size: tuple[int, ...], transposed: bool) 
     return forward.T if transposed else forward
 
 
+def padded_circulant_oracle(weight: Tensor, size: tuple[int, ...]) -> float:
+    """numpy: the norm of the circular convolution on the padded size n + k − 1 (max over the FFT grid
+    of the symbol's σ_max), the certified upper end of a 'same'-conv bracket."""
+    kernel = weight.detach().numpy()
+    padded = [n + k - 1 for n, k in zip(size, kernel.shape[2:], strict=True)]
+    symbol = np.fft.fftn(kernel, s=padded, axes=tuple(range(2, kernel.ndim)))  # (b, a, *N)
+    mats = np.moveaxis(symbol.reshape(*kernel.shape[:2], -1), -1, 0)  # (F, b, a)
+    return float(np.linalg.svd(mats, compute_uv=False).max())
+
+
 @pytest.mark.filterwarnings("ignore:Using padding='same'")
 @pytest.mark.parametrize(
     ("shape", "size"),
@@ -429,7 +439,8 @@ def test_same_conv_norm_matches_dense(shape: tuple[int, ...], size: tuple[int, .
     norm = conv_same_operator_norm(weight, size, transposed=transposed)
     # The bracket contains the dense σ1 and is as narrow as asked; the printed (lower) end is within it.
     assert norm.converged and norm.lower <= singular[0] * (1 + 1e-12) and singular[0] <= norm.upper * (1 + 1e-12)
-    assert norm.upper <= norm.lower * (1 + 1e-5)
+    assert norm.estimate_width <= 1e-5  # the a-posteriori width met the request
+    assert norm.upper == pytest.approx(padded_circulant_oracle(weight, size), rel=1e-8)  # certified end
     vector = norm.vector
     assert vector.shape == (1, shape[0] if transposed else shape[1], *size)
     assert vector.norm().item() == pytest.approx(1.0, rel=1e-14)
@@ -462,14 +473,18 @@ def test_same_conv_norm_degenerate_and_adversarial_starts() -> None:
 
 def test_same_conv_budget_spent_reports_the_bracket_it_has() -> None:
     """Out of products, the bracket is still a bracket (containing σ1), flagged as not converged: the
-    upper end is then the caller's certified ceiling (an early Ritz residual bounds nothing)."""
+    upper end is the certified one, the padded circulant's norm or the caller's ceiling if lower."""
     weight = torch.randn(4, 4, 3, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     truth = np.linalg.svd(same_conv_jacobian(weight, (8, 8), False), compute_uv=False)[0]
-    ceiling = conv_operator_bound(weight).upper
-    norm = conv_same_operator_norm(weight, (8, 8), max_products=3, ceiling=ceiling)
+    circulant = padded_circulant_oracle(weight, (8, 8))
+    norm = conv_same_operator_norm(weight, (8, 8), max_products=3)
     assert not norm.converged and norm.products <= 4
-    assert norm.lower <= truth <= norm.upper == ceiling
-    assert conv_same_operator_norm(weight, (8, 8), max_products=3).upper == math.inf
+    assert norm.lower <= truth <= norm.upper
+    assert norm.upper == pytest.approx(circulant, rel=1e-8)
+    ceiling = conv_operator_bound(weight).upper  # over all sizes: never below the circulant's norm
+    assert conv_same_operator_norm(weight, (8, 8), max_products=3, ceiling=ceiling).upper == norm.upper
+    low = conv_same_operator_norm(weight, (8, 8), max_products=3, ceiling=truth * 1.000001)
+    assert low.upper == truth * 1.000001
 
 
 def _near_orthogonal(channels: int, gen: torch.Generator) -> Tensor:
@@ -504,7 +519,9 @@ def test_same_conv_bracket_contains_the_dense_norm(case: str) -> None:
     norm = conv_same_operator_norm(weight, size)
     assert norm.converged, norm
     assert norm.lower <= singular[0] * (1 + 1e-12) and singular[0] <= norm.upper * (1 + 1e-12)
-    assert norm.width <= 1e-5
+    assert norm.estimate_width <= 1e-5
+    assert norm.upper == pytest.approx(padded_circulant_oracle(weight, size), rel=1e-8)
+    assert norm.lower == pytest.approx(singular[0], rel=1e-6)  # the printed end, to its 6 digits
 
 
 @pytest.mark.parametrize("scale", [1e-170, 1e154])
