@@ -61,7 +61,6 @@ from dataclasses import dataclass
 from itertools import product
 
 import numpy
-
 import torch
 from torch import Tensor
 
@@ -288,7 +287,10 @@ class _ShiftedBlock:
         converged; the caller checks it with a Cholesky and falls back to :meth:`sigma` if not."""
         gram = self.matrices[row].neg().contiguous()  # (n, n): G − s²I
         gram.diagonal().add_(self.shift)  # G(ω)
-        return math.sqrt(max(_top_rayleigh(gram), 0.0))
+        try:
+            return math.sqrt(max(_top_rayleigh(gram), 0.0))
+        except numpy.linalg.LinAlgError:  # the small tridiagonal's solver: 0 bounds anything from below
+            return 0.0
 
 
 LANCZOS_STEPS = 160
