@@ -39,9 +39,12 @@ degree k − 1, valid for N > 2(k − 1)) is also valid but looser; for 3×3 ker
 with the kernel's autocorrelation A_m = Σ_x K_xᵀ K_{x+m}, so G on any set of frequencies is a small
 phase matrix times the (2k−1)^d matrices A_m. Frequencies are visited in decreasing tr G(ω) with a
 running maximum s: one Cholesky of s²I − G(ω) (n³/3, about a seventh of an eigen-solve at n = 512)
-proves σ(ω) ≤ s; only the frequencies where it fails get an eigen-solve, which updates s. The result
-is the exact grid maximum. It replaces "FFT of the zero-padded kernel, then batched SVDs" (same
-values — the tests check it against that recipe) because it evaluates any subset of frequencies,
+proves σ(ω) ≤ s; only the frequencies where it fails are solved, which updates s: Lanczos on G(ω)
+(about 100 matrix-vector products, n² each) gives a Rayleigh quotient, a lower bound that is σ(ω)
+to ~1e-15 once converged, and the Cholesky at that value checks it (an eigen-solve, 25 Cholesky at
+n = 1024, only where the check fails). The result is the exact grid maximum. It replaces "FFT of the
+zero-padded kernel, then batched SVDs" (same values — the tests check it against that recipe)
+because it evaluates any subset of frequencies,
 needs only half the grid (K̂(−ω) = conj K̂(ω)) and never holds all N^d matrices at once.
 
 **The cheap bound** is Singla & Feizi 2021, "Fantastic Four: Differentiable Bounds on Singular
@@ -66,6 +69,7 @@ from torch import Tensor
 
 from sninspect.errors import OperandError
 from sninspect.linalg.failures import typed_solver_errors
+from sninspect.linalg.lanczos import top_rayleigh
 from sninspect.linalg.spectral import power_step
 
 CHUNK_BYTES = 64 * 2**20
@@ -283,59 +287,14 @@ class _ShiftedBlock:
 
     def ritz_sigma(self, row: int) -> float:
         """A lower bound on σ_max(K̂(ω)): √ of a Rayleigh quotient of G(ω) = s²I − (the block's matrix)
-        at the top Ritz vector of a Lanczos run (:func:`_top_rayleigh`). Near exact where Lanczos
-        converged; the caller checks it with a Cholesky and falls back to :meth:`sigma` if not."""
+        at the top Ritz vector of a Lanczos run (:func:`~sninspect.linalg.lanczos.top_rayleigh`). Near
+        exact where Lanczos converged; the caller checks it with a Cholesky, :meth:`sigma` if not."""
         gram = self.matrices[row].neg().contiguous()  # (n, n): G − s²I
         gram.diagonal().add_(self.shift)  # G(ω)
         try:
-            return math.sqrt(max(_top_rayleigh(gram), 0.0))
+            return math.sqrt(max(top_rayleigh(gram), 0.0))
         except numpy.linalg.LinAlgError:  # the small tridiagonal's solver: 0 bounds anything from below
             return 0.0
-
-
-LANCZOS_STEPS = 160
-"""Most Krylov vectors of one frequency's Lanczos run (full reorthogonalization): n² work per step, so
-160 steps at n = 1024 cost about a tenth of an eigen-solve."""
-
-
-def _top_rayleigh(gram: Tensor, *, rtol: float = 1e-8) -> float:
-    """zᴴGz for the unit top Ritz vector z of Lanczos on the Hermitian G (n, n), stopped when the
-    Ritz residual is below ``rtol``·θ (the Ritz value is then good to about rtol²/gap). A Rayleigh
-    quotient: ≤ λ_max(G) up to rounding, whatever the convergence (recomputed from a fresh product).
-
-    Runs on the real form of G (z ↦ Gz on ℂⁿ as a symmetric map of ℝ²ⁿ: the same values, each twice),
-    so that the reorthogonalization is real GEMV; the small tridiagonal is solved by numpy (LAPACK on
-    a 100×100 matrix through torch pays a thread start-up per call)."""
-    n = gram.shape[0]
-    steps = min(2 * n, LANCZOS_STEPS)
-
-    def apply(x: Tensor) -> Tensor:  # (2n,) real ↦ (2n,) real
-        return torch.view_as_real(gram @ torch.view_as_complex(x.view(n, 2))).reshape(-1)
-
-    generator = torch.Generator(device="cpu").manual_seed(2)
-    basis = torch.zeros(steps, 2 * n, dtype=torch.float64, device=gram.device)  # (m, 2n) orthonormal rows
-    start = torch.randn(2 * n, generator=generator, dtype=torch.float64).to(gram.device)  # (2n,)
-    basis[0] = start / torch.linalg.vector_norm(start)
-    alpha: list[float] = []
-    beta: list[float] = []
-    top = basis[0]
-    for j in range(steps):
-        w = apply(basis[j])  # (2n,)
-        alpha.append(float(basis[j] @ w))
-        for _ in range(2):  # full reorthogonalization, twice
-            w = w - (basis[: j + 1] @ w) @ basis[: j + 1]
-        norm = float(torch.linalg.vector_norm(w))
-        if (j + 1) % 8 == 0 or j + 1 == steps or norm == 0.0:  # the small tridiagonal's top pair
-            theta, vecs = numpy.linalg.eigh(numpy.diag(alpha) + numpy.diag(beta, 1) + numpy.diag(beta, -1))
-            # Residual of the top Ritz pair: β_j · |last entry of its eigenvector|.
-            done = norm * abs(vecs[-1, -1]) <= rtol * max(theta[-1], 1e-300)
-            if done or j + 1 == steps or norm == 0.0:
-                top = torch.from_numpy(vecs[:, -1].copy()).to(basis) @ basis[: j + 1]  # (2n,)
-                break
-        beta.append(norm)
-        basis[j + 1] = w / norm
-    top = top / torch.linalg.vector_norm(top)
-    return float(top @ apply(top))
 
 
 @typed_solver_errors
@@ -344,7 +303,8 @@ def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLA
     size ``grid`` (to within ``slack`` relative).
 
     Half the grid (conjugate pairs), G(ω) from the autocorrelation, frequencies in decreasing tr G,
-    one Cholesky per frequency against the running maximum, an eigen-solve where it fails.
+    one Cholesky per frequency against the running maximum; where it fails, a Lanczos Rayleigh
+    quotient checked by a Cholesky (an eigen-solve only where that check fails).
     """
     weight = as_kernel(kernel, None)
     if weight.shape[0] < weight.shape[1]:
