@@ -427,3 +427,19 @@ def test_github_format_makes_control_characters_visible() -> None:
     from sninspect.render.check import _gh_data
 
     assert _gh_data("a\x1b[31mb\r\nc%") == "a\\x1b[31mb%0D%0Ac%25"
+
+
+@pytest.mark.parametrize("rules", [{"max_sigma": "1.05"}, {"max_cos_error": True}, {"max_lipschitz": -1.0},
+                                   {"max_norm_error": float("nan")}, {"strict_cos": 1}])
+def test_rule_values_of_the_wrong_kind_are_one_usage_error(rules: dict) -> None:
+    """From Python, ``sninspect.check(report, {"max_sigma": "1.05"})`` is a ValueError naming the rule,
+    not a TypeError at the first comparison."""
+    import sninspect
+    from sninspect.errors import UsageError
+
+    report = sninspect.analyze("sample_checkpoints/dcgan_sn_torch.pt", device="cpu")
+    name = next(iter(rules))
+    with pytest.raises(UsageError, match=f"rules: {name} must be") as info:
+        sninspect.check(report, rules)
+    assert isinstance(info.value, ValueError)
+    assert sninspect.check(report, {"max_sigma": 10, "strict_cos": False}).passed  # ints are numbers

@@ -10,6 +10,8 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from sninspect.errors import UsageError
+
 DEFAULT_MAX_SIGMA = 1.10
 """σ_eff up to 10% above 1. One power step per training step lags the moving weights: the healthy
 trained samples and test fixtures reach 1.068 (sample_checkpoints/mlp_sn_parametrize.safetensors,
@@ -54,6 +56,19 @@ class Rules:
     """Largest allowed certified operator product of the primary model."""
     fail_on_warning: bool = False
     """Every report warning is a violation."""
+
+    def __post_init__(self) -> None:
+        """Limits are None or non-negative numbers, switches are booleans: a rule given ``"1.05"`` or
+        ``True`` as a limit would otherwise fail (or pass) at the first comparison."""
+        for name in ("max_sigma", "max_cos_error", "max_norm_error", "max_lipschitz"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0.0:
+                raise UsageError(f"rules: {name} must be a non-negative number or None, got {value!r}")
+        for name in ("strict_cos", "fail_on_warning"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"rules: {name} must be True or False, got {getattr(self, name)!r}")
 
 
 @dataclass(frozen=True)
