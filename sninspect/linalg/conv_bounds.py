@@ -298,9 +298,14 @@ class _ShiftedBlock:
 
 
 @typed_solver_errors
-def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLACK) -> float:
+def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLACK, floor: float = 0.0) -> float:
     """max over the frequency grid of σ_max(K̂(ω)): the exact norm of the circular convolution at
     size ``grid`` (to within ``slack`` relative).
+
+    ``floor``: a value known not to exceed that maximum (e.g. a Rayleigh quotient of an operator the
+    circulant contains), where the running maximum starts, so that only the frequencies above it need
+    more than one Cholesky. Whatever the floor, every frequency is proved ≤ the result (1 + slack):
+    a floor above the maximum returns the floor, still an upper bound.
 
     Half the grid (conjugate pairs), G(ω) from the autocorrelation, frequencies in decreasing tr G,
     one Cholesky per frequency against the running maximum; where it fails, a Lanczos Rayleigh
@@ -321,7 +326,7 @@ def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLA
     batch = max(1, FACTOR_BYTES // (16 * n * n))
     buffer = autocorr.new_empty(n * n, 2 * step)  # reused by every block
     a_t = autocorr.reshape(m, n * n).T  # (n², M)
-    best = 0.0
+    best = max(0.0, float(floor))
     for start in range(0, order.numel(), step):
         chunk = order[start : start + step]
         block = _ShiftedBlock(_negated_grams(a_t, cos[chunk], sin[chunk], buffer), batch)

@@ -166,7 +166,7 @@ def conv_same_operator_norm(
     lower = scale * math.sqrt(max(fine.lower, 0.0)) * (1.0 - slack)
     upper = scale * math.sqrt(max(fine.upper, 0.0)) * (1.0 + slack)
     converged = upper <= lower * (1.0 + rtol) or upper == 0.0
-    certified = scale * padded_circulant_norm(unit, input_size)
+    certified = scale * padded_circulant_norm(unit, input_size, floor=lower / scale)
     if ceiling is not None:
         certified = min(certified, ceiling)
     second = fine.second if fine.second > 0.0 else second  # a float64 check of one product has no θ2
@@ -176,13 +176,14 @@ def conv_same_operator_norm(
                      estimate_width=upper / lower - 1.0 if lower > 0.0 else 0.0)
 
 
-def padded_circulant_norm(kernel: Tensor, input_size: Sequence[int]) -> float:
+def padded_circulant_norm(kernel: Tensor, input_size: Sequence[int], *, floor: float = 0.0) -> float:
     """Certified upper bound of the zero-padded 'same' stride-1 convolution (or its adjoint, the same
     norm) at ``input_size``: the exact norm of the circular convolution on the padded size n + k − 1
-    (:attr:`SizedNorm.upper`), with the grid maximum's rounding slack."""
+    (:attr:`SizedNorm.upper`), with the grid maximum's rounding slack. ``floor``: a lower bound of the
+    'same' operator's norm (a Rayleigh quotient), hence of the circulant's: the screening starts there."""
     weight = as_kernel(kernel, None)
     padded = [n + k - 1 for n, k in zip(input_size, weight.shape[2:], strict=True)]
-    return grid_max(weight, padded) * (1.0 + 2.0 * ROUNDING_SLACK)
+    return grid_max(weight, padded, floor=floor) * (1.0 + 2.0 * ROUNDING_SLACK)
 
 
 def same_conv_pair(weight: Tensor, input_size: Sequence[int], *, transposed: bool = False
