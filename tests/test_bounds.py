@@ -601,3 +601,14 @@ def test_eigen_solver_failure_falls_back_to_the_reshape_bound(monkeypatch: pytes
     assert bound.method.startswith("reshape")
     assert bound.lower <= exact.lower * (1 + 1e-12) and bound.upper >= exact.upper / (1 + 0.01)
     assert bound.upper == pytest.approx(min(reshape_bounds(weight)), rel=1e-12)
+
+
+def test_grid_max_floor_changes_the_work_not_the_bound() -> None:
+    """A floor below the grid maximum returns the same maximum (the numpy FFT oracle); a floor above it
+    returns the floor: still an upper bound of every frequency, never a value below the truth."""
+    weight = torch.randn(6, 5, 3, 3, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    truth = padded_circulant_oracle(weight, (8, 8))  # the 10×10 grid
+    assert conv_bounds.grid_max(weight, (10, 10)) == pytest.approx(truth, rel=1e-8)
+    for floor in (0.5 * truth, 0.999 * truth):
+        assert conv_bounds.grid_max(weight, (10, 10), floor=floor) == pytest.approx(truth, rel=1e-8)
+    assert conv_bounds.grid_max(weight, (10, 10), floor=2.0 * truth) == 2.0 * truth
