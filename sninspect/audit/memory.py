@@ -114,10 +114,14 @@ def conv_bound_bytes(shape: Sequence[int], grid: Sequence[int]) -> int:
 
 
 def conv_same_bytes(shape: Sequence[int], size: Sequence[int], transposed: bool) -> int:
-    """Peak bytes of the exact 'same' conv norm of a kernel (c_out, c_in, k...) at input ``size``."""
+    """Peak bytes of the exact 'same' conv norm of a kernel (c_out, c_in, k...) at input ``size``: the
+    Lanczos basis and products, or the certified upper end (the circulant on the padded grid), whichever
+    is larger (they run one after the other)."""
     c_out, c_in, *ks = shape
+    grid = [n + k - 1 for n, k in zip(size, ks, strict=False)]
     if transposed:
         c_out, c_in = c_in, c_out
     vector = c_in * math.prod(size)
-    padded = max(c_out, c_in) * math.prod(n + k - 1 for n, k in zip(size, ks, strict=False))
-    return (2 * 24 + 4) * vector * 8 + 6 * padded * 8
+    padded = max(c_out, c_in) * math.prod(grid)
+    lanczos = (2 * 24 + 4) * vector * 8 + 6 * padded * 8
+    return max(lanczos, conv_bound_bytes(shape, grid))
