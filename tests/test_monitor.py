@@ -203,6 +203,10 @@ def test_bad_logs_give_one_line_and_a_torn_last_line_is_skipped(tmp_path: Path) 
         "only_torn.jsonl": ('{"sninspect_monitor": 1, "st', "no audit record"),
         "bad_report.jsonl": ('{"sninspect_monitor": 1, "step": 1, "report": {"layers": 3}}\n', "malformed report"),
     }
+    for field, value in (("sigma_effective", "x"), ("shape", "3x3"), ("notes", [1])):  # were TypeError, exit 5
+        record = json.loads(good.read_text().splitlines()[0])
+        record["report"]["layers"][0][field] = value
+        cases[f"kind_{field}.jsonl"] = (json.dumps(record) + "\n", f"field '{field}' holds")
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)
         result = runner.invoke(app, ["report", str(tmp_path / name)])
