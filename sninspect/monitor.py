@@ -71,8 +71,7 @@ class SNMonitor:
                  rules: Rules | Mapping[str, Any] | None = None, log: str | os.PathLike[str] | None = "sninspect.jsonl",
                  tensorboard: Any = None, fail_fast: bool = False, options: Options | None = None,
                  **overrides: object) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise UsageError(f"every={every!r}: expected a positive whole number of steps")
+        check_every(every)
         self.model = model
         self.every = every
         self.rules = as_rules(rules)
@@ -134,6 +133,12 @@ class SNMonitor:
         if self.fail_fast:
             raise SNHealthError(message)
         warnings.warn(message, SNHealthWarning, stacklevel=3)
+
+
+def check_every(every: Any) -> None:
+    """``every`` must be a positive int (also checked where a callback is built, before training)."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise UsageError(f"every={every!r}: expected a positive whole number of steps")
 
 
 _RECORD_START = b'{"sninspect_monitor"'
