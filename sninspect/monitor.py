@@ -76,11 +76,15 @@ class SNMonitor:
         self.every = every
         self.rules = as_rules(rules)
         self.log = Path(os.fspath(log)) if log is not None else None
-        if self.log is not None:
-            _check_log(self.log)
         self.fail_fast = fail_fast
         self.options = with_overrides(options, overrides)
         self._writer, self._own_writer = _writer(tensorboard)
+        if self.log is not None:  # after the writer: a SummaryWriter in runs/tb makes runs/ for runs/sn.jsonl
+            try:
+                _check_log(self.log)
+            except OutputError:
+                self.close()
+                raise
         self.last: Report | None = None
         """The latest audit."""
         self.last_step: int | None = None
@@ -145,13 +149,12 @@ _RECORD_START = b'{"sninspect_monitor"'
 
 
 def _check_log(path: Path) -> None:
-    """Refuse, before training starts, a log that cannot be written (a folder, a missing folder) or
-    that exists and is not a monitor log: appending to a user's checkpoint or notes would damage it."""
+    """Refuse, before training starts, a log that is a folder or that exists and is not a monitor log:
+    appending to a user's checkpoint or notes would damage it. A missing folder is refused at the first
+    append (the folder may be made meanwhile, as a SummaryWriter makes runs/ for runs/tb)."""
     shown = printable(path)
     if path.is_dir():
         raise OutputError(f"log={shown}: is a folder (give the path of a .jsonl file to append to)")
-    if not path.parent.is_dir():
-        raise OutputError(f"log={shown}: folder {printable(path.parent)} does not exist (create it first)")
     if not path.is_file():
         return
     try:

@@ -306,3 +306,14 @@ def test_a_factory_calling_sys_exit_is_one_line(tmp_path: Path, monkeypatch: pyt
     monkeypatch.syspath_prepend(str(tmp_path))
     result = runner.invoke(app, ["graph", str(tmp_path / "d.pt"), "--model", "exiting:build", "--input-shape", "4"])
     assert result.exit_code == 2 and "SystemExit" in result.output, result.output
+
+
+def test_a_huge_input_shape_is_refused_before_the_model_is_built(tmp_path: Path) -> None:
+    """--input-shape 3,100000,100000 asked torch for 120 GB (refused by the allocator, or at sizes just
+    under the machine's memory, taken): now refused from the shape alone, before any user code runs."""
+    (tmp_path / "never.py").write_text("def build():\n    raise RuntimeError('user code ran')\n")
+    torch.save(_net().state_dict(), tmp_path / "d.pt")
+    for shape in ("3,100000,100000", "1,16385,16385"):
+        result = runner.invoke(app, ["graph", str(tmp_path / "d.pt"), "--model", "never:build", "--input-shape",
+                                     shape, "-q"])
+        assert result.exit_code == 2 and "more than" in result.output and "user code" not in result.output

