@@ -21,20 +21,21 @@ so a reader never sees half a record except a last line still being written, whi
 from __future__ import annotations
 
 import json
+import operator
 import os
 import time
 import warnings
 from collections.abc import Mapping
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from sninspect.audit.log import log_record
-from sninspect.audit.options import Options
+from sninspect.audit.options import Options, with_overrides
 from sninspect.audit.sources import analyze, as_rules, check
-from sninspect.errors import SninspectError, UsageError
+from sninspect.errors import OutputError, SninspectError, UsageError
+from sninspect.io.files import printable
 from sninspect.io.write import append_line
 from sninspect.results.check import Rules, Verdict
 from sninspect.results.report import Report
@@ -70,15 +71,20 @@ class SNMonitor:
                  rules: Rules | Mapping[str, Any] | None = None, log: str | os.PathLike[str] | None = "sninspect.jsonl",
                  tensorboard: Any = None, fail_fast: bool = False, options: Options | None = None,
                  **overrides: object) -> None:
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise UsageError(f"every={every!r}: expected a positive whole number of steps")
+        check_every(every)
         self.model = model
         self.every = every
         self.rules = as_rules(rules)
         self.log = Path(os.fspath(log)) if log is not None else None
         self.fail_fast = fail_fast
-        self.options = replace(options or Options(), **overrides)  # type: ignore[arg-type]
+        self.options = with_overrides(options, overrides)
         self._writer, self._own_writer = _writer(tensorboard)
+        if self.log is not None:  # after the writer: a SummaryWriter in runs/tb makes runs/ for runs/sn.jsonl
+            try:
+                _check_log(self.log)
+            except OutputError:
+                self.close()
+                raise
         self.last: Report | None = None
         """The latest audit."""
         self.last_step: int | None = None
@@ -87,12 +93,14 @@ class SNMonitor:
     def step(self, global_step: int) -> Report | None:
         """Call once per training step: audits when ``global_step`` is a multiple of ``every`` and
         returns the report; otherwise returns None at once."""
+        global_step = _step_number(global_step)
         if global_step % self.every:
             return None
         return self.audit(global_step)
 
     def audit(self, global_step: int) -> Report:
         """Audit now (whatever the step), log, and judge."""
+        global_step = _step_number(global_step)
         start = time.perf_counter()
         report = analyze(self.model, self.options)
         verdict = check(report, self.rules)
@@ -129,6 +137,46 @@ class SNMonitor:
         if self.fail_fast:
             raise SNHealthError(message)
         warnings.warn(message, SNHealthWarning, stacklevel=3)
+
+
+def check_every(every: Any) -> None:
+    """``every`` must be a positive int (also checked where a callback is built, before training)."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise UsageError(f"every={every!r}: expected a positive whole number of steps")
+
+
+_RECORD_START = b'{"sninspect_monitor"'
+
+
+def _check_log(path: Path) -> None:
+    """Refuse, before training starts, a log that is a folder or that exists and is not a monitor log:
+    appending to a user's checkpoint or notes would damage it. A missing folder is refused at the first
+    append (the folder may be made meanwhile, as a SummaryWriter makes runs/ for runs/tb)."""
+    shown = printable(path)
+    if path.is_dir():
+        raise OutputError(f"log={shown}: is a folder (give the path of a .jsonl file to append to)")
+    if not path.is_file():
+        return
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(_RECORD_START))
+    except OSError as err:
+        raise OutputError(f"log={shown}: cannot read the existing file: {err.strerror or err}") from None
+    if head and head != _RECORD_START:
+        raise OutputError(f"log={shown}: exists and is not an SNMonitor log (it does not start with a "
+                          "monitor record); refusing to append to it: pick a new path")
+
+
+def _step_number(step: Any) -> int:
+    """``step`` as an int (an int, a NumPy integer or a 0-d integer tensor); anything else is a UsageError
+    (``"4" % 100`` raised a TypeError, and ``2.0`` or NaN would have been logged as a step)."""
+    if isinstance(step, bool):
+        raise UsageError(f"step {step!r}: expected the whole number of the training step")
+    try:
+        return operator.index(step)
+    except TypeError:
+        raise UsageError(f"step {str(step)[:40]!r} ({type(step).__name__}): expected the whole number of the "
+                         "training step (an int, e.g. trainer.global_step)") from None
 
 
 def _writer(tensorboard: Any) -> tuple[Any, bool]:

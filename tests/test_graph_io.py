@@ -19,6 +19,7 @@ if str(Path(__file__).parent) not in sys.path:
 import hostile  # noqa: E402
 from graphnets import export  # noqa: E402
 
+from sninspect.audit.graph import GraphOptions, graph_report  # noqa: E402
 from sninspect.cli.main import app  # noqa: E402
 from sninspect.errors import InputError, UnsafeCheckpointError  # noqa: E402
 from sninspect.io.exported import load_exported  # noqa: E402
@@ -219,3 +220,100 @@ def test_a_factory_asking_for_terabytes_is_refused(tmp_path: Path) -> None:
 
     result = runner.invoke(app, ["graph", str(_rewrite(path, tmp_path / "huge.pt2", huge)), "--no-lower"])
     assert result.exit_code == 3 and "more than" in result.output
+
+
+def _edit_program(archive: Path, target: Path, change) -> Path:  # noqa: ANN001
+    """Copy ``archive`` letting ``change(program)`` edit its model.json first."""
+    def edit(members: dict[str, bytes]) -> None:
+        model = next(n for n in members if n.endswith("models/model.json"))
+        program = json.loads(members[model])
+        change(program)
+        members[model] = json.dumps(program).encode()
+    return _rewrite(archive, target, edit)
+
+
+def test_crafted_model_records_are_one_line_errors(archive: Path, tmp_path: Path) -> None:
+    """Attack review: records of the wrong JSON kind, negative sizes, a user output without metadata, a
+    node reading an undefined value, a node whose recorded shape is not what it computes, non-finite
+    weights: each one InputError line (they raised TypeError/KeyError/RuntimeError/_LinAlgError, or
+    bounded a linear layer at a size the graph does not run)."""
+    def graph(program: dict) -> dict:
+        return program["graph_module"]["graph"]
+
+    def first_linear(program: dict) -> dict:
+        return next(n for n in graph(program)["nodes"] if "linear" in n["target"])
+
+    def nan_weight(members: dict[str, bytes]) -> None:
+        name, config = _config(members, "weights")
+        for entry in config["config"].values():
+            record = name.rsplit("/", 1)[0] + "/" + entry["path_name"]
+            if entry["tensor_meta"]["dtype"] == 7 and len(entry["tensor_meta"]["sizes"]) == 2:
+                members[record] = torch.full((len(members[record]) // 4,), float("nan")).numpy().tobytes()
+
+    cases = {
+        "specs_int": lambda p: p["graph_module"]["signature"].__setitem__("input_specs", 7),
+        "spec_arg_int": lambda p: p["graph_module"]["signature"].__setitem__(
+            "input_specs", [{"parameter": {"arg": 5}}, *p["graph_module"]["signature"]["input_specs"]]),
+        "values_list": lambda p: graph(p).__setitem__("tensor_values", []),
+        "negative": lambda p: [v.__setitem__("sizes", [{"as_int": -5}]) for v in graph(p)["tensor_values"].values()],
+        "no_output_meta": lambda p: p["graph_module"]["signature"]["output_specs"][0]["user_output"]["arg"][
+            "as_tensor"].__setitem__("name", "zzz"),
+        "dangling": lambda p: first_linear(p)["inputs"][1].__setitem__("arg", {"as_tensor": {"name": "nonexist"}}),
+        "one_arg": lambda p: first_linear(p).__setitem__("inputs", first_linear(p)["inputs"][:1]),
+    }
+    for name, change in cases.items():
+        with pytest.raises(InputError) as caught:
+            graph_report(_edit_program(archive, tmp_path / f"{name}.pt2", change), GraphOptions(lower=False))
+        assert "\n" not in str(caught.value), name
+    with pytest.raises(InputError, match="NaN or infinite"):
+        graph_report(_rewrite(archive, tmp_path / "nan.pt2", nan_weight), GraphOptions(lower=False))
+    result = runner.invoke(app, ["graph", str(tmp_path / "dangling.pt2"), "--no-lower"])
+    assert result.exit_code == 3 and "nonexist" in result.output, result.output
+
+
+def test_recorded_shapes_must_be_what_the_graph_computes(tmp_path: Path) -> None:
+    """A conv recorded at 8x8 whose arguments (padding dropped) make it 6x6: the bound would be taken
+    at a size the graph does not run; refused. Stride 0 is one line too (was a RuntimeError)."""
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    source = export(net, torch.randn(1, 3, 8, 8), tmp_path / "conv.pt2")
+
+    def conv(program: dict) -> dict:
+        return next(n for n in program["graph_module"]["graph"]["nodes"] if "conv" in n["target"])
+
+    def stride0(program: dict) -> None:
+        conv(program)["inputs"].append({"name": "stride", "arg": {"as_ints": [0, 0]}, "kind": 1})
+
+    with pytest.raises(InputError, match=r"gives shape \[1, 4, 6, 6\] where the archive records \[1, 4, 8, 8\]"):
+        graph_report(_edit_program(source, tmp_path / "few.pt2",
+                                   lambda p: conv(p).__setitem__("inputs", conv(p)["inputs"][:2])),
+                     GraphOptions(lower=False))
+    with pytest.raises(InputError, match="fails to run"):
+        graph_report(_edit_program(source, tmp_path / "s0.pt2", stride0), GraphOptions(lower=False))
+
+
+def test_empty_example_batch_is_refused(tmp_path: Path) -> None:
+    """Exported at a batch of 0: the lower-bound search divided by zero (ZeroDivisionError)."""
+    source = export(nn.Linear(4, 3), torch.randn(0, 4), tmp_path / "empty.pt2")
+    with pytest.raises(InputError, match="no entries"):
+        graph_report(source)
+
+
+def test_a_factory_calling_sys_exit_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SystemExit in the user's factory ended sninspect silently with the factory's status."""
+    (tmp_path / "exiting.py").write_text("def build():\n    raise SystemExit(3)\n")
+    torch.save(_net().state_dict(), tmp_path / "d.pt")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    result = runner.invoke(app, ["graph", str(tmp_path / "d.pt"), "--model", "exiting:build", "--input-shape", "4"])
+    assert result.exit_code == 2 and "SystemExit" in result.output, result.output
+
+
+def test_a_huge_input_shape_is_refused_before_the_model_is_built(tmp_path: Path) -> None:
+    """--input-shape 3,100000,100000 asked torch for 120 GB (refused by the allocator, or at sizes just
+    under the machine's memory, taken): now refused from the shape alone, before any user code runs."""
+    (tmp_path / "never.py").write_text("def build():\n    raise RuntimeError('user code ran')\n")
+    torch.save(_net().state_dict(), tmp_path / "d.pt")
+    for shape in ("3,100000,100000", "1,16385,16385"):
+        result = runner.invoke(app, ["graph", str(tmp_path / "d.pt"), "--model", "never:build", "--input-shape",
+                                     shape, "-q"])
+        assert result.exit_code == 2 and "more than" in result.output and "user code" not in result.output

@@ -12,7 +12,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "sninspect"
 
-RANK = {"results": 0, "errors": 0, "_version": 0, "linalg": 1, "io": 1, "dialects": 2, "audit": 3, "render": 4,
+RANK = {"errors": -1, "results": 0, "_version": 0, "linalg": 1, "io": 1, "dialects": 2, "audit": 3, "render": 4,
         "rewrite": 4, "monitor": 4, "cli": 5, "integrations": 5, "__init__": 6, "__main__": 7}
 """cli → render/rewrite → audit → dialects → linalg/io; results and errors are read by all. The training
 monitor sits beside render (it drives the audit); framework integrations (Lightning) sit on it."""

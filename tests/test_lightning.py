@@ -68,3 +68,13 @@ def test_trainer_fit_writes_the_log_and_a_tensorboard_event_file(tmp_path: Path)
     accumulator = EventAccumulator(str(board))
     accumulator.Reload()
     assert [s.step for s in accumulator.Scalars("sninspect/sigma_effective/0.weight")] == [3, 6, 7]
+
+
+def test_bad_settings_fail_when_the_callback_is_built() -> None:
+    """Attack review: every=0, every="x", an unknown option or rule were accepted by the callback and
+    failed only in on_train_start, after the trainer had set up (the unknown option as a TypeError)."""
+    for kwargs, message in (({"every": 0}, "every=0"), ({"every": "x"}, "every='x'"),
+                            ({"every": 1, "nosuch": 1}, "unknown option 'nosuch'"),
+                            ({"every": 1, "rules": {"nope": 1}}, "unknown 'nope'")):
+        with pytest.raises(sninspect.UsageError, match=message):
+            SNMonitorCallback(**kwargs)

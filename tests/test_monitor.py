@@ -203,6 +203,10 @@ def test_bad_logs_give_one_line_and_a_torn_last_line_is_skipped(tmp_path: Path) 
         "only_torn.jsonl": ('{"sninspect_monitor": 1, "st', "no audit record"),
         "bad_report.jsonl": ('{"sninspect_monitor": 1, "step": 1, "report": {"layers": 3}}\n', "malformed report"),
     }
+    for field, value in (("sigma_effective", "x"), ("shape", "3x3"), ("notes", [1])):  # were TypeError, exit 5
+        record = json.loads(good.read_text().splitlines()[0])
+        record["report"]["layers"][0][field] = value
+        cases[f"kind_{field}.jsonl"] = (json.dumps(record) + "\n", f"field '{field}' holds")
     for name, (text, message) in cases.items():
         (tmp_path / name).write_text(text)
         result = runner.invoke(app, ["report", str(tmp_path / name)])
@@ -213,3 +217,47 @@ def test_bad_logs_give_one_line_and_a_torn_last_line_is_skipped(tmp_path: Path) 
             sninspect.analyze_run(tmp_path / name)
     checked = runner.invoke(app, ["check", str(good), "--max-sigma", "inf", "--max-cos-error", "inf"])
     assert checked.exit_code == 0, checked.output
+
+
+@pytest.mark.filterwarnings("ignore::sninspect.monitor.SNHealthWarning")
+def test_a_log_that_is_not_a_monitor_log_is_never_appended_to(tmp_path: Path) -> None:
+    """Attack review: log= pointing at a checkpoint appended a JSON line to it (the file was damaged);
+    a folder as the log failed only at the first audit, after the first N steps."""
+    model, _ = model_and_data()
+    checkpoint = tmp_path / "D.pt"
+    torch.save(model.state_dict(), checkpoint)
+    before = checkpoint.read_bytes()
+    with pytest.raises(SninspectError, match="not an SNMonitor log") as caught:
+        SNMonitor(model, every=1, log=checkpoint)
+    assert caught.value.exit_code == 4 and checkpoint.read_bytes() == before
+    notes = tmp_path / "notes.jsonl"
+    notes.write_text('{"mine": 1}\n')
+    with pytest.raises(SninspectError, match="not an SNMonitor log"):
+        SNMonitor(model, every=1, log=notes)
+    assert notes.read_text() == '{"mine": 1}\n'
+    with pytest.raises(SninspectError, match="does not exist"):
+        SNMonitor(model, every=1, log=tmp_path / "no" / "such" / "run.jsonl").step(1)
+    with pytest.raises(SninspectError, match="is a folder"):
+        SNMonitor(model, every=1, log=tmp_path)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_bytes(b"")
+    SNMonitor(model, every=1, log=empty, rules={"max_sigma": None, "max_cos_error": None}).step(1)
+    assert records(empty)[0]["step"] == 1
+
+
+@pytest.mark.filterwarnings("ignore::sninspect.monitor.SNHealthWarning")
+def test_step_takes_whole_numbers_only(tmp_path: Path) -> None:
+    """step("4") raised TypeError from `%`; step(2.0) and step(nan) were audited/skipped as steps.
+    NumPy-like integers and 0-d integer tensors (a trainer's counter) are whole numbers."""
+    model, _ = model_and_data()
+    monitor = SNMonitor(model, every=2, log=tmp_path / "m.jsonl", rules={"max_sigma": None, "max_cos_error": None})
+    for bad in ("4", None, 2.0, float("nan"), True):
+        with pytest.raises(sninspect.UsageError, match="whole number"):
+            monitor.step(bad)  # type: ignore[arg-type]
+        with pytest.raises(sninspect.UsageError, match="whole number"):
+            monitor.audit(bad)  # type: ignore[arg-type]
+    assert monitor.step(torch.tensor(4)) is not None and monitor.last_step == 4
+    assert monitor.step(3) is None
+    assert [r["step"] for r in records(tmp_path / "m.jsonl")] == [4]
+    with pytest.raises(sninspect.UsageError, match="unknown option 'nosuch'"):
+        SNMonitor(model, every=2, log=None, nosuch=1)

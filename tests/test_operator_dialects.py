@@ -142,7 +142,7 @@ def test_resflow_uninitialized_is_a_layer_error(tmp_path: Path) -> None:
     state["0.initialized"] = torch.tensor(0)
     torch.save(state, tmp_path / "flow.pt")
     report = sninspect.analyze(tmp_path / "flow.pt", device="cpu")
-    assert "initialized" in (report.layers[0].error or "") and report.layers[1].error is None
+    assert "saved before the layer's first forward" in (report.layers[0].error or "") and report.layers[1].error is None
 
 
 # -- projection SN -----------------------------------------------------------------------------------
@@ -270,3 +270,29 @@ def test_cli_report_end_to_end(tmp_path: Path, which: str) -> None:
     assert {layer["dialect"] for layer in out["layers"]} == {expected}
     assert all(layer["error"] is None for layer in out["layers"])
     assert not any("fit no known dialect" in w or "not audited" in w for w in out["warnings"]), out["warnings"]
+
+
+def test_resflow_integer_bookkeeping_buffers_are_read_as_stored(tmp_path: Path) -> None:
+    """Attack review: the layers register ``initialized`` as ``torch.tensor(0)`` (int64); a membership
+    test on the audit's tensor view read the item, so every induced-norm layer was refused with "holds
+    integers, not floating-point weights" (the uninitialized test above passed on that message). An
+    integer ``spatial_dims`` is a size all the same; a fractional one is not. Oracle: the same state
+    with float bookkeeping (checked against dense Jacobians above)."""
+    state = resflow_model().state_dict()
+    torch.save(state, tmp_path / "float.pt")
+    reference = sninspect.analyze(tmp_path / "float.pt", device="cpu")
+    ints = dict(state)
+    ints["0.initialized"], ints["2.initialized"] = torch.tensor(1), torch.tensor(True)
+    ints["0.spatial_dims"] = state["0.spatial_dims"].to(torch.int64)
+    torch.save(ints, tmp_path / "ints.pt")
+    report = sninspect.analyze(tmp_path / "ints.pt", device="cpu")
+    for got, want in zip(report.layers, reference.layers, strict=True):
+        assert got.error is None and want.error is None
+        assert got.sigma_effective == pytest.approx(want.sigma_effective, rel=1e-12)
+    ints["0.initialized"] = torch.tensor(0)
+    torch.save(ints, tmp_path / "fresh.pt")
+    assert "saved before the layer's first forward" in (sninspect.analyze(tmp_path / "fresh.pt").layers[0].error or "")
+    ints["0.initialized"] = torch.tensor(1)
+    ints["0.spatial_dims"] = state["0.spatial_dims"] + 0.5
+    torch.save(ints, tmp_path / "half.pt")
+    assert "is not an input size" in (sninspect.analyze(tmp_path / "half.pt").layers[0].error or "")

@@ -288,3 +288,19 @@ def test_analyze_run_audits_a_folder_as_the_cli_orders_it(tmp_path: Path) -> Non
     assert sninspect.trend(list(reversed(run.reports))).steps == run.steps
     with pytest.raises(ValueError, match="one source is one checkpoint"):
         sninspect.analyze_run(model)  # type: ignore[arg-type]
+
+
+def test_wrong_kinds_of_arguments_are_usage_errors() -> None:
+    """Attack review: an unknown override raised TypeError (from dataclasses.replace), analyze_run(5)
+    TypeError, trend([1]) and check(5) AttributeError; each is now a UsageError naming what is wrong."""
+    net = nn.Linear(2, 2)
+    with pytest.raises(UsageError, match="unknown option 'nosuch'.*bound_tol"):
+        sninspect.analyze(net, nosuch=1)
+    with pytest.raises(UsageError, match="expected a sninspect.Options"):
+        sninspect.analyze(net, {"device": "cpu"})  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="cannot read a int"):
+        sninspect.analyze_run(5)  # type: ignore[arg-type]
+    with pytest.raises(UsageError, match="where a Report was expected"):
+        sninspect.trend([sninspect.analyze(net), 1])  # type: ignore[list-item]
+    with pytest.raises(UsageError, match="expected a Report"):
+        sninspect.check(5)  # type: ignore[arg-type]

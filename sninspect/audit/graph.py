@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from sninspect.audit.empirical import empirical_lower
 from sninspect.audit.graph_eval import GraphFunction, fold_constants, node_refs, op_name
 from sninspect.audit.graph_rules import bound_step
-from sninspect.errors import InputError
+from sninspect.errors import InputError, SninspectError
 from sninspect.io.exported import ExportedGraph, load_exported
 from sninspect.results.graph import BlockBound, GraphReport, NodeBound
 
@@ -46,11 +46,19 @@ def upper_bound(graph: ExportedGraph) -> tuple[float, list[NodeBound], float]:
     """(upper bound, each node's step, chain product) of one exported graph."""
     env = fold_constants(graph)
     function = GraphFunction(graph, env)  # refuses any operator without a rule, before the math
+    function.check_runs()  # arguments the operators refuse, shapes that are not what they say
     bounds: dict[str, float] = {name: 1.0 for name in graph.inputs}
     nodes: list[NodeBound] = []
     chain = 1.0
     for depth, node in enumerate(function.nodes):
-        step = bound_step(node, bounds, env, graph.shapes, graph.file)
+        try:
+            step = bound_step(node, bounds, env, graph.shapes, graph.file)
+        except SninspectError:
+            raise
+        except (ArithmeticError, LookupError, TypeError, ValueError, RuntimeError) as err:  # odd arguments
+            raise InputError(f"{graph.file}: node {node.name!r} ({node.target[:80]}): its arguments cannot be "
+                             f"bounded: {type(err).__name__}: {str(err).splitlines()[0][:160] if str(err) else ''}"
+                             ) from None
         if not math.isfinite(step.bound):
             raise InputError(f"{graph.file}: node {node.name!r} has an infinite bound (a weight with "
                              "NaN or infinite entries?)")

@@ -125,8 +125,12 @@ def _smoothed(name: str, args: list[Any], beta: float) -> Tensor | None:
 def _call(node: GraphNode, env: Mapping[str, Any], allowed: set[str], file: str,
           smooth: float | None = None) -> None:
     op = _operator(node.target, allowed, file)
-    args = [_resolve(a, env) for a in node.args]
-    kwargs = {k: _resolve(v, env) for k, v in node.kwargs.items()}
+    try:
+        args = [_resolve(a, env) for a in node.args]
+        kwargs = {k: _resolve(v, env) for k, v in node.kwargs.items()}
+    except KeyError as err:
+        raise InputError(f"{file}: node {node.name!r} ({node.target[:80]}) reads value {str(err)[:60]}, which no "
+                         "earlier node or input defines (is the archive corrupt or crafted?)") from None
     name = op_name(node.target)
     try:
         soft = _smoothed(name, args, smooth) if smooth is not None else None
@@ -196,6 +200,25 @@ class GraphFunction:
         for node in self.nodes:
             _operator(node.target, RUN_OPS, graph.file)
         self.input_shape = graph.shapes[graph.inputs[0]]
+        if math.prod(self.input_shape) == 0:
+            raise InputError(f"{graph.file}: the input's recorded shape {list(self.input_shape)} has no entries "
+                             "(exported with an empty example batch?); nothing to bound")
+
+    def check_runs(self) -> None:
+        """Run the function once on zeros of the input shape and check that every value comes out with
+        the shape the archive records: the bound rules read those shapes (a convolution is bounded at
+        its recorded input size) and the arguments (stride, groups) that this run validates."""
+        env: dict[str, Any] = dict(self.constants)
+        env[self.graph.inputs[0]] = torch.zeros(self.input_shape, dtype=torch.float64)
+        with torch.no_grad():
+            for node in self.nodes:
+                _call(node, env, RUN_OPS, self.graph.file)
+                for name in node.outputs:
+                    value, recorded = env.get(name) if name is not None else None, self.graph.shapes.get(name or "")
+                    if isinstance(value, Tensor) and recorded is not None and tuple(value.shape) != recorded:
+                        raise InputError(f"{self.graph.file}: node {node.name!r} ({node.target[:80]}) gives shape "
+                                         f"{list(value.shape)} where the archive records {list(recorded)} (is the "
+                                         "archive corrupt or crafted?)")
 
     def smoothed(self, beta: float) -> GraphFunction:
         """The same function with ReLU kinks smoothed (softplus of sharpness ``beta``)."""

@@ -66,6 +66,11 @@ def bound_step(node: GraphNode, bounds: Mapping[str, float], env: Mapping[str, A
                           f"{' in ' + node.module if node.module else ''}): {why}; the graph bound is refused "
                           "rather than given without a valid rule")
 
+    for ref in (a for a in (*args, *kwargs.values()) if isinstance(a, Ref)):
+        value = env.get(ref.name)
+        if isinstance(value, Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise refuse(f"its constant operand {ref.name[:60]!r} has NaN or infinite entries")
+
     def single(factor: float, rule: str, lower: float | None = None, chain: float | None = None) -> Step:
         source = args[0]
         if not isinstance(source, Ref) or source.name not in bounds:

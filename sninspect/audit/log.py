@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +60,40 @@ def reports_from_log(path: str | os.PathLike[str]) -> tuple[list[Report], list[s
             raise InputError(f"{shown}: line {number} is not an SNMonitor record (expected "
                              f"sninspect_monitor: {LOG_SCHEMA}, a numeric step and a report object)")
         try:
-            reports.append(report_from_dict(record["report"], checkpoint=f"{shown}@{step_number(float(step))}",
-                                            extras={"step": step}))
+            report = report_from_dict(record["report"], checkpoint=f"{shown}@{step_number(float(step))}",
+                                      extras={"step": step})
+            for entry in (*report.layers, *(m.lipschitz for m in report.models)):
+                _check_kinds(entry)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise InputError(f"{shown}: line {number}: a malformed report ({type(err).__name__}: {err})") from None
+        reports.append(report)
     return reports, notes
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_KINDS = {
+    "float | None": lambda v: v is None or _is_number(v),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "str | None": lambda v: v is None or isinstance(v, str),
+    "tuple[float, ...]": lambda v: isinstance(v, tuple) and all(x is None or _is_number(x) for x in v),
+    "tuple[int, ...]": lambda v: isinstance(v, tuple) and all(isinstance(x, int) for x in v),
+    "tuple[str, ...]": lambda v: isinstance(v, tuple) and all(isinstance(x, str) for x in v),
+}
+
+
+def _check_kinds(entry: Any) -> None:
+    """Each field of a layer or bound read from JSON holds the kind its dataclass declares: a number
+    where a number goes (a string there made the renderers raise TypeError)."""
+    for item in fields(entry):
+        accepts = _KINDS.get(str(item.type))
+        value = getattr(entry, item.name)
+        if accepts is not None and not accepts(value):
+            raise TypeError(f"field {item.name!r} holds {str(value)[:40]!r}, expected {item.type}")
 
 
 def read_log(path: str | os.PathLike[str], notes: list[str] | None = None) -> Trend:

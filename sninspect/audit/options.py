@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -70,3 +70,15 @@ def resolve_dtype(name: str) -> torch.dtype:
     if name not in table:
         raise UsageError(f"{option('dtype', repr(name))}: expected float64 or float32")
     return table[name]
+
+
+def with_overrides(options: Options | None, overrides: dict[str, object]) -> Options:
+    """``options`` (or the defaults) with ``overrides`` (its field names) replaced; an unknown name is a
+    :class:`UsageError` naming the known ones (``dataclasses.replace`` raised a TypeError)."""
+    if options is not None and not isinstance(options, Options):
+        raise UsageError(f"options={type(options).__name__}: expected a sninspect.Options or None")
+    known = {f for f in Options.__dataclass_fields__}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise UsageError(f"unknown option {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})")
+    return replace(options or Options(), **overrides)  # type: ignore[arg-type]

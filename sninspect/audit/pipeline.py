@@ -27,7 +27,7 @@ from sninspect.audit.network import (
     norm_layer_warnings,
 )
 from sninspect.audit.operator import at_input, with_operator_bound, with_operator_sized
-from sninspect.audit.options import Options, resolve_device, resolve_dtype
+from sninspect.audit.options import Options, resolve_device, resolve_dtype, with_overrides
 from sninspect.audit.tensors import UsableTensors, is_weight_candidate, normalisation_modules
 from sninspect.dialects import SNLayer
 from sninspect.errors import UsageError, option
@@ -39,7 +39,7 @@ __all__ = ["Options", "analyze", "analyze_checkpoint", "audit_model"]
 
 def analyze(path: str | os.PathLike[str], options: Options | None = None, **overrides: object) -> Report:
     """Audit one checkpoint file (the CLI's path; :func:`sninspect.analyze` takes any source)."""
-    options = replace(options or Options(), **overrides)  # type: ignore[arg-type]
+    options = with_overrides(options, overrides)
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype)
     checkpoint = load_checkpoint(path, key=options.key, unsafe_load=options.unsafe_load)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, TypeAlias
 
@@ -28,7 +27,7 @@ import torch
 
 from sninspect.audit import checks, run
 from sninspect.audit.log import read_log
-from sninspect.audit.options import Options, resolve_device, resolve_dtype
+from sninspect.audit.options import Options, resolve_device, resolve_dtype, with_overrides
 from sninspect.audit.pipeline import analyze_checkpoint
 from sninspect.errors import UsageError
 from sninspect.io import wrappers
@@ -61,7 +60,7 @@ def analyze(source: Source, options: Options | None = None, **overrides: object)
     CPU); its state is not changed (no power step, no buffer written, the RNG untouched).
     A folder raises :class:`~sninspect.errors.UsageError` (a ``ValueError``): use :func:`analyze_run`.
     """
-    options = replace(options or Options(), **overrides)  # type: ignore[arg-type]
+    options = with_overrides(options, overrides)
     dtype = resolve_dtype(options.dtype)
     if isinstance(source, (str, os.PathLike)):
         path = Path(os.fspath(source))
@@ -102,7 +101,7 @@ def analyze_run(source: str | os.PathLike[str] | Sequence[Source], options: Opti
     (``run.jsonl`` written by :class:`sninspect.monitor.SNMonitor`), or a list of sources (paths, file
     objects, state dicts, modules). Ordered as ``sninspect report`` orders a run: by the step entry
     saved in every checkpoint, else the number in every file name, else the modification time."""
-    options = replace(options or Options(), **overrides)  # type: ignore[arg-type]
+    options = with_overrides(options, overrides)
     if isinstance(source, (str, os.PathLike)):
         path = Path(os.fspath(source))
         if is_log(path):
@@ -111,6 +110,9 @@ def analyze_run(source: str | os.PathLike[str] | Sequence[Source], options: Opti
     if isinstance(source, (Mapping, torch.nn.Module)) or is_file_object(source):
         raise UsageError("analyze_run takes a folder, a monitor log or a list of sources; one source is "
                          "one checkpoint: sninspect.analyze(source)")
+    if not isinstance(source, Sequence):
+        raise UsageError(f"analyze_run: cannot read a {type(source).__name__} as a run (expected a folder, a "
+                         "monitor log or a list of sources)")
     if not source:
         raise UsageError("analyze_run: an empty list (expected a folder, a monitor log or some sources)")
     return trend([analyze(item, options) for item in source])
@@ -120,6 +122,9 @@ def trend(reports: Sequence[Report]) -> Trend:
     """Several reports of one model as a training run: ``sninspect.trend([r100, r200, r300])``."""
     if not reports:
         raise UsageError("trend: no report (expected the reports of a training run)")
+    odd = next((r for r in reports if not isinstance(r, Report)), None)
+    if odd is not None:
+        raise UsageError(f"trend: got a {type(odd).__name__} where a Report was expected (from sninspect.analyze)")
     return run.order(reports)
 
 
@@ -128,6 +133,8 @@ def check(report: Report, rules: Rules | Mapping[str, Any] | None = None) -> Ver
 
     ``rules``: a :class:`Rules`, a mapping of its fields (``{"max_sigma": 1.05}``: the others keep
     their defaults), or None for the defaults."""
+    if not isinstance(report, Report):
+        raise UsageError(f"check: got a {type(report).__name__}, expected a Report (from sninspect.analyze)")
     return checks.check(report, as_rules(rules))
 
 

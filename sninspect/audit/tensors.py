@@ -88,6 +88,9 @@ class UsableTensors(Mapping[str, Tensor]):
     def __iter__(self) -> Iterator[str]:
         return iter(self.raw)
 
+    def __contains__(self, key: object) -> bool:
+        return key in self.raw  # Mapping's default reads the item: an integer flag would be refused
+
     def __len__(self) -> int:
         return len(self.raw)
 

@@ -3,6 +3,7 @@ own module with a checkpoint loaded into it)."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,11 @@ def _shape(text: str) -> tuple[int, ...]:
         raise UsageError(f"--input-shape {text!r}: expected sizes without the batch axis, e.g. 3,64,64") from None
     if not shape or any(n < 1 for n in shape):
         raise UsageError(f"--input-shape {text!r}: sizes must be positive")
+    from sninspect.audit.graph_eval import MAX_ELEMENTS
+
+    if math.prod(shape) > MAX_ELEMENTS:  # refused before the user's module is built or traced
+        raise UsageError(f"--input-shape {text!r}: {math.prod(shape)} entries per input, more than the "
+                         f"{MAX_ELEMENTS} sninspect bounds a graph at")
     return shape
 
 

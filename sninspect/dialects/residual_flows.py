@@ -137,8 +137,9 @@ def _operator_size(layer: SNLayer, tensors: Mapping[str, Tensor]) -> tuple[int, 
     n_u, n_v = tensors[layer.u_key].numel(), tensors[layer.v_key].numel()
     if _layout(shape, n_u, n_v, layer.module + "spatial_dims" in tensors) != "operator":
         return None
-    dims = tensors[layer.module + "spatial_dims"].detach().reshape(-1).to(torch.float64)
-    if dims.numel() != 2 or not bool(torch.isfinite(dims).all()) or bool((dims < 1).any()):
+    dims = _bookkeeping(tensors, layer.module + "spatial_dims").detach().reshape(-1).to(torch.float64)
+    if dims.numel() != 2 or not bool(torch.isfinite(dims).all()) or bool((dims < 1).any()) \
+            or bool((dims != dims.round()).any()):
         raise LayerError(f"'{layer.module}spatial_dims' = {dims.tolist()} is not an input size (h, w)")
     h, w = int(dims[0]), int(dims[1])
     kernel = shape[2:]
@@ -149,10 +150,22 @@ def _operator_size(layer: SNLayer, tensors: Mapping[str, Tensor]) -> tuple[int, 
     return h, w
 
 
+def _bookkeeping(tensors: Mapping[str, Tensor], key: str) -> Tensor:
+    """A counter, flag or size buffer as stored: the layers register ``initialized`` as an integer
+    tensor (``torch.tensor(0)``), and an integer ``spatial_dims`` is a size all the same. The audit's
+    mapping hands out weights as real floating point and refuses integers (a weight saved as integers
+    is not one), so these are read from its raw tensors."""
+    raw = getattr(tensors, "raw", tensors)
+    tensor = raw[key]
+    if tensor.device.type == "meta" or tensor.is_complex():
+        return tensors[key]  # refused there with the reason
+    return tensor.to_dense() if tensor.layout != torch.strided else tensor
+
+
 def _check_initialized(layer: SNLayer, tensors: Mapping[str, Tensor]) -> None:
     """An induced-norm conv saved before its first forward holds uninitialised u, v (its first forward
     replaces them): nothing stored says what eval divides by."""
-    flag = tensors.get(layer.module + "initialized")
+    flag = _bookkeeping(tensors, layer.module + "initialized") if layer.module + "initialized" in tensors else None
     if flag is not None and flag.numel() == 1 and not bool(flag.reshape(-1)[0]):
         raise LayerError("'initialized' is 0: u, v were saved before the layer's first forward, which "
                          "replaces them; the eval divisor is not in the checkpoint")

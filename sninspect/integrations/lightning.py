@@ -15,8 +15,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from sninspect.audit.options import with_overrides
+from sninspect.audit.sources import as_rules
 from sninspect.errors import UsageError
-from sninspect.monitor import SNMonitor
+from sninspect.monitor import SNMonitor, check_every
 from sninspect.results.check import Rules
 
 try:
@@ -39,6 +41,9 @@ class SNMonitorCallback(pl.Callback):  # type: ignore[misc]
                  log: str | os.PathLike[str] | None = "sninspect.jsonl", tensorboard: Any = None,
                  fail_fast: bool = False, **overrides: object) -> None:
         super().__init__()
+        check_every(every)  # a bad setting fails here, not after the trainer has set up
+        as_rules(rules)
+        with_overrides(None, overrides)
         self.every, self.module, self.tensorboard = every, module, tensorboard
         self._settings: dict[str, Any] = {"rules": rules, "log": log, "fail_fast": fail_fast, **overrides}
         self.monitor: SNMonitor | None = None

@@ -148,7 +148,11 @@ def _read(archive: zipfile.ZipFile, size: int, shown: str) -> ExportedGraph:
     program = _json(archive, model, shown)
     weights = _payload(archive, f"{root}/data/weights/", f"{name}_weights_config.json", records, shown)
     constants = _payload(archive, f"{root}/data/constants/", f"{name}_constants_config.json", records, shown)
-    return _graph(program, weights, constants, shown)
+    try:
+        return _graph(program, weights, constants, shown)
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError):  # JSON of the wrong structure
+        raise InputError(f"{shown}: the model record has entries of the wrong kind (a list where torch "
+                         "writes an object, a number for a name...): is the archive corrupt or crafted?") from None
 
 
 def _json(archive: zipfile.ZipFile, name: str, shown: str) -> Any:
@@ -219,6 +223,8 @@ def _ints(values: Any, what: str, shown: str) -> list[int]:
         if not isinstance(number, int) or isinstance(number, bool):
             raise InputError(f"{shown}: {what} has a symbolic or missing size {str(value)[:60]} (dynamic "
                              "shapes are not supported: export with static example inputs)")
+        if number < 0:
+            raise InputError(f"{shown}: {what} has a negative size {number} (is the archive corrupt or crafted?)")
         out.append(number)
     return out
 
@@ -269,6 +275,10 @@ def _graph(program: Any, weights: dict[str, Tensor], constants: dict[str, Tensor
         outputs.append(_tensor_name(body.get("arg"), "a user output", shown))
     if not inputs:
         raise InputError(f"{shown}: the exported program takes no tensor input: nothing to bound")
+    unknown = [name for name in (*inputs, *outputs) if name not in shapes and name not in tensors]
+    if unknown:
+        raise InputError(f"{shown}: input or output {unknown[0][:60]!r} has no recorded tensor metadata (is the "
+                         "archive corrupt or crafted?)")
     nodes = tuple(_node(raw, shown) for raw in graph.get("nodes", []))
     return ExportedGraph(shown, nodes, tuple(inputs), tuple(outputs), tensors, shapes, state)
 

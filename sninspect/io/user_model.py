@@ -35,7 +35,7 @@ def _factory(spec: str):  # noqa: ANN202 (the user's callable)
         target = importlib.import_module(module_name)
         for part in attr.split("."):
             target = getattr(target, part)
-    except Exception as err:  # the user's import failing is the user's error, said in one line
+    except (Exception, SystemExit) as err:  # the user's import failing is the user's error, said in one line
         raise UsageError(f"--model {spec!r}: cannot import it: {type(err).__name__}: {one_line(err)}") from None
     if not callable(target):
         raise UsageError(f"--model {spec!r}: {attr} is not callable")
@@ -58,7 +58,7 @@ def export_user_model(spec: str, checkpoint: str | os.PathLike[str], input_shape
         missing, unexpected = module.load_state_dict(dict(ckpt.models[0].tensors), strict=False)
     except (UsageError, InputError):
         raise
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # SystemExit: a factory that calls sys.exit()
         raise UsageError(f"--model {spec!r}: building it or loading {Path(checkpoint).name} into it failed: "
                          f"{type(err).__name__}: {one_line(err)}") from None
     if missing or unexpected:
@@ -70,7 +70,7 @@ def export_user_model(spec: str, checkpoint: str | os.PathLike[str], input_shape
         program = torch.export.export(module, (torch.zeros(1, *input_shape),))
         buffer = io.BytesIO()
         torch.export.save(program, buffer)
-    except Exception as err:
+    except (Exception, SystemExit) as err:
         raise UsageError(f"--model {spec!r}: torch.export failed at input 1x{'x'.join(map(str, input_shape))}: "
                          f"{type(err).__name__}: {one_line(err)[:200]}") from None
     buffer.seek(0)
