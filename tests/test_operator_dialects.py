@@ -103,7 +103,7 @@ def test_resflow_sigma_hat_and_effective_are_the_eval_forward(tmp_path: Path, co
     assert [a.dialect for a in report.layers] == ["residual-flows"] * 3
     for audit, layer in zip(report.layers, (model[0], model[2], model[5]), strict=True):
         assert audit.sigma_estimate == pytest.approx(layer.eval_divisor(), rel=1e-9)
-        told = "from coeff=" if coeff is not None else "the layers' default"  # called from Python
+        told = "from coeff" if coeff is not None else "the layers' default"  # called from Python
         assert any(f"coeff = {used:g} ({told}" in n for n in audit.notes)
     # the 3×3 conv: the operator at spatial_dims (dense Jacobian), u output side, v input side
     w = model[0].weight.detach()

@@ -31,8 +31,8 @@ from sninspect.dialects.base import (
     Vectors,
     vector,
 )
-from sninspect.dialects.soft import soft_divisor
-from sninspect.errors import LayerError, option
+from sninspect.dialects.soft import layer_coeff, soft_divisor, soft_rule_notes
+from sninspect.errors import LayerError
 from sninspect.linalg.conv_same import same_conv_pair
 from sninspect.linalg.spectral import bilinear_sigma
 
@@ -83,12 +83,8 @@ class ResidualFlows(Dialect):
             u = v = None  # feature maps, compared with the operator's vectors by the audit
         coeff = _coeff(layer)
         divisor = soft_divisor(sigma, coeff)
-        told = (f"from {option('coeff')}" if layer.coeff is not None
-                else f"the layers' default; not stored in the checkpoint, set {option('coeff')}")
-        notes = [f"residual-flows SN: eval divides by max(1, σ/coeff) = {divisor:.6g} with σ = {how} = "
-                 f"{sigma:.6g} and coeff = {coeff:g} ({told})"]
-        if divisor == 1.0:
-            notes.append("σ ≤ coeff: the weight is used as stored (σ̂ = 1)")
+        notes = soft_rule_notes("residual-flows SN", divisor, how, sigma, coeff, layer.coeff is not None,
+                                "the layers' default")
         if layer.module + "domain" in tensors or layer.module + "codomain" in tensors:
             notes.append("learned norm orders (domain/codomain stored): σ = u·(W v) estimates an induced "
                          "p-norm, not the spectral norm; the divisor is still what eval uses")
@@ -172,7 +168,4 @@ def _check_initialized(layer: SNLayer, tensors: Mapping[str, Tensor]) -> None:
 
 
 def _coeff(layer: SNLayer) -> float:
-    coeff = layer.coeff if layer.coeff is not None else DEFAULT_COEFF
-    if not coeff > 0.0:
-        raise LayerError(f"{option('coeff', f'{coeff:g}')}: the coefficient must be > 0")
-    return coeff
+    return layer_coeff(layer, DEFAULT_COEFF, "the coefficient")

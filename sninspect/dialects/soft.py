@@ -63,27 +63,37 @@ class Soft(Dialect):
         u = vector(tensors, layer.u_key, matrix)
         v = vector(tensors, layer.v_key, matrix)
         sigma = bilinear_sigma(matrix, u, v)
-        coeff = _coeff(layer)
+        coeff = layer_coeff(layer, DEFAULT_COEFF, "soft SN's coefficient")
         divisor = soft_divisor(sigma, coeff)
-        told = (f"from {option('coeff').rstrip('=')}" if layer.coeff is not None
-                else f"the default; not stored in the checkpoint, set {option('coeff').rstrip('=')}")
-        notes = [f"soft SN: eval divides by max(1, σ/coeff) = {divisor:.6g} with σ = u·(W v) = {sigma:.6g} and "
-                 f"coeff = {coeff:g} ({told})"]
-        if divisor == 1.0:
-            notes.append("σ ≤ coeff: the weight is used as stored (σ̂ = 1)")
+        notes = soft_rule_notes("soft SN", divisor, "u·(W v)", sigma, coeff, layer.coeff is not None, "the default")
         return Estimate(divisor, u, v, notes=tuple(notes))
 
     def power_sigma(self, layer: SNLayer, matrix: Tensor, tensors: Mapping[str, Tensor], steps: int) -> float:
         """max(1, σ / coeff) with σ after ``steps`` power steps (torch's order, as the training forward)."""
-        return soft_divisor(super().power_sigma(layer, matrix, tensors, steps), _coeff(layer))
+        return soft_divisor(super().power_sigma(layer, matrix, tensors, steps),
+                            layer_coeff(layer, DEFAULT_COEFF, "soft SN's coefficient"))
 
     def pytorch_vectors(self, layer: SNLayer, tensors: Mapping[str, Tensor], target: Dialect) -> Vectors:
         raise LayerError("soft SN divides by max(1, σ/coeff), which PyTorch SN cannot express — use "
                          f"`sninspect strip` (or {option('exclude')} it)")
 
 
-def _coeff(layer: SNLayer) -> float:
-    coeff = layer.coeff if layer.coeff is not None else DEFAULT_COEFF
+def layer_coeff(layer: SNLayer, default: float, what: str) -> float:
+    """The soft rule's coefficient: the user's (``--coeff``) or the layout's ``default``; > 0."""
+    coeff = layer.coeff if layer.coeff is not None else default
     if not coeff > 0.0:
-        raise LayerError(f"{option('coeff', f'{coeff:g}')}: soft SN's coefficient must be > 0")
+        raise LayerError(f"{option('coeff', f'{coeff:g}')}: {what} must be > 0")
     return coeff
+
+
+def soft_rule_notes(family: str, divisor: float, how: str, sigma: float, coeff: float, given: bool,
+                    default_said: str) -> list[str]:
+    """The notes of a layer under the soft rule: the divisor and where σ and coeff came from (the
+    coefficient is never stored), and when the weight is used as stored."""
+    flag = option("coeff").rstrip("=")
+    told = f"from {flag}" if given else f"{default_said}; not stored in the checkpoint, set {flag}"
+    notes = [f"{family}: eval divides by max(1, σ/coeff) = {divisor:.6g} with σ = {how} = {sigma:.6g} and "
+             f"coeff = {coeff:g} ({told})"]
+    if divisor == 1.0:
+        notes.append("σ ≤ coeff: the weight is used as stored (σ̂ = 1)")
+    return notes
