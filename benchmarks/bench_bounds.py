@@ -75,7 +75,7 @@ def bench(channels: int, args: argparse.Namespace) -> str:
         elapsed, cpu, bound = cpu_timed(conv_bounds.conv_operator_bound, kernel, tol=args.tol)
         times.append(elapsed)
         cpus.append(cpu)
-    cheap_s, _ = timed(conv_bounds._reshape_bound_below, kernel.double(), bound.tight)  # as the bound runs it
+    cheap_s, _ = timed(conv_bounds.reshape_bound_below, kernel.double(), bound.tight)  # as the bound runs it
     all_s, _ = timed(conv_bounds.reshape_bounds, kernel)  # every reshape solved exactly
     grid_s, _ = timed(conv_bounds.grid_max, kernel, bound.grid)
     width = bound.upper / bound.lower - 1.0

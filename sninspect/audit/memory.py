@@ -109,6 +109,7 @@ def conv_bound_bytes(shape: Sequence[int], grid: Sequence[int]) -> int:
     indices = points * (len(ks) + 3) * 8
     autocorrelation = 2 * offsets * n * n * 8
     block = max(64 * 2**20, 16 * n * n) if frequencies * 16 * n * n > 64 * 2**20 else frequencies * 16 * n * n
+    block = block * 2 + block // 4  # the GEMM's planes, the complex matrices, a complex64 copy (n ≲ 100)
     kernel = 3 * math.prod(shape) * 8
     return phases + indices + autocorrelation + block + kernel
 

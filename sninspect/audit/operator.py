@@ -37,10 +37,12 @@ def effective_kernel(audit: LayerAudit, key: str, buffer_key: str | None, tensor
 
 
 def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mapping[str, Tensor],
-                        device: torch.device, tol: float, budget: Budget = NO_LIMIT) -> LayerAudit:
+                        device: torch.device, tol: float, budget: Budget = NO_LIMIT, floor: float = 0.0) -> LayerAudit:
     """Add ``operator_bound`` / ``operator_lower``: σ_eff for linear layers, the certified conv bound
     for convolutions; nothing for embeddings and vectors (not part of a chain). The bound's frequency
-    grid grows as ``tol`` shrinks: its memory is checked against ``budget`` first."""
+    grid grows as ``tol`` shrinks: its memory is checked against ``budget`` first. ``floor``: a lower
+    bound of the effective kernel's norm over all sizes already known (a circulant's norm), where the
+    bound's search starts."""
     if audit.error is not None or audit.sigma_effective is None:
         return audit
     if audit.kind == "linear":
@@ -53,30 +55,42 @@ def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, ten
                                                   f"(a {'×'.join(map(str, grid))} frequency grid) ")
     kernel = effective_kernel(audit, key, buffer_key, tensors, device)
     residency.release()  # the kernel is copied: hand the file's pages back before the bound's work
-    bound = conv_bounds.conv_operator_bound(kernel, tol=tol, device=device)
+    bound = conv_bounds.conv_operator_bound(kernel, tol=tol, device=device, floor=floor)
     return replace(audit, operator_bound=bound.upper, operator_lower=bound.lower)
 
 
 def with_operator_sized(audit: LayerAudit, layer: SNLayer | None, tensors: Mapping[str, Tensor],
                         device: torch.device, budget: Budget = NO_LIMIT, tol: float = 0.01) -> LayerAudit:
     """For a layer whose σ is a convolution operator's (``Dialect.operator_view``): the σ numbers of
-    that operator (:func:`_operator_audit`); every other layer unchanged. ``tol``: the width of the
-    frequency bracket where the layer's size is not stored."""
+    that operator (:func:`_operator_audit`) and its ``operator_bound``/``operator_lower`` (the
+    frequency bracket of width ``tol``, started from the circulant norm the sized bracket found);
+    every other layer unchanged."""
     if audit.error is not None or layer is None:
         return audit
     view = dialects.of(layer).operator_view(layer, tensors)
     if view is None:
         return audit
     if view.size is None:
-        return _unsized_audit(audit, layer, view, tensors, device, tol)
-    return _operator_audit(audit, layer, view, view.size, tensors, device, budget)
+        return _unsized_audit(audit, layer, view, tensors, device, tol, budget)
+    done, circulant = _operator_audit(audit, layer, view, view.size, tensors, device, budget)
+    if not done.kind.startswith("conv"):
+        return done
+    shape = tuple(done.shape)
+    padded = [n + k - 1 for n, k in zip(view.size, shape[2:], strict=True)]
+    known = conv_bounds.bound_from_circulant(shape, padded, circulant, tol)
+    if known is not None:  # the effective kernel's circulant at the padded size is fine enough a grid
+        return replace(done, operator_bound=known.upper, operator_lower=known.lower)
+    return with_operator_bound(done, layer.weight_key, view.eval_key, tensors, device, tol, budget,
+                               circulant * (1.0 - 1e-12))
 
 
 def _operator_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, size: tuple[int, ...],
-                    tensors: Mapping[str, Tensor], device: torch.device, budget: Budget) -> LayerAudit:
+                    tensors: Mapping[str, Tensor], device: torch.device,
+                    budget: Budget) -> tuple[LayerAudit, float]:
     """Conv-operator SN (Ryu et al. 2019), residual flows' conv SN: σ numbers are the zero-padded
     'same' convolution's at the stored size, and the stored vectors are compared with the operator's
-    exact top singular vectors on their own side (u on the input or the output side, v on the input)."""
+    exact top singular vectors on their own side (u on the input or the output side, v on the input).
+    Also returns the effective kernel's padded circulant norm (≤ its norm over all sizes)."""
     assert audit.sigma_estimate is not None  # Precondition: an audited SN layer has σ̂
     w_shape = tuple(audit.shape)
     output_side = view.u_side == "output"
@@ -94,7 +108,8 @@ def _operator_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, size:
         effective = _sized(buffer, size, output_side, exact.vector)
     else:
         scale = abs(audit.sigma_estimate)
-        effective = replace(exact, lower=exact.lower / scale, upper=exact.upper / scale)
+        effective = replace(exact, lower=exact.lower / scale, upper=exact.upper / scale,
+                            circulant=exact.circulant / scale)
     # The operator's top values are nearly tied on trained kernels (σ2/σ1 ≈ 0.9998): the gap is the
     # operator's (from the Lanczos Ritz values), so that the cosine is judged against the right gap.
     degenerate = exact.gap is not None and 1.0 - exact.gap < DEGENERATE_GAP
@@ -125,11 +140,11 @@ def _operator_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, size:
         uv_residual=None,
         bracket_width=max(exact.width, effective.width),
         notes=audit.notes + note,
-    )
+    ), effective.circulant
 
 
 def _unsized_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, tensors: Mapping[str, Tensor],
-                   device: torch.device, tol: float) -> LayerAudit:
+                   device: torch.device, tol: float, budget: Budget) -> LayerAudit:
     """A conv normalized by its operator norm at a size the state does not store (projection SN): σ exact
     and σ_eff are the lower ends of the frequency brackets of the operator norm over all input sizes —
     the exact norm of the circular convolution on the bracket's grid, a certified lower bound on that
@@ -139,9 +154,10 @@ def _unsized_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, tensor
     assert audit.sigma_estimate is not None  # Precondition: an audited SN layer has σ̂
     weight = tensors[layer.weight_key].detach().to(device=device, dtype=torch.float64)
     exact = conv_bounds.conv_operator_bound(weight, tol=tol, device=device)
-    if audit.operator_bound is not None and audit.operator_lower is not None:
-        eff_upper, eff_lower = audit.operator_bound, audit.operator_lower
-    else:
+    if audit.operator_bound is None or audit.operator_lower is None:
+        audit = with_operator_bound(audit, layer.weight_key, view.eval_key, tensors, device, tol, budget)
+    eff_upper, eff_lower = audit.operator_bound, audit.operator_lower
+    if eff_upper is None or eff_lower is None:  # not a conv the bound applies to: bracket the kernel anyway
         kernel = effective_kernel(audit, layer.weight_key, view.eval_key, tensors, device)
         bound = conv_bounds.conv_operator_bound(kernel, tol=tol, device=device)
         eff_upper, eff_lower = bound.upper, bound.lower

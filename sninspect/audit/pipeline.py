@@ -137,8 +137,10 @@ def _as_operator(audit: LayerAudit, key: str, layer: SNLayer | None, tensors: Us
     buffer_key = layer.buffer_key if layer is not None else None
 
     def work() -> LayerAudit:
-        done = with_operator_bound(audit, key, buffer_key, tensors, device, options.bound_tol, budget)
-        done = with_operator_sized(done, layer, tensors, device, budget, options.bound_tol)
+        # Operator-sized layers first: their circulant norm is the frequency bound's starting floor.
+        done = with_operator_sized(audit, layer, tensors, device, budget, options.bound_tol)
+        if done.operator_bound is None:
+            done = with_operator_bound(done, key, buffer_key, tensors, device, options.bound_tol, budget)
         if options.input_size is not None:
             done = at_input(done, key, buffer_key, tensors, device, options.input_size, budget)
         return done

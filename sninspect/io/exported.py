@@ -93,7 +93,7 @@ def looks_like_pt2(file: Path) -> bool:
     try:
         with zipfile.ZipFile(file) as archive:
             return any(_model_record(name) for name in archive.namelist())
-    except (OSError, zipfile.BadZipFile, ValueError):
+    except (OSError, zipfile.BadZipFile, ValueError, NotImplementedError):  # e.g. "zip file version 9.3"
         return False
 
 
@@ -117,7 +117,8 @@ def load_exported(path: str | os.PathLike[str] | io.BytesIO, *, shown: str | Non
     try:
         with zipfile.ZipFile(file) as archive:
             return _read(archive, size, shown)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as err:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as err:
+        # NotImplementedError: a zip version or compression zipfile lacks; RuntimeError: an encrypted member
         raise InputError(f"{shown}: cannot read as a torch.export archive: {err} (expected a .pt2 file "
                          "written by torch.export.save; is it truncated or corrupt?)") from None
 

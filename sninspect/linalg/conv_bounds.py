@@ -70,10 +70,11 @@ from torch import Tensor
 from sninspect.errors import OperandError
 from sninspect.linalg.failures import typed_solver_errors
 from sninspect.linalg.lanczos import top_rayleigh
-from sninspect.linalg.spectral import power_step
+from sninspect.linalg.reshape_bound import reshape_bound_below, reshapes, sigma1
+from sninspect.linalg.screen32 import below32
 
 CHUNK_BYTES = 64 * 2**20
-"""Block of frequency matrices G(ω) formed at once, in one reused buffer: caps memory, and streams
+"""Block of frequency matrices G(ω) formed at once, in two reused buffers: caps memory, and streams
 the autocorrelation (25 n² floats for 3×3) once per block."""
 
 FACTOR_BYTES = 16 * 2**20
@@ -95,7 +96,8 @@ class ConvBound:
     ``operator_bound``."""
     lower: float
     """Exact grid maximum of σ_max(K̂(ω)) = norm of the circular convolution at size ``grid``
-    (``operator_lower``). It bounds σ* from below, not a particular small or strided layer."""
+    (``operator_lower``), or the caller's floor where that is higher. It bounds σ* from below, not a
+    particular small or strided layer."""
     tight: float
     """Certified frequency bound lower / ∏ cos(π(k−1)/(2N)), within ``tol`` of ``lower``."""
     cheap: float | None
@@ -156,45 +158,7 @@ def reshape_bounds(kernel: Tensor) -> list[float]:
     """
     weight = as_kernel(kernel, None)
     scale = math.sqrt(math.prod(weight.shape[2:]))
-    return [scale * _sigma1(matrix) for matrix in _reshapes(weight)]
-
-
-def _reshapes(weight: Tensor) -> list[Tensor]:
-    """The 2^d matrices (c_out·∏_{i∈S} k_i, c_in·∏_{i∉S} k_i) of a kernel, S ⊆ spatial axes."""
-    c_out, _, *ks = weight.shape
-    d = len(ks)
-    out = []
-    for subset in product((False, True), repeat=d):
-        rows = [2 + i for i in range(d) if subset[i]]
-        cols = [2 + i for i in range(d) if not subset[i]]
-        rows_n = c_out * math.prod(ks[i] for i in range(d) if subset[i])
-        out.append(weight.permute(0, *rows, 1, *cols).reshape(rows_n, -1))  # (c_out·∏k_S, c_in·∏k_S̄)
-    return out
-
-
-def _reshape_bound_below(weight: Tensor, ceiling: float, steps: int = 6) -> float | None:
-    """min over the reshapes of √(∏ k)·σ1 (as :func:`reshape_bounds`) where it is ≤ ``ceiling``,
-    else None. A reshape is solved exactly only if power iteration fails to prove it above: each
-    step's σ̂ = ‖Mv‖ (unit v) is ≤ σ1(M) (up to rounding, allowed for by the factor 1 − 1e-12)."""
-    scale = math.sqrt(math.prod(weight.shape[2:]))
-    generator = torch.Generator(device="cpu").manual_seed(0)
-    best: float | None = None
-    for matrix in _reshapes(weight):
-        u = torch.randn(matrix.shape[0], generator=generator, dtype=matrix.dtype).to(matrix.device)  # (rows,)
-        for _ in range(steps):
-            sigma_hat, u, _ = power_step(matrix, u)
-            if scale * sigma_hat * (1.0 - 1e-12) > ceiling:
-                break
-        else:
-            value = scale * _sigma1(matrix)
-            best = value if best is None else min(best, value)
-    return best if best is not None and best <= ceiling else None
-
-
-def _sigma1(matrix: Tensor) -> float:
-    """Exact largest singular value, from the top eigenvalue of the smaller Gram matrix."""
-    gram = matrix @ matrix.T if matrix.shape[0] <= matrix.shape[1] else matrix.T @ matrix  # (s, s)
-    return math.sqrt(max(float(torch.linalg.eigvalsh(gram)[-1]), 0.0))
+    return [scale * sigma1(matrix) for matrix in reshapes(weight)]
 
 
 def _autocorrelation(weight: Tensor) -> tuple[Tensor, Tensor]:
@@ -245,25 +209,33 @@ def _phases(index: Tensor, grid: Sequence[int], offsets: Tensor) -> tuple[Tensor
     return torch.cos(angle), torch.sin(angle)
 
 
-def _negated_grams(a_t: Tensor, cos: Tensor, sin: Tensor, buffer: Tensor) -> Tensor:
-    """−G(ω) = −Σ_m A_m e^{−iω·m} for a block of b frequencies, as a (b, n, n) complex view of ``buffer``.
+def _negated_grams(a_mat: Tensor, cos: Tensor, sin: Tensor, planes: Tensor, out: Tensor) -> Tensor:
+    """−G(ω) = −Σ_m A_m e^{−iω·m} for a block of b frequencies, as a contiguous (b, n, n) complex view
+    of ``out`` (reused buffers: ``planes`` (≥ 2b, n²) real, ``out`` (≥ b, n, n) complex).
 
-    One GEMM (n², M) @ (M, 2b) streams A once per block and writes real and imaginary parts
-    interleaved, so the result is already complex: no copy, no negation pass.
+    One GEMM (2b, M) @ (M, n²) streams A once per block into real and imaginary planes, which are
+    interleaved into matrices one after another: the Cholesky then reads each matrix contiguously
+    (matrices interleaved element by element, as a (n², 2b) product leaves them, cost it 16–24% more).
     """
     b, m = cos.shape
-    n = math.isqrt(a_t.shape[0])
-    phases = torch.stack([-cos.T, sin.T], dim=-1).reshape(m, 2 * b)  # (M, 2b): −e^{−iω·m}, re/im
-    out = torch.mm(a_t, phases, out=buffer[:, : 2 * b])  # (n², 2b)
-    return torch.view_as_complex(out.view(n * n, b, 2)).T.unflatten(1, (n, n))  # (b, n, n) view
+    n = math.isqrt(a_mat.shape[1])
+    phases = torch.cat([cos, sin]).neg_()  # (2b, M): −cos, −sin
+    phases[b:].neg_()  # −e^{−iω·m} = −cos(ω·m) + i sin(ω·m)
+    parts = torch.mm(phases, a_mat, out=planes[: 2 * b])  # (2b, n²)
+    mats = out[:b]
+    pairs = torch.view_as_real(mats).view(b, n * n, 2)
+    pairs[..., 0].copy_(parts[:b])
+    pairs[..., 1].copy_(parts[b:])
+    return mats  # (b, n, n)
 
 
 class _ShiftedBlock:
     """s²I − G(ω) for a block of frequencies, held in place: moving s only touches the diagonal."""
 
-    def __init__(self, negated_grams: Tensor, batch: int) -> None:
+    def __init__(self, negated_grams: Tensor, batch: int, traces: Tensor) -> None:
         self.matrices = negated_grams  # (b, n, n)
         self.batch = batch
+        self.traces = traces  # (b,) tr G(ω)
         self.shift = 0.0
 
     def _shift_to(self, square: float) -> None:
@@ -274,7 +246,14 @@ class _ShiftedBlock:
         """True where σ_max(K̂(ω)) ≤ s: the Cholesky factorization of s²I − G succeeds (up to its
         backward error, covered by the slack). ``rows`` None: the whole block. (rows,) bool."""
         self._shift_to(s * s)
-        if rows is None:  # slices are views: no gather before Cholesky's own column-major copy
+        if rows is None:  # small n: a sound float32 screen first (linalg.screen32), float64 for the rest
+            proved = below32(self.matrices, s * s, self.traces)
+            if proved is not None:
+                rest = torch.nonzero(~proved).flatten()
+                if rest.numel() > 0:
+                    proved[rest] = self.below(rest, s)
+                return proved
+            # slices are views: no gather before Cholesky's own column-major copy
             parts = [self.matrices[i : i + self.batch] for i in range(0, self.matrices.shape[0], self.batch)]
         else:
             parts = [self.matrices[part] for part in rows.split(self.batch)]
@@ -324,13 +303,14 @@ def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLA
     m, n, _ = autocorr.shape
     step = min(order.numel(), max(1, CHUNK_BYTES // (16 * n * n)))
     batch = max(1, FACTOR_BYTES // (16 * n * n))
-    buffer = autocorr.new_empty(n * n, 2 * step)  # reused by every block
-    a_t = autocorr.reshape(m, n * n).T  # (n², M)
+    planes = autocorr.new_empty(2 * step, n * n)  # reused by every block
+    out = torch.empty(step, n, n, dtype=torch.complex128, device=autocorr.device)
+    a_mat = autocorr.reshape(m, n * n)  # (M, n²)
     best = max(0.0, float(floor))
     for start in range(0, order.numel(), step):
         chunk = order[start : start + step]
-        block = _ShiftedBlock(_negated_grams(a_t, cos[chunk], sin[chunk], buffer), batch)
-        pending = torch.arange(chunk.numel(), device=buffer.device)
+        block = _ShiftedBlock(_negated_grams(a_mat, cos[chunk], sin[chunk], planes, out), batch, trace[chunk])
+        pending = torch.arange(chunk.numel(), device=out.device)
         if best > 0.0:
             pending = pending[~block.below(None, best * (1.0 + slack))]
         # A running-maximum record process: bound the highest-trace failure from below by Lanczos,
@@ -347,7 +327,7 @@ def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLA
 
 @typed_solver_errors
 def conv_operator_bound(
-    kernel: Tensor, *, tol: float = 0.01, device: torch.device | str | None = None
+    kernel: Tensor, *, tol: float = 0.01, device: torch.device | str | None = None, floor: float = 0.0
 ) -> ConvBound:
     """Certified bracket [lower, upper] of the operator 2-norm of a convolution with this kernel.
 
@@ -357,9 +337,13 @@ def conv_operator_bound(
     at least every ‖C_j‖: an upper bound (up to √groups loose; depthwise convs the most).
     ``upper / lower − 1 ≤ tol``. Computed in float64 on ``device`` (default: the kernel's).
     All 1-sized kernels are matrices: upper = lower = σ1 exactly.
+    ``floor``: a known lower bound of σ* (e.g. the norm of a circular convolution with this kernel at
+    another size): the grid maximum's running maximum starts there, so a flat symbol costs one
+    Cholesky per frequency; ``lower`` is then the larger of the two, still ≤ σ*, and ``upper`` its
+    certified multiple.
     """
     weight = as_kernel(kernel, device)
-    slack = max(ROUNDING_SLACK, 4.0 * torch.finfo(torch.float64).eps * (min(weight.shape[:2]) + 1) ** 2)
+    slack = _slack(min(weight.shape[:2]))
     if not tol > 4.0 * slack:
         raise OperandError(f"tol must be positive and above the rounding allowance {4.0 * slack:.1g}, got {tol}")
     scale = float(weight.abs().max())
@@ -367,26 +351,50 @@ def conv_operator_bound(
         return ConvBound(0.0, 0.0, 0.0, 0.0, (1,) * (weight.dim() - 2), "exact (zero kernel)")
     # The norm scales with the kernel and ignores a shift: bound max|w| = 1 (no under- or overflow at
     # 1e-170 or 1e154) with all-zero border taps trimmed (a 3×3 kernel using its centre only is 1×1).
-    bound = _normalized_bound(trim_zero_taps(weight / scale), tol, slack)
+    bound = _normalized_bound(trim_zero_taps(weight / scale), tol, slack, max(0.0, floor) / scale)
     return ConvBound(bound.upper * scale, bound.lower * scale, bound.tight * scale,
                      None if bound.cheap is None else bound.cheap * scale, bound.grid, bound.method)
 
 
-def _normalized_bound(weight: Tensor, tol: float, slack: float) -> ConvBound:
+def bound_from_circulant(kernel_shape: Sequence[int], grid: Sequence[int], circulant: float,
+                         tol: float) -> ConvBound | None:
+    """The certified bracket of σ* from a circular convolution's norm found elsewhere: ``circulant``
+    is :func:`grid_max` of this kernel on ``grid`` (every frequency proved ≤ it · (1 + ROUNDING_SLACK)),
+    e.g. the padded size of a conv-operator layer's bracket. No more work: lower = circulant,
+    upper = circulant · certification factor · (1 + 2 slack). ``None`` where that grid is too coarse
+    for ``tol``, the kernel is 1×1 (solved exactly instead), or so wide that the rounding allowance
+    exceeds ROUNDING_SLACK."""
+    c_out, c_in, *ks = kernel_shape
+    if all(k == 1 for k in ks) or any(n <= k - 1 for n, k in zip(grid, ks, strict=True)):
+        return None
+    if _slack(min(c_out, c_in)) > ROUNDING_SLACK or not circulant > 0.0:
+        return None
+    upper = circulant * certification_factor(ks, grid) * (1.0 + 2.0 * ROUNDING_SLACK)
+    if upper > circulant * (1.0 + tol):
+        return None
+    return ConvBound(upper, circulant, upper, None, tuple(grid), "fft-certified (grid of the stored size)")
+
+
+def _slack(n: int) -> float:
+    """Relative rounding allowance of the frequency bound for a symbol of n × n Gram matrices."""
+    return max(ROUNDING_SLACK, 4.0 * torch.finfo(torch.float64).eps * (n + 1) ** 2)
+
+
+def _normalized_bound(weight: Tensor, tol: float, slack: float, floor: float = 0.0) -> ConvBound:
     """:func:`conv_operator_bound` of a scaled, trimmed kernel."""
     c_out, c_in, *ks = weight.shape
     if all(k == 1 for k in ks):
-        sigma = _sigma1(weight.reshape(c_out, c_in))  # (c_out, c_in)
+        sigma = sigma1(weight.reshape(c_out, c_in))  # (c_out, c_in)
         return ConvBound(sigma, sigma, sigma, sigma, (1,) * len(ks), "exact (1x1)")
     grid = grid_sizes(ks, (1.0 + tol) / (1.0 + 2.0 * slack) - 1.0)
     try:
-        lower = grid_max(weight, grid, slack=slack)
+        lower = grid_max(weight, grid, slack=slack, floor=floor)
     except torch.linalg.LinAlgError:  # an eigen-solve that does not converge: the reshape bound holds
-        lower = _sigma1(weight.sum(dim=tuple(range(2, weight.dim()))))  # σ_max(K̂(0)): a grid point
+        lower = max(floor, sigma1(weight.sum(dim=tuple(range(2, weight.dim())))))  # σ_max(K̂(0)): a grid point
         upper = min(reshape_bounds(weight))
         return ConvBound(upper, lower, upper, upper, grid, "reshape (frequency eigen-solver failed)")
     tight = lower * certification_factor(ks, grid) * (1.0 + 2.0 * slack)
-    below = _reshape_bound_below(weight, tight)
+    below = reshape_bound_below(weight, tight)
     cheap = None if below is None else below * (1.0 + slack)
     if cheap is None or tight <= cheap:
         return ConvBound(tight, lower, tight, cheap, grid, "fft-certified")

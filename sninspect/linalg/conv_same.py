@@ -40,8 +40,12 @@ def _same_conv_pair(
 ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
     """(A, Aᵀ) for the zero-padded 'same' stride-1 conv with weight (b, a, k...): (1, a, *n) ↔ (1, b, *n)."""
     d = weight.dim() - 2
-    pads = _same_padding(weight.shape[2:])
     conv, conv_t = _CONV[d - 1], _CONV_T[d - 1]
+    if all(k % 2 == 1 for k in weight.shape[2:]):  # symmetric padding: the conv pads itself; the adjoint
+        half = [(k - 1) // 2 for k in weight.shape[2:]]  # is the conv with the flipped, transposed kernel
+        flipped = weight.flip(list(range(2, d + 2))).transpose(0, 1).contiguous()  # (a, b, k...)
+        return (lambda x: conv(x, weight, padding=half)), (lambda y: conv(y, flipped, padding=half))
+    pads = _same_padding(weight.shape[2:])
     before = [pads[2 * (d - 1 - i)] for i in range(d)]
 
     def forward(x: Tensor) -> Tensor:
@@ -95,6 +99,10 @@ class SizedNorm:
     gap: float | None = None
     """√(θ2/θ1) from the last Ritz values: an estimate of the operator's σ2/σ1 (θ2 ≤ λ2, so from
     below); ``None`` where the Krylov space held one vector."""
+    circulant: float = 0.0
+    """The padded circulant's norm as found (the grid maximum, no rounding allowance): the norm of a
+    circular convolution with this kernel, so a lower bound of its norm over all input sizes — the
+    floor that spares the frequency bound of the same kernel most of its work."""
 
     @property
     def width(self) -> float:
@@ -158,7 +166,10 @@ def conv_same_operator_norm(
     if unit.dtype == torch.float64 and max_products > 1:  # most products in float32, 3× cheaper on a CPU
         coarse = top_eigen_bracket(_gram(unit.float(), input_size, transposed, shape), start.float(),
                                    rtol=max(rtol, _FLOAT32_FLOOR), max_products=max_products // 2)
-        start, products, second = coarse.vector.double(), coarse.products, coarse.second
+        start, products = coarse.vector.double(), coarse.products
+        # θ2 from float32 arithmetic: ≤ λ2 only up to its rounding (~eps32·‖M‖); lowered by that much,
+        # so that the gap stays an estimate from below.
+        second = coarse.second * (1.0 - 64.0 * torch.finfo(torch.float32).eps)
     fine = top_eigen_bracket(gram64, start, rtol=2.0 * rtol, max_products=max(1, max_products - products))
     vector = fine.vector / torch.linalg.vector_norm(fine.vector)
     vector = vector * torch.sign(vector[torch.argmax(vector.abs())])  # largest entry positive
@@ -166,13 +177,14 @@ def conv_same_operator_norm(
     lower = scale * math.sqrt(max(fine.lower, 0.0)) * (1.0 - slack)
     upper = scale * math.sqrt(max(fine.upper, 0.0)) * (1.0 + slack)
     converged = upper <= lower * (1.0 + rtol) or upper == 0.0
-    certified = scale * padded_circulant_norm(unit, input_size, floor=lower / scale)
+    circulant = scale * _circulant_max(unit, input_size, floor=lower / scale)
+    certified = circulant * (1.0 + 2.0 * ROUNDING_SLACK)
     if ceiling is not None:
         certified = min(certified, ceiling)
     second = fine.second if fine.second > 0.0 else second  # a float64 check of one product has no θ2
     gap = math.sqrt(second / fine.lower) if second > 0.0 and fine.lower > 0.0 else None
     return SizedNorm(lower, max(certified, lower), vector.reshape(shape), products + fine.products, converged,
-                     gap=None if gap is None else min(gap, 1.0),
+                     gap=None if gap is None else min(gap, 1.0), circulant=circulant,
                      estimate_width=upper / lower - 1.0 if lower > 0.0 else 0.0)
 
 
@@ -181,9 +193,13 @@ def padded_circulant_norm(kernel: Tensor, input_size: Sequence[int], *, floor: f
     norm) at ``input_size``: the exact norm of the circular convolution on the padded size n + k − 1
     (:attr:`SizedNorm.upper`), with the grid maximum's rounding slack. ``floor``: a lower bound of the
     'same' operator's norm (a Rayleigh quotient), hence of the circulant's: the screening starts there."""
-    weight = as_kernel(kernel, None)
+    return _circulant_max(as_kernel(kernel, None), input_size, floor=floor) * (1.0 + 2.0 * ROUNDING_SLACK)
+
+
+def _circulant_max(weight: Tensor, input_size: Sequence[int], *, floor: float) -> float:
+    """The grid maximum of σ_max(K̂(ω)) on the padded size n + k − 1 (or ``floor`` where higher)."""
     padded = [n + k - 1 for n, k in zip(input_size, weight.shape[2:], strict=True)]
-    return grid_max(weight, padded, floor=floor) * (1.0 + 2.0 * ROUNDING_SLACK)
+    return grid_max(weight, padded, floor=floor)
 
 
 def same_conv_pair(weight: Tensor, input_size: Sequence[int], *, transposed: bool = False
