@@ -56,7 +56,7 @@ def top_eigen_bracket(
     dim = start.numel()
     basis = min(basis, dim)
     keep = max(1, min(keep, basis - 1))
-    q_mat = start.new_zeros(basis, dim)  # (basis, D) orthonormal rows
+    q_mat = start.new_empty(basis, dim)  # (basis, D) orthonormal rows; only the first `size` are read
     h_mat = numpy.zeros((basis, basis))  # projected matrix Q M Qᵀ, one column per product
     q_mat[0] = start / torch.linalg.vector_norm(start)
     couple = numpy.zeros(0)  # H[:j, j] of the newest vector, known from the recurrence (β, or the restart's arrow)
