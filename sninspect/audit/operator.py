@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from sninspect import dialects
+from sninspect.audit.layer import LAYER_FAILURES
 from sninspect.audit.memory import NO_LIMIT, Budget, conv_bound_bytes, conv_same_bytes
 from sninspect.dialects import OperatorView, SNLayer
 from sninspect.errors import option
@@ -34,6 +35,28 @@ def effective_kernel(audit: LayerAudit, key: str, buffer_key: str | None, tensor
     assert audit.sigma_estimate is not None  # Precondition: an audited SN layer has σ̂
     weight = tensors[key].detach().to(device=device, dtype=dtype, copy=True)  # our own copy: divide in place
     return weight.div_(audit.sigma_estimate)
+
+
+def operator_bytes(audit: LayerAudit, layer: SNLayer | None, tensors: Mapping[str, Tensor], tol: float,
+                   input_size: tuple[int, ...] | None) -> int:
+    """The most bytes one step of this layer's operator work asks the budget for (the frequency bound,
+    the bracket at the stored size, the norm at ``input_size``): what running layers side by side
+    must leave room for. 0 for layers with none; a layout that fails here fails in the work itself."""
+    if audit.error is not None or audit.sigma_effective is None or not audit.kind.startswith("conv"):
+        return 0
+    shape = tuple(audit.shape)
+    transposed = audit.kind.startswith("conv_transpose")
+    try:
+        need = conv_bound_bytes(shape, conv_bounds.grid_sizes(shape[2:], tol))
+        view = None if layer is None else dialects.of(layer).operator_view(layer, tensors)
+    except LAYER_FAILURES:
+        return 0
+    if view is not None and view.size is not None:
+        need = max(need, conv_same_bytes(shape, view.size, view.u_side == "output"))
+    if input_size is not None:
+        size = tuple(input_size[i] if i < len(input_size) else input_size[-1] for i in range(len(shape) - 2))
+        need = max(need, conv_same_bytes(shape, size, transposed))
+    return need
 
 
 def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mapping[str, Tensor],

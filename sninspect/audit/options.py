@@ -41,8 +41,18 @@ class Options:
     coeff: float | None = None
     """Soft SN's coefficient (not stored in the checkpoint); None: the dialect's default (1.0 for soft SN,
     0.97 for residual-flows SN), said in each such layer's notes."""
+    workers: int | None = None
+    """Layers whose operator work runs at once on a CPU (audit.workers); None: as many as the cores,
+    torch's threads (``torch.set_num_threads``, ``OMP_NUM_THREADS``) and the memory budget allow, at
+    most 4; 1: one at a time."""
     on_layer: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
     """Called with each layer's name as its operator work starts (the CLI's progress line)."""
+
+
+    def __post_init__(self) -> None:
+        workers = self.workers
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+            raise UsageError(f"{option('workers', repr(workers))}: expected a positive whole number or None")
 
 
 def resolve_device(name: str) -> torch.device:

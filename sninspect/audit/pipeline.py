@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 import torch
@@ -26,9 +27,10 @@ from sninspect.audit.network import (
     network_bound,
     norm_layer_warnings,
 )
-from sninspect.audit.operator import at_input, with_operator_bound, with_operator_sized
+from sninspect.audit.operator import at_input, operator_bytes, with_operator_bound, with_operator_sized
 from sninspect.audit.options import Options, resolve_device, resolve_dtype, with_overrides
 from sninspect.audit.tensors import UsableTensors, is_weight_candidate, normalisation_modules
+from sninspect.audit.workers import WIDE_CHANNELS, run_all, worker_count
 from sninspect.dialects import SNLayer
 from sninspect.errors import UsageError, option
 from sninspect.io.load import Checkpoint, ModelState, display_name, load_checkpoint
@@ -113,11 +115,20 @@ def audit_model(
                         "audited; the network bound covers those only"]
     keyed = audit_all(sn_layers, plain, tensors, device, dtype, options.batch_bytes)
     layer_of = {layer.weight_key: layer for layer in sn_layers}
-    keyed = [
-        (replace(_as_operator(a, k, layer_of.get(k), tensors, options, device),
-                 name=prefix + a.name, model=model.name), k)
-        for a, k in _announced(keyed, options, prefix)
-    ]
+    announce = _announcer(options, prefix)
+
+    def operator_task(audit: LayerAudit, key: str) -> Callable[[], tuple[LayerAudit, str]]:
+        def task() -> tuple[LayerAudit, str]:
+            announce(audit.name)
+            done = _as_operator(audit, key, layer_of.get(key), tensors, options, device)
+            return replace(done, name=prefix + audit.name, model=model.name), key
+        return task
+
+    need = max((operator_bytes(a, layer_of.get(k), tensors, options.bound_tol, options.input_size)
+                for a, k in keyed), default=0)
+    workers = worker_count(device, len(keyed), need, tensors.budget, options.workers)
+    wide = [a.kind.startswith("conv") and len(a.shape) > 2 and min(a.shape[:2]) > WIDE_CHANNELS for a, _ in keyed]
+    keyed = run_all([operator_task(a, k) for a, k in keyed], workers, wide)
     audits = [a for a, _ in keyed]
     batchnorms = batchnorm_factors(tensors, shapes, device)
     chain, excluded = chain_of(keyed, batchnorms, {k: i for i, k in enumerate(shapes)}, prefix)
@@ -150,13 +161,17 @@ def _as_operator(audit: LayerAudit, key: str, layer: SNLayer | None, tensors: Us
     return result
 
 
-def _announced(keyed: list[tuple[LayerAudit, str]], options: Options,
-               prefix: str) -> Iterator[tuple[LayerAudit, str]]:
-    """The layers in order, telling ``options.on_layer`` each one's name as its operator work starts."""
-    for audit, key in keyed:
+def _announcer(options: Options, prefix: str) -> Callable[[str], None]:
+    """name ↦ tell ``options.on_layer`` that the layer's operator work starts (one call at a time:
+    several layers may start at once on worker threads)."""
+    lock = threading.Lock()
+
+    def announce(name: str) -> None:
         if options.on_layer is not None:
-            options.on_layer(prefix + audit.name)
-        yield audit, key
+            with lock:
+                options.on_layer(prefix + name)
+
+    return announce
 
 
 def _selection() -> str:

@@ -25,6 +25,7 @@ from sninspect.cli.options import (
     QuietOpt,
     ReportForceOpt,
     UnsafeOpt,
+    WorkersOpt,
     audit_options,
     examples,
     parse_input_size,
@@ -82,6 +83,7 @@ def report(
                                                     "figures.")] = PlotFormat.png,
     max_memory: MaxMemoryOpt = None,
     coeff: CoeffOpt = None,
+    workers: WorkersOpt = None,
     quiet: QuietOpt = False,
     unsafe_load: UnsafeOpt = False,
 ) -> None:
@@ -89,7 +91,8 @@ def report(
     fmt = choose_format(format, output)
     options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
                             unsafe_load=unsafe_load, all_layers=all_layers, bound_tol=bound_tol,
-                            input_size=parse_input_size(input_size), max_memory=max_memory, coeff=coeff)
+                            input_size=parse_input_size(input_size), max_memory=max_memory, coeff=coeff,
+                            workers=workers)
     paths = run.collect(checkpoints)
     refuse_early(output, paths, force=force)
     failures: list[InputError] = []
@@ -171,6 +174,7 @@ def check(
     exclude: ExcludeOpt = None,
     max_memory: MaxMemoryOpt = None,
     coeff: CoeffOpt = None,
+    workers: WorkersOpt = None,
     quiet: QuietOpt = False,
     unsafe_load: UnsafeOpt = False,
 ) -> None:
@@ -182,7 +186,7 @@ def check(
     folder upward); flags override them; inf turns a limit off.
     """
     options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
-                            unsafe_load=unsafe_load, max_memory=max_memory, coeff=coeff)
+                            unsafe_load=unsafe_load, max_memory=max_memory, coeff=coeff, workers=workers)
     flags = {"max_sigma": max_sigma, "max_cos_error": max_cos_error, "strict_cos": strict_cos,
              "max_norm_error": max_norm_error, "max_lipschitz": max_lipschitz,
              "fail_on_warning": fail_on_warning}

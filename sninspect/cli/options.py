@@ -54,6 +54,10 @@ CoeffOpt = Annotated[float | None, typer.Option("--coeff", callback=_coeff, help
                                            "coefficient c (eval divides by max(1, σ/c)); the checkpoint "
                                            "does not store it [default 1.0 for soft SN, 0.97 for "
                                            "residual-flows SN, said in the layer's notes].")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, show_default=False, help="Layers audited "
+                                              "at once on a CPU [default: as many as the cores and "
+                                              "torch's threads allow, at most 4, and as the memory "
+                                              "budget holds]; 1: one at a time.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes on stderr (errors "
                                        "still print).")]
 

@@ -232,10 +232,12 @@ def _negated_grams(a_mat: Tensor, cos: Tensor, sin: Tensor, planes: Tensor, out:
 class _ShiftedBlock:
     """s²I − G(ω) for a block of frequencies, held in place: moving s only touches the diagonal."""
 
-    def __init__(self, negated_grams: Tensor, batch: int, traces: Tensor) -> None:
+    def __init__(self, negated_grams: Tensor, batch: int, traces: Tensor, factors: Tensor, low: Tensor) -> None:
         self.matrices = negated_grams  # (b, n, n)
         self.batch = batch
         self.traces = traces  # (b,) tr G(ω)
+        self.factors = factors  # (≥ batch, n, n) complex: the Cholesky factors land here (reused, unread)
+        self.low = low  # (≥ b, n, n) complex64: the float32 screen's copy (reused)
         self.shift = 0.0
 
     def _shift_to(self, square: float) -> None:
@@ -247,7 +249,7 @@ class _ShiftedBlock:
         backward error, covered by the slack). ``rows`` None: the whole block. (rows,) bool."""
         self._shift_to(s * s)
         if rows is None:  # small n: a sound float32 screen first (linalg.screen32), float64 for the rest
-            proved = below32(self.matrices, s * s, self.traces)
+            proved = below32(self.matrices, s * s, self.traces, self.low)
             if proved is not None:
                 rest = torch.nonzero(~proved).flatten()
                 if rest.numel() > 0:
@@ -257,7 +259,15 @@ class _ShiftedBlock:
             parts = [self.matrices[i : i + self.batch] for i in range(0, self.matrices.shape[0], self.batch)]
         else:
             parts = [self.matrices[part] for part in rows.split(self.batch)]
-        return torch.cat([torch.linalg.cholesky_ex(part).info for part in parts]) == 0
+        return torch.cat([self._factor(part) for part in parts]) == 0
+
+    def _factor(self, part: Tensor) -> Tensor:
+        """LAPACK's info per matrix; the factors go to the reused buffer (a fresh one per call was a
+        page-faulted mapping each time: a third of a DnCNN report's system time)."""
+        out = self.factors[: part.shape[0]]
+        info = torch.empty(part.shape[0], dtype=torch.int32, device=part.device)
+        torch.linalg.cholesky_ex(part, out=(out, info))
+        return info
 
     def sigma(self, row: int) -> float:
         """Exact σ_max(K̂(ω)) = sqrt(s² − λ_min(s²I − G)) (an eigen-solve: ~25 Cholesky at n = 1024)."""
@@ -301,15 +311,21 @@ def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLA
     if not float(trace[order[0]]) > 0.0:
         return 0.0  # K̂ = 0 on the whole grid
     m, n, _ = autocorr.shape
-    step = min(order.numel(), max(1, CHUNK_BYTES // (16 * n * n)))
+    # Blocks of at most CHUNK_BYTES, but no larger than needed to stream A (M n² floats) rarely: small
+    # kernels get small blocks, whose buffers are not page-faulted in anew at every call.
+    block_bytes = min(CHUNK_BYTES, max(4 * 2**20, 4 * 8 * m * n * n))
+    step = min(order.numel(), max(1, block_bytes // (16 * n * n)))
     batch = max(1, FACTOR_BYTES // (16 * n * n))
     planes = autocorr.new_empty(2 * step, n * n)  # reused by every block
     out = torch.empty(step, n, n, dtype=torch.complex128, device=autocorr.device)
+    factors = torch.empty(min(step, batch), n, n, dtype=torch.complex128, device=autocorr.device)
+    low = torch.empty(step, n, n, dtype=torch.complex64, device=autocorr.device)  # untouched unless screened
     a_mat = autocorr.reshape(m, n * n)  # (M, n²)
     best = max(0.0, float(floor))
     for start in range(0, order.numel(), step):
         chunk = order[start : start + step]
-        block = _ShiftedBlock(_negated_grams(a_mat, cos[chunk], sin[chunk], planes, out), batch, trace[chunk])
+        block = _ShiftedBlock(_negated_grams(a_mat, cos[chunk], sin[chunk], planes, out), batch, trace[chunk],
+                              factors, low)
         pending = torch.arange(chunk.numel(), device=out.device)
         if best > 0.0:
             pending = pending[~block.below(None, best * (1.0 + slack))]

@@ -77,8 +77,9 @@ def top_eigen_bracket(
         nonzero = numpy.flatnonzero(couple)
         if nonzero.size == 1:  # the three-term recurrence: − β qⱼ₋₁
             w.sub_(q_mat[int(nonzero[0])], alpha=float(couple[nonzero[0]]))
-        elif nonzero.size > 1:  # after a restart: − Σ sᵢ xᵢ over the kept Ritz vectors
-            w = w - torch.from_numpy(couple[nonzero]).to(q_mat) @ q_mat[torch.from_numpy(nonzero)]
+        else:  # after a restart: − Σ sᵢ xᵢ over the kept Ritz vectors (no gathered copy of them)
+            for i in nonzero:
+                w.sub_(q_mat[int(i)], alpha=float(couple[i]))
         before = float(torch.linalg.vector_norm(w))
         coeff = q_mat[:size] @ w  # (size,) what rounding left along the basis
         w = w - coeff @ q_mat[:size]

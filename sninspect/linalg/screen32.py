@@ -48,16 +48,23 @@ def shift32(n: int, square: float, traces: Tensor) -> Tensor:
     return 1.01 * (gamma * (1.0 + UNIT) * trace_a + extra) / (1.0 - UNIT * math.sqrt(n))
 
 
-def below32(matrices: Tensor, square: float, traces: Tensor) -> Tensor | None:
+def below32(matrices: Tensor, square: float, traces: Tensor, scratch: Tensor | None = None) -> Tensor | None:
     """(b,) bool: True where A = ``matrices`` (b, n, n) complex128, equal to s²I − G with s² = ``square``
     and tr G = ``traces``, is proved ⪰ 0 by a float32 Cholesky of A − cI. ``None`` where the shift
-    would exceed :data:`MAX_RELATIVE_SHIFT` (then run the float64 test on all)."""
+    would exceed :data:`MAX_RELATIVE_SHIFT` (then run the float64 test on all). ``scratch``: a reused
+    complex64 buffer of at least b matrices (else one is allocated)."""
     b, n, _ = matrices.shape
     if b == 0 or not square > 0.0:
         return None
     shift = shift32(n, square, traces.to(torch.float64))  # (b,)
     if not float(shift.max()) <= MAX_RELATIVE_SHIFT * square:
         return None
-    low = matrices.to(torch.complex64)  # (b, n, n)
+    if scratch is None or scratch.shape[0] < b:
+        low = matrices.to(torch.complex64)  # (b, n, n)
+    else:
+        low = scratch[:b]
+        low.copy_(matrices)
     low.diagonal(dim1=-2, dim2=-1).sub_(shift.to(torch.float32)[:, None])
-    return torch.linalg.cholesky_ex(low).info == 0
+    info = torch.empty(b, dtype=torch.int32, device=low.device)
+    torch.linalg.cholesky_ex(low, out=(low, info))  # in place: the factor is not needed
+    return info == 0
