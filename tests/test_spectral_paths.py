@@ -397,3 +397,21 @@ def test_paneled_gram_is_w_wt_and_symmetric(rows: int) -> None:
     assert torch.equal(gram[:, step:, :step], gram[:, :step, step:].mT)
     for matrix, spectrum in zip(wide, exact_spectra(list(wide), method="gram"), strict=True):
         assert_contract(matrix, spectrum)
+
+
+def test_scratch_reused_only_where_the_cli_limited_the_heap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator phase lets glibc reuse its few-MB buffers only in the CLI's process (where the 1 MiB
+    limit was set), and puts the limit back; in library use it changes nothing."""
+    from sninspect.io import residency
+
+    calls: list[tuple[int, int]] = []
+    monkeypatch.setattr(residency, "_mallopt", lambda parameter, value: calls.append((parameter, value)) or True)
+    monkeypatch.setattr(residency, "_LIMITED", None)
+    with residency.scratch_reused():
+        pass
+    assert calls == []
+    monkeypatch.setattr(residency, "_LIMITED", 2**20)
+    with residency.scratch_reused(32 * 2**20):
+        assert calls == [(residency.M_TRIM_THRESHOLD, 64 * 2**20), (residency.M_MMAP_THRESHOLD, 32 * 2**20)]
+    assert calls[2:] == [(residency.M_MMAP_THRESHOLD, 2**20),
+                         (residency.M_TRIM_THRESHOLD, residency.DEFAULT_TRIM_THRESHOLD)]

@@ -33,6 +33,7 @@ from sninspect.audit.tensors import UsableTensors, is_weight_candidate, normalis
 from sninspect.audit.workers import WIDE_CHANNELS, run_all, worker_count
 from sninspect.dialects import SNLayer
 from sninspect.errors import UsageError, option
+from sninspect.io import residency
 from sninspect.io.load import Checkpoint, ModelState, display_name, load_checkpoint
 from sninspect.results.report import NATURAL_ORDER, STORED_ORDER, LayerAudit, ModelAudit, Report
 
@@ -128,7 +129,8 @@ def audit_model(
                 for a, k in keyed), default=0)
     workers = worker_count(device, len(keyed), need, tensors.budget, options.workers)
     wide = [a.kind.startswith("conv") and len(a.shape) > 2 and min(a.shape[:2]) > WIDE_CHANNELS for a, _ in keyed]
-    keyed = run_all([operator_task(a, k) for a, k in keyed], workers, wide)
+    with residency.scratch_reused():  # the CLI's process: the conv work's buffers reused, not re-faulted
+        keyed = run_all([operator_task(a, k) for a, k in keyed], workers, wide)
     audits = [a for a, _ in keyed]
     batchnorms = batchnorm_factors(tensors, shapes, device)
     chain, excluded = chain_of(keyed, batchnorms, {k: i for i, k in enumerate(shapes)}, prefix)
