@@ -70,7 +70,7 @@ unchanged from a run to 1e-12)."""
 
 _FLOAT32_FLOOR = 2e-6
 """float32 products carry ~1e-7 relative rounding: float32 iterations go no tighter than this width on
-the eigenvalue (half the default σ width), float64 takes any rest and gives the final bracket."""
+the eigenvalue (a fifth of the default σ width), float64 takes any rest and gives the final bracket."""
 
 
 @dataclass(frozen=True)
@@ -131,9 +131,9 @@ def conv_same_operator_norm(
     odd k). σ² is the top eigenvalue of AᵀA, bracketed by thick-restart Lanczos (linalg.lanczos):
     the iteration stops on the bracket, not on the vector, so near-degenerate top values (σ2/σ1 → 1,
     the rule for trained convolutions) do not slow it; the vector is then some unit vector of the
-    top cluster. Products run in float32 (to half the width asked, or 1e-6), then in float64, and the final bracket
-    comes from a float64 product. The kernel is scaled to max |w| = 1 first (1e-170 or 1e154 kernels
-    neither underflow nor overflow). ``u0`` (e.g. a stored conv-operator u) warm-starts the
+    top cluster. Products run in float32 (to 90% of the width asked, at least 1e-6), then in float64,
+    and the final bracket comes from a float64 product. The kernel is scaled to max |w| = 1 first
+    (1e-170 or 1e154 kernels neither underflow nor overflow). ``u0`` (e.g. a stored conv-operator u) warm-starts the
     iteration; 1% of a fixed random vector is mixed in so that a start with no component along the
     top vector cannot stall on the second. Never raises for lack of convergence: see ``converged``.
     ``ceiling``: a certified upper bound the caller has (e.g. the frequency bound, which holds at
