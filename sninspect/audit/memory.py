@@ -108,8 +108,12 @@ def conv_bound_bytes(shape: Sequence[int], grid: Sequence[int]) -> int:
     phases = 8 * frequencies * offsets * 8
     indices = points * (len(ks) + 3) * 8
     autocorrelation = 2 * offsets * n * n * 8
-    block = max(64 * 2**20, 16 * n * n) if frequencies * 16 * n * n > 64 * 2**20 else frequencies * 16 * n * n
-    block = block * 2 + block // 4  # the GEMM's planes, the complex matrices, a complex64 copy (n ≲ 100)
+    # grid_max's buffers: the GEMM's planes and the complex matrices (16·n² bytes per frequency each),
+    # the reused Cholesky factors and the float32 screen's copy, for a block of `step` frequencies.
+    block_bytes = min(64 * 2**20, max(4 * 2**20, 32 * offsets * n * n))
+    step = min(frequencies, max(1, block_bytes // (16 * n * n)))
+    batch = max(1, 16 * 2**20 // (16 * n * n))
+    block = step * 16 * n * n * 2 + min(step, batch) * 16 * n * n + step * 8 * n * n
     kernel = 3 * math.prod(shape) * 8
     return phases + indices + autocorrelation + block + kernel
 
