@@ -116,21 +116,7 @@ def audit_model(
                         "audited; the network bound covers those only"]
     keyed = audit_all(sn_layers, plain, tensors, device, dtype, options.batch_bytes)
     layer_of = {layer.weight_key: layer for layer in sn_layers}
-    announce = _announcer(options, prefix)
-
-    def operator_task(audit: LayerAudit, key: str) -> Callable[[], tuple[LayerAudit, str]]:
-        def task() -> tuple[LayerAudit, str]:
-            announce(audit.name)
-            done = _as_operator(audit, key, layer_of.get(key), tensors, options, device)
-            return replace(done, name=prefix + audit.name, model=model.name), key
-        return task
-
-    need = max((operator_bytes(a, layer_of.get(k), tensors, options.bound_tol, options.input_size)
-                for a, k in keyed), default=0)
-    workers = worker_count(device, len(keyed), need, tensors.budget, options.workers)
-    wide = [a.kind.startswith("conv") and len(a.shape) > 2 and min(a.shape[:2]) > WIDE_CHANNELS for a, _ in keyed]
-    with residency.scratch_reused():  # the CLI's process: the conv work's buffers reused, not re-faulted
-        keyed = run_all([operator_task(a, k) for a, k in keyed], workers, wide)
+    keyed = _operator_phase(keyed, layer_of, tensors, options, device, prefix, model.name)
     audits = [a for a, _ in keyed]
     batchnorms = batchnorm_factors(tensors, shapes, device)
     chain, excluded = chain_of(keyed, batchnorms, {k: i for i, k in enumerate(shapes)}, prefix)
@@ -140,6 +126,30 @@ def audit_model(
 
     shown = [a for a in audits if a.has_sn or options.all_layers or not sn_layers]
     return ModelAudit(name=model.name, layers=tuple(shown), lipschitz=network, warnings=tuple(warnings))
+
+
+def _operator_phase(keyed: list[tuple[LayerAudit, str]], layer_of: dict[str, SNLayer], tensors: UsableTensors,
+                    options: Options, device: torch.device, prefix: str,
+                    model_name: str) -> list[tuple[LayerAudit, str]]:
+    """Every layer's operator work (:func:`_as_operator`), several layers at once on a CPU
+    (:mod:`sninspect.audit.workers`; wide kernels alone), in the layers' order, named for the report."""
+    announce = _announcer(options, prefix)
+
+    def operator_task(audit: LayerAudit, key: str) -> Callable[[], tuple[LayerAudit, str]]:
+        def task() -> tuple[LayerAudit, str]:
+            announce(audit.name)
+            done = _as_operator(audit, key, layer_of.get(key), tensors, options, device)
+            return replace(done, name=prefix + audit.name, model=model_name), key
+        return task
+
+    workers = 1
+    if device.type == "cpu" and len(keyed) > 1:
+        need = max(operator_bytes(a, layer_of.get(k), tensors, options.bound_tol, options.input_size)
+                   for a, k in keyed)
+        workers = worker_count(device, len(keyed), need, tensors.budget, options.workers)
+    wide = [a.kind.startswith("conv") and len(a.shape) > 2 and min(a.shape[:2]) > WIDE_CHANNELS for a, _ in keyed]
+    with residency.scratch_reused():  # the CLI's process: the conv work's buffers reused, not re-faulted
+        return run_all([operator_task(a, k) for a, k in keyed], workers, wide)
 
 
 def _as_operator(audit: LayerAudit, key: str, layer: SNLayer | None, tensors: UsableTensors, options: Options,
