@@ -114,14 +114,14 @@ def test_tasks_really_overlap() -> None:
 def test_worker_count() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     cores = min(workers.cpu_cores(), torch.get_num_threads(), workers.MAX_WORKERS)
-    assert workers.worker_count(cpu, 10, 0, NO_LIMIT) == max(1, cores)
-    assert workers.worker_count(cuda, 10, 0, NO_LIMIT) == 1  # one device: its kernels queue anyway
-    assert workers.worker_count(cpu, 1, 0, NO_LIMIT) == 1
-    assert workers.worker_count(cpu, 10, 0, NO_LIMIT, asked=3) == 3
-    assert workers.worker_count(cpu, 2, 0, NO_LIMIT, asked=3) == 2
+    assert workers.worker_count(cpu, 10, lambda: 0, NO_LIMIT) == max(1, cores)
+    assert workers.worker_count(cuda, 10, lambda: 0, NO_LIMIT) == 1  # one device: its kernels queue anyway
+    assert workers.worker_count(cpu, 1, lambda: 0, NO_LIMIT) == 1
+    assert workers.worker_count(cpu, 10, lambda: 0, NO_LIMIT, asked=3) == 3
+    assert workers.worker_count(cpu, 2, lambda: 0, NO_LIMIT, asked=3) == 2
     # The budget holds two layers' largest step side by side, not three.
-    assert workers.worker_count(cpu, 10, 400, Budget(1000), asked=4) == 2
-    assert workers.worker_count(cpu, 10, 4000, Budget(1000), asked=4) == 1  # refused alone, as before
+    assert workers.worker_count(cpu, 10, lambda: 400, Budget(1000), asked=4) == 2
+    assert workers.worker_count(cpu, 10, lambda: 4000, Budget(1000), asked=4) == 1  # refused alone, as before
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, "2", True])

@@ -180,10 +180,7 @@ def _unsized_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, tensor
     if audit.operator_bound is None or audit.operator_lower is None:
         audit = with_operator_bound(audit, layer.weight_key, view.eval_key, tensors, device, tol, budget)
     eff_upper, eff_lower = audit.operator_bound, audit.operator_lower
-    if eff_upper is None or eff_lower is None:  # not a conv the bound applies to: bracket the kernel anyway
-        kernel = effective_kernel(audit, layer.weight_key, view.eval_key, tensors, device)
-        bound = conv_bounds.conv_operator_bound(kernel, tol=tol, device=device)
-        eff_upper, eff_lower = bound.upper, bound.lower
+    assert eff_upper is not None and eff_lower is not None  # Precondition: operator_view gives convs only
     note = ("conv operator at a size not stored: σ exact and σ_eff are the norms over all input sizes, as "
             f"the lower ends of their certified brackets [{exact.lower:.6g}, {exact.upper:.6g}] and "
             f"[{eff_lower:.6g}, {eff_upper:.6g}] (op bound: the upper end); give {option('input_size')} for the norm "

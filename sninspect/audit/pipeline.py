@@ -142,11 +142,11 @@ def _operator_phase(keyed: list[tuple[LayerAudit, str]], layer_of: dict[str, SNL
             return replace(done, name=prefix + audit.name, model=model_name), key
         return task
 
-    workers = 1
-    if device.type == "cpu" and len(keyed) > 1:
-        need = max(operator_bytes(a, layer_of.get(k), tensors, options.bound_tol, options.input_size)
+    def need() -> int:
+        return max(operator_bytes(a, layer_of.get(k), tensors, options.bound_tol, options.input_size)
                    for a, k in keyed)
-        workers = worker_count(device, len(keyed), need, tensors.budget, options.workers)
+
+    workers = worker_count(device, len(keyed), need, tensors.budget, options.workers)
     wide = [a.kind.startswith("conv") and len(a.shape) > 2 and min(a.shape[:2]) > WIDE_CHANNELS for a, _ in keyed]
     with residency.scratch_reused():  # the CLI's process: the conv work's buffers reused, not re-faulted
         return run_all([operator_task(a, k) for a, k in keyed], workers, wide)

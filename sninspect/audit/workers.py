@@ -44,16 +44,19 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
-def worker_count(device: torch.device, layers: int, need: int, budget: Budget, asked: int | None = None) -> int:
+def worker_count(device: torch.device, layers: int, need: Callable[[], int], budget: Budget,
+                 asked: int | None = None) -> int:
     """How many layers to work on at once: ``asked`` where given (1: one at a time), else up to the
     cores, torch's thread count and :data:`MAX_WORKERS`; never more than ``layers``, 1 on a GPU, and
-    no more than the budget holds of the largest layer's ``need`` in bytes."""
+    no more than the budget holds of the largest layer's ``need()`` in bytes (called only then)."""
     if device.type != "cpu" or layers < 2:
         return 1
     count = asked if asked is not None else min(cpu_cores(), torch.get_num_threads(), MAX_WORKERS)
     count = min(count, layers)
-    if budget.bytes is not None and need > 0:
-        count = min(count, budget.bytes // need)
+    if count > 1 and budget.bytes is not None:
+        largest = need()
+        if largest > 0:
+            count = min(count, budget.bytes // largest)
     return max(1, count)
 
 

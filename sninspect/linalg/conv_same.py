@@ -70,7 +70,8 @@ unchanged from a run to 1e-12)."""
 
 _FLOAT32_FLOOR = 2e-6
 """float32 products carry ~1e-7 relative rounding: float32 iterations go no tighter than this width on
-the eigenvalue (a fifth of the default σ width), float64 takes any rest and gives the final bracket."""
+the eigenvalue (a σ width of 1e-6, a tenth of the default), float64 takes any rest and gives the
+final bracket."""
 
 
 @dataclass(frozen=True)
@@ -168,10 +169,7 @@ def conv_same_operator_norm(
         # at 90% of that, the rest a margin for its rounding (9% fewer products than stopping at rtol).
         coarse = top_eigen_bracket(_gram(unit.float(), input_size, transposed, shape), start.float(),
                                    rtol=max(1.8 * rtol, _FLOAT32_FLOOR), max_products=max_products // 2)
-        start, products = coarse.vector.double(), coarse.products
-        # θ2 from float32 arithmetic: ≤ λ2 only up to its rounding (~eps32·‖M‖); lowered by that much,
-        # so that the gap stays an estimate from below.
-        second = coarse.second * (1.0 - 64.0 * torch.finfo(torch.float32).eps)
+        start, products, second = coarse.vector.double(), coarse.products, coarse.second
     fine = top_eigen_bracket(gram64, start, rtol=2.0 * rtol, max_products=max(1, max_products - products))
     vector = fine.vector / torch.linalg.vector_norm(fine.vector)
     vector = vector * torch.sign(vector[torch.argmax(vector.abs())])  # largest entry positive
@@ -188,14 +186,6 @@ def conv_same_operator_norm(
     return SizedNorm(lower, max(certified, lower), vector.reshape(shape), products + fine.products, converged,
                      gap=None if gap is None else min(gap, 1.0), circulant=circulant,
                      estimate_width=upper / lower - 1.0 if lower > 0.0 else 0.0)
-
-
-def padded_circulant_norm(kernel: Tensor, input_size: Sequence[int], *, floor: float = 0.0) -> float:
-    """Certified upper bound of the zero-padded 'same' stride-1 convolution (or its adjoint, the same
-    norm) at ``input_size``: the exact norm of the circular convolution on the padded size n + k − 1
-    (:attr:`SizedNorm.upper`), with the grid maximum's rounding slack. ``floor``: a lower bound of the
-    'same' operator's norm (a Rayleigh quotient), hence of the circulant's: the screening starts there."""
-    return _circulant_max(as_kernel(kernel, None), input_size, floor=floor) * (1.0 + 2.0 * ROUNDING_SLACK)
 
 
 def _circulant_max(weight: Tensor, input_size: Sequence[int], *, floor: float) -> float:

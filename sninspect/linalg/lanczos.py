@@ -29,7 +29,8 @@ class EigenBracket:
     converged: bool
     """The bracket met its tolerance (else: the best bracket found within the product budget)."""
     second: float = 0.0
-    """The second Ritz value θ2 (≤ λ2 by interlacing): an estimate of the next eigenvalue from below;
+    """The second Ritz value θ2 (≤ λ2 by interlacing; lowered by 64 ulp of the products' dtype, which is
+    how far rounding can lift a Ritz value of a float32 run): an estimate of the next eigenvalue from below;
     0 when the Krylov space has one vector."""
 
 
@@ -102,7 +103,8 @@ def top_eigen_bracket(
         rnorm = beta * abs(float(ritz[-1, -1]))
         if size > 1 and (rnorm <= rtol * top or products >= max_products):
             x = torch.from_numpy(ritz[:, -1].copy()).to(q_mat) @ q_mat[:size]  # (D,)
-            return _final(apply, x, products, rtol, float(values[-2]))
+            second = float(values[-2]) * (1.0 - 64.0 * torch.finfo(q_mat.dtype).eps)
+            return _final(apply, x, products, rtol, second)
         if beta <= 1e-10 * max(top, 1e-300):  # breakdown: an invariant subspace; go on in a new direction
             w = torch.randn(dim, generator=generator, dtype=torch.float64).to(start)
             for _ in range(2):
