@@ -23,7 +23,7 @@ from typing import TypeVar
 
 import torch
 
-from sninspect.linalg import conv_bounds
+from sninspect.linalg import conv_bounds, symbol
 
 T = TypeVar("T")
 
@@ -53,17 +53,18 @@ def random_kernel(channels: int, k: int, dims: int, seed: int) -> torch.Tensor:
 def naive_grid_max(kernel: torch.Tensor, grid: tuple[int, ...]) -> float:
     """Reference cost: an eigen-solve of K̂ᴴK̂ at every frequency of the same half grid."""
     weight = kernel.double()
-    offsets, autocorr = conv_bounds._autocorrelation(weight)  # (M, d), (M, n, n)
-    index = conv_bounds._half_grid(grid, weight.device)  # (F, d)
-    cos, sin = conv_bounds._phases(index, grid, offsets)  # (F, M)
-    m, n, _ = autocorr.shape
+    if weight.shape[0] < weight.shape[1]:
+        weight = weight.transpose(0, 1)  # as grid_max: the Gram on the smaller side
+    offsets, autocorr = symbol.autocorrelation(weight)  # (M, d), (M, n, n)
+    index = symbol.half_grid(grid, weight.device)  # (F, d)
+    cos, sin = symbol.phases(index, grid, offsets)  # (F, M)
+    n = autocorr.shape[1]
     step = max(1, conv_bounds.FACTOR_BYTES // (16 * n * n))
-    buffer = autocorr.new_empty(n * n, 2 * step)
-    a_t = autocorr.reshape(m, n * n).T  # (n², M)
+    grams = symbol.UpperGrams(autocorr, step)
     best = 0.0
     for start in range(0, index.shape[0], step):
-        negated = conv_bounds._negated_grams(a_t, cos[start : start + step], sin[start : start + step], buffer)
-        best = max(best, -float(torch.linalg.eigvalsh(negated)[:, 0].min()))  # λ_max(G) = −λ_min(−G)
+        negated = grams.negated(cos[start : start + step], sin[start : start + step])  # upper triangles
+        best = max(best, -float(torch.linalg.eigvalsh(negated, UPLO="U")[:, 0].min()))  # λ_max(G) = −λ_min(−G)
     return math.sqrt(best)
 
 

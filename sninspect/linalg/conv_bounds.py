@@ -61,7 +61,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import product
 
 import numpy
 import torch
@@ -72,6 +71,7 @@ from sninspect.linalg.failures import typed_solver_errors
 from sninspect.linalg.lanczos import top_rayleigh
 from sninspect.linalg.reshape_bound import reshape_bound_below, reshapes, sigma1
 from sninspect.linalg.screen32 import below32
+from sninspect.linalg.symbol import UpperGrams, autocorrelation, half_grid, hermitian, phases
 
 CHUNK_BYTES = 64 * 2**20
 """Block of frequency matrices G(ω) formed at once, in two reused buffers: caps memory, and streams
@@ -161,79 +161,11 @@ def reshape_bounds(kernel: Tensor) -> list[float]:
     return [scale * sigma1(matrix) for matrix in reshapes(weight)]
 
 
-def _autocorrelation(weight: Tensor) -> tuple[Tensor, Tensor]:
-    """Offsets m ∈ ∏(−k_i, k_i) and A_m = Σ_x K_xᵀ K_{x+m}, so that K̂(ω)ᴴK̂(ω) = Σ_m A_m e^{−iω·m}.
-
-    Half of the offsets are computed (one GEMM each over the overlapping taps); A_{−m} = A_mᵀ.
-    """
-    c_in = weight.shape[1]
-    ks = weight.shape[2:]
-    offsets = list(product(*(range(-(k - 1), k) for k in ks)))
-    blocks: dict[tuple[int, ...], Tensor] = {}
-    for m in offsets:
-        if tuple(-v for v in m) in blocks:
-            continue
-        left_mat = _overlap(weight, m, -1).movedim(1, -1).reshape(-1, c_in)  # (c_out·overlap, c_in): K_x
-        right_mat = _overlap(weight, m, 1).movedim(1, -1).reshape(-1, c_in)  # (c_out·overlap, c_in): K_{x+m}
-        blocks[m] = left_mat.T @ right_mat  # (c_in, c_in)
-    mats = [blocks[m] if m in blocks else blocks[tuple(-v for v in m)].T for m in offsets]
-    return torch.tensor(offsets, device=weight.device), torch.stack(mats)  # (M, d), (M, c_in, c_in)
-
-
-def _overlap(weight: Tensor, shift: Sequence[int], sign: int) -> Tensor:
-    """The taps x (sign −1) or x + shift (sign +1) over the x where both are inside the kernel."""
-    for axis, v in enumerate(shift):
-        k = weight.shape[2 + axis]
-        weight = weight.narrow(2 + axis, max(0, sign * v), k - abs(v))
-    return weight  # (c_out, c_in, *overlap)
-
-
-def _half_grid(grid: Sequence[int], device: torch.device) -> Tensor:
-    """Grid indices j, one of each pair {j, −j mod N}: a real kernel has K̂(−ω) = conj K̂(ω)."""
-    axes = [torch.arange(n, device=device) for n in grid]
-    index = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(grid))  # (∏N, d)
-    sizes = torch.tensor(grid, device=device)
-    strides = torch.tensor([math.prod(grid[i + 1 :]) for i in range(len(grid))], device=device)
-    flat, mirror = index @ strides, ((-index) % sizes) @ strides  # (∏N,), (∏N,)
-    return index[flat <= mirror]  # (F, d)
-
-
-def _phases(index: Tensor, grid: Sequence[int], offsets: Tensor) -> tuple[Tensor, Tensor]:
-    """cos and sin of ω·m for ω = 2π j / N: (F, M) each, the angle reduced exactly in integers."""
-    sizes = torch.tensor(grid, device=index.device)
-    turns = torch.zeros(index.shape[0], offsets.shape[0], dtype=torch.float64, device=index.device)
-    for axis in range(len(grid)):
-        steps = (index[:, axis, None] * offsets[None, :, axis]) % sizes[axis]  # (F, M)
-        turns += steps.double() / grid[axis]
-    angle = 2.0 * math.pi * torch.remainder(turns, 1.0)  # (F, M)
-    return torch.cos(angle), torch.sin(angle)
-
-
-def _negated_grams(a_mat: Tensor, cos: Tensor, sin: Tensor, planes: Tensor, out: Tensor) -> Tensor:
-    """−G(ω) = −Σ_m A_m e^{−iω·m} for a block of b frequencies, as a contiguous (b, n, n) complex view
-    of ``out`` (reused buffers: ``planes`` (≥ 2b, n²) real, ``out`` (≥ b, n, n) complex).
-
-    One GEMM (2b, M) @ (M, n²) streams A once per block into real and imaginary planes, which are
-    interleaved into matrices one after another: the Cholesky then reads each matrix contiguously
-    (matrices interleaved element by element, as a (n², 2b) product leaves them, cost it 16–24% more).
-    """
-    b, m = cos.shape
-    n = math.isqrt(a_mat.shape[1])
-    phases = torch.cat([cos, sin]).neg_()  # (2b, M): −cos, −sin
-    phases[b:].neg_()  # −e^{−iω·m} = −cos(ω·m) + i sin(ω·m)
-    parts = torch.mm(phases, a_mat, out=planes[: 2 * b])  # (2b, n²)
-    mats = out[:b]
-    pairs = torch.view_as_real(mats).view(b, n * n, 2)
-    pairs[..., 0].copy_(parts[:b])
-    pairs[..., 1].copy_(parts[b:])
-    return mats  # (b, n, n)
-
-
 class _ShiftedBlock:
     """s²I − G(ω) for a block of frequencies, held in place: moving s only touches the diagonal."""
 
     def __init__(self, negated_grams: Tensor, batch: int, traces: Tensor, factors: Tensor, low: Tensor) -> None:
-        self.matrices = negated_grams  # (b, n, n)
+        self.matrices = negated_grams  # (b, n, n): upper triangles formed (linalg.symbol), nothing below to be read
         self.batch = batch
         self.traces = traces  # (b,) tr G(ω)
         self.factors = factors  # (≥ batch, n, n) complex: the Cholesky factors land here (reused, unread)
@@ -263,22 +195,27 @@ class _ShiftedBlock:
 
     def _factor(self, part: Tensor) -> Tensor:
         """LAPACK's info per matrix; the factors go to the reused buffer (a fresh one per call was a
-        page-faulted mapping each time: a third of a DnCNN report's system time)."""
+        page-faulted mapping each time: a third of a DnCNN report's system time).
+
+        LAPACK wants column-major matrices: the row-major A read as column-major is Aᵀ = conj A (A is
+        Hermitian), whose factorization is the exact conjugate of A's (conjugation is exact in every
+        operation), so it succeeds exactly when A's does. Handing it over as ``.mT`` views, input and
+        output, spares torch a transposing copy in and a copy out (18–30% of the call at n = 256–1024)."""
         out = self.factors[: part.shape[0]]
         info = torch.empty(part.shape[0], dtype=torch.int32, device=part.device)
-        torch.linalg.cholesky_ex(part, out=(out, info))
+        torch.linalg.cholesky_ex(part.mT, out=(out.mT, info))
         return info
 
     def sigma(self, row: int) -> float:
         """Exact σ_max(K̂(ω)) = sqrt(s² − λ_min(s²I − G)) (an eigen-solve: ~25 Cholesky at n = 1024)."""
-        lowest = torch.linalg.eigvalsh(self.matrices[row : row + 1])[0, 0]
+        lowest = torch.linalg.eigvalsh(self.matrices[row : row + 1], UPLO="U")[0, 0]
         return math.sqrt(max(self.shift - float(lowest), 0.0))
 
     def ritz_sigma(self, row: int) -> float:
         """A lower bound on σ_max(K̂(ω)): √ of a Rayleigh quotient of G(ω) = s²I − (the block's matrix)
         at the top Ritz vector of a Lanczos run (:func:`~sninspect.linalg.lanczos.top_rayleigh`). Near
         exact where Lanczos converged; the caller checks it with a Cholesky, :meth:`sigma` if not."""
-        gram = self.matrices[row].neg().contiguous()  # (n, n): G − s²I
+        gram = hermitian(self.matrices[row]).neg_()  # (n, n): G − s²I
         gram.diagonal().add_(self.shift)  # G(ω)
         try:
             return math.sqrt(max(top_rayleigh(gram), 0.0))
@@ -303,9 +240,9 @@ def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLA
     weight = as_kernel(kernel, None)
     if weight.shape[0] < weight.shape[1]:
         weight = weight.transpose(0, 1)  # K̂ᵀ has the same singular values; Gram on the smaller side
-    offsets, autocorr = _autocorrelation(weight)  # (M, d), (M, n, n)
-    index = _half_grid(grid, weight.device)  # (F, d)
-    cos, sin = _phases(index, grid, offsets)  # (F, M)
+    offsets, autocorr = autocorrelation(weight)  # (M, d), (M, n, n)
+    index = half_grid(grid, weight.device)  # (F, d)
+    cos, sin = phases(index, grid, offsets)  # (F, M)
     trace = cos @ autocorr.diagonal(dim1=-2, dim2=-1).sum(-1)  # (F,) ‖K̂(ω)‖_F²
     order = torch.argsort(trace, descending=True)
     if not float(trace[order[0]]) > 0.0:
@@ -316,17 +253,15 @@ def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLA
     block_bytes = min(CHUNK_BYTES, max(4 * 2**20, 4 * 8 * m * n * n))
     step = min(order.numel(), max(1, block_bytes // (16 * n * n)))
     batch = max(1, FACTOR_BYTES // (16 * n * n))
-    planes = autocorr.new_empty(2 * step, n * n)  # reused by every block
-    out = torch.empty(step, n, n, dtype=torch.complex128, device=autocorr.device)
-    factors = torch.empty(min(step, batch), n, n, dtype=torch.complex128, device=autocorr.device)
-    low = torch.empty(step, n, n, dtype=torch.complex64, device=autocorr.device)  # untouched unless screened
-    a_mat = autocorr.reshape(m, n * n)  # (M, n²)
+    grams = UpperGrams(autocorr, step)  # buffers reused by every block
+    del autocorr  # packed into grams
+    factors = torch.empty(min(step, batch), n, n, dtype=torch.complex128, device=weight.device)
+    low = torch.empty(step, n, n, dtype=torch.complex64, device=weight.device)  # untouched unless screened
     best = max(0.0, float(floor))
     for start in range(0, order.numel(), step):
         chunk = order[start : start + step]
-        block = _ShiftedBlock(_negated_grams(a_mat, cos[chunk], sin[chunk], planes, out), batch, trace[chunk],
-                              factors, low)
-        pending = torch.arange(chunk.numel(), device=out.device)
+        block = _ShiftedBlock(grams.negated(cos[chunk], sin[chunk]), batch, trace[chunk], factors, low)
+        pending = torch.arange(chunk.numel(), device=weight.device)
         if best > 0.0:
             pending = pending[~block.below(None, best * (1.0 + slack))]
         # A running-maximum record process: bound the highest-trace failure from below by Lanczos,

@@ -66,5 +66,6 @@ def below32(matrices: Tensor, square: float, traces: Tensor, scratch: Tensor | N
         low.copy_(matrices)
     low.diagonal(dim1=-2, dim2=-1).sub_(shift.to(torch.float32)[:, None])
     info = torch.empty(b, dtype=torch.int32, device=low.device)
-    torch.linalg.cholesky_ex(low, out=(low, info))  # in place: the factor is not needed
+    # in place (the factor is not needed), as the column-major conj A: see conv_bounds._ShiftedBlock._factor
+    torch.linalg.cholesky_ex(low.mT, out=(low.mT, info))
     return info == 0
