@@ -34,23 +34,27 @@ def autocorrelation(weight: Tensor) -> tuple[Tensor, Tensor]:
     c_in = weight.shape[1]
     ks = weight.shape[2:]
     offsets = list(product(*(range(-(k - 1), k) for k in ks)))
+    # input channels last, once: each overlap below is then a copy of whole c_in rows (gathering c_in
+    # at a stride of k^d for every offset was 40% of this function at n = 1024)
+    taps = weight.movedim(1, -1).contiguous()  # (c_out, *ks, c_in)
     blocks: dict[tuple[int, ...], Tensor] = {}
     for m in offsets:
         if tuple(-v for v in m) in blocks:
             continue
-        left_mat = _overlap(weight, m, -1).movedim(1, -1).reshape(-1, c_in)  # (c_out·overlap, c_in): K_x
-        right_mat = _overlap(weight, m, 1).movedim(1, -1).reshape(-1, c_in)  # (c_out·overlap, c_in): K_{x+m}
+        left_mat = _overlap(taps, m, -1).reshape(-1, c_in)  # (c_out·overlap, c_in): K_x
+        right_mat = _overlap(taps, m, 1).reshape(-1, c_in)  # (c_out·overlap, c_in): K_{x+m}
         blocks[m] = left_mat.T @ right_mat  # (c_in, c_in)
     mats = [blocks[m] if m in blocks else blocks[tuple(-v for v in m)].T for m in offsets]
     return torch.tensor(offsets, device=weight.device), torch.stack(mats)  # (M, d), (M, c_in, c_in)
 
 
-def _overlap(weight: Tensor, shift: Sequence[int], sign: int) -> Tensor:
-    """The taps x (sign −1) or x + shift (sign +1) over the x where both are inside the kernel."""
+def _overlap(taps: Tensor, shift: Sequence[int], sign: int) -> Tensor:
+    """The taps x (sign −1) or x + shift (sign +1) over the x where both are inside the kernel, of a
+    kernel laid out (c_out, *ks, c_in)."""
     for axis, v in enumerate(shift):
-        k = weight.shape[2 + axis]
-        weight = weight.narrow(2 + axis, max(0, sign * v), k - abs(v))
-    return weight  # (c_out, c_in, *overlap)
+        k = taps.shape[1 + axis]
+        taps = taps.narrow(1 + axis, max(0, sign * v), k - abs(v))
+    return taps  # (c_out, *overlap, c_in)
 
 
 def half_grid(grid: Sequence[int], device: torch.device) -> Tensor:
