@@ -337,3 +337,32 @@ def test_bytearray_size_claim_in_the_pickle_is_refused(tmp_path: Path) -> None:
     result = runner.invoke(app, ["report", str(path), "-q"])
     assert result.exit_code == 3, result.output
     assert "bytearray(4000000000)" in result.output
+
+
+PEAK_PROBE = """
+import gc, resource, sys, torch
+from sninspect.audit.memory import conv_bound_bytes
+from sninspect.linalg.conv_bounds import conv_operator_bound, grid_sizes
+n = int(sys.argv[1])
+w = torch.randn(n, n, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) / (3 * n**0.5)
+torch.linalg.cholesky_ex(torch.eye(4, dtype=torch.complex128))  # LAPACK loaded before the baseline
+gc.collect()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+conv_operator_bound(w, tol=0.01)
+growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+print(growth, conv_bound_bytes((n, n, 3, 3), grid_sizes((3, 3), 0.01)))
+"""
+
+
+@pytest.mark.parametrize("channels", [64, 192])
+def test_conv_bound_estimate_covers_the_measured_peak(channels: int) -> None:
+    """The memory guard's estimate of one certified conv bound is at least the peak RSS growth it causes,
+    measured in a fresh process (where the small sizes' library workspaces dominate)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", PEAK_PROBE, str(channels)], capture_output=True, text=True,
+                          timeout=300, check=True)
+    growth, estimate = (int(v) for v in done.stdout.split())
+    assert growth > 0
+    assert estimate >= growth, (growth, estimate)
