@@ -340,24 +340,31 @@ def test_bytearray_size_claim_in_the_pickle_is_refused(tmp_path: Path) -> None:
 
 
 PEAK_PROBE = """
-import gc, resource, sys, torch
+import gc, re, sys, torch
+from pathlib import Path
 from sninspect.audit.memory import conv_bound_bytes
 from sninspect.linalg.conv_bounds import conv_operator_bound, grid_sizes
+def status(field):  # kB → bytes; VmHWM is this image's own peak (ru_maxrss keeps the forking parent's)
+    return int(re.search(field + r":\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1)) * 1024
 n = int(sys.argv[1])
 w = torch.randn(n, n, 3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) / (3 * n**0.5)
 torch.linalg.cholesky_ex(torch.eye(4, dtype=torch.complex128))  # LAPACK loaded before the baseline
 gc.collect()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+try:
+    Path("/proc/self/clear_refs").write_text("5")  # peak := current
+except OSError:
+    pass  # the peak since start-up then: a weaker test, not a flaky one
+before = status("VmHWM")
 conv_operator_bound(w, tol=0.01)
-growth = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
-print(growth, conv_bound_bytes((n, n, 3, 3), grid_sizes((3, 3), 0.01)))
+print(status("VmHWM") - before, conv_bound_bytes((n, n, 3, 3), grid_sizes((3, 3), 0.01)))
 """
 
 
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc peak RSS")
 @pytest.mark.parametrize("channels", [64, 192])
 def test_conv_bound_estimate_covers_the_measured_peak(channels: int) -> None:
     """The memory guard's estimate of one certified conv bound is at least the peak RSS growth it causes,
-    measured in a fresh process (where the small sizes' library workspaces dominate)."""
+    measured in a fresh process (where the small sizes' library workspaces dominate). Linux only."""
     import subprocess
     import sys
 
