@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sninspect.errors import MemoryBudgetError, UsageError, option
+from sninspect.linalg.conv_bounds import grid_blocks
+from sninspect.linalg.symbol import row_block
 
 MEMINFO = Path("/proc/meminfo")
 
@@ -116,10 +118,8 @@ def conv_bound_bytes(shape: Sequence[int], grid: Sequence[int]) -> int:
     # grid_max's buffers for a block of `step` frequencies: the complex matrices (16·n² bytes each), the
     # GEMM's planes (one row block of R rows: 16·R·n each), the reused Cholesky factors and the float32
     # screen's copy (linalg/symbol.py, conv_bounds.py); the packed autocorrelation is within the term above.
-    block_bytes = min(64 * 2**20, max(4 * 2**20, 32 * offsets * n * n))
-    step = min(frequencies, max(1, block_bytes // (16 * n * n)))
-    batch = max(1, 16 * 2**20 // (16 * n * n))
-    rows = min(n, max(32, -(-n // 8)))
+    step, batch = grid_blocks(n, offsets, frequencies)
+    rows = row_block(n)
     block = step * 16 * n * n + step * 16 * rows * n + min(step, batch) * 16 * n * n + step * 8 * n * n
     kernel = 3 * math.prod(shape) * 8
     return phases + indices + autocorrelation + block + kernel + LIBRARY_WORKSPACE

@@ -65,8 +65,7 @@ def run_all(tasks: Sequence[Callable[[], T]], workers: int, alone: Sequence[bool
     between them (restored afterwards). Tasks marked in ``alone`` run first, one at a time on this
     thread with all of torch's threads (wide kernels, whose factorizations use them well: the 30M
     discriminator's report took 92 s with its wide layers two at a time, 75 s with them one at a time).
-    A task's exception is raised here,
-    in order; the tasks not started yet are cancelled."""
+    A task's exception is raised here, in order; the tasks not started yet are cancelled."""
     if workers <= 1 or len(tasks) <= 1:
         return [task() for task in tasks]
     results: dict[int, T] = {}

@@ -223,6 +223,16 @@ class _ShiftedBlock:
             return 0.0
 
 
+def grid_blocks(n: int, offsets: int, frequencies: int) -> tuple[int, int]:
+    """(frequencies formed at once, matrices per Cholesky call) for n × n Gram matrices of a symbol
+    with ``offsets`` autocorrelation terms. Blocks of at most CHUNK_BYTES, but no larger than needed to
+    stream A (offsets·n² floats) rarely: small kernels get small blocks, whose buffers are not
+    page-faulted in anew at every call."""
+    block_bytes = min(CHUNK_BYTES, max(4 * 2**20, 4 * 8 * offsets * n * n))
+    step = min(frequencies, max(1, block_bytes // (16 * n * n)))
+    return step, max(1, FACTOR_BYTES // (16 * n * n))
+
+
 @typed_solver_errors
 def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLACK, floor: float = 0.0) -> float:
     """max over the frequency grid of σ_max(K̂(ω)): the exact norm of the circular convolution at
@@ -248,11 +258,7 @@ def grid_max(kernel: Tensor, grid: Sequence[int], *, slack: float = ROUNDING_SLA
     if not float(trace[order[0]]) > 0.0:
         return 0.0  # K̂ = 0 on the whole grid
     m, n, _ = autocorr.shape
-    # Blocks of at most CHUNK_BYTES, but no larger than needed to stream A (M n² floats) rarely: small
-    # kernels get small blocks, whose buffers are not page-faulted in anew at every call.
-    block_bytes = min(CHUNK_BYTES, max(4 * 2**20, 4 * 8 * m * n * n))
-    step = min(order.numel(), max(1, block_bytes // (16 * n * n)))
-    batch = max(1, FACTOR_BYTES // (16 * n * n))
+    step, batch = grid_blocks(n, m, order.numel())
     grams = UpperGrams(autocorr, step)  # buffers reused by every block
     del autocorr  # packed into grams
     factors = torch.empty(min(step, batch), n, n, dtype=torch.complex128, device=weight.device)

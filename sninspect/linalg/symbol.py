@@ -25,6 +25,11 @@ ROW_BLOCK_COUNT = 8
 a packed copy of A's entries, and the wasted corner below the diagonal is n²/(2·count) in all."""
 
 
+def row_block(n: int) -> int:
+    """Rows per block of the upper triangle of n × n matrices (at least 32: fewer, smaller GEMMs)."""
+    return min(n, max(32, -(-n // ROW_BLOCK_COUNT)))
+
+
 def autocorrelation(weight: Tensor) -> tuple[Tensor, Tensor]:
     """Offsets m ∈ ∏(−k_i, k_i) and A_m = Σ_x K_xᵀ K_{x+m}, so that K̂(ω)ᴴK̂(ω) = Σ_m A_m e^{−iω·m}.
 
@@ -84,7 +89,7 @@ class UpperGrams:
 
     def __init__(self, autocorr: Tensor, step: int) -> None:
         m, n, _ = autocorr.shape
-        rows = max(32, -(-n // ROW_BLOCK_COUNT))
+        rows = row_block(n)
         self.n = n
         self.bounds = [(r0, min(n, r0 + rows)) for r0 in range(0, n, rows)]
         # owned copies (clone), so that the caller's full autocorrelation can be freed
