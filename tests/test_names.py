@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import os
 import subprocess
 import sys
@@ -42,7 +43,7 @@ from sninspect.render.escape import (
 CORPUS: list[tuple[str, str, str]] = [
     ("[/]", "[/]", "[/]"),
     ("[bold red]x", "[bold red]x", "[bold red]x"),
-    ("a\nb", "a\\nb", "a\nb"),
+    ("a\nb", "a\\nb", "a\\nb"),
     ("\x1b[31mred", "\\x1b[31mred", "\\x1b[31mred"),
     ("\udcff", "\\udcff", "\\udcff"),
     ("$\\foo$", "$\\foo$", "$\\foo$"),
@@ -126,6 +127,56 @@ def test_csv_gives_every_name_back_neutralised(files: tuple[Path, Path]) -> None
     rows = list(csv.DictReader(io.StringIO(out, newline="")))
     assert [row["name"] for row in rows] == [f"{back}.weight" for _, _, back in CORPUS]
     assert all(float(row["sigma_exact"]) > 0 for row in rows)  # numbers stay numbers
+
+
+FORGED = "\r=cmd|' /C calc'!A0"
+"""A layer name whose CR, written bare, starts a new spreadsheet row holding a formula."""
+
+
+def _one_row_per_layer(out: str, names: list[str], column: str) -> None:
+    """Read back with the csv module AND by a naive line split: each layer one row, no line (row) starting
+    with a formula character, the forged name given back as its escape text."""
+    rows = list(csv.DictReader(io.StringIO(out, newline="")))
+    assert [row[column] for row in rows] == names
+    lines = re.split(r"\r\n|\r|\n", out.rstrip("\r\n"))
+    assert len(lines) == len(names) + 1, lines
+    assert not [line for line in lines if line.startswith(("=", "+", "-", "@", "\t"))]
+
+
+def test_csv_forges_no_row_from_a_carriage_return(tmp_path: Path) -> None:
+    """Issue 27: pandas quoted a cell holding LF but not CR; a spreadsheet started a row at the CR."""
+    torch.manual_seed(0)
+    layer = nn.utils.spectral_norm(nn.Linear(3, 4))
+    layer(torch.randn(2, 3))
+    state = {f"{FORGED}.{key}": value for key, value in layer.state_dict().items()}
+    for step in (1, 2):
+        torch.save({**state, "step": step}, tmp_path / f"ck_{step}.pt")
+    code, out, _ = sninspect("report", tmp_path / "ck_1.pt", "-f", "csv", "--device", "cpu")
+    assert code == 0
+    _one_row_per_layer(out, ["\\r=cmd|' /C calc'!A0.weight"], "name")
+    code, out, _ = sninspect("report", tmp_path, "-f", "csv", "--device", "cpu")  # a run: every checkpoint
+    assert code == 0
+    _one_row_per_layer(out, ["\\r=cmd|' /C calc'!A0.weight"] * 2, "name")
+
+
+def test_graph_csv_forges_no_row_either(tmp_path: Path) -> None:
+    """``graph -f csv``: node and module names come from the archive; a CR in one forged a row too."""
+    import dataclasses
+    import sys
+
+    from sninspect.audit.graph import GraphOptions, graph_report
+    from sninspect.render.formats import OutputFormat
+    from sninspect.render.graph import render_graph
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from graphnets import export
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.utils.parametrizations.spectral_norm(nn.Linear(4, 5)), nn.ReLU(), nn.Linear(5, 1))
+    report = graph_report(export(net, torch.randn(1, 4), tmp_path / "net.pt2"), GraphOptions(lower=False))
+    nodes = tuple(dataclasses.replace(n, name=FORGED + n.name, module=FORGED) for n in report.nodes)
+    out = render_graph(dataclasses.replace(report, nodes=nodes), OutputFormat.csv)
+    _one_row_per_layer(out, ["\\r=cmd|' /C calc'!A0" + n.name for n in report.nodes], "node")
 
 
 def test_markdown_forges_no_row_and_no_heading(files: tuple[Path, Path]) -> None:
@@ -231,7 +282,8 @@ def test_markdown_escapes_by_hand() -> None:
 
 @pytest.mark.parametrize(("cell", "expected"), [
     ("=1+2", "'=1+2"), ("+A1", "'+A1"), ("-cmd", "'-cmd"), ("@SUM(A1)", "'@SUM(A1)"), ("\tx", "'\tx"),
-    ("\rx", "'\rx"), ("-0.5", "-0.5"), ("+1e5", "+1e5"), ("a,b\"c\nd", "a,b\"c\nd"), ("x\x1by", "x\\x1by"),
+    ("\rx", "\\rx"), ("-0.5", "-0.5"), ("+1e5", "+1e5"), ("a,b\"c\nd", "a,b\"c\\nd"), ("x\x1by", "x\\x1by"),
+    ("-", "-"), ("\r=cmd|' /C calc'!A0", "\\r=cmd|' /C calc'!A0"),
     ("\udcff", "\\udcff"), (-0.5, -0.5), (None, None),
 ])
 def test_csv_cells(cell: object, expected: object) -> None:

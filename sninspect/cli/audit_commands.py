@@ -34,6 +34,7 @@ from sninspect.cli.options import (
 from sninspect.cli.output import choose_format, refuse_early, write_output
 from sninspect.cli.progress import Progress
 from sninspect.errors import InputError
+from sninspect.io.inputs import InputSet
 from sninspect.render import CheckFormat, OutputFormat, PlotFormat, render
 from sninspect.render.check import render_check, summary_line, to_junit
 from sninspect.render.inventory import render_inventory
@@ -94,7 +95,12 @@ def report(
                             input_size=parse_input_size(input_size), max_memory=max_memory, coeff=coeff,
                             workers=workers)
     paths = run.collect(checkpoints)
-    refuse_early(output, paths, force=force)
+    inputs = InputSet.of(paths)  # and every file behind them: no output, figure included, replaces one
+    refuse_early(output, inputs, force=force)
+    if plots is not None:
+        from sninspect.render.plots.files import refuse_plots_early  # matplotlib: only when plotting
+
+        refuse_plots_early(plots, plot_format, inputs)
     failures: list[InputError] = []
     notes: list[str] = []
     with Progress(len(paths), "auditing", quiet=quiet) as bar:
@@ -107,12 +113,15 @@ def report(
     console = terminal_console() if output is None else None
     with Progress(len(reports) if fmt.draws_figures else 0, "drawing", quiet=quiet) as bar:
         text = render(result, fmt, console=console, spectra=spectra, on_checkpoint=lambda _: bar.advance())
-    write_output(text, output, paths, force=force)
-    if plots is not None:
-        from sninspect.render.plots import write_plots  # matplotlib: only when plotting
+    if plots is not None:  # every figure's path checked before the report or any figure is written
+        from sninspect.render.plots.files import check_plot_paths, plot_plan, write_plots
 
+        planned = [p for _, where in plot_plan(result, plots, plot_format) for p in where.values()]
+        check_plot_paths(planned, plots, force=force, inputs=inputs)
+    write_output(text, output, inputs, force=force)
+    if plots is not None:
         with Progress(len(reports), "plotting", quiet=quiet) as bar:
-            written = write_plots(result, plots, plot_format, progress=bar, force=force)
+            written = write_plots(result, plots, plot_format, progress=bar, force=force, inputs=inputs)
         if not quiet:
             say(f"wrote {len(written)} figures to {plots}")
     if failures:  # the readable ones are reported above; each unreadable one named here, then exit 3
@@ -167,6 +176,8 @@ def check(
     junit_xml: Annotated[Path | None, typer.Option("--junit-xml", help="Also write a JUnit XML report "
                                                    "here: a test suite per checkpoint, a test case per "
                                                    "SN layer.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace the --junit-xml file if it exists (never an "
+                                        "input).")] = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = Dtype.float64,
     key: KeyOpt = None,
@@ -196,13 +207,15 @@ def check(
         say(f"check: rules from {pyproject} [tool.sninspect.check]")
     rules = config.rules_from(table, pyproject or Path("pyproject.toml"), flags)
     paths = run.collect(checkpoints)
+    inputs = InputSet.of(paths)
+    refuse_early(junit_xml, inputs, force=force)
     with Progress(len(paths), "checking", quiet=quiet) as bar:
         verdicts = run.check(paths, options, rules, progress=bar)
     for verdict in unreadable(verdicts):
         say(f"error: {verdict.violations[0].message}")
     sys.stdout.write(render_check(verdicts, rules, format))
     if junit_xml is not None:
-        write_output(to_junit(verdicts), junit_xml, paths)
+        write_output(to_junit(verdicts), junit_xml, inputs, force=force)
     if not quiet:
         say(summary_line(verdicts))
     exit_for(verdicts)

@@ -3,7 +3,11 @@ own module with a checkpoint loaded into it)."""
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +18,7 @@ from sninspect.cli.errors import handle_errors, say
 from sninspect.cli.options import KeyOpt, QuietOpt, ReportForceOpt, UnsafeOpt, examples, warn_unsafe
 from sninspect.cli.output import choose_format, refuse_early, write_output
 from sninspect.errors import UsageError
+from sninspect.io.inputs import InputSet
 from sninspect.render import OutputFormat, PlotFormat
 
 
@@ -30,6 +35,31 @@ def _shape(text: str) -> tuple[int, ...]:
         raise UsageError(f"--input-shape {text!r}: {math.prod(shape)} entries per input, more than the "
                          f"{MAX_ELEMENTS} sninspect bounds a graph at")
     return shape
+
+
+def _model_sources(spec: str) -> list[Path]:
+    """The files of the ``--model`` module and of each package above it (once imported), so that no
+    output replaces the user's code."""
+    dotted = spec.partition(":")[0].split(".")
+    out = []
+    for depth in range(1, len(dotted) + 1):
+        module = sys.modules.get(".".join(dotted[:depth]))
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str):
+            out.append(Path(file))
+    return out
+
+
+@contextmanager
+def _torch_logging_silenced() -> Iterator[None]:
+    """No log record of any logger while the user's module is built and traced (torch logs a failed
+    fake-tensor run as a 20-line traceback before raising the error we report in one line)."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 @app.command(epilog=examples(
@@ -77,7 +107,12 @@ def graph(
     from sninspect.render.graph import render_graph
 
     fmt = choose_format(format, output)
-    refuse_early(output, [model_file], force=force)
+    inputs = InputSet.of([model_file])  # an index's shards too; with --model, its source files below
+    refuse_early(output, inputs, force=force)
+    if plots is not None:
+        from sninspect.render.plots.files import check_plot_paths
+
+        check_plot_paths([plots / f"graph_depth.{plot_format.value}"], plots, force=force, inputs=inputs)
     if user_model is not None:
         if input_shape is None:
             raise UsageError("--model needs --input-shape (e.g. 3,64,64): the graph bound is for one input size")
@@ -86,7 +121,12 @@ def graph(
         warn_unsafe(unsafe_load)
         if not quiet:
             say(f"note: --model imports and runs {user_model.split(':')[0]} (your code)")
-        exported = export_user_model(user_model, model_file, _shape(input_shape), key=key, unsafe_load=unsafe_load)
+        shape = _shape(input_shape)
+        with _torch_logging_silenced():  # a failed trace is our one line, not torch's logged traceback
+            try:
+                exported = export_user_model(user_model, model_file, shape, key=key, unsafe_load=unsafe_load)
+            finally:
+                inputs.add(_model_sources(user_model))  # imported now: its files are inputs as well
     else:
         if input_shape is not None or key is not None:
             raise UsageError("--input-shape and --key apply with --model; a .pt2 carries its own input shape")
@@ -95,11 +135,15 @@ def graph(
     if not quiet and lower:
         say(f"searching {starts} starts x {steps} steps for the lower bound (--no-lower skips it)")
     result = analyze_graph(exported, options)
-    write_output(render_graph(result, fmt), output, [model_file], force=force)
+    text = render_graph(result, fmt)
+    if plots is not None:  # checked again now that the --model sources are known, before anything is written
+        check_plot_paths([plots / f"graph_depth.{plot_format.value}"], plots, force=force, inputs=inputs)
+    write_output(text, output, inputs, force=force)
     if plots is not None:
         from sninspect.render.plots.files import save_figures
         from sninspect.render.plots.graph import graph_depth_figure
 
-        written = save_figures({"graph_depth": graph_depth_figure(result)}, plots, plot_format, force=force)
+        written = save_figures({"graph_depth": graph_depth_figure(result)}, plots, plot_format, force=force,
+                               inputs=inputs)
         if not quiet:
             say(f"wrote {len(written)} figure to {plots}")

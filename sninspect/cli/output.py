@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sninspect.errors import UsageError
+from sninspect.io.inputs import InputSet
 from sninspect.io.write import check_target, write_text
 from sninspect.render.formats import SUFFIXES, OutputFormat
 
@@ -30,14 +31,15 @@ def choose_format(asked: OutputFormat | None, output: Path | None) -> OutputForm
     return asked
 
 
-def refuse_early(output: Path | None, inputs: Sequence[Path], *, force: bool) -> None:
+def refuse_early(output: Path | None, inputs: InputSet | Sequence[Path], *, force: bool) -> None:
     """Before a long audit: an ``output`` the writer would refuse (an input, a link, an existing file
     without ``--force``, a missing folder) is refused now, not after it."""
     if output is not None:
         check_target(output, force=force, inputs=inputs)
 
 
-def write_output(text: str, output: Path | None, inputs: Sequence[Path], *, force: bool = False) -> None:
+def write_output(text: str, output: Path | None, inputs: InputSet | Sequence[Path], *,
+                 force: bool = False) -> None:
     """Print to stdout, or write ``output`` atomically: an existing file only with ``force``, an input
     never."""
     if output is None:

@@ -11,20 +11,21 @@ import torch
 
 from sninspect.errors import OutputError
 from sninspect.io.files import printable
-from sninspect.io.shards import with_shards
+from sninspect.io.inputs import InputSet
 from sninspect.io.write import atomic_path
 
 __all__ = ["save_checkpoint"]
 
 
 def save_checkpoint(
-    out: str | os.PathLike[str], payload: Any, *, inputs: Sequence[str | os.PathLike[str]] = (),
+    out: str | os.PathLike[str], payload: Any, *, inputs: InputSet | Sequence[str | os.PathLike[str]] = (),
     force: bool = False, metadata: dict[str, str] | None = None,
 ) -> None:
     """Write ``payload`` to ``out`` atomically: ``.safetensors`` (a dict of tensors + ``metadata``) or torch.
 
     The payload is checked whole first. Refuses (:class:`OutputError`) to write over any of ``inputs``
-    or the shards of an index among them (even with ``force``), over an existing file without
+    (an :class:`InputSet`; paths are expanded into one: the shards of an index among them included,
+    even with ``force``), over an existing file without
     ``force``, over a link or anything but a regular file, or into a folder that does not exist; on
     any failure ``out`` is left as it was (see :mod:`sninspect.io.write`).
     """
@@ -34,7 +35,7 @@ def save_checkpoint(
     if target.name.lower().endswith(".safetensors"):
         tensors = _safetensors_payload(payload, shown)
         metadata = _metadata_strings(metadata, shown)
-    with atomic_path(target, force=force, inputs=with_shards(inputs)) as tmp:
+    with atomic_path(target, force=force, inputs=inputs) as tmp:
         if tensors is not None:
             from safetensors.torch import save_file
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from sninspect.io.safetensors_check import LazyTensors
 from sninspect.io.safetensors_io import select
 from sninspect.io.torch_io import load_torch
 
-__all__ = ["load_index", "with_shards"]
+__all__ = ["load_index"]
 
 
 def load_index(file: Path, shown: str, *, key: str | None, unsafe_load: bool) -> Checkpoint:
@@ -55,19 +55,6 @@ def load_index(file: Path, shown: str, *, key: str | None, unsafe_load: bool) ->
     if kinds == {False}:
         return _load_torch_shards(file, shown, weight_map, shards, key, unsafe_load)
     raise InputError(f"{shown}: the index mixes safetensors and torch shards (expected one kind)")
-
-
-def with_shards(inputs: Sequence[str | os.PathLike[str]]) -> list[Path]:
-    """``inputs``, plus the shard files of any shard index among them (all must be kept from harm)."""
-    paths = [Path(os.fspath(p)) for p in inputs]
-    for index in [p for p in paths if p.name.lower().endswith(".json")]:
-        try:
-            with open(index, "rb") as f:
-                weight_map = json.loads(f.read(100_000_000)).get("weight_map", {})
-            paths += [index.parent / str(name) for name in set(weight_map.values())]
-        except Exception:  # not an index we can read: nothing more to protect
-            continue
-    return paths
 
 
 def _load_safetensors_shards(

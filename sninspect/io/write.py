@@ -9,7 +9,8 @@ permissions (``0o666 & ~umask`` for a new file, the old bits for a replaced one)
   claiming the name with ``O_CREAT | O_EXCL`` and renaming over the claim;
 * with ``force`` by ``os.replace``.
 
-Refused, ``force`` or not: a target that is one of ``inputs`` (same file, through any link), a
+Refused, ``force`` or not: a target that is one of ``inputs`` (an :class:`~sninspect.io.inputs.InputSet`:
+every file the command read, shards and folder contents included; same file, through any link), a
 symbolic link, a directory, a device, a FIFO or a socket. The temporary file is removed on any
 exception, and on SIGTERM/SIGHUP during the write, which are then re-delivered to the handlers the
 process had. Every failure is one :class:`~sninspect.errors.OutputError` line naming the path, the
@@ -44,10 +45,12 @@ from typing import IO, Any
 
 from sninspect.errors import OutputError, flag
 from sninspect.io.files import one_line, printable
+from sninspect.io.inputs import InputSet, as_input_set
 
 __all__ = ["append_line", "atomic_path", "check_target", "open_atomic", "write_bytes", "write_text"]
 
-Inputs = Sequence[str | os.PathLike[str]]
+Inputs = InputSet | Sequence[str | os.PathLike[str]]
+"""What a writer must not replace: an :class:`~sninspect.io.inputs.InputSet`, or paths (expanded into one)."""
 
 _SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 """Signals that end a process politely: the write unwinds (removing its temporary file) first."""
@@ -179,10 +182,10 @@ def _check_target(target: Path, shown: str, inputs: Inputs, force: bool) -> os.s
         folder_is_dir = False
     if not folder_is_dir:
         raise OutputError(f"{shown}: {printable(folder)} is not a folder (give a path inside a folder)")
-    for source in inputs:
-        if _same_file(target, Path(os.fspath(source))):
-            raise OutputError(f"{shown}: is the input {printable(source)}; an input is never overwritten, "
-                              f"even with {flag('force')} (choose another output path)")
+    source = as_input_set(inputs).find(target)
+    if source is not None:
+        raise OutputError(f"{shown}: is the input {printable(source)}; an input is never overwritten, "
+                          f"even with {flag('force')} (choose another output path)")
     try:
         info = os.lstat(target)
     except FileNotFoundError:
@@ -212,16 +215,6 @@ def _kind(mode: int) -> str:
     if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
         return "a device"
     return "not a regular file"
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    """Same path once links are resolved, or the same inode (hard links)."""
-    try:
-        if os.path.realpath(a) == os.path.realpath(b):
-            return True
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 def _new_file_mode() -> int:

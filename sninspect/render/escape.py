@@ -15,9 +15,10 @@ never interpreted by it:
 :func:`for_log_line`          one line for stderr or a CI log (``check`` output): :func:`visible`
 :func:`for_markdown`          :func:`visible`, then Markdown's active characters backslash-escaped
 :func:`for_html`              :func:`visible`, then :func:`html.escape`
-:func:`for_csv_cell`          surrogates and control characters other than tab/CR/LF made visible (the
-                              csv module quotes those); a text cell starting with ``= + - @``, tab or
-                              CR gets a leading ``'`` unless it is a number (formula neutralisation)
+:func:`for_csv_cell`          surrogates and control characters other than tab made visible, CR and LF
+                              included (a cell never starts a new row, whoever reads the file); a text
+                              cell starting with ``= + - @`` or tab gets a leading ``'`` unless it is a
+                              number or a bare ``-`` (formula neutralisation)
 :func:`for_plot`              :func:`visible`, ``$`` as ``\\$`` (matplotlib's escape: no mathtext)
 :func:`for_json`              any JSON-able value with every lone surrogate in its strings (keys too)
                               as the six characters ``\\udcXX``, so the output is valid UTF-8
@@ -87,12 +88,14 @@ def for_html(text: str) -> str:
 def for_csv_cell(value: Any) -> Any:
     """A cell for ``csv``/pandas: non-strings as they are; strings made safe to open in a spreadsheet.
 
-    Tab, CR and LF stay (the csv module quotes the cell), other invisible characters become escapes;
-    a cell a spreadsheet would run as a formula gets a leading ``'`` (``-0.5`` stays a number)."""
+    A tab stays; every other invisible character becomes an escape, CR and LF too (``\\r``, ``\\n``):
+    pandas quotes a cell holding LF but not one holding CR, and a reader splitting lines would start
+    a new row at either. A cell a spreadsheet would run as a formula gets a leading ``'`` (``-0.5``
+    stays a number, a bare ``-`` stays the "no value" mark)."""
     if not isinstance(value, str):
         return value
-    cell = "".join(c if c.isprintable() or c in _NAMED else _escaped(c) for c in value)
-    if cell.startswith(_FORMULA_START) and not _is_number(cell):
+    cell = "".join(c if c.isprintable() or c == "\t" else _escaped(c) for c in value)
+    if cell.startswith(_FORMULA_START) and cell != "-" and not _is_number(cell):
         return "'" + cell
     return cell
 

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from typing import assert_never
 
 from sninspect._version import __version__
-from sninspect.render.escape import for_html, for_json, for_log_line, for_markdown
+from sninspect.render.escape import for_csv_cell, for_html, for_json, for_log_line, for_markdown
 from sninspect.render.formats import OutputFormat
 from sninspect.results.graph import GraphReport
 
@@ -149,7 +149,7 @@ def render_graph(report: GraphReport, fmt: OutputFormat) -> str:
             buffer = io.StringIO()
             writer = csv.writer(buffer)
             writer.writerow(_NODE_HEADER)
-            writer.writerows(_node_rows(report))
+            writer.writerows([for_csv_cell(cell) for cell in row] for row in _node_rows(report))
             return buffer.getvalue()
         case OutputFormat.html:
             return to_html(report)

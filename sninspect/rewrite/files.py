@@ -10,6 +10,7 @@ from enum import StrEnum
 
 from sninspect._version import __version__
 from sninspect.errors import UsageError, flag
+from sninspect.io.inputs import InputSet
 from sninspect.io.load import TORCH_SUFFIXES, ModelState, load_checkpoint, save_checkpoint
 from sninspect.rewrite.container import safetensors_payload, torch_payload
 from sninspect.rewrite.state import State, StateRewrite, copy_metadata
@@ -67,11 +68,12 @@ def rewrite_file(
                  "version": __version__}
         payload, metadata, more = safetensors_payload(checkpoint, done, stamp, drop_optimizer)
     notes += more
+    inputs = InputSet.of([path])  # the index's shards too: none of them is ever written over
     if not dry_run:
-        save_checkpoint(output, payload, inputs=[path], force=force, metadata=metadata)
+        save_checkpoint(output, payload, inputs=inputs, force=force, metadata=metadata)
     elif os.path.exists(output):
-        same = os.path.exists(path) and os.path.samefile(output, path)
-        warnings.append(f"{os.fspath(output)} is the input: the real run will refuse it" if same else
+        same = inputs.find(output) is not None
+        warnings.append(f"{os.fspath(output)} is an input: the real run will refuse it" if same else
                         f"{os.fspath(output)} exists: the real run needs {flag('force')}" if not force else
                         f"{os.fspath(output)} exists and will be replaced ({flag('force')})")
     return Rewrite(operation, os.fspath(path), os.fspath(output), fmt.value, tuple(changes), tuple(notes),
