@@ -20,7 +20,6 @@ from sninspect.render.plots.trend import trend_figures
 from sninspect.results.report import Report
 from sninspect.results.trend import Trend
 
-
 REPORT_FIGURES = ("sigma", "cos_error", "spectra", "lipschitz_depth")
 """The figures of one checkpoint, by file stem (:func:`report_figures`)."""
 TREND_FIGURES = ("trend_sigma", "trend_cos_error")
