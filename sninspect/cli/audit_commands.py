@@ -49,7 +49,8 @@ from sninspect.results.check import DEFAULT_MAX_COS_ERROR, DEFAULT_MAX_NORM_ERRO
 ))
 @handle_errors
 def report(
-    checkpoints: Annotated[list[Path], typer.Argument(metavar="CHECKPOINT", help="Checkpoint files (.pt, "
+    checkpoints: Annotated[list[Path], typer.Argument(readable=False,
+                                                      metavar="CHECKPOINT", help="Checkpoint files (.pt, "
                                                       ".pth, .ckpt, .bin, .safetensors, *.index.json), "
                                                       "folders of them, or a training monitor's log "
                                                       "(.jsonl, one checkpoint per audit). Several form a "
@@ -60,7 +61,7 @@ def report(
                                                         "format (html: one self-contained page with the "
                                                         "figures). Default: from the -o file's extension "
                                                         "(.json .csv .md .html .txt), else table.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of "
+    output: Annotated[Path | None, typer.Option("--output", "-o", readable=False, help="Write to this file instead of "
                                                 "stdout; its extension picks the format.")] = None,
     force: ReportForceOpt = False,
     device: DeviceOpt = "auto",
@@ -76,7 +77,8 @@ def report(
     input_size: Annotated[str | None, typer.Option("--input-size", help="H[,W[,D]]: also give each conv's "
                                                    "exact zero-padded 'same' operator norm at this input "
                                                    "size (operator_at_input).")] = None,
-    plots: Annotated[Path | None, typer.Option("--plots", help="Write figures into this folder (created): "
+    plots: Annotated[Path | None, typer.Option("--plots", readable=False,
+                                               help="Write figures into this folder (created): "
                                                "sigma, cos_error, spectra, lipschitz_depth; several "
                                                "checkpoints: one subfolder each, plus trend_sigma and "
                                                "trend_cos_error.")] = None,
@@ -137,7 +139,7 @@ def report(
 ))
 @handle_errors
 def check(
-    checkpoints: Annotated[list[Path], typer.Argument(metavar="CHECKPOINT", help="Checkpoint files or "
+    checkpoints: Annotated[list[Path], typer.Argument(readable=False, metavar="CHECKPOINT", help="Checkpoint files or "
                                                       "folders of them.")],
     max_sigma: Annotated[float | None, typer.Option("--max-sigma", help=f"Largest allowed σ_eff = σ1/σ̂ of "
                                                     f"an SN layer: the spectral norm of the weight the "
@@ -173,7 +175,7 @@ def check(
                                                 "github: one ::error workflow command per broken rule; "
                                                 "json: the rules, every checkpoint and every "
                                                 "violation.")] = CheckFormat.text,
-    junit_xml: Annotated[Path | None, typer.Option("--junit-xml", help="Also write a JUnit XML report "
+    junit_xml: Annotated[Path | None, typer.Option("--junit-xml", readable=False, help="Also write a JUnit XML report "
                                                    "here: a test suite per checkpoint, a test case per "
                                                    "SN layer.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace the --junit-xml file if it exists (never an "
@@ -227,7 +229,7 @@ def check(
 ))
 @handle_errors
 def layers(
-    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint file.")],
+    checkpoint: Annotated[Path, typer.Argument(readable=False, metavar="CHECKPOINT", help="Checkpoint file.")],
     key: KeyOpt = None,
     unsafe_load: UnsafeOpt = False,
 ) -> None:

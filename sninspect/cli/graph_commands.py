@@ -69,13 +69,14 @@ def _torch_logging_silenced() -> Iterator[None]:
 ))
 @handle_errors
 def graph(
-    model_file: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A torch.export archive (.pt2, from "
+    model_file: Annotated[Path, typer.Argument(readable=False,
+                                               metavar="CHECKPOINT", help="A torch.export archive (.pt2, from "
                                                "torch.export.save: read as data, no code from it runs), or "
                                                "with --model a checkpoint to load into your module.")],
     format: Annotated[OutputFormat | None, typer.Option("--format", "-f", show_default=False, help="Output "
                                                         "format (csv: the per-operator table). Default: from "
                                                         "the -o file's extension, else table.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to this file instead of "
+    output: Annotated[Path | None, typer.Option("--output", "-o", readable=False, help="Write to this file instead of "
                                                 "stdout.")] = None,
     force: ReportForceOpt = False,
     lower: Annotated[bool, typer.Option("--lower/--no-lower", help="Search inputs for the certified lower "
@@ -85,7 +86,7 @@ def graph(
     steps: Annotated[int, typer.Option("--steps", min=0, max=100000, help="Gradient-ascent steps per "
                                        "start.")] = 30,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the search (the result is deterministic).")] = 0,
-    plots: Annotated[Path | None, typer.Option("--plots", help="Write the bound-by-depth figure "
+    plots: Annotated[Path | None, typer.Option("--plots", readable=False, help="Write the bound-by-depth figure "
                                                "(graph_depth) into this folder.")] = None,
     plot_format: Annotated[PlotFormat, typer.Option("--plot-format", help="File format of the "
                                                     "figure.")] = PlotFormat.png,

@@ -62,9 +62,11 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar o
                                        "still print).")]
 
 # Rewriting checkpoints (strip, apply, convert).
-CheckpointArg = Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="Checkpoint file (.pt, .pth, .ckpt, "
+CheckpointArg = Annotated[Path, typer.Argument(readable=False,
+                                               metavar="CHECKPOINT", help="Checkpoint file (.pt, .pth, .ckpt, "
                                                     ".bin, .safetensors, *.index.json).")]
-OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="File to write; its extension (.pt, .pth, "
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", readable=False,
+                                         help="File to write; its extension (.pt, .pth, "
                                          ".ckpt, .bin or .safetensors) decides the format.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace OUT if it exists (never the input).")]
 ReportForceOpt = Annotated[bool, typer.Option("--force", help="Replace the -o file and the --plots figures if "

@@ -5,17 +5,41 @@ from __future__ import annotations
 import os
 import re
 import stat
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from sninspect.errors import InputError, MissingFileError
 
-__all__ = ["one_line", "open_regular", "printable"]
+__all__ = ["library_path", "one_line", "open_regular", "printable"]
 
 
 def printable(file: str | os.PathLike[str]) -> str:
     """``file`` as printed in a message: as given, or ``ascii()`` of it when it holds unprintable characters."""
     text = os.fspath(file)
     return text if text.isprintable() else ascii(text)
+
+
+@contextmanager
+def library_path(file: str | os.PathLike[str]) -> Iterator[str]:
+    """A name by which a library that takes only UTF-8 paths (torch.load's zip reader, safetensors) can
+    open ``file`` while the block runs.
+
+    A file name that is not valid UTF-8 reaches Python as a ``str`` with lone surrogates
+    (``surrogateescape``), which such libraries refuse; the file is then opened here through its
+    bytes and named ``/proc/self/fd/N`` (Linux). Any other name is passed as it is."""
+    name = os.fspath(file)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        if os.path.isdir("/proc/self/fd"):
+            fd = os.open(os.fsencode(name), os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                yield f"/proc/self/fd/{fd}"
+            finally:
+                os.close(fd)
+            return
+    yield name
 
 
 def open_regular(file: Path, shown: str) -> bytes:

@@ -38,7 +38,7 @@ def release(pointers: Iterable[int] = ()) -> int:
     if not sys.platform.startswith("linux"):
         return 0
     try:
-        maps = Path("/proc/self/maps").read_text()
+        maps = Path("/proc/self/maps").read_text(errors="surrogateescape")  # file names need not be UTF-8
     except OSError:
         return 0
     wanted = sorted(set(pointers))

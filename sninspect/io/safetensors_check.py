@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from sninspect.errors import InputError
-from sninspect.io.files import one_line
+from sninspect.io.files import library_path, one_line
 
 MAX_HEADER_BYTES = 100_000_000
 """The same bound the safetensors library applies (100 MB of JSON)."""
@@ -217,7 +217,8 @@ class LazyTensors(Mapping[str, torch.Tensor]):
         try:
             from safetensors import safe_open
 
-            self._handles[file] = safe_open(os.fspath(file), framework="pt", device="cpu")
+            with library_path(file) as name:  # a non-UTF-8 file name: opened through its bytes
+                self._handles[file] = safe_open(name, framework="pt", device="cpu")
         except Exception as err:  # SafetensorError, OSError, ...: anything but a bug here is the file's
             raise InputError(f"{shown}: cannot read as safetensors: {one_line(err)} (is it corrupt?)") \
                 from None

@@ -50,6 +50,13 @@ def _safetensors_payload(payload: Any, shown: str) -> dict[str, torch.Tensor]:
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload.items()):
         raise OutputError(f"{shown}: a .safetensors file holds a flat dict of name -> tensor only (write a "
                           ".pt file to keep other objects)")
+    not_utf8 = [k for k in payload if not _is_utf8(k)]
+    if not_utf8:  # safetensors' JSON header holds UTF-8 names; the library failed with "codec can't encode"
+        names = ", ".join(printable(k) for k in not_utf8[:6]) + (f" and {len(not_utf8) - 6} more"
+                                                                  if len(not_utf8) > 6 else "")
+        raise OutputError(f"{shown}: safetensors stores UTF-8 names only, and key{'s' * (len(not_utf8) > 1)} "
+                          f"{names} {'are' if len(not_utf8) > 1 else 'is'} not (a lone surrogate, as from a "
+                          "name that was not UTF-8 in the input); write a .pt file instead")
     unstorable = [f"'{printable(k)}' ({str(t.dtype).removeprefix('torch.')})" for k, t in payload.items()
                   if t.is_quantized or t.is_complex() or t.dtype not in _SAFETENSORS_DTYPES]
     if unstorable:  # the whole payload is checked first: one error naming every offender
@@ -77,10 +84,22 @@ for _name in ("float8_e4m3fn", "float8_e5m2"):
         _SAFETENSORS_DTYPES.add(getattr(torch, _name))
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _metadata_strings(metadata: dict[str, str] | None, shown: str) -> dict[str, str] | None:
     if metadata is None:
         return None
     bad = [k for k, v in metadata.items() if not isinstance(k, str) or not isinstance(v, str)]
+    not_utf8 = [printable(k) for k, v in metadata.items() if k not in bad and not (_is_utf8(k) and _is_utf8(v))]
+    if not_utf8:
+        raise OutputError(f"{shown}: safetensors metadata must be UTF-8 text (not so for {', '.join(not_utf8)}); "
+                          "write a .pt file instead")
     if bad:
         raise OutputError(f"{shown}: safetensors metadata must be strings (not so for "
                           f"{', '.join(map(str, bad))})")

@@ -18,7 +18,7 @@ import torch
 
 from sninspect.errors import InputError, UnsafeCheckpointError, flag
 from sninspect.io import torch_check
-from sninspect.io.files import one_line
+from sninspect.io.files import library_path, one_line
 
 __all__ = ["TORCH_SUFFIXES", "load_torch"]
 
@@ -79,7 +79,8 @@ def _torch_load(file: Path, shown: str, *, zip_format: bool, unsafe_load: bool) 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pickle-protocol and mmap notes are not the user's concern
-            return torch.load(file, map_location="cpu", weights_only=not unsafe_load, mmap=zip_format)
+            with library_path(file) as name:  # a non-UTF-8 file name: opened through its bytes
+                return torch.load(name, map_location="cpu", weights_only=not unsafe_load, mmap=zip_format)
     except Exception as err:  # torch raises anything from RuntimeError to UnicodeDecodeError on bad input
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
         if not unsafe_load and isinstance(err, pickle.UnpicklingError):
