@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import operator
 import os
+import stat
 import time
 import warnings
 from collections.abc import Mapping
@@ -149,14 +150,30 @@ _RECORD_START = b'{"sninspect_monitor"'
 
 
 def _check_log(path: Path) -> None:
-    """Refuse, before training starts, a log that is a folder or that exists and is not a monitor log:
-    appending to a user's checkpoint or notes would damage it. A missing folder is refused at the first
-    append (the folder may be made meanwhile, as a SummaryWriter makes runs/ for runs/tb)."""
+    """Refuse, when the monitor is built (before training starts), a log it could not append to: a
+    symbolic link, a folder, a FIFO or any other non-regular file, a file it may not write, a missing
+    folder or one it may not create the file in, and an existing file that is not a monitor log
+    (appending to a user's checkpoint or notes would damage it)."""
     shown = printable(path)
-    if path.is_dir():
-        raise OutputError(f"log={shown}: is a folder (give the path of a .jsonl file to append to)")
-    if not path.is_file():
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        info = None
+    except OSError as err:
+        raise OutputError(f"log={shown}: cannot look it up: {err.strerror or err} (check the path)") from None
+    if info is None:
+        _check_log_folder(path.parent, shown)
         return
+    if stat.S_ISLNK(info.st_mode):
+        raise OutputError(f"log={shown}: is a symbolic link (to {printable(os.readlink(path))}); the monitor "
+                          "appends to a regular file only (give the real path, or remove the link)")
+    if stat.S_ISDIR(info.st_mode):
+        raise OutputError(f"log={shown}: is a folder (give the path of a .jsonl file to append to)")
+    if not stat.S_ISREG(info.st_mode):
+        what = "a named pipe (FIFO)" if stat.S_ISFIFO(info.st_mode) else "not a regular file"
+        raise OutputError(f"log={shown}: is {what} (give the path of a .jsonl file to append to)")
+    if not os.access(path, os.W_OK):
+        raise OutputError(f"log={shown}: is not writable (check its permissions, or pick another path)")
     try:
         with open(path, "rb") as file:
             head = file.read(len(_RECORD_START))
@@ -165,6 +182,22 @@ def _check_log(path: Path) -> None:
     if head and head != _RECORD_START:
         raise OutputError(f"log={shown}: exists and is not an SNMonitor log (it does not start with a "
                           "monitor record); refusing to append to it: pick a new path")
+
+
+def _check_log_folder(folder: Path, shown: str) -> None:
+    """The folder a new log is created in exists, is a folder, and may be written."""
+    try:
+        is_folder = stat.S_ISDIR(os.stat(folder).st_mode)
+    except FileNotFoundError:
+        raise OutputError(f"log={shown}: folder {printable(folder)} does not exist (create it first)") from None
+    except OSError as err:
+        raise OutputError(f"log={shown}: cannot look up folder {printable(folder)}: {err.strerror or err} "
+                          "(check the path)") from None
+    if not is_folder:
+        raise OutputError(f"log={shown}: {printable(folder)} is not a folder (give a path inside a folder)")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"log={shown}: cannot create it: folder {printable(folder)} is not writable (check "
+                          "its permissions, or pick another path)")
 
 
 def _step_number(step: Any) -> int:

@@ -18,6 +18,7 @@ from sninspect.audit.log import reports_from_log, tell
 from sninspect.audit.options import Options
 from sninspect.audit.pipeline import analyze
 from sninspect.errors import InputError
+from sninspect.io.files import printable
 from sninspect.io.monitor_log import is_log
 from sninspect.results.check import Rules, Verdict
 from sninspect.results.report import Report
@@ -46,8 +47,12 @@ def collect(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
         if not path.is_dir():
             out.append(path)
             continue
-        files = sorted(p for p in path.iterdir()
-                       if p.is_file() and p.name.lower().endswith(CHECKPOINT_SUFFIXES))
+        try:
+            files = sorted(p for p in path.iterdir()
+                           if p.is_file() and p.name.lower().endswith(CHECKPOINT_SUFFIXES))
+        except OSError as err:  # a folder without read permission: unreadable input, exit 3
+            raise InputError(f"{printable(path)}: cannot list the folder: {err.strerror or err} (check its "
+                             "permissions, e.g. chmod u+rx)") from None
         if any(p.name.lower().endswith(".index.json") for p in files):
             files = [p for p in files if not _SHARD.search(p.name.lower())]
         if not files:

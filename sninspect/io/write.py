@@ -155,17 +155,37 @@ def append_line(path: str | os.PathLike[str], line: str) -> Path:
         fd = os.open(target, flags, 0o666)
     except OSError as err:
         raise _write_failed(shown, target, err) from None
+    size, written = 0, 0
     try:
         size = os.fstat(fd).st_size
         torn = size > 0 and os.pread(fd, 1, size - 1) != b"\n"
         data = ("\n" if torn else "").encode() + line.encode("utf-8") + b"\n"
-        while data:
-            data = data[os.write(fd, data):]
+        while written < len(data):
+            written += os.write(fd, data[written:])
     except OSError as err:
-        raise _write_failed(shown, target, err) from None
+        raise _append_failed(shown, fd, size, written, err) from None
     finally:
         os.close(fd)
     return target
+
+
+def _append_failed(shown: str, fd: int, size: int, written: int, err: OSError) -> OutputError:
+    """What a failed append (a full disk mid-record) left, said exactly: nothing; or a partial record
+    cut back off (when the log still ends with it: no other writer appended meanwhile); or a torn
+    record of N bytes, which the reader skips and the next append closes with a newline."""
+    detail = err.strerror or str(err)
+    hint = f"{_HINTS[err.errno]}; " if err.errno in _HINTS else ""
+    if written == 0:
+        return OutputError(f"{shown}: could not append the record: {detail} ({hint}nothing was written)")
+    try:
+        if os.fstat(fd).st_size != size + written:
+            raise OSError(errno.EBUSY, "another writer appended meanwhile")
+        os.ftruncate(fd, size)
+    except OSError:
+        return OutputError(f"{shown}: could not append the record: {detail} ({hint}a torn record of {written} "
+                           "bytes remains in the log; readers skip it and the next record starts on a new line)")
+    return OutputError(f"{shown}: could not append the record: {detail} ({hint}the {written} bytes written were "
+                       "cut off again: the log is as it was)")
 
 
 def _check_target(target: Path, shown: str, inputs: Inputs, force: bool) -> os.stat_result | None:
