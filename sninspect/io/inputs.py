@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -127,20 +128,21 @@ def shards_of(index: Path) -> list[Path]:
 
 
 def checkpoints_named_by(log: Path) -> list[Path]:
-    """Existing files a monitor log's records name as their checkpoint (``report.checkpoint``), as
-    given and relative to the log's folder."""
+    """Existing files a monitor log's records name as a ``"checkpoint"`` (the audited source), as
+    given and relative to the log's folder. Found by a linear scan, not by parsing every record: in
+    JSON a ``"checkpoint":`` key cannot occur inside a string, whose quotes are escaped."""
     try:
         if os.stat(log).st_size > _MAX_LOG_BYTES:
             return []
         with open(log, "rb") as f:
-            lines = f.read().decode("utf-8", "replace").split("\n")
+            data = f.read()
     except (OSError, ValueError):
         return []
     names: dict[str, None] = {}
-    for line in lines:
+    for found in _CHECKPOINT_FIELD.finditer(data):
         try:
-            name = json.loads(line)["report"]["checkpoint"]
-        except Exception:  # noqa: S112 - a torn or foreign line names nothing
+            name = json.loads(b'"' + found.group(1) + b'"')
+        except ValueError:
             continue
         if isinstance(name, str) and name and "\x00" not in name:
             names[name] = None
@@ -153,3 +155,6 @@ def checkpoints_named_by(log: Path) -> list[Path]:
             except (OSError, ValueError):
                 continue
     return out
+
+
+_CHECKPOINT_FIELD = re.compile(rb'"checkpoint"\s*:\s*"((?:[^"\\]|\\.){1,4096})"')
