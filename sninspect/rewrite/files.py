@@ -73,7 +73,8 @@ def rewrite_file(
         save_checkpoint(output, payload, inputs=inputs, force=force, metadata=metadata)
     elif os.path.exists(output):
         hit = inputs.find(output)
-        warnings.append(f"{os.fspath(output)} is the input {os.fspath(hit)}: the real run will refuse it" if hit is not None else
+        warnings.append(f"{os.fspath(output)} is the input {os.fspath(hit)}: the real run will refuse it"
+                        if hit is not None else
                         f"{os.fspath(output)} exists: the real run needs {flag('force')}" if not force else
                         f"{os.fspath(output)} exists and will be replaced ({flag('force')})")
     return Rewrite(operation, os.fspath(path), os.fspath(output), fmt.value, tuple(changes), tuple(notes),
