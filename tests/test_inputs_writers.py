@@ -141,12 +141,18 @@ def test_report_of_a_log_protects_the_log_and_the_checkpoints_it_names(tmp_path:
     assert _snapshot(tmp_path) == before
 
 
-def test_check_junit_never_replaces_an_input_and_has_force(tmp_path: Path) -> None:
+def test_check_junit_never_replaces_an_input_and_has_force(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     index, shards = _sharded(tmp_path / "m")
     before = _snapshot(tmp_path)
     result = _cli("check", index, "--junit-xml", shards[1], "--force", "-q", "--device", "cpu")
     assert result.exit_code == ExitCode.WRITE_FAILED and "is the input" in _one_error(result)
     assert _snapshot(tmp_path) == before
+    rules = tmp_path / "pyproject.toml"  # check reads its rules from here: an input too
+    rules.write_text("[tool.sninspect.check]\nmax-sigma = 2.0\n")
+    monkeypatch.chdir(tmp_path)
+    result = _cli("check", index, "--junit-xml", "pyproject.toml", "--force", "-q", "--device", "cpu")
+    assert result.exit_code == ExitCode.WRITE_FAILED and "is the input" in _one_error(result)
+    assert rules.read_text() == "[tool.sninspect.check]\nmax-sigma = 2.0\n"
     junit = tmp_path / "junit.xml"
     junit.write_text("old")
     result = _cli("check", index, "--junit-xml", junit, "-q", "--device", "cpu")

@@ -209,7 +209,7 @@ def check(
         say(f"check: rules from {pyproject} [tool.sninspect.check]")
     rules = config.rules_from(table, pyproject or Path("pyproject.toml"), flags)
     paths = run.collect(checkpoints)
-    inputs = InputSet.of(paths)
+    inputs = InputSet.of(paths).add([pyproject] if pyproject is not None else [])  # the rules file is read too
     refuse_early(junit_xml, inputs, force=force)
     with Progress(len(paths), "checking", quiet=quiet) as bar:
         verdicts = run.check(paths, options, rules, progress=bar)
