@@ -54,7 +54,8 @@ def graph(
                                         "search (half Gaussian, half smooth image-like).")] = 4,
     steps: Annotated[int, typer.Option("--steps", min=0, max=100000, help="Gradient-ascent steps per "
                                        "start.")] = 30,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the search (the result is deterministic).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=-(2**63), max=2**63 - 2, help="Seed of the search (the "
+                                      "result is deterministic).")] = 0,
     plots: Annotated[Path | None, typer.Option("--plots", help="Write the bound-by-depth figure "
                                                "(graph_depth) into this folder.")] = None,
     plot_format: Annotated[PlotFormat, typer.Option("--plot-format", help="File format of the "
@@ -68,6 +69,10 @@ def graph(
                                                     "its own).")] = None,
     key: KeyOpt = None,
     unsafe_load: UnsafeOpt = False,
+    max_memory: Annotated[str | None, typer.Option("--max-memory", help="Memory reading the archive and "
+                                                   "the audit may use, e.g. 2G or 512M (default: the memory "
+                                                   "available now); refused with the size it would need, "
+                                                   "before anything is allocated.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Certified upper and lower bounds on an exported network's Lipschitz constant, with real strides,
@@ -76,7 +81,10 @@ def graph(
     from sninspect.io.exported import load_exported
     from sninspect.render.graph import render_graph
 
+    from sninspect.audit.memory import budget, parse_size
+
     fmt = choose_format(format, output)
+    limit = parse_size(max_memory) if max_memory else None
     refuse_early(output, [model_file], force=force)
     if user_model is not None:
         if input_shape is None:
@@ -90,8 +98,8 @@ def graph(
     else:
         if input_shape is not None or key is not None:
             raise UsageError("--input-shape and --key apply with --model; a .pt2 carries its own input shape")
-        exported = load_exported(model_file)
-    options = GraphOptions(lower=lower, starts=starts, steps=steps, seed=seed)
+        exported = load_exported(model_file, budget=budget(limit))
+    options = GraphOptions(lower=lower, starts=starts, steps=steps, seed=seed, max_memory=limit)
     if not quiet and lower:
         say(f"searching {starts} starts x {steps} steps for the lower bound (--no-lower skips it)")
     result = analyze_graph(exported, options)
