@@ -19,7 +19,6 @@ import os
 import time
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor
 
 from sninspect.audit.empirical import empirical_lower
@@ -199,8 +198,7 @@ def graph_bytes(graph: ExportedGraph, values: dict[str, Tensor], *, lower: bool 
             spatial = (out if transposed and isinstance(out, Tensor) else x).shape[2:]
             rules = max(rules, conv_same_bytes(tuple(weight.shape), tuple(spatial), transposed))
         elif name in ("linear", "mm", "matmul", "addmm"):
-            rules = max(rules, max(spectra_bytes(1, *t.shape, 8) for t in tensors if t.dim() == 2) if any(
-                t.dim() == 2 for t in tensors) else 0)
+            rules = max([rules] + [spectra_bytes(1, t.shape[0], t.shape[1], 8) for t in tensors if t.dim() == 2])
         else:  # pooling and reductions: Lanczos on vectors of the input's size
             rules = max(rules, 56 * nbytes(tensors[0]))
     search = 10 * live if lower else 0

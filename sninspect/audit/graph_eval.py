@@ -218,9 +218,9 @@ def check_shapes(graph: ExportedGraph) -> dict[str, Tensor]:
     for node in graph.nodes:
         live = any(name in dependent for name in node.outputs if name is not None)
         _call(node, env, RUN_OPS if live else FOLD_OPS, graph.file, meta=True)
-        for name in node.outputs:
-            if name is not None and isinstance(env.get(name), Tensor):
-                _recorded(graph, name, env[name], f"node {node.name!r} ({node.target[:80]}): its output")
+        for out in node.outputs:
+            if out is not None and isinstance(env.get(out), Tensor):
+                _recorded(graph, out, env[out], f"node {node.name!r} ({node.target[:80]}): its output")
     return env
 
 

@@ -78,10 +78,9 @@ def graph(
     """Certified upper and lower bounds on an exported network's Lipschitz constant, with real strides,
     padding, residual paths and pooling; each operator's rule is shown."""
     from sninspect.audit.graph import GraphOptions, analyze_graph
+    from sninspect.audit.memory import budget, parse_size
     from sninspect.io.exported import load_exported
     from sninspect.render.graph import render_graph
-
-    from sninspect.audit.memory import budget, parse_size
 
     fmt = choose_format(format, output)
     limit = parse_size(max_memory) if max_memory else None
