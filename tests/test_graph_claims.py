@@ -146,6 +146,26 @@ def test_a_setattr_target_is_refused_and_the_process_is_untouched(tmp_path: Path
     assert graph_report(source, GraphOptions(lower=False)).upper > 0
 
 
+def test_division_with_rounding_on_the_input_is_refused(tmp_path: Path) -> None:
+    """div.Tensor_mode (floor / trunc) is a step function: the scale rule of div does not hold for it."""
+    class Halve(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.div(x, 2.0, rounding_mode="floor")
+
+    source = export(Halve(), torch.randn(1, 4), tmp_path / "floor.pt2")
+    program = json.loads(next(v for k, v in _members(source).items() if k.endswith(MODEL)))
+    assert any(n["target"].endswith("_mode") for n in program["graph_module"]["graph"]["nodes"])
+    with pytest.raises(InputError, match=r"div\.\w*_mode is not one sninspect can bound"):
+        graph_report(source, GraphOptions(lower=False))
+
+
+def _members(path: Path) -> dict[str, bytes]:
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
 def test_the_overload_table_is_exact(tmp_path: Path) -> None:
     table = graph_eval._overloads()
     assert table["torch.ops.aten.relu.default"] is torch.ops.aten.relu.default

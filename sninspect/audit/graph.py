@@ -138,7 +138,7 @@ def analyze_graph(graph: ExportedGraph, options: GraphOptions | None = None) -> 
     options = options or GraphOptions()
     limit = memory_budget(options.max_memory)
     began = time.perf_counter()
-    limit.require(graph_bytes(graph, check_shapes(graph), lower=options.lower), "the graph audit ")
+    limit.require(graph_bytes(graph, check_shapes(graph), lower=options.lower), f"{graph.file}: the graph audit ")
     try:
         env = fold_constants(graph)
         function = GraphFunction(graph, env)

@@ -89,10 +89,15 @@ def _overloads() -> dict[str, Any]:
     return table
 
 
+_DISCONTINUOUS = {f"{_ATEN}div.Tensor_mode", f"{_ATEN}div.Scalar_mode"}
+"""Overloads that may fold constants but never run on the input: division with rounding is not
+Lipschitz (the rule for ``div`` is a scale)."""
+
+
 def operator(target: str, allowed: set[str], file: str) -> Callable[..., Any]:
     """The overload a node's ``target`` names exactly, from the fixed table; anything else is refused."""
     op = _overloads().get(target)
-    if op is None or op_name(target) not in allowed:
+    if op is None or op_name(target) not in allowed or (allowed is RUN_OPS and target in _DISCONTINUOUS):
         raise InputError(f"{file}: operator {target[:100]} is not one sninspect can bound or run (supported: "
                          "convolutions, linear, activations with known Lipschitz constants, pooling, "
                          "BatchNorm in eval mode, residual adds, concatenation, reshapes)")

@@ -93,7 +93,8 @@ def graph(
         warn_unsafe(unsafe_load)
         if not quiet:
             say(f"note: --model imports and runs {user_model.split(':')[0]} (your code)")
-        exported = export_user_model(user_model, model_file, _shape(input_shape), key=key, unsafe_load=unsafe_load)
+        exported = export_user_model(user_model, model_file, _shape(input_shape), key=key, unsafe_load=unsafe_load,
+                                     budget=budget(limit))
     else:
         if input_shape is not None or key is not None:
             raise UsageError("--input-shape and --key apply with --model; a .pt2 carries its own input shape")

@@ -268,7 +268,7 @@ def _check_claims(entries: list[_Entry], size: int, shown: str, budget: MemoryBu
                              f"in a file of {size} bytes (is the archive crafted?)")
     if budget is not None:
         largest = max((e.stored for e in entries), default=0)
-        budget.require(sum(e.claimed for e in entries) + 2 * largest, "reading the archive's tensors ")
+        budget.require(sum(e.claimed for e in entries) + 2 * largest, f"{shown}: reading the archive's tensors ")
 
 
 def _tensor(data: bytes, entry: _Entry) -> Tensor:
