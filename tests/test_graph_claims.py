@@ -159,6 +159,19 @@ def test_division_with_rounding_on_the_input_is_refused(tmp_path: Path) -> None:
         graph_report(source, GraphOptions(lower=False))
 
 
+def test_a_nan_argument_is_refused_naming_the_node(tmp_path: Path) -> None:
+    """A LeakyReLU whose slope is edited to NaN (Python's JSON reads the literal) outputs NaN, yet its
+    rule max(1, |slope|) gave 1: a bound printed for a function that is not one."""
+    source = export(nn.Sequential(nn.Linear(4, 4), nn.LeakyReLU(0.2)), torch.randn(1, 4), tmp_path / "leaky.pt2")
+
+    def nan_slope(program: dict) -> None:
+        node = next(n for n in program["graph_module"]["graph"]["nodes"] if "leaky_relu" in n["target"])
+        node["inputs"][1]["arg"] = {"as_float": float("nan")}
+
+    with pytest.raises(InputError, match="node 'leaky_relu'.*an argument is NaN"):
+        graph_report(edit_json(source, tmp_path / "nan.pt2", MODEL, nan_slope), GraphOptions(lower=False))
+
+
 def _members(path: Path) -> dict[str, bytes]:
     import zipfile
 

@@ -66,6 +66,9 @@ def bound_step(node: GraphNode, bounds: Mapping[str, float], env: Mapping[str, A
                           f"{' in ' + node.module if node.module else ''}): {why}; the graph bound is refused "
                           "rather than given without a valid rule")
 
+    plain = [v for a in (*args, *kwargs.values()) for v in (a if isinstance(a, list) else [a])]
+    if any(isinstance(v, float) and math.isnan(v) for v in plain):  # JSON from Python may spell NaN
+        raise refuse("an argument is NaN")
     for ref in (a for a in (*args, *kwargs.values()) if isinstance(a, Ref)):
         value = env.get(ref.name)
         if isinstance(value, Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
