@@ -235,6 +235,30 @@ def test_size_claims_are_checked_before_allocation(tmp_path: Path) -> None:
     assert load_exported(small).state_dict["0.weight"].abs().sum() == 0
 
 
+def test_compressed_records_unpacking_to_more_than_the_file_are_refused(tmp_path: Path) -> None:
+    """Two 1 MiB weights of zeros deflate to a few kB each: each record claims less than the 1.2 MB file
+    (an incompressible record of 1.2 MB stored beside them), together more; refused before reading."""
+    import random
+    import zipfile
+
+    torch.manual_seed(0)
+    source = export(nn.Sequential(nn.Linear(512, 512, bias=False), nn.ReLU(), nn.Linear(512, 512, bias=False)),
+                    torch.randn(1, 512), tmp_path / "two.pt2")
+    members = _members(source)
+    padding = next(n for n in members if "sample_inputs" in n)
+    members[padding] = random.Random(0).randbytes(1_200_000)
+    target = tmp_path / "deflated.pt2"
+    with zipfile.ZipFile(target, "w") as out:
+        for name, data in members.items():
+            weight = "/data/weights/weight" in name
+            out.writestr(name, bytes(len(data)) if weight else data,
+                         zipfile.ZIP_DEFLATED if weight else zipfile.ZIP_STORED)
+    assert target.stat().st_size < 2 * 512 * 512 * 4
+    with pytest.raises(InputError, match="unpack to 2097152 bytes in total"):
+        load_exported(target)
+    assert "in total" in one_line(runner.invoke(app, ["layers", str(target)]), 3)
+
+
 def test_max_memory_is_honoured_for_pt2_by_layers_report_and_graph(tmp_path: Path) -> None:
     """A real 256x256 float32 weight (256 KiB): within 100K of budget nothing is built; the refusal
     names the size; with room, the same commands work."""

@@ -249,10 +249,15 @@ def _describe(fqn: str, record: str, stored: int, meta: Any, shown: str) -> _Ent
 
 
 def _check_claims(entries: list[_Entry], size: int, shown: str, budget: MemoryBudget | None) -> None:
-    """Refuse tensors made from far more bytes than the file holds, then ask the budget for them all.
+    """Refuse tensors made from far more bytes than the file holds (records unpacking to more than the
+    file, views and empty records building more than their records), then ask the budget for them all.
 
     A stride-0 view, or an empty record (torch.export.save writes one for a fake tensor: zeros), builds
     more bytes than it reads; a 22 kB archive could otherwise claim a 30000² weight."""
+    stored = sum({e.record: e.stored for e in entries}.values())
+    if stored > size:  # each record fits the file, but together they unpack to more: compressed records
+        raise InputError(f"{shown}: the tensor records unpack to {stored} bytes in total but the whole file has "
+                         f"{size} (torch.export.save stores records uncompressed; is the archive crafted?)")
     allowance = max(size, VIEW_ALLOWANCE)
     made = 0
     for entry in entries:
