@@ -99,6 +99,27 @@ def test_a_lower_bound_above_the_upper_is_an_error_naming_the_node(tmp_path: Pat
     assert graph_report(source, GraphOptions(lower=False)).upper == pytest.approx(0.25)  # unchecked without a lower
 
 
+def test_a_jacobian_norm_above_the_upper_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The search's ‖J(x)v‖ is printed beside the bounds: one above the upper bound (simulated) is a
+    contradiction too; within the 1e-9 rounding allowance it is not."""
+    from dataclasses import replace
+
+    source = _linear(tmp_path)
+    real = graph_module.empirical_lower
+    upper = graph_report(source, GraphOptions(lower=False)).upper
+    for scale, refused in ((1.01, True), (1 + 1e-12, False)):
+        def inflated(*args, scale=scale, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+            found = real(*args, **kwargs)
+            return replace(found, lower=min(found.lower, upper), jacobian=upper * scale)
+
+        monkeypatch.setattr(graph_module, "empirical_lower", inflated)
+        if refused:
+            with pytest.raises(InputError, match="Jacobian norm .* exceeds the upper bound .* at output node 'relu'"):
+                graph_report(source, GraphOptions(starts=1, steps=2))
+        else:
+            assert graph_report(source, GraphOptions(starts=1, steps=2)).empirical.jacobian > upper
+
+
 def test_a_factor_below_its_own_lower_end_is_an_error_naming_the_node(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     source = _linear(tmp_path)

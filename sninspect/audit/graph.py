@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from sninspect.audit.empirical import empirical_lower
+from sninspect.audit.empirical import ROUNDING, empirical_lower
 from sninspect.audit.graph_eval import GraphFunction, check_shapes, dependent_values, fold_constants, node_refs, op_name
 from sninspect.audit.graph_rules import bound_step
 from sninspect.audit.memory import budget as memory_budget
@@ -160,15 +160,22 @@ def analyze_graph(graph: ExportedGraph, options: GraphOptions | None = None) -> 
                                 0, limit.bytes or 0) from None
     lower = empirical.lower if empirical is not None else None
     if lower is not None and not lower <= upper:
-        last = next((n.name for n in reversed(function.nodes) if set(graph.outputs) & set(n.outputs)),
-                    graph.outputs[0])
-        raise InputError(f"{graph.file}: at output node {last!r} the certified lower bound {lower:.9g} exceeds "
-                         f"the upper bound {upper:.9g}: the graph rules do not hold for this archive, and no "
-                         "bound is given")
+        raise InputError(f"{graph.file}: at output node {_output_node(graph, function)!r} the certified lower "
+                         f"bound {lower:.9g} exceeds the upper bound {upper:.9g}: the graph rules do not hold for "
+                         "this archive, and no bound is given")
+    if empirical is not None and not empirical.jacobian <= upper * (1.0 + ROUNDING):
+        raise InputError(f"{graph.file}: the Jacobian norm {empirical.jacobian:.9g} found at a searched input "
+                         f"exceeds the upper bound {upper:.9g} at output node {_output_node(graph, function)!r}: "
+                         "the graph rules do not hold for this archive, and no bound is given")
     ratio = upper / lower if lower else None
     return GraphReport(graph.file, tuple(function.input_shape), upper, lower, ratio, chain,
                        chain / upper if upper > 0 else math.inf, tuple(nodes),
                        tuple(_blocks(graph, function, nodes)), empirical, seconds, ASSUMPTIONS)
+
+
+def _output_node(graph: ExportedGraph, function: GraphFunction) -> str:
+    """The last node that writes one of the graph's outputs (where a contradiction of the bounds shows)."""
+    return next((n.name for n in reversed(function.nodes) if set(graph.outputs) & set(n.outputs)), graph.outputs[0])
 
 
 def graph_bytes(graph: ExportedGraph, values: dict[str, Tensor], *, lower: bool = True) -> int:
