@@ -132,7 +132,7 @@ def _pt2_sources(folder: Path) -> list[Path]:
     ]
 
 
-SIZES = [0, 1, 3, 5, 2**31, 2**48 + 1, 2**70, -1, "x", None]
+SIZES = [0, 1, 3, 5, 2**31, 2**48 + 1, 2**70, -1, "x", None, [1], {"as_int": 1}, 1.5, True]
 TARGETS = ["torch.ops.aten.relu.__setattr__", "torch.ops.aten.add.out", "torch.ops.aten.mul.Tensor", "os.system",
            "torch.ops.aten.relu", "torch.ops.aten.ones.default", "torch.ops.aten.relu.default",
            "torch.ops.aten.empty.memory_format", "torch.ops.aten.linear.default.__call__"]

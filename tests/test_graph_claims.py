@@ -256,6 +256,18 @@ def test_size_claims_are_checked_before_allocation(tmp_path: Path) -> None:
     assert load_exported(small).state_dict["0.weight"].abs().sum() == 0
 
 
+def test_a_dtype_code_of_the_wrong_kind_is_one_line(tmp_path: Path) -> None:
+    """A dtype code written as a list was looked up in a dict (TypeError: unhashable; exit 5)."""
+    source = _linear(tmp_path)
+    for code in ([1], {"a": 1}, "7", 7.0):
+        def change(config: dict, code: object = code) -> None:
+            next(iter(config["config"].values()))["tensor_meta"]["dtype"] = code
+
+        path = edit_json(source, tmp_path / "dtype.pt2", WEIGHTS, change)
+        for command in COMMANDS:
+            assert "dtype code" in one_line(runner.invoke(app, [*command, str(path)]), 3), (code, command)
+
+
 def test_compressed_records_unpacking_to_more_than_the_file_are_refused(tmp_path: Path) -> None:
     """Two 1 MiB weights of zeros deflate to a few kB each: each record claims less than the 1.2 MB file
     (an incompressible record of 1.2 MB stored beside them), together more; refused before reading."""

@@ -228,9 +228,10 @@ def _describe(fqn: str, record: str, stored: int, meta: Any, shown: str) -> _Ent
     what = f"entry {fqn[:80]!r}"
     if not isinstance(meta, dict):
         raise InputError(f"{shown}: {what} has no tensor metadata (is the archive corrupt?)")
-    dtype = _DTYPES.get(meta.get("dtype"))  # type: ignore[arg-type]
+    code = meta.get("dtype")
+    dtype = _DTYPES.get(code) if isinstance(code, int) else None
     if dtype is None:
-        raise InputError(f"{shown}: {what} has dtype code {meta.get('dtype')!r}, which sninspect does not "
+        raise InputError(f"{shown}: {what} has dtype code {str(code)[:40]}, which sninspect does not "
                          "read (float, integer and bool tensors only)")
     sizes = _ints(meta.get("sizes"), what, shown)
     strides = _ints(meta.get("strides"), what, shown)
