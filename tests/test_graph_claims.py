@@ -6,6 +6,7 @@ checks and budget as a checkpoint's. Archives are crafted by JSON edits of real 
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -392,3 +393,38 @@ def test_graph_estimate_covers_the_measured_peak(tmp_path: Path) -> None:
     growth, estimate = (int(v) for v in done.stdout.split()[-2:])
     assert growth > 0
     assert estimate >= growth, (growth, estimate)
+
+
+def _brute_cover(n: int, m: int, k: int, s: int, p: int, d: int) -> int:
+    """Most windows sharing an input, window by window and tap by tap (the oracle)."""
+    cover = [0] * n
+    for o in range(m):
+        for j in range(k):
+            if 0 <= o * s - p + j * d < n:
+                cover[o * s - p + j * d] += 1
+    return max(cover, default=0)
+
+
+def test_max_pool_factor_matches_the_window_count_and_is_fast() -> None:
+    """The max-pool factor √(most windows sharing an input), now one vector step per tap (a Python loop
+    over windows × taps took minutes at 16384² with a kernel of the input's size)."""
+    import random
+    import time
+
+    from sninspect.linalg.operators import max_pool_lipschitz
+
+    rng = random.Random(0)
+    for _ in range(300):
+        n, k, s, d = rng.randint(1, 12), rng.randint(1, 5), rng.randint(1, 3), rng.randint(1, 3)
+        p = rng.randint(0, k // 2)
+        m = (n + 2 * p - d * (k - 1) - 1) // s + 1
+        if m < 1:
+            continue
+        expected = _brute_cover(n, m, k, s, p, d)
+        assert max_pool_lipschitz([n], [m], [k], [s], [p], [d]) == pytest.approx(math.sqrt(expected)), (n, k, s, p, d)
+    began = time.perf_counter()
+    assert max_pool_lipschitz([16384], [1], [16384], [1], [0], [1]) == 1.0
+    assert max_pool_lipschitz([16384], [8193], [8192], [1], [0], [1]) == pytest.approx(math.sqrt(8192))
+    assert time.perf_counter() - began < 30
+    with pytest.raises(ValueError):
+        max_pool_lipschitz([4], [2], [2], [0], [0], [1])
