@@ -84,3 +84,29 @@ def trained_resnet_d(ch: int = 16, size: int = 16, steps: int = 5, seed: int = 0
         loss.backward()
         optimizer.step()
     return model.eval()
+
+
+def rewrite_archive(source: Path, target: Path, change) -> Path:  # noqa: ANN001
+    """Copy a .pt2 zip, letting ``change(members)`` edit its {name: bytes} dict first."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as zin:
+        members = {info.filename: zin.read(info.filename) for info in zin.infolist()}
+    change(members)
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zout:
+        for name, data in members.items():
+            zout.writestr(name, data)
+    return target
+
+
+def edit_json(source: Path, target: Path, suffix: str, change) -> Path:  # noqa: ANN001
+    """Copy a .pt2 zip letting ``change(record)`` edit the JSON record whose name ends with ``suffix``
+    (``models/model.json``, ``model_weights_config.json``)."""
+    import json
+
+    def edit(members: dict[str, bytes]) -> None:
+        name = next(n for n in members if n.endswith(suffix))
+        record = json.loads(members[name])
+        change(record)
+        members[name] = json.dumps(record).encode()
+    return rewrite_archive(source, target, edit)

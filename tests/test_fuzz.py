@@ -110,3 +110,104 @@ def test_fuzz_never_internal_error(tmp_path_factory, container: object) -> None:
         assert result.exit_code != ExitCode.INTERNAL, (args, result.output)
         assert "Traceback" not in result.output, (args, result.output)
         assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
+
+
+# ----------------------------------------------------------------------------------------------
+# .pt2 archives: real exports with their JSON records and tensor records mutated
+
+
+def _pt2_sources(folder: Path) -> list[Path]:
+    import sys
+
+    from torch import nn
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from graphnets import export
+
+    torch.manual_seed(0)
+    return [
+        export(nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 2)), torch.randn(1, 4), folder / "lin.pt2"),
+        export(nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten()),
+               torch.randn(1, 2, 4, 4), folder / "conv.pt2"),
+    ]
+
+
+SIZES = [0, 1, 3, 5, 2**31, 2**48 + 1, 2**70, -1, "x", None, [1], {"as_int": 1}, 1.5, True]
+TARGETS = ["torch.ops.aten.relu.__setattr__", "torch.ops.aten.add.out", "torch.ops.aten.mul.Tensor", "os.system",
+           "torch.ops.aten.relu", "torch.ops.aten.ones.default", "torch.ops.aten.relu.default",
+           "torch.ops.aten.empty.memory_format", "torch.ops.aten.linear.default.__call__"]
+MUTATIONS = ["drop_value", "value_size", "config_size", "config_stride", "target", "drop_input", "dtype",
+             "empty_record", "cut_record", "rename_input", "swap_nodes", "drop_node", "input_size"]
+
+
+def _mutate(members: dict[str, bytes], kind: str, pick: int, value: object) -> None:
+    import json
+
+    model = next(n for n in members if n.endswith("models/model.json"))
+    config_name = next(n for n in members if n.endswith("model_weights_config.json"))
+    program, config = json.loads(members[model]), json.loads(members[config_name])
+    graph = program["graph_module"]["graph"]
+    values, nodes, entries = graph["tensor_values"], graph["nodes"], list(config["config"].values())
+    node, entry = nodes[pick % len(nodes)], entries[pick % len(entries)]
+    meta = entry["tensor_meta"]
+    value_meta = list(values.values())[pick % len(values)]
+    record = config_name.rsplit("/", 1)[0] + "/" + entry["path_name"]
+    if kind == "drop_value":
+        values.pop(list(values)[pick % len(values)])
+    elif kind == "value_size" and value_meta["sizes"]:
+        value_meta["sizes"][pick % len(value_meta["sizes"])] = {"as_int": value}
+    elif kind == "config_size":
+        meta["sizes"][pick % len(meta["sizes"])] = {"as_int": value}
+    elif kind == "config_stride":
+        meta["strides"][pick % len(meta["strides"])] = {"as_int": 0 if value == 5 else value}
+    elif kind == "target":
+        node["target"] = TARGETS[pick % len(TARGETS)]
+    elif kind == "drop_input" and node["inputs"]:
+        node["inputs"].pop(pick % len(node["inputs"]))
+    elif kind == "dtype":
+        meta["dtype"] = value
+    elif kind == "empty_record":
+        members[record] = b""
+    elif kind == "cut_record":
+        members[record] = members[record][: len(members[record]) // 2]
+    elif kind == "rename_input" and node["inputs"]:
+        node["inputs"][0]["arg"] = {"as_tensor": {"name": "nowhere"}}
+    elif kind == "swap_nodes" and len(nodes) > 1:
+        nodes[0], nodes[-1] = nodes[-1], nodes[0]
+    elif kind == "drop_node":
+        nodes.remove(node)
+    elif kind == "input_size":
+        values[graph["inputs"][-1]["as_tensor"]["name"]]["sizes"][0] = {"as_int": value}
+    members[model] = json.dumps(program).encode()
+    members[config_name] = json.dumps(config).encode()
+
+
+_PT2: list[Path] = []
+
+mutation = st.tuples(st.sampled_from(MUTATIONS), st.integers(0, 50), st.sampled_from(SIZES))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(source=st.integers(0, 1), mutations=st.lists(mutation, min_size=1, max_size=3))
+def test_fuzz_pt2_never_internal_error(tmp_path_factory, source: int, mutations: list) -> None:  # type: ignore[no-untyped-def]
+    """Mutated .pt2 archives through ``graph``, ``layers`` and ``report``: a bound, or one line with
+    exit 2, 3 or 4; never an internal error or a traceback."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from graphnets import rewrite_archive
+
+    if not _PT2:
+        _PT2.extend(_pt2_sources(tmp_path_factory.mktemp("pt2")))
+    folder: Path = tmp_path_factory.mktemp("fuzzpt2")
+    path = rewrite_archive(_PT2[source], folder / "m.pt2",
+                           lambda members: [_mutate(members, *m) for m in mutations])  # type: ignore[func-returns-value]
+    for args in (["graph", "-q", "--starts", "1", "--steps", "2", "--max-memory", "2G"], ["layers"],
+                 ["report", "-q", "--device", "cpu"]):
+        result = runner.invoke(app, [*args, str(path)])
+        assert result.exit_code != ExitCode.INTERNAL, (args, mutations, result.output)
+        assert "Traceback" not in result.output, (args, mutations, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
+        if result.exit_code != 0:
+            assert len(result.output.strip().splitlines()) == 1, (args, mutations, result.output)

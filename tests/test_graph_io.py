@@ -287,7 +287,7 @@ def test_recorded_shapes_must_be_what_the_graph_computes(tmp_path: Path) -> None
         graph_report(_edit_program(source, tmp_path / "few.pt2",
                                    lambda p: conv(p).__setitem__("inputs", conv(p)["inputs"][:2])),
                      GraphOptions(lower=False))
-    with pytest.raises(InputError, match="fails to run"):
+    with pytest.raises(InputError, match="fails to run|gives shape"):  # torch's meta kernel gives 10x10
         graph_report(_edit_program(source, tmp_path / "s0.pt2", stride0), GraphOptions(lower=False))
 
 

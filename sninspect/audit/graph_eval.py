@@ -1,14 +1,22 @@
 """Run an exported graph (:class:`~sninspect.io.exported.ExportedGraph`) with a fixed list of aten
 operators, in float64.
 
-Only operators named in :data:`FOLD_OPS` or :data:`RUN_OPS` are ever looked up
-(``torch.ops.aten.<name>.<overload>``); a graph calling anything else is refused with the operator's
-name. Nodes that do not depend on the user's input (spectral normalization's W / (uᵀWv), reshapes
-of weights) are evaluated once: they are the weights the model really uses in eval mode.
+A node's target is matched, as a whole string, against a fixed table of exact overloads
+(``torch.ops.aten.relu.default``): the overloads torch registers for the names in :data:`FOLD_OPS`
+and :data:`RUN_OPS`, less the ``out=`` variants that write into an argument. Nothing is looked up by
+a name read from the archive, so a target such as ``torch.ops.aten.relu.__setattr__`` is refused, not
+called; a graph calling anything outside the table is refused with the operator's name.
+
+Before any real tensor is made, :func:`check_shapes` runs the whole graph on meta tensors (shapes and
+dtypes only): every value must have a recorded shape, equal to the one it computes, and of at most
+:data:`MAX_ELEMENTS` entries. Nodes that do not depend on the user's input (spectral normalization's
+W / (uᵀWv), reshapes of weights) are then evaluated once: they are the weights the model really uses
+in eval mode.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -19,7 +27,8 @@ from torch import Tensor
 from sninspect.errors import InputError
 from sninspect.io.exported import ExportedGraph, GraphNode, Ref
 
-__all__ = ["RUN_OPS", "GraphFunction", "dependent_values", "fold_constants", "node_refs", "op_name"]
+__all__ = ["RUN_OPS", "GraphFunction", "check_shapes", "dependent_values", "fold_constants", "node_refs", "op_name",
+           "operator"]
 
 _SHAPE_OPS = {
     "view", "reshape", "_unsafe_view", "flatten", "squeeze", "unsqueeze", "permute", "transpose", "t",
@@ -65,17 +74,34 @@ def op_name(target: str) -> str:
     return target[len(_ATEN):].split(".")[0] if _is_aten(target) else target
 
 
-def _operator(target: str, allowed: set[str], file: str) -> Callable[..., Any]:
-    parts = target.split(".")
-    name = op_name(target)
-    if not _is_aten(target) or name not in allowed or name in _NEVER:
+@functools.cache
+def _overloads() -> dict[str, Any]:
+    """The fixed table: ``torch.ops.aten.<name>.<overload>`` → the overload, for the names this module
+    lists (never a name from an archive) and every overload torch registers for them but ``out=`` ones."""
+    table: dict[str, Any] = {}
+    for name in sorted(FOLD_OPS - _NEVER):
+        packet = getattr(torch.ops.aten, name, None)
+        if packet is None:  # not in this torch version
+            continue
+        for overload in packet.overloads():
+            if "out" not in overload:
+                table[f"{_ATEN}{name}.{overload}"] = getattr(packet, overload)
+    return table
+
+
+_DISCONTINUOUS = {f"{_ATEN}div.Tensor_mode", f"{_ATEN}div.Scalar_mode"}
+"""Overloads that may fold constants but never run on the input: division with rounding is not
+Lipschitz (the rule for ``div`` is a scale)."""
+
+
+def operator(target: str, allowed: set[str], file: str) -> Callable[..., Any]:
+    """The overload a node's ``target`` names exactly, from the fixed table; anything else is refused."""
+    op = _overloads().get(target)
+    if op is None or op_name(target) not in allowed or (allowed is RUN_OPS and target in _DISCONTINUOUS):
         raise InputError(f"{file}: operator {target[:100]} is not one sninspect can bound or run (supported: "
                          "convolutions, linear, activations with known Lipschitz constants, pooling, "
                          "BatchNorm in eval mode, residual adds, concatenation, reshapes)")
-    overload = getattr(getattr(torch.ops.aten, name), parts[4], None)
-    if overload is None:
-        raise InputError(f"{file}: operator {target[:100]} does not exist in this torch version")
-    return overload
+    return op  # type: ignore[no-any-return]
 
 
 def _resolve(value: Any, env: Mapping[str, Any]) -> Any:
@@ -122,12 +148,25 @@ def _smoothed(name: str, args: list[Any], beta: float) -> Tensor | None:
     return None
 
 
+_META = torch.device("meta")
+_FACTORIES_NO_INPUT = {"ones", "zeros", "full", "scalar_tensor"}
+
+
+def _on_meta(value: Any) -> Any:
+    return _META if isinstance(value, torch.device) else [_on_meta(v) for v in value] \
+        if isinstance(value, list) else value
+
+
 def _call(node: GraphNode, env: Mapping[str, Any], allowed: set[str], file: str,
-          smooth: float | None = None) -> None:
-    op = _operator(node.target, allowed, file)
+          smooth: float | None = None, meta: bool = False) -> None:
+    op = operator(node.target, allowed, file)
     try:
         args = [_resolve(a, env) for a in node.args]
         kwargs = {k: _resolve(v, env) for k, v in node.kwargs.items()}
+        if meta:  # shapes only: a factory makes its tensor on the meta device too
+            args, kwargs = _on_meta(args), {k: _on_meta(v) for k, v in kwargs.items()}
+            if op_name(node.target) in _FACTORIES_NO_INPUT:
+                kwargs["device"] = _META
     except KeyError as err:
         raise InputError(f"{file}: node {node.name!r} ({node.target[:80]}) reads value {str(err)[:60]}, which no "
                          "earlier node or input defines (is the archive corrupt or crafted?)") from None
@@ -169,9 +208,44 @@ def check_sizes(graph: ExportedGraph) -> None:
                              f"than {MAX_ELEMENTS} elements (is the archive crafted?)")
 
 
-def fold_constants(graph: ExportedGraph) -> dict[str, Tensor]:
-    """Every value that does not depend on a user input, in float64 (floating tensors)."""
+def check_shapes(graph: ExportedGraph) -> dict[str, Tensor]:
+    """Every value of the graph as a meta tensor (its shape and dtype; float64 where floating), computed
+    without allocating: each must have a recorded shape equal to the one it computes, and at most
+    :data:`MAX_ELEMENTS` entries. The bound rules read the recorded shapes; this makes them the real ones."""
     check_sizes(graph)
+    env: dict[str, Any] = {}
+    for name, tensor in graph.tensors.items():
+        env[name] = torch.empty(tensor.shape, dtype=_float64(tensor).dtype, device=_META)
+        _recorded(graph, name, env[name], "archive tensor")
+    for name in graph.inputs:
+        env[name] = torch.empty(graph.shapes[name], dtype=torch.float64, device=_META)
+    dependent = dependent_values(graph)
+    for node in graph.nodes:
+        live = any(name in dependent for name in node.outputs if name is not None)
+        _call(node, env, RUN_OPS if live else FOLD_OPS, graph.file, meta=True)
+        for out in node.outputs:
+            if out is not None and isinstance(env.get(out), Tensor):
+                _recorded(graph, out, env[out], f"node {node.name!r} ({node.target[:80]}): its output")
+    return env
+
+
+def _recorded(graph: ExportedGraph, name: str, value: Tensor, what: str) -> None:
+    recorded = graph.shapes.get(name)
+    if recorded is None:
+        raise InputError(f"{graph.file}: {what} {name[:60]!r} has no recorded shape; sninspect bounds only "
+                         "values whose shape the archive records (is it corrupt or crafted?)")
+    if tuple(value.shape) != recorded:
+        raise InputError(f"{graph.file}: {what} {name[:60]!r} gives shape {list(value.shape)} where the archive "
+                         f"records {list(recorded)} (is the archive corrupt or crafted?)")
+    if value.numel() > MAX_ELEMENTS:
+        raise InputError(f"{graph.file}: {what} {name[:60]!r} has shape {list(value.shape)}, more than "
+                         f"{MAX_ELEMENTS} elements (is the archive crafted?)")
+
+
+def fold_constants(graph: ExportedGraph) -> dict[str, Tensor]:
+    """Every value that does not depend on a user input, in float64 (floating tensors), after
+    :func:`check_shapes` has checked every shape without allocating."""
+    check_shapes(graph)
     env: dict[str, Any] = {name: _float64(t) for name, t in graph.tensors.items()}
     dependent = dependent_values(graph)
     with torch.no_grad():
@@ -198,7 +272,7 @@ class GraphFunction:
         self.nodes: Sequence[GraphNode] = [n for n in graph.nodes
                                            if any(o in dependent for o in n.outputs if o is not None)]
         for node in self.nodes:
-            _operator(node.target, RUN_OPS, graph.file)
+            operator(node.target, RUN_OPS, graph.file)
         self.input_shape = graph.shapes[graph.inputs[0]]
         if math.prod(self.input_shape) == 0:
             raise InputError(f"{graph.file}: the input's recorded shape {list(self.input_shape)} has no entries "

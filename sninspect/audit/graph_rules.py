@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sninspect.audit.graph_eval import op_name
+from sninspect.audit.graph_eval import op_name, operator
 from sninspect.errors import InputError
 from sninspect.io.exported import GraphNode, Ref
 from sninspect.linalg import operators
@@ -66,6 +66,9 @@ def bound_step(node: GraphNode, bounds: Mapping[str, float], env: Mapping[str, A
                           f"{' in ' + node.module if node.module else ''}): {why}; the graph bound is refused "
                           "rather than given without a valid rule")
 
+    plain = [v for a in (*args, *kwargs.values()) for v in (a if isinstance(a, list) else [a])]
+    if any(isinstance(v, float) and math.isnan(v) for v in plain):  # JSON from Python may spell NaN
+        raise refuse("an argument is NaN")
     for ref in (a for a in (*args, *kwargs.values()) if isinstance(a, Ref)):
         value = env.get(ref.name)
         if isinstance(value, Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
@@ -116,7 +119,11 @@ def bound_step(node: GraphNode, bounds: Mapping[str, float], env: Mapping[str, A
 
 
 def _out_shape(node: GraphNode, shapes: Mapping[str, tuple[int, ...]]) -> tuple[int, ...]:
-    return shapes[node.outputs[0]] if node.outputs and node.outputs[0] in shapes else ()
+    """The recorded shape of the node's first output (checked equal to the computed one); a node without
+    one is refused (KeyError), never bounded at a guessed size."""
+    if not node.outputs or node.outputs[0] is None:
+        raise KeyError(f"node {node.name!r} names no output")
+    return shapes[node.outputs[0]]
 
 
 def _copies(small: Sequence[int], big: Sequence[int]) -> float:
@@ -231,8 +238,7 @@ def _average(node: GraphNode, name: str, args: list[Any], kwargs: dict[str, Any]
              shapes: Mapping[str, tuple[int, ...]], single: Callable[..., Step]) -> Step:
     """Average pooling, adaptive average pooling, mean and sum: non-negative linear maps, normed at
     the real input size (one sample for pooling; the whole tensor for a reduction)."""
-    op = getattr(torch.ops.aten, name)
-    overload = getattr(op, node.target.split(".")[-1])
+    overload = operator(node.target, {name}, "")  # from the fixed table (the graph was checked against it)
     in_shape = shapes[args[0].name]
     pooled = name != "mean" and name != "sum"
     shape = (1, *in_shape[1:]) if pooled and len(in_shape) > 2 else in_shape

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from torch import Tensor
 
 from sninspect import dialects
-from sninspect.audit.memory import NO_LIMIT
+from sninspect.audit.memory import NO_LIMIT, budget
 from sninspect.audit.tensors import UsableTensors, is_weight_candidate, normalisation_modules
 from sninspect.errors import LayerError
 from sninspect.io.load import ModelState, display_name, load_checkpoint
@@ -32,9 +32,11 @@ class LayerInfo:
     warnings: tuple[str, ...] = ()
 
 
-def inventory(path: str | os.PathLike[str], *, key: str | None = None, unsafe_load: bool = False) -> list[LayerInfo]:
-    """The weight layers of a checkpoint with their dialects, shapes and dtypes (no SVD)."""
-    checkpoint = load_checkpoint(path, key=key, unsafe_load=unsafe_load)
+def inventory(path: str | os.PathLike[str], *, key: str | None = None, unsafe_load: bool = False,
+              max_memory: int | None = None) -> list[LayerInfo]:
+    """The weight layers of a checkpoint with their dialects, shapes and dtypes (no SVD); a ``.pt2``
+    archive's tensors are read within ``max_memory`` bytes (else the memory available now)."""
+    checkpoint = load_checkpoint(path, key=key, unsafe_load=unsafe_load, budget=budget(max_memory))
     several = len(checkpoint.models) > 1
     rows: list[LayerInfo] = []
     for model in checkpoint.models:

@@ -27,6 +27,7 @@ import torch
 
 from sninspect.audit import checks, run
 from sninspect.audit.log import read_log
+from sninspect.audit.memory import budget
 from sninspect.audit.options import Options, resolve_device, resolve_dtype, with_overrides
 from sninspect.audit.pipeline import analyze_checkpoint
 from sninspect.errors import UsageError
@@ -68,13 +69,15 @@ def analyze(source: Source, options: Options | None = None, **overrides: object)
             raise UsageError(f"{source}: is a folder, a training run rather than one checkpoint; "
                              "sninspect.analyze_run(folder) audits each checkpoint in it and returns the Trend")
         device = resolve_device(options.device)  # a bad device fails before a long load
-        checkpoint = load_checkpoint(path, key=options.key, unsafe_load=options.unsafe_load)
+        checkpoint = load_checkpoint(path, key=options.key, unsafe_load=options.unsafe_load,
+                                     budget=budget(options.max_memory))
         return analyze_checkpoint(checkpoint, options, device=device, dtype=dtype)
     if is_file_object(source):
         shown = stream_name(source)  # type: ignore[arg-type]
         device = resolve_device(options.device)
         with spooled(source, shown) as path:  # type: ignore[arg-type]
-            checkpoint = load_checkpoint(path, key=options.key, unsafe_load=options.unsafe_load, shown=shown)
+            checkpoint = load_checkpoint(path, key=options.key, unsafe_load=options.unsafe_load, shown=shown,
+                                         budget=budget(options.max_memory))
             report = analyze_checkpoint(checkpoint, options, device=device, dtype=dtype, name=shown)
             del checkpoint  # the tensors map the temporary file: let them go before it is removed
         return report

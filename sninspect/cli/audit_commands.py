@@ -232,10 +232,16 @@ def layers(
     checkpoint: Annotated[Path, typer.Argument(readable=False, metavar="CHECKPOINT", help="Checkpoint file.")],
     key: KeyOpt = None,
     unsafe_load: UnsafeOpt = False,
+    max_memory: Annotated[str | None, typer.Option("--max-memory", help="Memory reading a .pt2 archive's "
+                                                   "tensors may use, e.g. 2G (default: the memory available "
+                                                   "now); refused before anything is allocated.")] = None,
 ) -> None:
     """List weight layers with their SN dialect, shapes and dtypes (fast: no SVD)."""
+    from sninspect.audit.memory import parse_size
+
     warn_unsafe(unsafe_load)
-    rows = inventory(checkpoint, key=key, unsafe_load=unsafe_load)
+    rows = inventory(checkpoint, key=key, unsafe_load=unsafe_load,
+                     max_memory=parse_size(max_memory) if max_memory else None)
     sys.stdout.write(render_inventory(str(checkpoint), rows, terminal_console()))
     for warning in sorted({w for row in rows for w in row.warnings}):
         say(f"warning: {warning}")

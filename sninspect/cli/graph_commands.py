@@ -85,7 +85,8 @@ def graph(
                                         "search (half Gaussian, half smooth image-like).")] = 4,
     steps: Annotated[int, typer.Option("--steps", min=0, max=100000, help="Gradient-ascent steps per "
                                        "start.")] = 30,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the search (the result is deterministic).")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=-(2**63), max=2**63 - 2, help="Seed of the search (the "
+                                      "result is deterministic).")] = 0,
     plots: Annotated[Path | None, typer.Option("--plots", readable=False, help="Write the bound-by-depth figure "
                                                "(graph_depth) into this folder.")] = None,
     plot_format: Annotated[PlotFormat, typer.Option("--plot-format", help="File format of the "
@@ -99,15 +100,21 @@ def graph(
                                                     "its own).")] = None,
     key: KeyOpt = None,
     unsafe_load: UnsafeOpt = False,
+    max_memory: Annotated[str | None, typer.Option("--max-memory", help="Memory reading the archive and "
+                                                   "the audit may use, e.g. 2G or 512M (default: the memory "
+                                                   "available now); refused with the size it would need, "
+                                                   "before anything is allocated.")] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Certified upper and lower bounds on an exported network's Lipschitz constant, with real strides,
     padding, residual paths and pooling; each operator's rule is shown."""
     from sninspect.audit.graph import GraphOptions, analyze_graph
+    from sninspect.audit.memory import budget, parse_size
     from sninspect.io.exported import load_exported
     from sninspect.render.graph import render_graph
 
     fmt = choose_format(format, output)
+    limit = parse_size(max_memory) if max_memory else None
     inputs = InputSet.of([model_file])  # an index's shards too; with --model, its source files below
     refuse_early(output, inputs, force=force)
     if plots is not None:
@@ -125,14 +132,15 @@ def graph(
         shape = _shape(input_shape)
         with _torch_logging_silenced():  # a failed trace is our one line, not torch's logged traceback
             try:
-                exported = export_user_model(user_model, model_file, shape, key=key, unsafe_load=unsafe_load)
+                exported = export_user_model(user_model, model_file, shape, key=key, unsafe_load=unsafe_load,
+                                             budget=budget(limit))
             finally:
                 inputs.add(_model_sources(user_model))  # imported now: its files are inputs as well
     else:
         if input_shape is not None or key is not None:
             raise UsageError("--input-shape and --key apply with --model; a .pt2 carries its own input shape")
-        exported = load_exported(model_file)
-    options = GraphOptions(lower=lower, starts=starts, steps=steps, seed=seed)
+        exported = load_exported(model_file, budget=budget(limit))
+    options = GraphOptions(lower=lower, starts=starts, steps=steps, seed=seed, max_memory=limit)
     if not quiet and lower:
         say(f"searching {starts} starts x {steps} steps for the lower bound (--no-lower skips it)")
     result = analyze_graph(exported, options)

@@ -10,7 +10,11 @@ so a crafted archive runs code when loaded. This reader executes nothing from th
   (``data/weights/model_weights_config.json``, ``data/constants/model_constants_config.json``) are
   parsed with :func:`json.loads` (data only);
 - tensors are rebuilt from raw little-endian records with the dtype, sizes, strides and offset the
-  config gives, after checking that the view lies inside its record; a payload marked ``use_pickle``
+  config gives, after checking that the view lies inside its record and, before any tensor is built,
+  every size claim: a view claiming more bytes than its record holds (stride 0, or an empty record
+  standing for zeros) may do so by :data:`~sninspect.io.torch_check.VIEW_ALLOWANCE` or the file's size
+  at most, all of them together; the bytes the tensors will take are then put to the caller's memory
+  ``budget`` (``--max-memory``) before one is allocated; a payload marked ``use_pickle``
   (a pickled tensor or object), custom objects (torchbind), dynamic shapes (symbolic sizes) and
   argument kinds outside the plain-data ones are refused, naming the entry;
 - ``data/sample_inputs`` (a pickle) and ``extra_files`` are never read; input shapes come from the
@@ -24,24 +28,29 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from sninspect.errors import InputError, UnsafeCheckpointError
 from sninspect.io.files import open_regular, printable
+from sninspect.io.torch_check import VIEW_ALLOWANCE
 
 __all__ = ["ExportedGraph", "GraphNode", "Ref", "load_exported", "looks_like_pt2"]
 
 _DTYPES = {1: torch.uint8, 2: torch.int8, 3: torch.int16, 4: torch.int32, 5: torch.int64, 6: torch.float16,
            7: torch.float32, 8: torch.float64, 12: torch.bool, 13: torch.bfloat16}
 """torch._export.serde.schema.ScalarType codes of the dtypes read (complex and float8 are refused)."""
+
+MAX_SIZE = 2**48
+"""Largest size, stride or storage offset read from a record (a tensor that large fits no memory)."""
 
 _MEMORY_FORMATS = {1: torch.contiguous_format, 2: torch.channels_last, 3: torch.channels_last_3d,
                    4: torch.preserve_format}
@@ -88,6 +97,28 @@ class ExportedGraph:
     """Parameters and buffers by their module names (``block1.c1.weight_orig``): the checkpoint."""
 
 
+class MemoryBudget(Protocol):
+    """What the reader asks before allocating (:class:`sninspect.audit.memory.Budget`)."""
+
+    def require(self, needed: int, what: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """A payload tensor as its config describes it, checked before anything is read."""
+
+    fqn: str
+    record: str
+    dtype: torch.dtype
+    sizes: list[int]
+    strides: list[int]
+    offset: int
+    claimed: int
+    """Bytes the rebuilt tensor takes (numel × item size)."""
+    stored: int
+    """Bytes its record holds."""
+
+
 def looks_like_pt2(file: Path) -> bool:
     """Whether ``file`` is a zip holding a torch.export model (``*/models/*.json``)."""
     try:
@@ -102,9 +133,11 @@ def _model_record(name: str) -> bool:
     return len(parts) == 3 and parts[1] == "models" and parts[2].endswith(".json")
 
 
-def load_exported(path: str | os.PathLike[str] | io.BytesIO, *, shown: str | None = None) -> ExportedGraph:
+def load_exported(path: str | os.PathLike[str] | io.BytesIO, *, shown: str | None = None,
+                  budget: MemoryBudget | None = None) -> ExportedGraph:
     """The graph and tensors of a ``torch.export.save`` archive (a file, or its bytes in memory), read
-    without running code from it."""
+    without running code from it. ``budget``: asked for the bytes the tensors will take before any is
+    built (:class:`~sninspect.errors.MemoryBudgetError` when over)."""
     if isinstance(path, io.BytesIO):
         file: Path | io.BytesIO = path
         shown = shown or "<exported module>"
@@ -116,14 +149,14 @@ def load_exported(path: str | os.PathLike[str] | io.BytesIO, *, shown: str | Non
         size = os.path.getsize(file)
     try:
         with zipfile.ZipFile(file) as archive:
-            return _read(archive, size, shown)
+            return _read(archive, size, shown, budget)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, NotImplementedError, RuntimeError) as err:
         # NotImplementedError: a zip version or compression zipfile lacks; RuntimeError: an encrypted member
         raise InputError(f"{shown}: cannot read as a torch.export archive: {err} (expected a .pt2 file "
                          "written by torch.export.save; is it truncated or corrupt?)") from None
 
 
-def _read(archive: zipfile.ZipFile, size: int, shown: str) -> ExportedGraph:
+def _read(archive: zipfile.ZipFile, size: int, shown: str, budget: MemoryBudget | None) -> ExportedGraph:
     records = {info.filename: info for info in archive.infolist()}
     twice = [name for name, count in Counter(i.filename for i in archive.infolist()).items() if count > 1]
     if twice:
@@ -147,8 +180,10 @@ def _read(archive: zipfile.ZipFile, size: int, shown: str) -> ExportedGraph:
     if root + "/byteorder" in records and archive.read(root + "/byteorder").strip() != b"little":
         raise InputError(f"{shown}: tensors are stored big-endian; sninspect reads little-endian archives")
     program = _json(archive, model, shown)
-    weights = _payload(archive, f"{root}/data/weights/", f"{name}_weights_config.json", records, shown)
-    constants = _payload(archive, f"{root}/data/constants/", f"{name}_constants_config.json", records, shown)
+    payloads = [_entries(archive, f"{root}/data/{kind}/", f"{name}_{kind}_config.json", records, shown)
+                for kind in ("weights", "constants")]
+    _check_claims([e for entries in payloads for e in entries], size, shown, budget)
+    weights, constants = ({e.fqn: _tensor(archive.read(e.record), e) for e in entries} for entries in payloads)
     try:
         return _graph(program, weights, constants, shown)
     except (KeyError, TypeError, AttributeError, IndexError, ValueError):  # JSON of the wrong structure
@@ -164,16 +199,17 @@ def _json(archive: zipfile.ZipFile, name: str, shown: str) -> Any:
                          "corrupt?)") from None
 
 
-def _payload(archive: zipfile.ZipFile, folder: str, config: str, records: dict[str, zipfile.ZipInfo],
-             shown: str) -> dict[str, Tensor]:
-    """Tensors of one payload config, by fully qualified name; pickled entries are refused."""
+def _entries(archive: zipfile.ZipFile, folder: str, config: str, records: dict[str, zipfile.ZipInfo],
+             shown: str) -> list[_Entry]:
+    """The tensors of one payload config, described and checked (nothing read but the config);
+    pickled entries are refused."""
     if folder + config not in records:
-        return {}
+        return []
     entries = _json(archive, folder + config, shown)
     entries = entries.get("config", {}) if isinstance(entries, dict) else None
     if not isinstance(entries, dict):
         raise InputError(f"{shown}: {folder + config!r} is not a payload config (is the archive corrupt?)")
-    tensors: dict[str, Tensor] = {}
+    described = []
     for fqn, meta in entries.items():
         if not isinstance(meta, dict) or meta.get("use_pickle"):
             raise UnsafeCheckpointError(f"{shown}: refused to load: entry {fqn[:80]!r} is a pickled object "
@@ -183,17 +219,19 @@ def _payload(archive: zipfile.ZipFile, folder: str, config: str, records: dict[s
         if record not in records:
             raise InputError(f"{shown}: entry {fqn[:80]!r} names record {record[:80]!r}, which the archive "
                              "does not hold (is it truncated?)")
-        tensors[fqn] = _tensor(archive.read(record), meta.get("tensor_meta"), f"entry {fqn[:80]!r}", shown)
-    return tensors
+        described.append(_describe(str(fqn), record, records[record].file_size, meta.get("tensor_meta"), shown))
+    return described
 
 
-def _tensor(data: bytes, meta: Any, what: str, shown: str) -> Tensor:
-    """A tensor viewed from a raw record as its metadata says, after checking the view fits."""
+def _describe(fqn: str, record: str, stored: int, meta: Any, shown: str) -> _Entry:
+    """One entry's tensor as its metadata says, after checking the view fits its record."""
+    what = f"entry {fqn[:80]!r}"
     if not isinstance(meta, dict):
         raise InputError(f"{shown}: {what} has no tensor metadata (is the archive corrupt?)")
-    dtype = _DTYPES.get(meta.get("dtype"))  # type: ignore[arg-type]
+    code = meta.get("dtype")
+    dtype = _DTYPES.get(code) if isinstance(code, int) else None
     if dtype is None:
-        raise InputError(f"{shown}: {what} has dtype code {meta.get('dtype')!r}, which sninspect does not "
+        raise InputError(f"{shown}: {what} has dtype code {str(code)[:40]}, which sninspect does not "
                          "read (float, integer and bool tensors only)")
     sizes = _ints(meta.get("sizes"), what, shown)
     strides = _ints(meta.get("strides"), what, shown)
@@ -202,18 +240,51 @@ def _tensor(data: bytes, meta: Any, what: str, shown: str) -> Tensor:
         raise InputError(f"{shown}: {what} has sizes {sizes}, strides {strides}, offset {offset} that "
                          "describe no tensor (is the archive corrupt?)")
     item = torch.empty((), dtype=dtype).element_size()
-    count = len(data) // item
-    numel = 1
-    for n in sizes:
-        numel *= n
+    count = stored // item
+    numel = math.prod(sizes)
     need = 0 if numel == 0 else offset + 1 + sum((n - 1) * s for n, s in zip(sizes, strides, strict=True))
-    if need > count and len(data) > 0:
+    if need > count and stored > 0:
         raise InputError(f"{shown}: {what} needs {need} elements but its record holds {count} (is the "
                          "archive truncated or corrupt?)")
-    if len(data) == 0:  # torch.export.save writes empty records for all-zero meta tensors
-        return torch.zeros(sizes, dtype=dtype)
-    flat = torch.frombuffer(bytearray(data[: count * item]), dtype=dtype)  # (count,)
-    return torch.as_strided(flat, sizes, strides, offset).clone()
+    return _Entry(fqn, record, dtype, sizes, strides, offset, numel * item, stored)
+
+
+def _check_claims(entries: list[_Entry], size: int, shown: str, budget: MemoryBudget | None) -> None:
+    """Refuse tensors made from far more bytes than the file holds (records unpacking to more than the
+    file, views and empty records building more than their records), then ask the budget for them all.
+
+    A stride-0 view, or an empty record (torch.export.save writes one for a fake tensor: zeros), builds
+    more bytes than it reads; a 22 kB archive could otherwise claim a 30000² weight."""
+    stored = sum({e.record: e.stored for e in entries}.values())
+    if stored > size:  # each record fits the file, but together they unpack to more: compressed records
+        raise InputError(f"{shown}: the tensor records unpack to {stored} bytes in total but the whole file has "
+                         f"{size} (torch.export.save stores records uncompressed; is the archive crafted?)")
+    allowance = max(size, VIEW_ALLOWANCE)
+    made = 0
+    for entry in entries:
+        excess = entry.claimed - entry.stored
+        if excess <= 0:
+            continue
+        made += excess
+        if made > allowance:
+            how = "an empty record (zeros)" if entry.stored == 0 else "a view over its record (stride 0 or overlapping)"
+            before = f" ({made} with the entries before it)" if made != excess else ""
+            raise InputError(f"{shown}: entry {entry.fqn[:80]!r} of shape {entry.sizes} claims {entry.claimed} "
+                             f"bytes from {how} of {entry.stored} bytes: {excess} bytes made from nothing{before} "
+                             f"in a file of {size} bytes (is the archive crafted?)")
+    if budget is not None:
+        largest = max((e.stored for e in entries), default=0)
+        budget.require(sum(e.claimed for e in entries) + 2 * largest, f"{shown}: reading the archive's tensors ")
+
+
+def _tensor(data: bytes, entry: _Entry) -> Tensor:
+    """A tensor viewed from a raw record as its (checked) entry says."""
+    if len(data) == 0:  # torch.export.save writes empty records for fake tensors and empty ones
+        return torch.zeros(entry.sizes, dtype=entry.dtype)
+    item = torch.empty((), dtype=entry.dtype).element_size()
+    count = len(data) // item
+    flat = torch.frombuffer(bytearray(data[: count * item]), dtype=entry.dtype)  # (count,)
+    return torch.as_strided(flat, entry.sizes, entry.strides, entry.offset).clone()
 
 
 def _ints(values: Any, what: str, shown: str) -> list[int]:
@@ -226,6 +297,9 @@ def _ints(values: Any, what: str, shown: str) -> list[int]:
                              "shapes are not supported: export with static example inputs)")
         if number < 0:
             raise InputError(f"{shown}: {what} has a negative size {number} (is the archive corrupt or crafted?)")
+        if number > MAX_SIZE:
+            raise InputError(f"{shown}: {what} has a size, stride or offset of {number}, more than any tensor "
+                             "has (is the archive corrupt or crafted?)")
         out.append(number)
     return out
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sninspect.io import torch_check, wrappers
 from sninspect.io.checkpoint import Checkpoint, ModelState, display_name, find_models
-from sninspect.io.exported import looks_like_pt2
+from sninspect.io.exported import MemoryBudget, looks_like_pt2
 from sninspect.io.files import open_regular, printable
 from sninspect.io.safetensors_io import load_safetensors, looks_like_safetensors
 from sninspect.io.save import save_checkpoint
@@ -27,14 +27,16 @@ __all__ = [
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str], *, key: str | None = None, unsafe_load: bool = False, shown: str | None = None
+    path: str | os.PathLike[str], *, key: str | None = None, unsafe_load: bool = False, shown: str | None = None,
+    budget: MemoryBudget | None = None,
 ) -> Checkpoint:
     """Load the state dict(s) of a checkpoint file: ``load_checkpoint("D.pt", key="netD")``.
 
     Raises :class:`InputError` (one line) for anything unreadable, :class:`UnsafeCheckpointError` for a
     pickle that would run code (unless ``unsafe_load``), :class:`UsageError` for a ``key`` not present.
     ``shown``: how messages name the file (default: the path; a file object's bytes spooled to a
-    temporary file are named after the object).
+    temporary file are named after the object). ``budget``: asked before a ``.pt2`` archive's tensors are
+    built (torch files are memory-mapped, safetensors read lazily).
     """
     file = Path(os.fspath(path))
     shown = printable(file) if shown is None else shown
@@ -48,7 +50,7 @@ def load_checkpoint(
     if name.endswith(".pt2") or (magic.startswith(torch_check.ZIP_MAGIC) and looks_like_pt2(file)):
         from sninspect.io.exported import load_exported  # a torch.export archive: its weights, read as data
 
-        state = load_exported(file).state_dict
+        state = load_exported(file, budget=budget).state_dict
         models = find_models(state, shown, key)
         return Checkpoint(file, "torch-export", models, None)
     fmt, container = load_torch(file, shown, magic, unsafe_load=unsafe_load)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from sninspect.errors import InputError, UsageError
-from sninspect.io.exported import ExportedGraph, load_exported
+from sninspect.io.exported import ExportedGraph, MemoryBudget, load_exported
 from sninspect.io.files import one_line
 from sninspect.io.load import load_checkpoint
 
@@ -43,11 +43,12 @@ def _factory(spec: str):  # noqa: ANN202 (the user's callable)
 
 
 def export_user_model(spec: str, checkpoint: str | os.PathLike[str], input_shape: tuple[int, ...], *,
-                      key: str | None = None, unsafe_load: bool = False) -> ExportedGraph:
+                      key: str | None = None, unsafe_load: bool = False,
+                      budget: MemoryBudget | None = None) -> ExportedGraph:
     """Build ``spec``'s module, load the checkpoint's state dict into it (strict), export it at a batch
     of one input of ``input_shape`` (without the batch axis) in eval mode, and read the export back."""
     factory = _factory(spec)
-    ckpt = load_checkpoint(checkpoint, key=key, unsafe_load=unsafe_load)
+    ckpt = load_checkpoint(checkpoint, key=key, unsafe_load=unsafe_load, budget=budget)
     if len(ckpt.models) != 1:
         names = ", ".join(m.name or "(top)" for m in ckpt.models)
         raise UsageError(f"{checkpoint}: holds {len(ckpt.models)} models ({names}); pick one with --key")
@@ -74,4 +75,4 @@ def export_user_model(spec: str, checkpoint: str | os.PathLike[str], input_shape
         raise UsageError(f"--model {spec!r}: torch.export failed at input 1x{'x'.join(map(str, input_shape))}: "
                          f"{type(err).__name__}: {one_line(err)[:200]}") from None
     buffer.seek(0)
-    return load_exported(buffer, shown=f"{Path(checkpoint).name} in {spec}")
+    return load_exported(buffer, shown=f"{Path(checkpoint).name} in {spec}", budget=budget)

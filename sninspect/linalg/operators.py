@@ -154,13 +154,23 @@ def max_pool_lipschitz(input_size: Sequence[int], output_size: Sequence[int], ke
     c ‖Δ‖² with c the largest number of windows sharing an input (a product over axes)."""
     count = 1
     for n, m, k, s, p, d in zip(input_size, output_size, kernel, stride, padding, dilation, strict=True):
-        cover = [0] * n
-        for o in range(m):
-            for j in range(k):
-                i = o * s - p + j * d
-                if 0 <= i < n:
-                    cover[i] += 1
-        count *= max(cover, default=0)
+        if s < 1 or d < 1:
+            raise ValueError(f"stride {s} and dilation {d} must be positive")
+        if m < 1 or k < 1 or n < 1:
+            return 0.0  # no window: no output entry depends on the input
+        # cover[i] = #{(o, j): o·s + j·d = i + p}: the window starts (every s-th of m) convolved with the
+        # taps (every d-th of k), by FFT (exact after rounding: the counts are small integers)
+        starts, taps = (m - 1) * s + 1, (k - 1) * d + 1
+        if starts + taps > 2**27:
+            raise ValueError(f"pooling windows spanning {starts + taps} entries")
+        size = starts + taps - 1
+        a = torch.zeros(starts, dtype=torch.float64)
+        a[::s] = 1.0
+        b = torch.zeros(taps, dtype=torch.float64)
+        b[::d] = 1.0
+        cover = torch.fft.irfft(torch.fft.rfft(a, size) * torch.fft.rfft(b, size), size).round()
+        seen = cover[max(p, 0): max(min(p + n, size), 0)]
+        count *= int(seen.max()) if seen.numel() else 0
     return math.sqrt(count)
 
 
