@@ -77,7 +77,7 @@ class SNMonitor:
         self.rules = as_rules(rules)
         self.log = Path(os.fspath(log)) if log is not None else None
         self.fail_fast = fail_fast
-        self.options = with_overrides(options, overrides)
+        self.options = with_overrides(options, {**overrides, "rules": self.rules})  # verdicts judged by them
         self._writer, self._own_writer = _writer(tensorboard)
         if self.log is not None:  # after the writer: a SummaryWriter in runs/tb makes runs/ for runs/sn.jsonl
             try:

@@ -9,6 +9,7 @@ import torch
 
 from sninspect.errors import UsageError, option
 from sninspect.linalg.exact import BATCH_BYTES
+from sninspect.results.check import Rules
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class Options:
     """Layers whose operator work runs at once on a CPU (audit.workers); None: as many as the cores,
     torch's threads (``torch.set_num_threads``, ``OMP_NUM_THREADS``) and the memory budget allow, at
     most 4; 1: one at a time."""
+    rules: Rules = field(default_factory=Rules)
+    """The ``check`` rules each layer's ``verdict`` is judged by (check's defaults unless given): what the
+    table highlights, the figures flag and the summary counts."""
     on_layer: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
     """Called with each layer's name as its operator work starts (the CLI's progress line)."""
 
@@ -53,6 +57,8 @@ class Options:
         workers = self.workers
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise UsageError(f"{option('workers', repr(workers))}: expected a positive whole number or None")
+        if not isinstance(self.rules, Rules):
+            raise UsageError(f"rules={type(self.rules).__name__}: expected a sninspect.Rules")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -105,7 +105,7 @@ def analyze_run(source: str | os.PathLike[str] | Sequence[Source], options: Opti
     if isinstance(source, (str, os.PathLike)):
         path = Path(os.fspath(source))
         if is_log(path):
-            return read_log(path)
+            return read_log(path, rules=options.rules)
         return run.order(run.audit(run.collect([path]), options))
     if isinstance(source, (Mapping, torch.nn.Module)) or is_file_object(source):
         raise UsageError("analyze_run takes a folder, a monitor log or a list of sources; one source is "
