@@ -26,7 +26,7 @@ from sninspect.render.report import (
 )
 from sninspect.render.run_view import SUMMARY_HEADER, SUMMARY_LEFT, TREND_HEADER, summary_rows, trend_rows
 from sninspect.results.check import Rule
-from sninspect.results.report import LayerAudit, Report, verdict_text
+from sninspect.results.report import Report, verdict_text
 from sninspect.results.trend import Trend
 
 if TYPE_CHECKING:  # matplotlib is imported where figures are drawn: the notebook table draws none
