@@ -58,15 +58,20 @@ details > summary { cursor: pointer; font-size: 1.2em; font-weight: 600; margin:
 _LAYER_HEADER = ("layer", "dialect", "kind", "shape", *NUMBER_COLUMNS, VERDICT)
 
 _CAPTIONS = {
-    "sigma": "Exact σ1 and the stored estimate σ̂ of each layer; below, σ_eff = σ1/σ̂ against 1 "
-             "(red: the layer runs above 1).",
-    "cos_error": "1 − |cos| between the stored u, v and the exact top singular vectors (log scale); "
-                 "above the dashed tolerance the power iteration has not converged.",
+    "sigma": "Above: (σ̂ − σ1)/σ1, the relative error of the estimate the model divides by. Below: σ_eff, "
+             "the norm of the weight in use, as a bar from 1; red: the layer breaks check's max_sigma "
+             "(the dotted line).",
+    "cos_error": "Cosine errors of the stored u and v against the exact top singular vectors (log scale): "
+                 "large marks, the gap-aware error check judges (the relative σ̂ deficit the angle forces "
+                 "given σ2/σ1); small hollow marks, the raw 1 − |cos|. Beyond the dotted line (shaded) a "
+                 "vector breaks check's max_cos_error.",
     "spectra": "Singular values divided by σ1 (log scale).",
     "lipschitz_depth": "Running product of the per-layer bounds by depth (log scale).",
-    "trend_sigma": "σ_eff of each layer over the run; the dashed line is 1.",
-    "trend_cos_error": "The worse of the u/v cosine errors of each layer over the run (log scale).",
+    "trend_sigma": "σ_eff of each layer over the run; the dashed line is 1, the dotted one check's max_sigma.",
+    "trend_cos_error": "The worse of the u/v cosine errors check judges, per layer over the run (log scale); "
+                       "the dotted line is check's max_cos_error.",
 }
+"""Every caption says what its figure draws; a red layer name in any figure: the layer breaks a rule."""
 
 
 def to_html(result: Report | Trend, *, on_checkpoint: Callable[[str], None] | None = None) -> str:
