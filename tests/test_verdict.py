@@ -114,8 +114,10 @@ def assert_one_story(report: Report, rules: Rules) -> set[str]:
 def test_samples_tell_one_story(sample: Path, rules: Rules) -> None:
     report = sninspect.analyze(sample, device="cpu", all_layers=True, rules=rules)
     broken = assert_one_story(report, rules)
-    if rules is STRICT and any(la.cos_error_u is not None for la in report.layers):
-        assert broken, "the strict rules flag something in every sample with stored vectors: not vacuous"
+    # Not vacuous: the strict rules flag layers in every SN sample but the soft-SN one (its vectors are
+    # converged to 1e-5 and soft SN keeps σ_eff ≤ 1 by design; it passes even these limits).
+    if rules is STRICT and any(la.has_sn for la in report.layers) and sample.name != "soft_sn_dcgan.pt":
+        assert broken
 
 
 @pytest.mark.parametrize(("kind", "dialect"), CASES)
@@ -172,3 +174,31 @@ def test_report_and_check_cli_judge_alike(tmp_path: Path, monkeypatch: pytest.Mo
         assert data["rules"]["max_sigma"] == 1.3  # read from pyproject.toml, as check reads it
         violations = json.loads(check.stdout)["violations"]
         assert {la["name"] for la in data["layers"] if la["verdict"]} == {v["layer"] for v in violations if v["layer"]}
+
+
+def test_str_of_a_report_is_its_terminal_summary() -> None:
+    from sninspect.render.report import table_text
+
+    report = sninspect.analyze(ROOT / "sample_checkpoints" / "biggan_style_sn.pt", device="cpu")
+    text = str(report)
+    assert text == table_text(report, width=100)
+    assert "╭─ summary" in text and "verdict" in text and "LayerAudit(" not in text
+    assert max(len(line) for line in text.splitlines()) <= 100
+    assert repr(report).startswith("Report(checkpoint=")  # repr stays the dataclass's
+    run = sninspect.trend([report, report])
+    assert str(run).startswith("training run") and "Trend(" not in str(run)
+
+
+def test_help_gives_each_command_summary_whole() -> None:
+    from typer.testing import CliRunner
+
+    from sninspect.cli.main import app
+
+    out = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "100"}).stdout
+    commands = out.split("Commands:")[1]
+    assert "..." not in commands and "…" not in commands
+    flat = " ".join(commands.split())
+    for name in ("report", "check", "layers", "graph", "strip", "apply", "convert"):
+        doc = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "1000"}).stdout
+        first = " ".join(doc.split("\n\n")[1].split())  # the first paragraph of the command's help
+        assert f"{name} {first}" in flat

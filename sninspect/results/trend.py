@@ -125,6 +125,13 @@ class Trend:
             "changes": list(self.changes),
         })
 
+    def __str__(self) -> str:
+        """The terminal view of the run (its summary and per-layer tables, 100 columns, no colour) as
+        ``sninspect report`` prints it; ``repr`` keeps the dataclass fields."""
+        from sninspect.render.run_view import run_text
+
+        return run_text(self, width=100)
+
     def _repr_html_(self) -> str:
         """The run's summary and per-layer trend tables, for a notebook cell."""
         from sninspect.render.html import notebook_html
