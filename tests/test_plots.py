@@ -428,3 +428,45 @@ def test_trend_x_is_the_step_value(tmp_path: Path) -> None:
             (mesh,) = [c for c in fig.axes[1].collections if isinstance(c, QuadMesh)]
             for path, step in zip(mesh.get_paths()[: len(steps)], steps, strict=True):  # first row
                 assert path.vertices[:, 0].min() < step < path.vertices[:, 0].max()  # each column holds its step
+
+
+def test_exact_zeros_sit_on_a_floor_ticked_zero(five: Report) -> None:
+    """An exact 0 on the log axis is drawn on the axis floor, a decade below every positive value and
+    ticked "0", never at a made-up 1e-18 that stretches the axis over 18 decades."""
+    ax = plots.cos_error_figure(five).axes[0]
+    gap = np.concatenate([y(series(ax, plots.GAP_U)), y(series(ax, plots.GAP_V))])
+    zeros = [la.gap_cos_error_u == 0 or la.gap_cos_error_v == 0 for la in five.layers]
+    assert any(zeros), "the fixture has an exact zero"
+    ax.figure.canvas.draw()
+    (floor,) = [tick for tick, label in zip(ax.get_yticks(), ax.get_yticklabels(), strict=True)
+                if label.get_text() == "0"]
+    drawn = gap[np.isfinite(gap)]
+    positive = np.array([v for la in five.layers for v in (la.gap_cos_error_u, la.gap_cos_error_v)
+                         if v is not None and v > 0])
+    assert drawn.min() == floor  # the zeros, on the floor
+    assert positive.min() / 100 <= floor < positive.min()  # one decade (and a bit) below the rest
+    assert floor / 2 < ax.get_ylim()[0] < floor  # the axis ends just under the floor
+
+
+def test_nothing_to_draw_is_said_not_drawn_empty() -> None:
+    """A checkpoint without SN: σ and cosine figures say so in words (no empty chart); a netG without
+    SN beside an SN netD: not drawn, named under the panels."""
+    root = Path(__file__).resolve().parent.parent / "sample_checkpoints"
+    plain = analyze(root / "plain_discriminator.pt", device="cpu")
+    for fig in (plots.sigma_figure(plain), plots.cos_error_figure(plain)):
+        (ax,) = fig.axes
+        assert not ax.axison and "no SN layer" in ax.texts[0].get_text()
+    pair = analyze(root / "dcgan_sn_torch.pt", device="cpu", all_layers=True)
+    assert [m.name for m in pair.models] == ["netD", "netG"]
+    for fig in (plots.sigma_figure(pair), plots.cos_error_figure(pair)):
+        assert not fig.subfigs  # one panel: netD
+        assert "netG (no SN layer" in fig.get_supxlabel()
+        labels = [t.get_text() for ax in fig.axes for t in ax.get_xticklabels()]
+        assert "main.0" in labels and not any(label.startswith("…") for label in labels)  # whole names fit
+
+
+def test_html_captions_say_what_is_drawn() -> None:
+    from sninspect.render.html import _CAPTIONS
+
+    assert "dashed" not in _CAPTIONS["cos_error"] and "dotted" in _CAPTIONS["cos_error"]
+    assert "gap-aware" in _CAPTIONS["cos_error"] and "max_sigma" in _CAPTIONS["sigma"]
