@@ -130,10 +130,10 @@ def verdict_lines(report: Report) -> list[tuple[str, str]]:
         la, value = worst_cos
         unconverged = any(x.breaks(Rule.max_cos_error) for x in sn)
         if strict:
-            text = f"worst cosine error 1 − |cos|: {fmt(value, 3)} ({la.name})"
+            text = f"worst raw cosine error: {fmt(value, 3)} ({la.name})"
         else:
             raw = max(x for x in (la.cos_error_u, la.cos_error_v) if x is not None)
-            text = (f"worst gap-aware cosine error: {fmt(value, 3)} ({la.name}; raw 1 − |cos| {fmt(raw, 3)} "
+            text = (f"worst gap-aware cosine error: {fmt(value, 3)} ({la.name}; raw cosine error {fmt(raw, 3)} "
                     f"at σ2/σ1 = {fmt(la.spectral_gap, 4)})")
         lines.append((text, "yellow" if unconverged else "green"))
     for model in report.models:
@@ -152,7 +152,7 @@ def rules_text(rules: Rules) -> str:
         return "off" if value is None else f"{value:g}"
 
     parts = [f"max_sigma {limit(rules.max_sigma)}",
-             f"max_cos_error {limit(rules.max_cos_error)} ({'raw 1 − |cos|' if rules.strict_cos else 'gap-aware'})",
+             f"max_cos_error {limit(rules.max_cos_error)} ({'raw' if rules.strict_cos else 'gap-aware'})",
              f"max_norm_error {limit(rules.max_norm_error)}"]
     if rules.max_lipschitz is not None:
         parts.append(f"max_lipschitz {limit(rules.max_lipschitz)}")

@@ -66,6 +66,12 @@ class LayerSeries:
         """The worse of the gap-aware u and v errors per checkpoint (what ``check`` judges)."""
         return tuple(max_or_none(u, v) for u, v in zip(self.gap_cos_error_u, self.gap_cos_error_v, strict=True))
 
+    @property
+    def flagged_last(self) -> bool:
+        """Whether the layer breaks any rule in the last checkpoint it is in."""
+        known = [v for v, here in zip(self.verdict, self.present, strict=False) if here]
+        return bool(known) and bool(known[-1])
+
     def breaks_last(self, rule: str) -> bool:
         """Whether the layer breaks ``rule`` in the last checkpoint it is in."""
         known = [v for v, here in zip(self.verdict, self.present, strict=False) if here]

@@ -61,6 +61,7 @@ def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, tit
     ticked 0."""
     names = [name for name, _ in series]
     labels, cut = short_names(names)
+    flagged = [s.flagged_last for s in trend.layers] if len(trend.layers) == len(series) else [False] * len(series)
     steps = np.asarray(trend.steps, dtype=float)
     by_index = trend.order_by == MODIFICATION_TIME
     x = np.arange(len(steps)) if by_index else steps
@@ -87,8 +88,13 @@ def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, tit
         ax.set_ylabel(value_label + ("; 0: exactly zero" if zeros else ""), fontsize=9)
         _step_axis(ax, trend, x, by_index)
         # Handles and labels given: a name starting with "_" is not dropped as matplotlib's "no label".
-        ax.legend(lines, names, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5),
-                  title=f"layer ({cut} omitted)" if cut else "layer", title_fontsize=8)
+        legend = ax.legend(lines, names, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5),
+                           title=(f"layer ({cut} omitted)" if cut else "layer")
+                           + ("\nred: breaks a check rule at the end" if any(flagged) else ""), title_fontsize=8)
+        for text, red in zip(legend.get_texts(), flagged, strict=False):
+            if red:
+                text.set_color(ABOVE)
+                text.set_fontweight("bold")
         return fig
 
     if not by_index and np.any(np.diff(x) <= 0):  # two checkpoints at one step: cells need an order
@@ -135,7 +141,12 @@ def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, tit
     mesh = ax.pcolormesh(columns, np.arange(n + 1) - 0.5, np.ma.masked_invalid(data), cmap=cmap, norm=norm)
     ax.set_ylim(n - 0.5, -0.5)
     ax.set_yticks(np.arange(n), labels, fontsize=7)
-    ax.set_ylabel("layer" + (f" ({cut} omitted)" if cut else ""), fontsize=9)
+    for tick, red in zip(ax.get_yticklabels(), flagged, strict=False):
+        if red:
+            tick.set_color(ABOVE)
+            tick.set_fontweight("bold")
+    ax.set_ylabel("layer" + (f" ({cut} omitted)" if cut else "")
+                  + ("; red: breaks a rule at the end" if any(flagged) else ""), fontsize=9)
     ticks = thin_ticks(np.arange(len(steps)), 12) if by_index else _spaced(x, 12)
     ax.set_xticks(x[ticks], [_step_text(trend, int(i)) for i in ticks], fontsize=8,
                   rotation=45 if by_index else 0, ha="right" if by_index else "center", rotation_mode="anchor")
