@@ -32,8 +32,8 @@ from typing import Any
 import torch
 
 from sninspect.audit.log import log_record
-from sninspect.audit.options import Options, with_overrides
-from sninspect.audit.sources import analyze, as_rules, check
+from sninspect.audit.options import Options, as_rules, with_overrides
+from sninspect.audit.sources import analyze, check
 from sninspect.errors import OutputError, SninspectError, UsageError
 from sninspect.io.files import printable
 from sninspect.io.write import append_line

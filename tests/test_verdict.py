@@ -202,3 +202,24 @@ def test_help_gives_each_command_summary_whole() -> None:
         doc = CliRunner().invoke(app, [name, "--help"], env={"COLUMNS": "1000"}).stdout
         first = " ".join(doc.split("\n\n")[1].split())  # the first paragraph of the command's help
         assert f"{name} {first}" in flat
+
+
+def test_rel_err_prints_only_the_digits_it_holds() -> None:
+    """A relative error within 8 units of the working precision's resolution is rounding noise: 0
+    (1.97e-16 on one machine, 3.94e-16 on another, for the same layer)."""
+    from sninspect.render.report import fmt_rel
+
+    eps64, eps32 = 2.0**-52, 2.0**-23
+    assert fmt_rel(1.97e-16) == fmt_rel(-3.94e-16) == fmt_rel(8 * eps64) == "0"
+    assert fmt_rel(9 * eps64) == "2.00e-15" and fmt_rel(-2.33e-8) == "-2.33e-08"
+    assert fmt_rel(5e-7, "float32") == "0" and fmt_rel(9 * eps32, "float32") == "1.07e-06"
+    assert fmt_rel(None) == "-" and fmt_rel(0.0148) == "0.0148"
+
+
+def test_analyze_takes_rules_as_a_mapping(tmp_path: Path) -> None:
+    path = snruns.save(snruns.sn_chain([8] * 5, steps=1), tmp_path / "d.pt")
+    by_map = sninspect.analyze(path, device="cpu", rules={"max_sigma": 1.01, "max_cos_error": None})
+    assert by_map.rules == Rules(max_sigma=1.01, max_cos_error=None)
+    assert {la.name for la in by_map.layers if la.flagged} == flagged_by_check(by_map, by_map.rules)
+    with pytest.raises(ValueError, match="unknown 'max_sigmaa'"):
+        sninspect.analyze(path, device="cpu", rules={"max_sigmaa": 1.0})

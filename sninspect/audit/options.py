@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -88,13 +89,29 @@ def resolve_dtype(name: str) -> torch.dtype:
     return table[name]
 
 
+def as_rules(rules: Rules | Mapping[str, Any] | None) -> Rules:
+    """``rules`` as :class:`Rules`; an unknown name is a :class:`UsageError` naming the known ones."""
+    if rules is None:
+        return Rules()
+    if isinstance(rules, Rules):
+        return rules
+    known = set(Rules.__dataclass_fields__)
+    unknown = sorted(set(rules) - known)
+    if unknown:
+        raise UsageError(f"rules: unknown {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})")
+    return Rules(**rules)
+
+
 def with_overrides(options: Options | None, overrides: dict[str, object]) -> Options:
     """``options`` (or the defaults) with ``overrides`` (its field names) replaced; an unknown name is a
-    :class:`UsageError` naming the known ones (``dataclasses.replace`` raised a TypeError)."""
+    :class:`UsageError` naming the known ones (``dataclasses.replace`` raised a TypeError). ``rules``
+    may be a mapping of :class:`Rules` fields (``rules={"max_sigma": 1.05}``), as ``check`` takes."""
     if options is not None and not isinstance(options, Options):
         raise UsageError(f"options={type(options).__name__}: expected a sninspect.Options or None")
     known = {f for f in Options.__dataclass_fields__}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise UsageError(f"unknown option {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})")
+    if isinstance(overrides.get("rules"), Mapping):
+        overrides = {**overrides, "rules": as_rules(overrides["rules"])}  # type: ignore[arg-type]
     return replace(options or Options(), **overrides)  # type: ignore[arg-type]
