@@ -162,15 +162,27 @@ def rules_text(rules: Rules) -> str:
 
 
 def check_line(report: Report, rules: Rules) -> tuple[str, str]:
-    """The verdict ``check`` gives this report, with the rules and how many SN layers break each."""
+    """The verdict ``check`` gives this report, with the rules and how many layers break each."""
     judged = [la for la in report.layers if la.verdict is not None]
     flagged = [la for la in judged if la.flagged]
+    head = f"check ({rules_text(rules)}): "
     if not report.verdict:
-        return f"check ({rules_text(rules)}): every rule holds ({len(judged)} layers judged)", "green"
+        return head + f"every rule holds ({len(judged)} layers judged)", "green"
     counts = {rule: sum(rule in (la.verdict or ()) for la in flagged) for rule in report.verdict}
-    parts = [f"{rule}: {n} layer{'s' if n != 1 else ''}" if n else f"{rule}" for rule, n in counts.items()]
-    return (f"check ({rules_text(rules)}): {len(flagged)} of {len(judged)} layers judged break a rule; "
-            f"broken: {', '.join(parts)}", "red")
+    parts = []
+    if flagged:
+        broken = ", ".join(f"{rule} {n}" for rule, n in counts.items() if n)
+        parts.append(f"{len(flagged)} of {len(judged)} layers judged break a rule ({broken})")
+    parts += [f"{rule}: {_CHECKPOINT_RULES.get(rule, 'broken')}" for rule, n in counts.items() if not n]
+    return head + "; ".join(parts), "red"
+
+
+_CHECKPOINT_RULES = {
+    Rule.no_sn_layers.value: "no SN layer found, nothing to judge",
+    Rule.max_lipschitz.value: "the certified operator product is above the limit (or not available)",
+    Rule.warning.value: "the report has warnings (fail_on_warning)",
+}
+"""What a broken checkpoint-wide rule means, for the summary line."""
 
 
 def layer_notes(report: Report) -> list[str]:
