@@ -223,3 +223,24 @@ def test_analyze_takes_rules_as_a_mapping(tmp_path: Path) -> None:
     assert {la.name for la in by_map.layers if la.flagged} == flagged_by_check(by_map, by_map.rules)
     with pytest.raises(ValueError, match="unknown 'max_sigmaa'"):
         sninspect.analyze(path, device="cpu", rules={"max_sigmaa": 1.0})
+
+
+def test_summary_counts_read_the_rules() -> None:
+    """"layers above the limit" counts the layers whose verdict breaks max_sigma at the limit given,
+    and the check line names the rules and what breaks them; no count uses a tolerance of its own."""
+    from sninspect.render.report import verdict_lines
+
+    sample = ROOT / "sample_checkpoints" / "mlp_sn_parametrize.safetensors"
+    for limit in (1.02, 1.06, 1.10):
+        rules = Rules(max_sigma=limit, max_lipschitz=2.0)
+        report = sninspect.analyze(sample, device="cpu", rules=rules)
+        above = sum((la.sigma_effective or 0) > limit for la in report.layers)  # independent count
+        lines = [line for line, _ in verdict_lines(report)]
+        check_line = next(line for line in lines if line.startswith("check ("))
+        assert f"max_sigma {limit:g}" in check_line and "max_lipschitz: the certified operator product" in check_line
+        counted = [line for line in lines if line.startswith("layers above the limit")]
+        if above:
+            assert counted == [f"layers above the limit (max_sigma {limit:g}, or σ̂ ≤ 0): {above} of 7"]
+            assert f"{above} of 7 layers judged break a rule (max_sigma {above})" in check_line
+        else:
+            assert counted == []
