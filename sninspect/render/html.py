@@ -167,11 +167,10 @@ def _layer_table(report: Report) -> str:
             cells.append(f'<td class="l err" colspan="{len(NUMBER_COLUMNS)}">not audited: {escape(la.error)}</td>')
         else:
             above = "above" if la.breaks(Rule.max_sigma) else ""
-            over = cos_over(la, report.rules)
-            marks = {"rel err": above, "σ eff": above,
-                     "cos err u": over["cos_error_u"], "gap cos u": over["gap_cos_error_u"],
-                     "cos err v": over["cos_error_v"], "gap cos v": over["gap_cos_error_v"]}
-            cells += [_td(text, "warn" if marks.get(title) is True else marks.get(title) or "")
+            over = {title: "warn" if flag else "" for title, flag in zip(
+                ("cos err u", "cos err v", "gap cos u", "gap cos v"), cos_over(la, report.rules).values(), strict=True)}
+            marks = {"rel err": above, "σ eff": above, **over}
+            cells += [_td(text, marks.get(title, ""))
                       for title, text in zip(NUMBER_COLUMNS, number_cells(la, report.dtype), strict=True)]
         klass = "above" if la.flagged else "ok" if la.verdict is not None else "assume"
         cells.append(f'<td class="l {klass}">{escape(verdict_text(la.verdict))}</td>')

@@ -91,10 +91,10 @@ def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, tit
         legend = ax.legend(lines, names, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5),
                            title=(f"layer ({cut} omitted)" if cut else "layer")
                            + ("\nred: breaks a check rule at the end" if any(flagged) else ""), title_fontsize=8)
-        for text, red in zip(legend.get_texts(), flagged, strict=False):
+        for entry, red in zip(legend.get_texts(), flagged, strict=False):
             if red:
-                text.set_color(ABOVE)
-                text.set_fontweight("bold")
+                entry.set_color(ABOVE)
+                entry.set_fontweight("bold")
         return fig
 
     if not by_index and np.any(np.diff(x) <= 0):  # two checkpoints at one step: cells need an order
@@ -127,8 +127,9 @@ def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, tit
         anchor = reference if reference is not None else 1e-2
         low = float(positive.min()) if positive.size else anchor / 10
         high = float(positive.max()) if positive.size else anchor * 10
-        norm: LogNorm | TwoSlopeNorm = LogNorm(vmin=min(low, anchor / 10), vmax=max(high, anchor * 10))
-        data = np.where(grid == 0, norm.vmin / 2, grid)  # below vmin: the "under" colour, said in the label
+        floor = min(low, anchor / 10)
+        norm: LogNorm | TwoSlopeNorm = LogNorm(vmin=floor, vmax=max(high, anchor * 10))
+        data = np.where(grid == 0, floor / 2, grid)  # below vmin: the "under" colour, said in the label
         if zeros:
             cmap = cmap.with_extremes(under="#000000")
     else:
