@@ -33,8 +33,8 @@ from typing import Any
 import torch
 
 from sninspect.audit.log import log_record
-from sninspect.audit.options import Options, with_overrides
-from sninspect.audit.sources import analyze, as_rules, check
+from sninspect.audit.options import Options, as_rules, with_overrides
+from sninspect.audit.sources import analyze, check
 from sninspect.errors import OutputError, SninspectError, UsageError
 from sninspect.io.files import printable
 from sninspect.io.write import append_line
@@ -78,7 +78,7 @@ class SNMonitor:
         self.rules = as_rules(rules)
         self.log = Path(os.fspath(log)) if log is not None else None
         self.fail_fast = fail_fast
-        self.options = with_overrides(options, overrides)
+        self.options = with_overrides(options, {**overrides, "rules": self.rules})  # verdicts judged by them
         self._writer, self._own_writer = _writer(tensorboard)
         if self.log is not None:  # after the writer: a SummaryWriter in runs/tb makes runs/ for runs/sn.jsonl
             try:

@@ -206,6 +206,7 @@ def test_table_fits_without_losing_a_value(tmp_path: Path, width: int) -> None:
     shown = [t for t in ("σ exact", "σ eff", "cos err u", "op bound") if f" {t} " in f"{header} "]
     assert "σ eff" in shown and header.split()[0] == "layer"
     titles = {"layer", "dialect", "kind", "shape", "σ exact", "σ̂", "rel err", "σ eff", "cos err u", "cos err v",
+              "gap cos u", "gap cos v", "verdict",
               "σ2/σ1", "op bound"}
     assert set(re.split(r"\s{2,}", header.strip())) <= titles, header  # no header cut either
     values = {"σ exact": "sigma_exact", "σ eff": "sigma_effective", "cos err u": "cos_error_u",

@@ -22,10 +22,10 @@ from torch.nn.utils import spectral_norm
 from typer.testing import CliRunner
 
 from sninspect import analyze
-from sninspect.audit import trend
+from sninspect.audit import checks, trend
 from sninspect.cli.main import app
 from sninspect.render import plots
-from sninspect.results.check import DEFAULT_MAX_SIGMA
+from sninspect.results.check import DEFAULT_MAX_SIGMA, Rules
 from sninspect.results.report import Report
 
 runner = CliRunner()
@@ -113,17 +113,24 @@ def test_sigma_figure_five_layers(five: Report) -> None:
     assert "'.weight'" in eff.get_xlabel()
 
 
-def test_cos_error_figure_is_log_with_tolerance(five: Report) -> None:
-    fig = plots.cos_error_figure(five, tolerance=1e-3)
+def test_cos_error_figure_draws_the_judged_errors_against_the_rule(five: Report) -> None:
+    """The gap-aware errors (what check judges) large, the raw 1 − |cos| small, the line at the rule's
+    max_cos_error: the rules the report was judged by, not a limit of the figure's own."""
+    judged = checks.judge(five, Rules(max_cos_error=1e-3))
+    fig = plots.cos_error_figure(judged)
     assert_titled(fig, five)
     (ax,) = fig.axes
     assert ax.get_yscale() == "log"
-    u = y(series(ax, "u (left vector)"))
-    v = y(series(ax, "v (right vector)"))
-    assert len(u) == len(v) == 5
+    gap_u, raw_u = y(series(ax, plots.GAP_U)), y(series(ax, plots.RAW_U + " (not judged)"))
+    assert len(gap_u) == len(raw_u) == 5
     skewed = [la.name for la in five.layers].index("5.weight")
-    assert u[skewed] == pytest.approx(snruns.SKEWED_COS, rel=1e-4)
-    assert lines_at(ax, 1e-3), "the tolerance line"
+    assert raw_u[skewed] == pytest.approx(snruns.SKEWED_COS, rel=1e-4)
+    layer = judged.layers[skewed]
+    expected = checks.gap_cos_error(layer.cos_error_u, layer.spectral_gap)  # type: ignore[arg-type]
+    assert gap_u[skewed] == pytest.approx(expected, rel=1e-12)
+    assert lines_at(ax, 1e-3), "the rule's limit"
+    assert not lines_at(plots.cos_error_figure(five).axes[0], 1e-3)  # the default rules: 0.05
+    assert lines_at(plots.cos_error_figure(five).axes[0], 0.05)
 
 
 def test_spectra_small_multiples(five: Report) -> None:
@@ -170,7 +177,7 @@ def test_hundred_layers_switch_orientation(hundred: Report) -> None:
 
     cos = plots.cos_error_figure(hundred)
     assert cos.axes[0].get_xscale() == "log"
-    assert len(x(series(cos.axes[0], "u (left vector)"))) == 100
+    assert len(x(series(cos.axes[0], plots.GAP_U))) == 100
 
     spectra = plots.spectra_figure(hundred)
     (mesh,) = [c for c in spectra.axes[0].collections if isinstance(c, QuadMesh)]
@@ -199,6 +206,8 @@ def test_layer_not_audited_keeps_its_slot(tmp_path: Path) -> None:
 def test_short_names() -> None:
     names = ["netD.main.0.weight", "netD.main.2.weight", "netD.main.10.weight"]
     assert plots.short_names(names) == (["0", "2", "10"], "prefix 'netD.main.' and suffix '.weight'")
+    # A name that fits is shown whole, not its shortest unique end ("main.0", not "…0").
+    assert plots.short_names(["main.0.weight", "main.2.weight", "head.weight"])[0] == ["main.0", "main.2", "head"]
     assert plots.short_names(["fc.weight"]) == (["fc"], "suffix '.weight'")
     long = ["a." + "x" * 60 + ".weight", "a.y.weight"]
     labels, _ = plots.short_names(long)
@@ -263,13 +272,17 @@ def shortest_unique_suffix(name: str, names: list[str]) -> str:
 def test_short_names_shortest_unique_suffix() -> None:
     names = ["net.a.x.conv.weight", "net.b.x.conv.weight", "net.b.y.weight", "net.c.bn.weight"]
     labels, cut = plots.short_names(names)
-    bodies = [n.removeprefix("net.").removesuffix(".weight") for n in names]
+    assert labels == ["a.x.conv", "b.x.conv", "b.y", "c.bn"]  # each fits: whole
+    assert cut == "prefix 'net.' and suffix '.weight'"
+    # Names longer than MAX_LABEL: the shortest dotted end no other name has, "…" where parts went.
+    long = [f"net.{a * 12}.{b * 12}.{part}.weight" for a, b, part in (("p", "q", "a.conv"), ("r", "q", "b.conv"),
+                                                                        ("r", "s", "bn.norm"))]
+    bodies = [n.removeprefix("net.").removesuffix(".weight") for n in long]
     expected = []
     for body in bodies:
         tail = shortest_unique_suffix(body, bodies)
         expected.append(tail if tail == body else "…" + tail)
-    assert labels == expected == ["a.x.conv", "b.x.conv", "…y", "…bn"]
-    assert cut == "prefix 'net.' and suffix '.weight'"
+    assert plots.short_names(long)[0] == expected == ["…a.conv", "…b.conv", "…norm"]
     # Names are escaped for matplotlib: a dollar never starts mathtext.
     assert plots.short_names(["m.$a.weight", "m.b.weight"])[0] == ["\\$a", "b"]
     # The same name twice still gives two labels.
@@ -300,8 +313,13 @@ def test_cli_plots_deep_checkpoint_labels(tmp_path: Path, count: int) -> None:
         assert (out / f"{name}.png").read_bytes().startswith(b"\x89PNG")
     report = analyze(path, device="cpu")
     assert len(report.layers) == count
-    for fig in (plots.sigma_figure(report), plots.cos_error_figure(report), plots.spectra_figure(report),
-                plots.lipschitz_figure(report)):
+    figures = [plots.sigma_figure(report), plots.cos_error_figure(report), plots.spectra_figure(report)]
+    if report.primary.lipschitz.unavailable is None:
+        figures.append(plots.lipschitz_figure(report))
+    else:  # random u, v: some σ̂ ≤ 0, no bound; said in words, not drawn as an empty chart
+        (ax,) = plots.lipschitz_figure(report).axes
+        assert not ax.axison and ax.texts[0].get_text().startswith("no bound: σ̂ ≤ 0")
+    for fig in figures:
         (layer_ax,) = [ax for ax in fig.axes if ax.get_ylabel().startswith(("layer", "depth: layer"))]
         ticks = [t.get_text() for t in layer_ax.get_yticklabels()]
         assert len(ticks) == count and len(set(ticks)) == count
@@ -326,7 +344,7 @@ def test_one_panel_per_model(pair: Report) -> None:
     assert titles == ["model netD", "model netG"]
     for ax, model in zip(cos.axes, pair.models, strict=True):
         assert [t.get_text() for t in ax.get_xticklabels()] == plots.short_names(names[model.name])[0]
-        assert len(x(series(ax, "u (left vector)"))) == len(model.layers)
+        assert len(x(series(ax, plots.GAP_U))) == len(model.layers)
     sigma = plots.sigma_figure(pair)
     assert len(sigma.subfigs) == 2
     for sub, model in zip(sigma.subfigs, pair.models, strict=True):
@@ -410,3 +428,45 @@ def test_trend_x_is_the_step_value(tmp_path: Path) -> None:
             (mesh,) = [c for c in fig.axes[1].collections if isinstance(c, QuadMesh)]
             for path, step in zip(mesh.get_paths()[: len(steps)], steps, strict=True):  # first row
                 assert path.vertices[:, 0].min() < step < path.vertices[:, 0].max()  # each column holds its step
+
+
+def test_exact_zeros_sit_on_a_floor_ticked_zero(five: Report) -> None:
+    """An exact 0 on the log axis is drawn on the axis floor, a decade below every positive value and
+    ticked "0", never at a made-up 1e-18 that stretches the axis over 18 decades."""
+    ax = plots.cos_error_figure(five).axes[0]
+    gap = np.concatenate([y(series(ax, plots.GAP_U)), y(series(ax, plots.GAP_V))])
+    zeros = [la.gap_cos_error_u == 0 or la.gap_cos_error_v == 0 for la in five.layers]
+    assert any(zeros), "the fixture has an exact zero"
+    ax.figure.canvas.draw()
+    (floor,) = [tick for tick, label in zip(ax.get_yticks(), ax.get_yticklabels(), strict=True)
+                if label.get_text() == "0"]
+    drawn = gap[np.isfinite(gap)]
+    positive = np.array([v for la in five.layers for v in (la.gap_cos_error_u, la.gap_cos_error_v)
+                         if v is not None and v > 0])
+    assert drawn.min() == floor  # the zeros, on the floor
+    assert positive.min() / 100 <= floor < positive.min()  # one decade (and a bit) below the rest
+    assert floor / 2 < ax.get_ylim()[0] < floor  # the axis ends just under the floor
+
+
+def test_nothing_to_draw_is_said_not_drawn_empty() -> None:
+    """A checkpoint without SN: σ and cosine figures say so in words (no empty chart); a netG without
+    SN beside an SN netD: not drawn, named under the panels."""
+    root = Path(__file__).resolve().parent.parent / "sample_checkpoints"
+    plain = analyze(root / "plain_discriminator.pt", device="cpu")
+    for fig in (plots.sigma_figure(plain), plots.cos_error_figure(plain)):
+        (ax,) = fig.axes
+        assert not ax.axison and "no SN layer" in ax.texts[0].get_text()
+    pair = analyze(root / "dcgan_sn_torch.pt", device="cpu", all_layers=True)
+    assert [m.name for m in pair.models] == ["netD", "netG"]
+    for fig in (plots.sigma_figure(pair), plots.cos_error_figure(pair)):
+        assert not fig.subfigs  # one panel: netD
+        assert "netG (no SN layer" in fig.get_supxlabel()
+        labels = [t.get_text() for ax in fig.axes for t in ax.get_xticklabels()]
+        assert "main.0" in labels and not any(label.startswith("…") for label in labels)  # whole names fit
+
+
+def test_html_captions_say_what_is_drawn() -> None:
+    from sninspect.render.html import _CAPTIONS
+
+    assert "dashed" not in _CAPTIONS["cos_error"] and "dotted" in _CAPTIONS["cos_error"]
+    assert "gap-aware" in _CAPTIONS["cos_error"] and "max_sigma" in _CAPTIONS["sigma"]

@@ -21,6 +21,7 @@ from sninspect import analyze
 from sninspect.audit import trend
 from sninspect.cli.main import app
 from sninspect.render import plots
+from sninspect.results.check import DEFAULT_MAX_COS_ERROR
 
 runner = CliRunner()
 
@@ -146,7 +147,7 @@ def test_trend_figures_lines_for_few_layers(tmp_path: Path) -> None:
     assert "c_10.pt" in figures["trend_sigma"].get_suptitle()
     cos_ax = figures["trend_cos_error"].axes[0]
     assert cos_ax.get_yscale() == "log"
-    assert any(np.asarray(line.get_ydata(), dtype=float).tolist() == [plots.COS_TOLERANCE] * 2
+    assert any(np.asarray(line.get_ydata(), dtype=float).tolist() == [DEFAULT_MAX_COS_ERROR] * 2
                for line in cos_ax.get_lines())
     assert ax.get_xlabel() == "checkpoint number (from the file name)"
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 from sninspect.errors import option
 from sninspect.results.check import Rule, Rules, Verdict, Violation
@@ -54,6 +55,37 @@ def gap_cos_error(cos_error: float, gap: float | None) -> float:
     e = min(max(cos_error, 0.0), 1.0)
     forced = e * (2.0 - e) * (1.0 - g) * (1.0 + g)  # sin²θ·(1 − g²), in [0, 1]
     return forced / (1.0 + math.sqrt(1.0 - forced))  # 1 − √(1 − x) = x / (1 + √(1 − x))
+
+
+def judge(report: Report, rules: Rules) -> Report:
+    """``report`` with its gap-aware cosine errors and its verdicts under ``rules``: each layer's
+    ``verdict`` names the rules :func:`check` finds it breaking, the report's names every rule broken.
+    The one place a verdict is made: every output reads these fields, so the table, the figures and
+    ``check`` cannot disagree."""
+    models = tuple(replace(m, layers=tuple(_with_gap_errors(la) for la in m.layers)) for m in report.models)
+    report = replace(report, models=models)
+    found = check(report, rules)
+    broken: dict[str, list[str]] = {}
+    for violation in found.violations:
+        if violation.layer is not None:
+            broken.setdefault(violation.layer, []).append(violation.rule.value)
+    models = tuple(replace(m, layers=tuple(replace(la, verdict=_layer_verdict(la, broken)) for la in m.layers))
+                   for m in report.models)
+    return replace(report, models=models, rules=rules,
+                   verdict=tuple(dict.fromkeys(v.rule.value for v in found.violations)))
+
+
+def _with_gap_errors(la: LayerAudit) -> LayerAudit:
+    def gap(value: float | None) -> float | None:
+        return None if value is None or not math.isfinite(value) else gap_cos_error(value, la.spectral_gap)
+
+    return replace(la, gap_cos_error_u=gap(la.cos_error_u), gap_cos_error_v=gap(la.cos_error_v))
+
+
+def _layer_verdict(la: LayerAudit, broken: dict[str, list[str]]) -> tuple[str, ...] | None:
+    if not la.has_sn and la.error is None:
+        return None  # not judged: σ of a layer without SN is not meant to be 1
+    return tuple(dict.fromkeys(broken.get(la.name, ())))
 
 
 def check(report: Report, rules: Rules) -> Verdict:
@@ -139,7 +171,8 @@ def _judge_cosines(la: LayerAudit, rules: Rules, add: Add) -> None:
                 add(Rule.max_cos_error, la.name, quantity, value, limit,
                     f"{la.name}: {quantity} = {_fmt(value)} > {_fmt(limit)}")
             continue
-        forced = gap_cos_error(value, la.spectral_gap)
+        stored = getattr(la, f"gap_{quantity}")
+        forced = stored if stored is not None else gap_cos_error(value, la.spectral_gap)
         if forced > limit:
             gap = "none" if la.spectral_gap is None else _fmt(la.spectral_gap)
             add(Rule.max_cos_error, la.name, f"gap_{quantity}", forced, limit,

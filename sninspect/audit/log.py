@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from sninspect.audit import trend
+from sninspect.audit.checks import judge
 from sninspect.errors import InputError
 from sninspect.io.files import printable
 from sninspect.io.monitor_log import read_records
-from sninspect.results.check import Verdict
+from sninspect.results.check import Rules, Verdict
 from sninspect.results.report import Report, json_safe, report_from_dict
 from sninspect.results.trend import Trend, step_number
 
@@ -47,8 +48,9 @@ def log_record(step: int | float, report: Report, verdict: Verdict | None, *, ti
     }
 
 
-def reports_from_log(path: str | os.PathLike[str]) -> tuple[list[Report], list[str]]:
-    """The reports of a monitor log in file order, and notes about skipped torn lines."""
+def reports_from_log(path: str | os.PathLike[str], rules: Rules | None = None) -> tuple[list[Report], list[str]]:
+    """The reports of a monitor log in file order, judged by ``rules`` (check's defaults when None) as
+    a checkpoint's report is, and notes about skipped torn lines."""
     file = Path(os.fspath(path))
     shown = printable(file)
     records, notes = read_records(file)
@@ -66,7 +68,7 @@ def reports_from_log(path: str | os.PathLike[str]) -> tuple[list[Report], list[s
                 _check_kinds(entry)
         except (KeyError, TypeError, ValueError, AttributeError) as err:
             raise InputError(f"{shown}: line {number}: a malformed report ({type(err).__name__}: {err})") from None
-        reports.append(report)
+        reports.append(judge(report, rules or Rules()))
     return reports, notes
 
 
@@ -83,6 +85,7 @@ _KINDS = {
     "tuple[float, ...]": lambda v: isinstance(v, tuple) and all(x is None or _is_number(x) for x in v),
     "tuple[int, ...]": lambda v: isinstance(v, tuple) and all(isinstance(x, int) for x in v),
     "tuple[str, ...]": lambda v: isinstance(v, tuple) and all(isinstance(x, str) for x in v),
+    "tuple[str, ...] | None": lambda v: v is None or (isinstance(v, tuple) and all(isinstance(x, str) for x in v)),
 }
 
 
@@ -96,10 +99,10 @@ def _check_kinds(entry: Any) -> None:
             raise TypeError(f"field {item.name!r} holds {str(value)[:40]!r}, expected {item.type}")
 
 
-def read_log(path: str | os.PathLike[str], notes: list[str] | None = None) -> Trend:
-    """A monitor log as a training run, ordered by step; ``notes`` (when given) collects the skipped
-    torn lines, else each is a :class:`UserWarning`."""
-    reports, found = reports_from_log(path)
+def read_log(path: str | os.PathLike[str], notes: list[str] | None = None, rules: Rules | None = None) -> Trend:
+    """A monitor log as a training run, ordered by step, judged by ``rules``; ``notes`` (when given)
+    collects the skipped torn lines, else each is a :class:`UserWarning`."""
+    reports, found = reports_from_log(path, rules)
     tell(found, notes)
     return trend.build(reports)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
 from sninspect.errors import UsageError, option
 from sninspect.linalg.exact import BATCH_BYTES
+from sninspect.results.check import Rules
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class Options:
     """Layers whose operator work runs at once on a CPU (audit.workers); None: as many as the cores,
     torch's threads (``torch.set_num_threads``, ``OMP_NUM_THREADS``) and the memory budget allow, at
     most 4; 1: one at a time."""
+    rules: Rules = field(default_factory=Rules)
+    """The ``check`` rules each layer's ``verdict`` is judged by (check's defaults unless given): what the
+    table highlights, the figures flag and the summary counts."""
     on_layer: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
     """Called with each layer's name as its operator work starts (the CLI's progress line)."""
 
@@ -53,6 +58,8 @@ class Options:
         workers = self.workers
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise UsageError(f"{option('workers', repr(workers))}: expected a positive whole number or None")
+        if not isinstance(self.rules, Rules):
+            raise UsageError(f"rules={type(self.rules).__name__}: expected a sninspect.Rules")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,13 +89,29 @@ def resolve_dtype(name: str) -> torch.dtype:
     return table[name]
 
 
+def as_rules(rules: Rules | Mapping[str, Any] | None) -> Rules:
+    """``rules`` as :class:`Rules`; an unknown name is a :class:`UsageError` naming the known ones."""
+    if rules is None:
+        return Rules()
+    if isinstance(rules, Rules):
+        return rules
+    known = set(Rules.__dataclass_fields__)
+    unknown = sorted(set(rules) - known)
+    if unknown:
+        raise UsageError(f"rules: unknown {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})")
+    return Rules(**rules)
+
+
 def with_overrides(options: Options | None, overrides: dict[str, object]) -> Options:
     """``options`` (or the defaults) with ``overrides`` (its field names) replaced; an unknown name is a
-    :class:`UsageError` naming the known ones (``dataclasses.replace`` raised a TypeError)."""
+    :class:`UsageError` naming the known ones (``dataclasses.replace`` raised a TypeError). ``rules``
+    may be a mapping of :class:`Rules` fields (``rules={"max_sigma": 1.05}``), as ``check`` takes."""
     if options is not None and not isinstance(options, Options):
         raise UsageError(f"options={type(options).__name__}: expected a sninspect.Options or None")
     known = {f for f in Options.__dataclass_fields__}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise UsageError(f"unknown option {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})")
+    if isinstance(overrides.get("rules"), Mapping):
+        overrides = {**overrides, "rules": as_rules(overrides["rules"])}  # type: ignore[arg-type]
     return replace(options or Options(), **overrides)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ import torch
 
 from sninspect import dialects
 from sninspect.audit.batch import audit_all
+from sninspect.audit.checks import judge
 from sninspect.audit.inventory import model_tensors
 from sninspect.audit.layer import PlainLayer, contained, layer_warnings
 from sninspect.audit.memory import Budget, budget
@@ -64,7 +65,7 @@ def analyze_checkpoint(
     )
     if (options.include or options.exclude) and not any(m.layers for m in models):
         raise _filtered_out(options, shown, names)
-    return Report(
+    return judge(Report(
         checkpoint=shown,
         format=checkpoint.format,
         device=str(device),
@@ -72,7 +73,7 @@ def analyze_checkpoint(
         models=models,
         extras=dict(checkpoint.extras),
         layer_order=NATURAL_ORDER if checkpoint.format.startswith("safetensors") else STORED_ORDER,
-    )
+    ), options.rules)
 
 
 def _filtered_out(options: Options, checkpoint: str, names: Sequence[str]) -> UsageError:

@@ -84,7 +84,7 @@ def audit(paths: Sequence[Path], options: Options, *, progress: ProgressHook | N
             progress.start(path.name)
         try:
             if is_log(path):
-                logged, skipped = reports_from_log(path)
+                logged, skipped = reports_from_log(path, options.rules)
                 reports.extend(logged)
                 tell(skipped, notes)
             else:
@@ -133,11 +133,12 @@ def check(paths: Sequence[Path], options: Options, rules: Rules, *,
     """Audit and judge each checkpoint; one that cannot be read gets an ``unreadable`` verdict
     instead of stopping the others (usage errors, like an unknown ``--key``, still raise)."""
     verdicts = []
+    options = replace(options, rules=rules)  # each report's verdicts are the ones judged here
     for path in paths:
         if progress is not None:
             progress.start(path.name)
         try:
-            reports = reports_from_log(path)[0] if is_log(path) else [analyze(path, options)]
+            reports = reports_from_log(path, rules)[0] if is_log(path) else [analyze(path, options)]
         except InputError as err:
             verdicts.append(checks.unreadable(str(path), str(err)))
         else:

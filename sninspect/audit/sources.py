@@ -28,7 +28,7 @@ import torch
 from sninspect.audit import checks, run
 from sninspect.audit.log import read_log
 from sninspect.audit.memory import budget
-from sninspect.audit.options import Options, resolve_device, resolve_dtype, with_overrides
+from sninspect.audit.options import Options, as_rules, resolve_device, resolve_dtype, with_overrides
 from sninspect.audit.pipeline import analyze_checkpoint
 from sninspect.errors import UsageError
 from sninspect.io import wrappers
@@ -108,7 +108,7 @@ def analyze_run(source: str | os.PathLike[str] | Sequence[Source], options: Opti
     if isinstance(source, (str, os.PathLike)):
         path = Path(os.fspath(source))
         if is_log(path):
-            return read_log(path)
+            return read_log(path, rules=options.rules)
         return run.order(run.audit(run.collect([path]), options))
     if isinstance(source, (Mapping, torch.nn.Module)) or is_file_object(source):
         raise UsageError("analyze_run takes a folder, a monitor log or a list of sources; one source is "
@@ -139,19 +139,6 @@ def check(report: Report, rules: Rules | Mapping[str, Any] | None = None) -> Ver
     if not isinstance(report, Report):
         raise UsageError(f"check: got a {type(report).__name__}, expected a Report (from sninspect.analyze)")
     return checks.check(report, as_rules(rules))
-
-
-def as_rules(rules: Rules | Mapping[str, Any] | None) -> Rules:
-    """``rules`` as :class:`Rules`; an unknown name is a :class:`UsageError` naming the known ones."""
-    if rules is None:
-        return Rules()
-    if isinstance(rules, Rules):
-        return rules
-    known = set(Rules.__dataclass_fields__)
-    unknown = sorted(set(rules) - known)
-    if unknown:
-        raise UsageError(f"rules: unknown {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})")
-    return Rules(**rules)
 
 
 def _holds_modules(source: object) -> bool:

@@ -77,6 +77,11 @@ def summarize(report: Report, step: float) -> CheckpointSummary:
         value = max_or_none(la.cos_error_u, la.cos_error_v)
         if value is not None and (worst_cos is None or value > worst_cos[0]):
             worst_cos = (value, la.name)
+    worst_gap: tuple[float, str] | None = None
+    for la in sn:
+        value = max_or_none(la.gap_cos_error_u, la.gap_cos_error_v)
+        if value is not None and (worst_gap is None or value > worst_gap[0]):
+            worst_gap = (value, la.name)
     bound = report.primary.lipschitz
     return CheckpointSummary(
         checkpoint=report.checkpoint,
@@ -89,6 +94,9 @@ def summarize(report: Report, step: float) -> CheckpointSummary:
         worst_cos_layer=worst_cos[1] if worst_cos else None,
         matrix_product=bound.matrix_product,
         operator_product=bound.operator_product,
+        worst_gap_cos_error=worst_gap[0] if worst_gap else None,
+        worst_gap_cos_layer=worst_gap[1] if worst_gap else None,
+        verdict=report.verdict,
     )
 
 
@@ -154,6 +162,9 @@ def _series(name: str, reports: Sequence[Report]) -> LayerSeries:
         cos_error_u=tuple(la.cos_error_u if la else None for la in found),
         cos_error_v=tuple(la.cos_error_v if la else None for la in found),
         present=tuple(la is not None for la in found),
+        gap_cos_error_u=tuple(la.gap_cos_error_u if la else None for la in found),
+        gap_cos_error_v=tuple(la.gap_cos_error_v if la else None for la in found),
+        verdict=tuple(la.verdict if la else None for la in found),
     )
 
 

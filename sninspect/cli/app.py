@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from sninspect._version import __version__
 from sninspect.io import residency
 
+
+class _Commands(TyperGroup):
+    """The command list of ``--help`` with each command's whole summary (the first paragraph of its
+    help, wrapped), where click would cut it at 45 characters with "..."."""
+
+    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:  # type: ignore[override]
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.short_help and command.help:
+                command.short_help = " ".join(command.help.strip().split("\n\n")[0].split())
+        super().format_commands(ctx, formatter)
+
+
 app = typer.Typer(
+    cls=_Commands,
     name="sninspect",
     help="Audit spectral normalization in PyTorch checkpoints: exact σ, power-iteration errors, "
     "Lipschitz bounds.",

@@ -19,11 +19,17 @@ from sninspect.cli.options import (
     Dtype,
     DtypeOpt,
     ExcludeOpt,
+    FailOnWarningOpt,
     IncludeOpt,
     KeyOpt,
+    MaxCosErrorOpt,
+    MaxLipschitzOpt,
     MaxMemoryOpt,
+    MaxNormErrorOpt,
+    MaxSigmaOpt,
     QuietOpt,
     ReportForceOpt,
+    StrictCosOpt,
     UnsafeOpt,
     WorkersOpt,
     audit_options,
@@ -39,7 +45,6 @@ from sninspect.render import CheckFormat, OutputFormat, PlotFormat, render
 from sninspect.render.check import render_check, summary_line, to_junit
 from sninspect.render.inventory import render_inventory
 from sninspect.render.report import terminal_console
-from sninspect.results.check import DEFAULT_MAX_COS_ERROR, DEFAULT_MAX_NORM_ERROR, DEFAULT_MAX_SIGMA
 
 
 @app.command(epilog=examples(
@@ -89,15 +94,30 @@ def report(
     workers: WorkersOpt = None,
     quiet: QuietOpt = False,
     unsafe_load: UnsafeOpt = False,
+    max_sigma: MaxSigmaOpt = None,
+    max_cos_error: MaxCosErrorOpt = None,
+    strict_cos: StrictCosOpt = None,
+    max_norm_error: MaxNormErrorOpt = None,
+    max_lipschitz: MaxLipschitzOpt = None,
+    fail_on_warning: FailOnWarningOpt = None,
 ) -> None:
-    """Audit SN layers: exact σ, the stored estimate σ̂, cosine errors, effective σ, network bound."""
+    """Audit SN layers: exact σ, the stored estimate σ̂, cosine errors, effective σ, network bound.
+
+    Each layer's verdict (ok, or the rules it breaks) is check's, with the same rules: the defaults,
+    [tool.sninspect.check] of the nearest pyproject.toml, then the rule flags; every highlight follows it.
+    """
     fmt = choose_format(format, output)
+    rules = config.rules_for("report", {"max_sigma": max_sigma, "max_cos_error": max_cos_error,
+                                        "strict_cos": strict_cos, "max_norm_error": max_norm_error,
+                                        "max_lipschitz": max_lipschitz, "fail_on_warning": fail_on_warning},
+                             quiet=quiet)
     options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
                             unsafe_load=unsafe_load, all_layers=all_layers, bound_tol=bound_tol,
                             input_size=parse_input_size(input_size), max_memory=max_memory, coeff=coeff,
-                            workers=workers)
+                            workers=workers, rules=rules)
     paths = run.collect(checkpoints)
-    inputs = InputSet.of(paths)  # and every file behind them: no output, figure included, replaces one
+    pyproject = config.find_pyproject(Path.cwd())  # its rules were read: an input too
+    inputs = InputSet.of(paths).add([pyproject] if pyproject is not None else [])  # no output or figure replaces one
     refuse_early(output, inputs, force=force)
     if plots is not None:
         from sninspect.render.plots.files import refuse_plots_early  # matplotlib: only when plotting
@@ -141,36 +161,12 @@ def report(
 def check(
     checkpoints: Annotated[list[Path], typer.Argument(readable=False, metavar="CHECKPOINT", help="Checkpoint files or "
                                                       "folders of them.")],
-    max_sigma: Annotated[float | None, typer.Option("--max-sigma", help=f"Largest allowed σ_eff = σ1/σ̂ of "
-                                                    f"an SN layer: the spectral norm of the weight the "
-                                                    f"model really uses [default {DEFAULT_MAX_SIGMA}]. "
-                                                    f"Layers without SN are not judged; σ̂ ≤ 0 (a flipped "
-                                                    f"sign) always fails.", min=0.0)] = None,
-    max_cos_error: Annotated[float | None, typer.Option("--max-cos-error", help=f"Largest allowed gap-aware "
-                                                        f"cosine error of a stored u or v: the relative σ̂ "
-                                                        f"error its angle to the exact top singular vector "
-                                                        f"forces given σ2/σ1, 1 − √(1 − sin²θ·(1 − "
-                                                        f"(σ2/σ1)²)) [default {DEFAULT_MAX_COS_ERROR}]. "
-                                                        f"With --strict-cos: the raw 1 − |cos|.",
-                                                        min=0.0)] = None,
-    strict_cos: Annotated[bool | None, typer.Option("--strict-cos/--no-strict-cos", help="Judge the raw "
-                                                    "1 − |cos| against --max-cos-error whatever the "
-                                                    "spectral gap (fails healthy layers whose top "
-                                                    "singular values nearly coincide).")] = None,
-    max_norm_error: Annotated[float | None, typer.Option("--max-norm-error", help=f"Largest allowed "
-                                                         f"|‖u‖ − 1| and |‖v‖ − 1| of a stored vector "
-                                                         f"[default {DEFAULT_MAX_NORM_ERROR}].",
-                                                         min=0.0)] = None,
-    max_lipschitz: Annotated[float | None, typer.Option("--max-lipschitz", help="Largest allowed certified "
-                                                        "Lipschitz bound: the product of the certified "
-                                                        "per-layer operator bounds (lipschitz."
-                                                        "operator_product, BatchNorm included) of the "
-                                                        "discriminator (else the first model); valid for a "
-                                                        "feed-forward chain with 1-Lipschitz activations. "
-                                                        "Off unless given.", min=0.0)] = None,
-    fail_on_warning: Annotated[bool | None, typer.Option("--fail-on-warning/--no-fail-on-warning",
-                                                         help="Every warning of the report (σ1 ≈ σ2, ...) "
-                                                         "breaks a rule.")] = None,
+    max_sigma: MaxSigmaOpt = None,
+    max_cos_error: MaxCosErrorOpt = None,
+    strict_cos: StrictCosOpt = None,
+    max_norm_error: MaxNormErrorOpt = None,
+    max_lipschitz: MaxLipschitzOpt = None,
+    fail_on_warning: FailOnWarningOpt = None,
     format: Annotated[CheckFormat, typer.Option("--format", "-f", help="text: one line per broken rule; "
                                                 "github: one ::error workflow command per broken rule; "
                                                 "json: the rules, every checkpoint and every "
@@ -200,15 +196,12 @@ def check(
     """
     options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
                             unsafe_load=unsafe_load, max_memory=max_memory, coeff=coeff, workers=workers)
-    flags = {"max_sigma": max_sigma, "max_cos_error": max_cos_error, "strict_cos": strict_cos,
-             "max_norm_error": max_norm_error, "max_lipschitz": max_lipschitz,
-             "fail_on_warning": fail_on_warning}
-    pyproject = config.find_pyproject(Path.cwd())
-    table = config.read_table(pyproject) if pyproject is not None else {}
-    if table and not quiet:
-        say(f"check: rules from {pyproject} [tool.sninspect.check]")
-    rules = config.rules_from(table, pyproject or Path("pyproject.toml"), flags)
+    rules = config.rules_for("check", {"max_sigma": max_sigma, "max_cos_error": max_cos_error,
+                                       "strict_cos": strict_cos, "max_norm_error": max_norm_error,
+                                       "max_lipschitz": max_lipschitz, "fail_on_warning": fail_on_warning},
+                             quiet=quiet)
     paths = run.collect(checkpoints)
+    pyproject = config.find_pyproject(Path.cwd())
     inputs = InputSet.of(paths).add([pyproject] if pyproject is not None else [])  # the rules file is read too
     refuse_early(junit_xml, inputs, force=force)
     with Progress(len(paths), "checking", quiet=quiet) as bar:

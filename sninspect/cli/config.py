@@ -19,6 +19,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from sninspect.cli.errors import say
 from sninspect.errors import UsageError
 from sninspect.results.check import Rules
 
@@ -69,3 +70,14 @@ def rules_from(table: dict[str, Any], source: Path, flags: dict[str, Any]) -> Ru
         if value is not None:
             values[name] = None if isinstance(value, float) and math.isinf(value) else value
     return replace(Rules(), **values)
+
+
+def rules_for(command: str, flags: dict[str, Any], *, quiet: bool) -> Rules:
+    """The rules ``command`` judges by: the defaults, the nearest ``[tool.sninspect.check]`` (said on
+    stderr unless ``quiet``), then ``flags`` (``None``: not given). ``check`` and ``report`` both read
+    them here, so a layer's verdict is the same in both."""
+    pyproject = find_pyproject(Path.cwd())
+    table = read_table(pyproject) if pyproject is not None else {}
+    if table and not quiet:
+        say(f"{command}: rules from {pyproject} [tool.sninspect.check]")
+    return rules_from(table, pyproject or Path("pyproject.toml"), flags)

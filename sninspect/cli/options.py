@@ -13,6 +13,7 @@ from sninspect.audit.memory import parse_size
 from sninspect.audit.options import Options
 from sninspect.cli.errors import say
 from sninspect.errors import UsageError
+from sninspect.results.check import DEFAULT_MAX_COS_ERROR, DEFAULT_MAX_NORM_ERROR, DEFAULT_MAX_SIGMA
 
 # Reading checkpoints (report, check, layers, strip, apply, convert).
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -60,6 +61,40 @@ WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, show_default
                                               "budget holds]; 1: one at a time.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes on stderr (errors "
                                        "still print).")]
+
+# The rules a layer is judged by (check; report's verdict column and highlights): defaults, then
+# [tool.sninspect.check] of the nearest pyproject.toml, then these flags (cli.config.rules_for).
+RULES_PANEL = "Rules (check's verdict; report highlights by the same)"
+MaxSigmaOpt = Annotated[float | None, typer.Option("--max-sigma", help=f"Largest allowed σ_eff = σ1/σ̂ of "
+                                                    f"an SN layer: the spectral norm of the weight the "
+                                                    f"model really uses [default {DEFAULT_MAX_SIGMA}]. "
+                                                    f"Layers without SN are not judged; σ̂ ≤ 0 (a flipped "
+                                                    f"sign) always fails.", min=0.0, rich_help_panel=RULES_PANEL)]
+MaxCosErrorOpt = Annotated[float | None, typer.Option("--max-cos-error", help=f"Largest allowed gap-aware "
+                                                        f"cosine error of a stored u or v: the relative σ̂ "
+                                                        f"error its angle to the exact top singular vector "
+                                                        f"forces given σ2/σ1, 1 − √(1 − sin²θ·(1 − "
+                                                        f"(σ2/σ1)²)) [default {DEFAULT_MAX_COS_ERROR}]. "
+                                                        f"With --strict-cos: the raw 1 − |cos|.",
+                                                        min=0.0, rich_help_panel=RULES_PANEL)]
+StrictCosOpt = Annotated[bool | None, typer.Option("--strict-cos/--no-strict-cos", help="Judge the raw "
+                                                    "1 − |cos| against --max-cos-error whatever the "
+                                                    "spectral gap (fails healthy layers whose top "
+                                                    "singular values nearly coincide).", rich_help_panel=RULES_PANEL)]
+MaxNormErrorOpt = Annotated[float | None, typer.Option("--max-norm-error", help=f"Largest allowed "
+                                                         f"|‖u‖ − 1| and |‖v‖ − 1| of a stored vector "
+                                                         f"[default {DEFAULT_MAX_NORM_ERROR}].",
+                                                         min=0.0, rich_help_panel=RULES_PANEL)]
+MaxLipschitzOpt = Annotated[float | None, typer.Option("--max-lipschitz", help="Largest allowed certified "
+                                                        "Lipschitz bound: the product of the certified "
+                                                        "per-layer operator bounds (lipschitz."
+                                                        "operator_product, BatchNorm included) of the "
+                                                        "discriminator (else the first model); valid for a "
+                                                        "feed-forward chain with 1-Lipschitz activations. "
+                                                        "Off unless given.", min=0.0, rich_help_panel=RULES_PANEL)]
+FailOnWarningOpt = Annotated[bool | None, typer.Option("--fail-on-warning/--no-fail-on-warning",
+                                                         help="Every warning of the report (σ1 ≈ σ2, ...) "
+                                                         "breaks a rule.", rich_help_panel=RULES_PANEL)]
 
 # Rewriting checkpoints (strip, apply, convert).
 CheckpointArg = Annotated[Path, typer.Argument(readable=False,

@@ -15,8 +15,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from sninspect.audit.options import with_overrides
-from sninspect.audit.sources import as_rules
+from sninspect.audit.options import as_rules, with_overrides
 from sninspect.errors import UsageError
 from sninspect.monitor import SNMonitor, check_every
 from sninspect.results.check import Rules

@@ -9,16 +9,24 @@ from __future__ import annotations
 
 import base64
 import io
-import math
 from collections.abc import Callable, Sequence
 from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 from sninspect._version import __version__
 from sninspect.render.escape import for_html as escape
-from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt, order_text, shape_text, verdict_lines
+from sninspect.render.report import (
+    NUMBER_COLUMNS,
+    VERDICT,
+    cos_over,
+    number_cells,
+    order_text,
+    shape_text,
+    verdict_lines,
+)
 from sninspect.render.run_view import SUMMARY_HEADER, SUMMARY_LEFT, TREND_HEADER, summary_rows, trend_rows
-from sninspect.results.report import LayerAudit, Report
+from sninspect.results.check import Rule
+from sninspect.results.report import Report, verdict_text
 from sninspect.results.trend import Trend
 
 if TYPE_CHECKING:  # matplotlib is imported where figures are drawn: the notebook table draws none
@@ -47,19 +55,23 @@ details > summary { cursor: pointer; font-size: 1.2em; font-weight: 600; margin:
 .scroll { overflow-x: auto; }
 """
 
-_LAYER_HEADER = ("layer", "dialect", "kind", "shape", "σ exact", "σ̂", "rel err", "σ eff", "cos err u",
-                 "cos err v", "σ2/σ1", "op bound")
+_LAYER_HEADER = ("layer", "dialect", "kind", "shape", *NUMBER_COLUMNS, VERDICT)
 
 _CAPTIONS = {
-    "sigma": "Exact σ1 and the stored estimate σ̂ of each layer; below, σ_eff = σ1/σ̂ against 1 "
-             "(red: the layer runs above 1).",
-    "cos_error": "1 − |cos| between the stored u, v and the exact top singular vectors (log scale); "
-                 "above the dashed tolerance the power iteration has not converged.",
+    "sigma": "Above: (σ̂ − σ1)/σ1, the relative error of the estimate the model divides by. Below: σ_eff, "
+             "the norm of the weight in use, as a bar from 1; red: the layer breaks check's max_sigma "
+             "(the dotted line).",
+    "cos_error": "Cosine errors of the stored u and v against the exact top singular vectors (log scale): "
+                 "large marks, the gap-aware error check judges (the relative σ̂ deficit the angle forces "
+                 "given σ2/σ1); small hollow marks, the raw 1 − |cos|. Beyond the dotted line (shaded) a "
+                 "vector breaks check's max_cos_error.",
     "spectra": "Singular values divided by σ1 (log scale).",
     "lipschitz_depth": "Running product of the per-layer bounds by depth (log scale).",
-    "trend_sigma": "σ_eff of each layer over the run; the dashed line is 1.",
-    "trend_cos_error": "The worse of the u/v cosine errors of each layer over the run (log scale).",
+    "trend_sigma": "σ_eff of each layer over the run; the dashed line is 1, the dotted one check's max_sigma.",
+    "trend_cos_error": "The worse of the u/v cosine errors check judges, per layer over the run (log scale); "
+                       "the dotted line is check's max_cos_error.",
 }
+"""Every caption says what its figure draws; a red layer name in any figure: the layer breaks a rule."""
 
 
 def to_html(result: Report | Trend, *, on_checkpoint: Callable[[str], None] | None = None) -> str:
@@ -127,7 +139,7 @@ def _report_section(report: Report, *, level: int) -> str:
            f'<p class="meta">{escape(report.checkpoint)} · {escape(report.format)} · device '
            f"{escape(report.device)} · {escape(report.dtype)}{' · ' + escape(extras) if extras else ''} · "
            f"{escape(order_text(report))}</p>",
-           '<div class="scroll">', _layer_table(report.layers), "</div>"]
+           '<div class="scroll">', _layer_table(report), "</div>"]
     out.append(_verdict(report))
     out += [_figure(key, fig) for key, fig in plots.report_figures(report).items()]
     return "<section>" + "\n".join(out) + "</section>"
@@ -143,26 +155,25 @@ def _verdict(report: Report) -> str:
 _STYLE_CLASS = {"red": "above", "yellow": "warn", "green": "ok", "dim": "assume"}
 
 
-def _layer_table(layers: Sequence[LayerAudit]) -> str:
-    head = "".join(f'<th class="l">{escape(h)}</th>' if i < 4 else f"<th>{escape(h)}</th>"
+def _layer_table(report: Report) -> str:
+    """The layer table; the cells the layer's verdict says break a rule are marked (no threshold here)."""
+    head = "".join(f'<th class="l">{escape(h)}</th>' if i < 4 or h == VERDICT else f"<th>{escape(h)}</th>"
                    for i, h in enumerate(_LAYER_HEADER))
     rows = []
-    for la in layers:
+    for la in report.layers:
         cells = [f'<td class="l">{escape(text)}</td>' for text in (la.name, la.dialect, la.kind,
                                                                    shape_text(la.shape))]
         if la.error is not None:
-            cells.append(f'<td class="l err" colspan="8">not audited: {escape(la.error)}</td>')
+            cells.append(f'<td class="l err" colspan="{len(NUMBER_COLUMNS)}">not audited: {escape(la.error)}</td>')
         else:
-            above = la.has_sn and (la.sigma_effective or 0) > 1 + SIGMA_TOLERANCE
-            under = la.sigma_rel_error is not None and la.sigma_rel_error < -SIGMA_TOLERANCE
-            cells += [
-                _td(fmt(la.sigma_exact)), _td(fmt(la.sigma_estimate)),
-                _td(fmt(la.sigma_rel_error, 3), "above" if under else ""),
-                _td(fmt(la.sigma_effective), "above" if above else ""),
-                _td(fmt(la.cos_error_u, 3), _cos_class(la.cos_error_u)),
-                _td(fmt(la.cos_error_v, 3), _cos_class(la.cos_error_v)),
-                _td(fmt(la.spectral_gap, 4)), _td(fmt(la.operator_bound)),
-            ]
+            above = "above" if la.breaks(Rule.max_sigma) else ""
+            over = {title: "warn" if flag else "" for title, flag in zip(
+                ("cos err u", "cos err v", "gap cos u", "gap cos v"), cos_over(la, report.rules).values(), strict=True)}
+            marks = {"rel err": above, "σ eff": above, **over}
+            cells += [_td(text, marks.get(title, ""))
+                      for title, text in zip(NUMBER_COLUMNS, number_cells(la, report.dtype), strict=True)]
+        klass = "above" if la.flagged else "ok" if la.verdict is not None else "assume"
+        cells.append(f'<td class="l {klass}">{escape(verdict_text(la.verdict))}</td>')
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
@@ -182,10 +193,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, left: set[in
 
 def _td(text: str, klass: str = "") -> str:
     return f'<td class="{klass}">{escape(text)}</td>' if klass else f"<td>{escape(text)}</td>"
-
-
-def _cos_class(value: float | None) -> str:
-    return "warn" if value is not None and math.isfinite(value) and value > COS_TOLERANCE else ""
 
 
 def _figure(name: str, fig: Figure) -> str:
@@ -217,5 +224,5 @@ def notebook_html(result: Report | Trend) -> str:
     else:
         body = (f"<b>{escape(result.checkpoint)}</b> "
                 f'<span class="assume">{escape(result.format)} · {escape(result.device)} · '
-                f"{escape(result.dtype)}</span>" + _layer_table(result.layers) + _verdict(result))
+                f"{escape(result.dtype)}</span>" + _layer_table(result) + _verdict(result))
     return f'<div class="sninspect"><style>{_NOTEBOOK_CSS}</style>{body}</div>'

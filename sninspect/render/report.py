@@ -1,6 +1,7 @@
 """Show reports: rich tables and a summary panel for the terminal; JSON, CSV and Markdown text.
 
-Reads only ``report``; computes nothing beyond picking the worst values to highlight.
+Reads only ``report``; computes nothing beyond picking the worst values. What is highlighted is what
+the report's ``verdict`` fields say (judged once, by ``check``'s rules): no threshold of its own.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from rich.table import Table
 from rich.text import Text
 
 from sninspect.render.escape import for_csv_cell, for_json, for_markdown, for_terminal
-from sninspect.results.report import NATURAL_ORDER, LayerAudit, ModelAudit, Report
+from sninspect.results.check import Rule, Rules
+from sninspect.results.report import NATURAL_ORDER, LayerAudit, ModelAudit, Report, verdict_text
 from sninspect.results.trend import Trend
 
-SIGMA_TOLERANCE = 1e-3
-"""σ_eff above 1 + this is highlighted as a layer running above 1."""
-COS_TOLERANCE = 1e-2
-"""Cosine errors above this are highlighted as unconverged."""
+REL_NOISE_ULPS = 8
+"""A relative error within this many units of the working precision's resolution is rounding noise
+(σ̂ and σ1 agree to the last bits): printed as 0."""
 
 
 def fmt(value: float | None, digits: int = 6) -> str:
@@ -38,6 +39,30 @@ def fmt(value: float | None, digits: int = 6) -> str:
     return f"{value:.{digits}g}"
 
 
+def fmt_rel(value: float | None, dtype: str = "float64") -> str:
+    """A relative error to the digits it holds: ``0`` when it is within :data:`REL_NOISE_ULPS` units of
+    ``dtype``'s resolution (the last bits of two equal numbers), else :func:`fmt` to 3 digits."""
+    if value is not None and math.isfinite(value) and abs(value) <= REL_NOISE_ULPS * _EPS.get(dtype, _EPS["float64"]):
+        return "0"
+    return fmt(value, 3)
+
+
+_EPS = {"float64": 2.0**-52, "float32": 2.0**-23}
+
+
+def cos_over(la: LayerAudit, rules: Rules | None) -> dict[str, bool]:
+    """Which of the layer's four cosine numbers broke ``max_cos_error`` (``cos_error_u``, ...,
+    ``gap_cos_error_v``): only where its verdict says the rule is broken, the number that rule judged."""
+    out = dict.fromkeys(("cos_error_u", "cos_error_v", "gap_cos_error_u", "gap_cos_error_v"), False)
+    if rules is None or rules.max_cos_error is None or not la.breaks(Rule.max_cos_error):
+        return out
+    for side in ("u", "v"):
+        judged = f"cos_error_{side}" if rules.strict_cos else f"gap_cos_error_{side}"
+        value = getattr(la, judged)
+        out[judged] = value is not None and value > rules.max_cos_error
+    return out
+
+
 def shape_text(shape: Sequence[int]) -> str:
     return "×".join(str(n) for n in shape)
 
@@ -47,11 +72,13 @@ def _worst(layers: Sequence[LayerAudit], attr: str) -> LayerAudit | None:
     return max(candidates, key=lambda la: getattr(la, attr)) if candidates else None
 
 
-def _worst_cos(layers: Sequence[LayerAudit]) -> tuple[LayerAudit, float] | None:
+def _worst_cos(layers: Sequence[LayerAudit], gap: bool = True) -> tuple[LayerAudit, float] | None:
+    """The largest gap-aware (``gap``) or raw cosine error and its layer."""
     best: tuple[LayerAudit, float] | None = None
     for la in layers:
-        for value in (la.cos_error_u, la.cos_error_v):
-            if value is not None and (best is None or value > best[1]):
+        pair = (la.gap_cos_error_u, la.gap_cos_error_v) if gap else (la.cos_error_u, la.cos_error_v)
+        for value in pair:
+            if value is not None and math.isfinite(value) and (best is None or value > best[1]):
                 best = (la, value)
     return best
 
@@ -85,17 +112,30 @@ def verdict_lines(report: Report) -> list[tuple[str, str]]:
     errors = [la for la in layers if la.error is not None]
     lines = [(f"layers: {len(layers)} shown ({len(sn)} with SN, {len(layers) - len(sn) - len(errors)} without, "
               f"{len(errors)} not audited) in {len(report.models)} model(s)", "")]
+    rules = report.rules
+    if rules is not None and report.verdict is not None:
+        lines.append(check_line(report, rules))
     worst_eff = _worst(sn, "sigma_effective")
     if worst_eff is not None:
-        above = [la for la in sn if (la.sigma_effective or 0) > 1 + SIGMA_TOLERANCE]
+        above = [la for la in sn if la.breaks(Rule.max_sigma)]
         lines.append((f"worst σ_eff: {fmt(worst_eff.sigma_effective)} ({worst_eff.name})",
                       "red" if above else "green"))
-        if above:
-            lines.append((f"layers above 1: {len(above)} of {len(sn)}", "red"))
-    worst_cos = _worst_cos(sn)
+        if above and rules is not None:
+            limit = "off" if rules.max_sigma is None else f"{rules.max_sigma:g}"
+            lines.append((f"layers above the limit (max_sigma {limit}, or σ̂ ≤ 0): {len(above)} of {len(sn)}",
+                          "red"))
+    strict = rules is not None and rules.strict_cos
+    worst_cos = _worst_cos(sn, gap=not strict)
     if worst_cos is not None:
-        lines.append((f"worst cosine error: {fmt(worst_cos[1], 3)} ({worst_cos[0].name})",
-                      "yellow" if worst_cos[1] > COS_TOLERANCE else "green"))
+        la, value = worst_cos
+        unconverged = any(x.breaks(Rule.max_cos_error) for x in sn)
+        if strict:
+            text = f"worst raw cosine error: {fmt(value, 3)} ({la.name})"
+        else:
+            raw = max(x for x in (la.cos_error_u, la.cos_error_v) if x is not None)
+            text = (f"worst gap-aware cosine error: {fmt(value, 3)} ({la.name}; raw cosine error {fmt(raw, 3)} "
+                    f"at σ2/σ1 = {fmt(la.spectral_gap, 4)})")
+        lines.append((text, "yellow" if unconverged else "green"))
     for model in report.models:
         label = f"[{model.name}] " if model.name and len(report.models) > 1 else ""
         lines.append((f"{label}network bound: {bound_text(model)}",
@@ -104,6 +144,45 @@ def verdict_lines(report: Report) -> list[tuple[str, str]]:
     lines += [(f"warning: {warning}", "yellow") for warning in report.all_warnings]
     lines += [(f"note: {note}", "dim") for note in layer_notes(report)]
     return lines
+
+
+def rules_text(rules: Rules) -> str:
+    """``max_sigma 1.1, max_cos_error 0.05 (gap-aware), max_norm_error 0.01``: the rules in force."""
+    def limit(value: float | None) -> str:
+        return "off" if value is None else f"{value:g}"
+
+    parts = [f"max_sigma {limit(rules.max_sigma)}",
+             f"max_cos_error {limit(rules.max_cos_error)} ({'raw' if rules.strict_cos else 'gap-aware'})",
+             f"max_norm_error {limit(rules.max_norm_error)}"]
+    if rules.max_lipschitz is not None:
+        parts.append(f"max_lipschitz {limit(rules.max_lipschitz)}")
+    if rules.fail_on_warning:
+        parts.append("fail_on_warning")
+    return ", ".join(parts)
+
+
+def check_line(report: Report, rules: Rules) -> tuple[str, str]:
+    """The verdict ``check`` gives this report, with the rules and how many layers break each."""
+    judged = [la for la in report.layers if la.verdict is not None]
+    flagged = [la for la in judged if la.flagged]
+    head = f"check ({rules_text(rules)}): "
+    if not report.verdict:
+        return head + f"every rule holds ({len(judged)} layers judged)", "green"
+    counts = {rule: sum(rule in (la.verdict or ()) for la in flagged) for rule in report.verdict}
+    parts = []
+    if flagged:
+        broken = ", ".join(f"{rule} {n}" for rule, n in counts.items() if n)
+        parts.append(f"{len(flagged)} of {len(judged)} layers judged break a rule ({broken})")
+    parts += [f"{rule}: {_CHECKPOINT_RULES.get(rule, 'broken')}" for rule, n in counts.items() if not n]
+    return head + "; ".join(parts), "red"
+
+
+_CHECKPOINT_RULES = {
+    Rule.no_sn_layers.value: "no SN layer found, nothing to judge",
+    Rule.max_lipschitz.value: "the certified operator product is above the limit (or not available)",
+    Rule.warning.value: "the report has warnings (fail_on_warning)",
+}
+"""What a broken checkpoint-wide rule means, for the summary line."""
 
 
 def layer_notes(report: Report) -> list[str]:
@@ -119,31 +198,40 @@ def layer_notes(report: Report) -> list[str]:
 # Terminal
 
 _DESCRIPTIVE = ("dialect", "kind", "shape")
-_NUMBERS = ("σ exact", "σ̂", "rel err", "σ eff", "cos err u", "cos err v", "σ2/σ1", "op bound")
-HIDE_ORDER = ("kind", "dialect", "shape", "σ2/σ1", "rel err", "cos err v", "σ̂", "op bound", "cos err u",
-              "σ exact")
-"""On a narrow console, whole columns go in this order until the table fits; the layer name and σ eff
-always stay (``--format markdown`` or ``json`` give everything). Below about 30 columns lines are cut."""
+_NUMBERS = ("σ exact", "σ̂", "rel err", "σ eff", "cos err u", "gap cos u", "cos err v", "gap cos v", "σ2/σ1",
+            "op bound")
+VERDICT = "verdict"
+"""The last column: ``ok``, the rules the layer breaks, or ``-`` (not judged: no SN)."""
+HIDE_ORDER = ("kind", "dialect", "shape", "σ2/σ1", "rel err", "cos err v", "cos err u", "σ̂", "op bound",
+              "gap cos v", "gap cos u", "σ exact")
+"""On a narrow console, whole columns go in this order until the table fits; the layer name, σ eff and
+the verdict always stay (``--format markdown`` or ``json`` give everything). The raw cosine errors go
+before the gap-aware ones ``check`` judges. Below about 30 columns lines are cut."""
 
 
-def _cells(la: LayerAudit, worst_eff: LayerAudit | None,
+def _cells(la: LayerAudit, rules: Rules | None, dtype: str, worst_eff: LayerAudit | None,
            worst_cos: tuple[LayerAudit, float] | None) -> dict[str, Text | str]:
-    cells: dict[str, Text | str] = {"dialect": la.dialect, "kind": la.kind, "shape": shape_text(la.shape)}
+    flag = "red" if la.flagged else ("dim" if la.verdict is None else "green")
+    cells: dict[str, Text | str] = {"dialect": la.dialect, "kind": la.kind, "shape": shape_text(la.shape),
+                                    VERDICT: Text(verdict_text(la.verdict), style=flag)}
     if la.error is not None:
         return cells | dict.fromkeys(_NUMBERS, "-")
-    eff_style = "red" if (la.sigma_effective or 0) > 1 + SIGMA_TOLERANCE and la.has_sn else ""
+    above = la.breaks(Rule.max_sigma)
+    eff_style = "red" if above else ""
     if la is worst_eff and la.has_sn:
         eff_style += " bold"
-    for title, value in (("cos err u", la.cos_error_u), ("cos err v", la.cos_error_v)):
-        style = "yellow" if value is not None and value > COS_TOLERANCE else ""
+    over = cos_over(la, rules)
+    for title, quantity in (("cos err u", "cos_error_u"), ("cos err v", "cos_error_v"),
+                            ("gap cos u", "gap_cos_error_u"), ("gap cos v", "gap_cos_error_v")):
+        value = getattr(la, quantity)
+        style = "yellow" if over[quantity] else ""
         if worst_cos is not None and la is worst_cos[0] and value == worst_cos[1]:
             style += " bold"
         cells[title] = Text(fmt(value, 3), style=style.strip())
-    rel = la.sigma_rel_error
     return cells | {
         "σ exact": fmt(la.sigma_exact),
         "σ̂": fmt(la.sigma_estimate),
-        "rel err": Text(fmt(rel, 3), style="red" if rel is not None and rel < -SIGMA_TOLERANCE else ""),
+        "rel err": Text(fmt_rel(la.sigma_rel_error, dtype), style="red" if above else ""),
         "σ eff": Text(fmt(la.sigma_effective), style=eff_style.strip()),
         "σ2/σ1": fmt(la.spectral_gap, 4),
         "op bound": fmt(la.operator_bound),
@@ -164,19 +252,20 @@ def _build_table(report: Report, hidden: Sequence[str], width: int) -> Table:
     for title in shown:  # no_wrap: a cell that does not fit ends in "…", never silently cut
         table.add_column(title, justify="left" if title in _DESCRIPTIVE else "right", no_wrap=True,
                          overflow="ellipsis")
+    table.add_column(VERDICT, justify="left", no_wrap=True)
     worst_eff = _worst(layers, "sigma_effective")
-    worst_cos = _worst_cos(layers)
+    worst_cos = _worst_cos(layers, gap=not (report.rules is not None and report.rules.strict_cos))
     for la in layers:
-        cells = _cells(la, worst_eff, worst_cos)
-        table.add_row(for_terminal(la.name), *(cells[t] for t in shown))
+        cells = _cells(la, report.rules, report.dtype, worst_eff, worst_cos)
+        table.add_row(for_terminal(la.name), *(cells[t] for t in shown), cells[VERDICT])
         if la.error is not None:  # its own row: the whole reason, folded under the name
-            table.add_row(for_terminal(f"↳ not audited: {la.error}", "bold red"), *([""] * len(shown)))
+            table.add_row(for_terminal(f"↳ not audited: {la.error}", "bold red"), *([""] * (len(shown) + 1)))
     return table
 
 
 def layer_table(report: Report, width: int = 200, console: Console | None = None) -> tuple[Table, list[str]]:
-    """The per-layer table and the columns hidden to fit ``width``; layers above 1 in red, unconverged
-    vectors in yellow, worst in bold."""
+    """The per-layer table and the columns hidden to fit ``width``; what the layer's verdict says it
+    breaks in red (σ_eff, the verdict) or yellow (the cosine error judged), the worst in bold."""
     return fit_table(lambda hidden: _build_table(report, hidden, width), HIDE_ORDER, width, console)
 
 
@@ -283,28 +372,37 @@ def to_csv(reports: Sequence[Report]) -> str:
 def to_markdown(reports: Sequence[Report]) -> str:
     """A GitHub-flavoured Markdown table per checkpoint, then the verdict of the terminal's summary panel."""
     out: list[str] = []
-    header = ("layer", "dialect", "kind", "shape", "σ exact", "σ̂", "rel err", "σ eff",
-              "cos err u", "cos err v", "σ2/σ1", "op bound")
+    header = ("layer", "dialect", "kind", "shape", *_NUMBERS, VERDICT)
     for report in reports:
         out.append(f"## {for_markdown(report.checkpoint)}\n")
         out.append(f"`{report.format}` · device `{report.device}` · `{report.dtype}` · {order_text(report)}\n")
         out.append("| " + " | ".join(header) + " |")
-        out.append("|" + "|".join(["---"] * 4 + ["---:"] * 8) + "|")
+        out.append("|" + "|".join(["---"] * 4 + ["---:"] * len(_NUMBERS) + ["---"]) + "|")
         for la in report.layers:
             row = [la.name, la.dialect, la.kind, shape_text(la.shape)]
             if la.error is not None:
-                row += ["-"] * 8
+                row += ["-"] * len(_NUMBERS)
             else:
-                row += [fmt(la.sigma_exact), fmt(la.sigma_estimate), fmt(la.sigma_rel_error, 3),
-                        fmt(la.sigma_effective), fmt(la.cos_error_u, 3), fmt(la.cos_error_v, 3),
-                        fmt(la.spectral_gap, 4), fmt(la.operator_bound)]
+                row += number_cells(la, report.dtype)
+            row.append(verdict_text(la.verdict))
             out.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
             if la.error is not None:  # its own row, the reason whole
-                out.append(f"| ↳ not audited: {_md_cell(la.error)} |" + " |" * 11)
+                out.append(f"| ↳ not audited: {_md_cell(la.error)} |" + " |" * (len(header) - 1))
         out.append("\n**Summary**\n")
         out += [f"- {_md_cell(line)}" for line, _ in verdict_lines(report)]
         out.append("")
     return "\n".join(out) + "\n"
+
+
+def number_cells(la: LayerAudit, dtype: str) -> list[str]:
+    """The texts of the number columns (``_NUMBERS``) of an audited layer, in order (Markdown, HTML)."""
+    return [fmt(la.sigma_exact), fmt(la.sigma_estimate), fmt_rel(la.sigma_rel_error, dtype), fmt(la.sigma_effective),
+            fmt(la.cos_error_u, 3), fmt(la.gap_cos_error_u, 3), fmt(la.cos_error_v, 3), fmt(la.gap_cos_error_v, 3),
+            fmt(la.spectral_gap, 4), fmt(la.operator_bound)]
+
+
+NUMBER_COLUMNS = _NUMBERS
+"""The titles of the number columns, in the order of :func:`number_cells`."""
 
 
 def _md_cell(text: str) -> str:

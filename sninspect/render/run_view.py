@@ -16,13 +16,14 @@ from rich.table import Table
 from rich.text import Text
 
 from sninspect.render.escape import for_markdown, for_terminal
-from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fit_table, fmt, hidden_line, strip_trailing
+from sninspect.render.report import fit_table, fmt, hidden_line, strip_trailing
+from sninspect.results.check import Rule
 from sninspect.results.trend import MODIFICATION_TIME, Trend
 
 
 def summary_rows(trend: Trend) -> list[list[str]]:
-    """One row per checkpoint: name, step, layers, worst σ_eff and its layer, worst cosine error and its
-    layer, ∏σ_eff, certified ∏, layers not audited."""
+    """One row per checkpoint: name, step, layers, worst σ_eff and its layer, worst gap-aware cosine
+    error and its layer, ∏σ_eff, certified ∏, layers not audited, the rules ``check`` finds broken."""
     rows = []
     for s in trend.summary:
         rows.append([
@@ -31,38 +32,39 @@ def summary_rows(trend: Trend) -> list[list[str]]:
             str(s.layers),
             fmt(s.worst_sigma_effective),
             s.worst_sigma_layer or "-",
-            fmt(s.worst_cos_error, 3),
-            s.worst_cos_layer or "-",
+            fmt(s.worst_gap_cos_error, 3),
+            s.worst_gap_cos_layer or "-",
             fmt(s.matrix_product),
             fmt(s.operator_product),
             str(s.not_audited),
+            "-" if s.verdict is None else ", ".join(s.verdict) or "ok",
         ])
     return rows
 
 
-SUMMARY_HEADER = ("checkpoint", "step", "layers", "worst σ eff", "in layer", "worst cos", "in layer",
-                  "∏ σ eff", "certified ∏", "errors")
+SUMMARY_HEADER = ("checkpoint", "step", "layers", "worst σ eff", "in layer", "worst gap cos", "in layer",
+                  "∏ σ eff", "certified ∏", "errors", "verdict")
 SUMMARY_LEFT = {0, 4, 6}
-TREND_HEADER = ("layer", "in", "σ eff first", "σ eff last", "σ eff max (at)", "cos err first", "cos err last",
-                "cos err max (at)")
+TREND_HEADER = ("layer", "in", "σ eff first", "σ eff last", "σ eff max (at)", "gap cos first", "gap cos last",
+                "gap cos max (at)")
 
 
 def trend_rows(trend: Trend) -> list[list[str]]:
-    """One row per layer: present in k/n checkpoints, σ_eff and cosine error first, last, worst."""
+    """One row per layer: present in k/n checkpoints, σ_eff and gap-aware cosine error first, last, worst."""
     rows = []
     for series in trend.layers:
         rows.append([
             series.name,
             f"{sum(series.present)}/{len(series.present)}",
             *_first_last_max(series.sigma_effective, trend, digits=6),
-            *_first_last_max(series.cos_error, trend, digits=3),
+            *_first_last_max(series.gap_cos_error, trend, digits=3),
         ])
     return rows
 
 
 SUMMARY_HIDE = ("in layer", "layers", "errors", "∏ σ eff", "step")
 """On a narrow console the summary table's columns go in this order (never the checkpoint's name)."""
-TREND_HIDE = ("in", "σ eff first", "cos err first", "cos err last", "cos err max (at)", "σ eff max (at)")
+TREND_HIDE = ("in", "σ eff first", "gap cos first", "gap cos last", "gap cos max (at)", "σ eff max (at)")
 """On a narrow console the trend table's columns go in this order (never the layer's name)."""
 
 
@@ -92,12 +94,12 @@ def summary_table(trend: Trend, hidden: Sequence[str] = ()) -> Table:
                          overflow="fold" if left else "ellipsis", no_wrap=not left,
                          min_width=min(longest, 16) if i == 0 else None)
     for s, row in zip(trend.summary, summary_rows(trend), strict=True):
-        sigma_style = "red" if (s.worst_sigma_effective or 0) > 1 + SIGMA_TOLERANCE else ""
-        cos_style = "yellow" if (s.worst_cos_error or 0) > COS_TOLERANCE else ""
+        broken = s.verdict or ()  # the report's verdict: the run view applies no threshold of its own
         cells: list[str | Text] = [for_terminal(c) for c in row]  # names are data, never markup
-        cells[3] = Text(row[3], style=sigma_style)
-        cells[5] = Text(row[5], style=cos_style)
+        cells[3] = Text(row[3], style="red" if Rule.max_sigma in broken else "")
+        cells[5] = Text(row[5], style="yellow" if Rule.max_cos_error in broken else "")
         cells[9] = Text(row[9], style="bold red" if s.not_audited else "")
+        cells[10] = Text(row[10], style="red" if broken else "green")
         table.add_row(*(cells[i] for i in shown))
     return table
 
@@ -111,12 +113,10 @@ def trend_table(trend: Trend, hidden: Sequence[str] = ()) -> Table:
                          overflow="fold" if i == 0 else "ellipsis", no_wrap=i > 0,
                          min_width=min(longest, 16) if i == 0 else None)
     for series, row in zip(trend.layers, trend_rows(trend), strict=True):
-        last_sigma = _last(series.sigma_effective)
-        last_cos = _last(series.cos_error)
         cells: list[str | Text] = [for_terminal(c) for c in row]
         cells[1] = Text(row[1], style="" if all(series.present) else "yellow")
-        cells[3] = Text(row[3], style="red" if (last_sigma or 0) > 1 + SIGMA_TOLERANCE else "")
-        cells[6] = Text(row[6], style="yellow" if (last_cos or 0) > COS_TOLERANCE else "")
+        cells[3] = Text(row[3], style="red" if series.breaks_last(Rule.max_sigma) else "")
+        cells[6] = Text(row[6], style="yellow" if series.breaks_last(Rule.max_cos_error) else "")
         table.add_row(*(cells[i] for i in shown))
     return table
 
@@ -157,11 +157,6 @@ def _first_last_max(values: Sequence[float | None], trend: Trend, digits: int) -
     where = PurePath(trend.checkpoints[at]).name if trend.order_by == MODIFICATION_TIME \
         else step_text(trend.steps[at], trend)
     return [fmt(known[0][0], digits), fmt(known[-1][0], digits), f"{fmt(worst, digits)} ({where})"]
-
-
-def _last(values: Sequence[float | None]) -> float | None:
-    known = [v for v in values if v is not None]
-    return known[-1] if known else None
 
 
 def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> list[str]:

@@ -10,6 +10,8 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from sninspect.results.check import Rules
+
 SCHEMA_VERSION = 1
 
 
@@ -45,6 +47,12 @@ class LayerAudit:
     """1 − |cos(stored u, exact top left singular vector)|; ``None`` when u is not stored or σ1 ≈ σ2."""
     cos_error_v: float | None = None
     """1 − |cos(stored v, exact top right singular vector)|; ``None`` when v is not stored or σ1 ≈ σ2."""
+    gap_cos_error_u: float | None = None
+    """The gap-aware cosine error of u, the number ``check``'s ``max_cos_error`` judges: 1 − √(1 − sin²θ·(1 −
+    (σ2/σ1)²)) for the angle θ behind ``cos_error_u``, the relative σ̂ deficit that angle forces (0 as
+    σ2 → σ1, ``cos_error_u`` when σ2 = 0). The name is the ``quantity`` of check's violation of it."""
+    gap_cos_error_v: float | None = None
+    """The gap-aware cosine error of v (see ``gap_cos_error_u``)."""
     spectral_gap: float | None = None
     """σ2 / σ1 (power iteration converges like (σ2/σ1)² per step); ``None`` for rank-1 shapes."""
     stable_rank: float | None = None
@@ -74,6 +82,10 @@ class LayerAudit:
     """Facts about this layer worth a reader's attention (dim choice, version None, ...)."""
     error: str | None = None
     """Why this layer could not be audited (NaN weights, u of the wrong length); numbers are then None."""
+    verdict: tuple[str, ...] | None = None
+    """The ``check`` rules this layer breaks under ``Report.rules`` (``max_sigma``, ``max_cos_error``,
+    ``max_norm_error``, ``non_finite``, ``not_audited``), ``()`` when it breaks none (shown ``ok``);
+    ``None`` when it is not judged (a layer without SN that was audited: its σ is not meant to be 1)."""
     singular_values: tuple[float, ...] = field(default=(), repr=False)
     """All singular values, descending (for plots; left out of JSON unless asked for)."""
 
@@ -81,6 +93,15 @@ class LayerAudit:
     def has_sn(self) -> bool:
         """Whether the layer is spectrally normalized (its dialect is not ``none``)."""
         return self.dialect != PLAIN
+
+    @property
+    def flagged(self) -> bool:
+        """Whether the layer breaks a rule (its ``verdict`` names one): what every output highlights."""
+        return bool(self.verdict)
+
+    def breaks(self, rule: str) -> bool:
+        """Whether ``verdict`` names ``rule`` (``"max_sigma"``)."""
+        return rule in (self.verdict or ())
 
 
 STORED_ORDER = "stored"
@@ -145,6 +166,18 @@ class Report:
     layer_order: str = STORED_ORDER
     """The order of ``layers`` and of the network chain: ``stored`` (as in the checkpoint) or ``natural``
     (safetensors stores names sorted, so module paths are put in numeric-aware order: 2 before 10)."""
+    rules: Rules | None = None
+    """The ``check`` rules the verdicts were judged by (``Options.rules``: check's defaults unless given)."""
+    verdict: tuple[str, ...] | None = None
+    """Every ``check`` rule the checkpoint breaks under ``rules``, layers' and checkpoint-wide ones
+    (``max_lipschitz``, ``no_sn_layers``, ``warning``), each once; ``()``: all hold; ``None``: not judged."""
+
+    def __str__(self) -> str:
+        """The terminal summary: the layer table and the summary panel as ``sninspect report`` prints
+        them into a file (100 columns, no colour); ``repr`` keeps the dataclass fields."""
+        from sninspect.render.report import table_text
+
+        return table_text(self, width=100)
 
     @property
     def layers(self) -> tuple[LayerAudit, ...]:
@@ -177,6 +210,8 @@ class Report:
             "device": self.device,
             "dtype": self.dtype,
             "layer_order": self.layer_order,
+            "rules": None if self.rules is None else json_safe(asdict(self.rules)),
+            "verdict": None if self.verdict is None else list(self.verdict),
             "layers": [_layer_dict(layer, spectra) for layer in self.layers],
             "lipschitz": {**json_safe(asdict(self.primary.lipschitz)), "model": self.primary.name},
             "models": [
@@ -200,6 +235,7 @@ class Report:
         frame = pd.DataFrame(rows, columns=columns)
         frame["shape"] = frame["shape"].map(lambda s: "x".join(str(n) for n in s))
         frame["notes"] = frame["notes"].map(lambda n: "; ".join(n))
+        frame["verdict"] = frame["verdict"].map(lambda v: verdict_text(None if v is None else tuple(v), ""))
         return frame
 
     def _repr_html_(self) -> str:
@@ -216,6 +252,14 @@ class Report:
         return dict(report_figures(self))
 
 
+def verdict_text(verdict: tuple[str, ...] | None, not_judged: str = "-") -> str:
+    """A layer's verdict in words: ``ok``, the rules it breaks (``max_sigma, max_cos_error``), or
+    ``not_judged`` (a layer without SN)."""
+    if verdict is None:
+        return not_judged
+    return ", ".join(verdict) if verdict else "ok"
+
+
 def report_from_dict(data: dict[str, Any], *, checkpoint: str | None = None,
                      extras: dict[str, Any] | None = None) -> Report:
     """The :class:`Report` whose ``to_dict()`` is ``data`` (a ``report --format json`` object or a
@@ -223,6 +267,8 @@ def report_from_dict(data: dict[str, Any], *, checkpoint: str | None = None,
     ``checkpoint`` and ``extras`` replace the stored ones. Raises KeyError/TypeError/ValueError on
     a malformed object (the caller names the file and line)."""
     names = {f.name for f in fields(LayerAudit)}
+    rules = data.get("rules")
+    verdict = data.get("verdict")
     layers = [LayerAudit(**{k: _tupled(v) for k, v in layer.items() if k in names}) for layer in data["layers"]]
     models = []
     for entry in data["models"]:
@@ -235,7 +281,9 @@ def report_from_dict(data: dict[str, Any], *, checkpoint: str | None = None,
                   device=data["device"], dtype=data["dtype"], models=tuple(models),
                   warnings=tuple(every[: len(every) - own]),
                   extras=dict(data.get("extras", {}) if extras is None else extras),
-                  layer_order=data.get("layer_order", STORED_ORDER))
+                  layer_order=data.get("layer_order", STORED_ORDER),
+                  rules=None if rules is None else Rules(**rules),
+                  verdict=None if verdict is None else tuple(verdict))
 
 
 _BOUND_FIELDS = frozenset(f.name for f in fields(NetworkBound))
@@ -252,6 +300,7 @@ def _layer_dict(layer: LayerAudit, spectra: bool) -> dict[str, Any]:
         data["singular_values"] = values
     data["shape"] = list(layer.shape)
     data["notes"] = list(layer.notes)
+    data["verdict"] = None if layer.verdict is None else list(layer.verdict)
     return json_safe(data)
 
 

@@ -38,6 +38,11 @@ class CheckpointSummary:
     """``lipschitz.matrix_product`` of the report's primary model."""
     operator_product: float | None
     """``lipschitz.operator_product`` (certified) of the report's primary model."""
+    worst_gap_cos_error: float | None = None
+    """Largest gap-aware cosine error (``gap_cos_error_u``/``_v``, what ``check`` judges) over the SN layers."""
+    worst_gap_cos_layer: str | None = None
+    verdict: tuple[str, ...] | None = None
+    """The report's ``verdict``: every ``check`` rule this checkpoint breaks (``()``: all hold)."""
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,27 @@ class LayerSeries:
     cos_error_v: tuple[float | None, ...]
     present: tuple[bool, ...]
     """Whether the layer is in each checkpoint."""
+    gap_cos_error_u: tuple[float | None, ...] = ()
+    """The gap-aware cosine error of u per checkpoint (``LayerAudit.gap_cos_error_u``)."""
+    gap_cos_error_v: tuple[float | None, ...] = ()
+    verdict: tuple[tuple[str, ...] | None, ...] = ()
+    """The layer's ``verdict`` per checkpoint (``None`` where absent or not judged)."""
+
+    @property
+    def gap_cos_error(self) -> tuple[float | None, ...]:
+        """The worse of the gap-aware u and v errors per checkpoint (what ``check`` judges)."""
+        return tuple(max_or_none(u, v) for u, v in zip(self.gap_cos_error_u, self.gap_cos_error_v, strict=True))
+
+    @property
+    def flagged_last(self) -> bool:
+        """Whether the layer breaks any rule in the last checkpoint it is in."""
+        known = [v for v, here in zip(self.verdict, self.present, strict=False) if here]
+        return bool(known) and bool(known[-1])
+
+    def breaks_last(self, rule: str) -> bool:
+        """Whether the layer breaks ``rule`` in the last checkpoint it is in."""
+        known = [v for v, here in zip(self.verdict, self.present, strict=False) if here]
+        return bool(known) and rule in (known[-1] or ())
 
     @property
     def cos_error(self) -> tuple[float | None, ...]:
@@ -93,14 +119,24 @@ class Trend:
             "order_by": self.order_by,
             "checkpoints": list(self.checkpoints),
             "steps": [step_number(s) for s in self.steps],
-            "summary": [{**vars(s), "step": step_number(s.step)} for s in self.summary],
+            "summary": [{**vars(s), "step": step_number(s.step),
+                         "verdict": None if s.verdict is None else list(s.verdict)} for s in self.summary],
             "layers": [
                 {"name": s.name, "present": list(s.present), "sigma_effective": list(s.sigma_effective),
-                 "cos_error_u": list(s.cos_error_u), "cos_error_v": list(s.cos_error_v)}
+                 "cos_error_u": list(s.cos_error_u), "cos_error_v": list(s.cos_error_v),
+                 "gap_cos_error_u": list(s.gap_cos_error_u), "gap_cos_error_v": list(s.gap_cos_error_v),
+                 "verdict": [None if v is None else list(v) for v in s.verdict]}
                 for s in self.layers
             ],
             "changes": list(self.changes),
         })
+
+    def __str__(self) -> str:
+        """The terminal view of the run (its summary and per-layer tables, 100 columns, no colour) as
+        ``sninspect report`` prints it; ``repr`` keeps the dataclass fields."""
+        from sninspect.render.run_view import run_text
+
+        return run_text(self, width=100)
 
     def _repr_html_(self) -> str:
         """The run's summary and per-layer trend tables, for a notebook cell."""

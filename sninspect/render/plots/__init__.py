@@ -4,7 +4,7 @@ Every function returns a :class:`matplotlib.figure.Figure` drawn on an Agg canva
 global backend switch, no screen needed, nothing kept alive by a figure manager. The only file I/O
 is in :mod:`.files` (:func:`save_figures`, :func:`write_plots`).
 
-- :mod:`.layout`: sizes, colours, tolerances, the layer axis, short layer names;
+- :mod:`.layout`: sizes, colours, the layer axis, short layer names, the verdict marks;
 - :mod:`.report`: the four figures of one checkpoint;
 - :mod:`.trend`: the figures of a training run;
 - :mod:`.files`: writing them.
@@ -17,11 +17,9 @@ from sninspect.render.plots.files import save_figures, write_plots
 from sninspect.render.plots.layout import (
     ABOVE,
     BELOW,
-    COS_TOLERANCE,
     DEEP,
     MAX_LABEL,
     PLAIN,
-    SIGMA_LIMIT,
     SMALL_MULTIPLES,
     TREND_LINES,
     checkpoint_label,
@@ -29,6 +27,10 @@ from sninspect.render.plots.layout import (
     short_names,
 )
 from sninspect.render.plots.report import (
+    GAP_U,
+    GAP_V,
+    RAW_U,
+    RAW_V,
     REL_ERROR_LABEL,
     cos_error_figure,
     lipschitz_figure,
@@ -41,14 +43,16 @@ from sninspect.render.plots.trend import trend_cos_error_figure, trend_figures, 
 __all__ = [
     "ABOVE",
     "BELOW",
-    "COS_TOLERANCE",
     "DEEP",
     "MAX_LABEL",
     "PLAIN",
-    "SIGMA_LIMIT",
     "SMALL_MULTIPLES",
     "TREND_LINES",
+    "GAP_U",
+    "GAP_V",
     "PlotFormat",
+    "RAW_U",
+    "RAW_V",
     "REL_ERROR_LABEL",
     "checkpoint_label",
     "cos_error_figure",

@@ -1,14 +1,18 @@
-"""What every figure shares: sizes, colours, tolerances, the layer axis, short layer names.
+"""What every figure shares: sizes, colours, the layer axis, short layer names, the verdict marks.
 
 Layout rules: the checkpoint's name is in every figure's suptitle; the common prefix of layer names
 (and a common ``.weight`` suffix) is cut and said in the axis label; up to ``DEEP`` layers run along
 the x axis with rotated names, deeper networks put the layers on the y axis, top to bottom, and the
-figure grows with them. Every figure is drawn on an Agg canvas: no pyplot, no global backend switch.
+figure grows with them. A layer whose verdict breaks a ``check`` rule has its name in red, bold, in
+every figure; limits drawn are the report's ``Rules`` (no threshold of the figures' own). Exact zeros
+on a log axis sit on its floor, a decade below every other value, labelled ``0``. Every figure is
+drawn on an Agg canvas: no pyplot, no global backend switch.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import PurePath
 
@@ -19,9 +23,11 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Colormap
 from matplotlib.figure import Figure, FigureBase
+from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, LogFormatterSciNotation, NullLocator
 
 from sninspect.render.escape import for_plot
-from sninspect.results.check import DEFAULT_MAX_SIGMA
+from sninspect.results.check import Rules
 from sninspect.results.report import LayerAudit, Report
 
 DEEP = 30
@@ -33,15 +39,6 @@ SMALL_MULTIPLES = 12
 TREND_LINES = 10
 """Up to this many layers, trends are one line per layer; more: a heat map (layer × checkpoint)."""
 
-SIGMA_LIMIT = DEFAULT_MAX_SIGMA
-"""σ_eff above this is drawn red, with a line at it: ``check``'s default ``max_sigma``."""
-
-COS_TOLERANCE = 1e-2
-"""The tolerance line of the cosine-error figure (``check``'s default limit)."""
-
-FLOOR = 1e-18
-"""Exact zeros on a log axis are drawn at this value."""
-
 MAX_LABEL = 28
 """Longer layer names are shortened in the middle."""
 
@@ -51,13 +48,13 @@ U_COLOR, V_COLOR, EXACT_COLOR, ESTIMATE_COLOR = "#1f77b4", "#ff7f0e", "#2ca02c",
 
 
 def short_names(names: Sequence[str]) -> tuple[list[str], str]:
-    """A label per layer: the shortest dotted suffix of its name that no other layer shown ends in,
-    after the common dotted prefix and a common last part (``.weight``) are cut. A label that drops
-    more of the start than the common prefix begins with ``…``; long ones are cut in the middle
-    unless that would make two alike. Labels are unique when the names are (a repeated name gets
-    ``[i]``). Also returns what every label lost, for the axis label (``"prefix 'netD.main.' and
-    suffix '.weight'"``). Everything is escaped for matplotlib (:func:`~sninspect.render.escape.for_plot`):
-    a name is never mathtext."""
+    """A label per layer: its name after the common dotted prefix and a common last part (``.weight``)
+    are cut, whole when it fits in ``MAX_LABEL`` characters (``main.0``); a longer one is the shortest
+    dotted suffix that no other layer shown ends in, and begins with ``…`` when it drops parts; long
+    ones are cut in the middle unless that would make two alike. Labels are unique when the names
+    are (a repeated name gets ``[i]``). Also returns what every label lost, for the axis label
+    (``"prefix 'netD.main.' and suffix '.weight'"``). Everything is escaped for matplotlib
+    (:func:`~sninspect.render.escape.for_plot`): a name is never mathtext."""
     if not names:
         return [], ""
     parts = [name.split(".") for name in names]
@@ -71,7 +68,8 @@ def short_names(names: Sequence[str]) -> tuple[list[str], str]:
     suffix = parts[0][-1] if same_last else ""
     bodies = [tuple(p[len(prefix): len(p) - (1 if suffix else 0)]) for p in parts]
     full = [".".join(body) for body in bodies]
-    labels = [_unique_suffix(body, bodies) for body in bodies]
+    labels = [".".join(body) if len(".".join(body)) <= MAX_LABEL else _unique_suffix(body, bodies)
+              for body in bodies]
     labels = [label if len(label) <= MAX_LABEL else _elide_constant(label, bodies) for label in labels]
     cut_labels = [_middle_cut(label) for label in labels]
     # A middle cut that makes two labels alike is undone for both (repeat: undoing can collide again).
@@ -137,14 +135,13 @@ def checkpoint_label(report: Report) -> str:
             return for_plot(f"{label} · {key} {report.extras[key]}")
     return for_plot(label)
 
-def empty_figure(what: str, report: Report) -> Figure:
-    fig = new_figure(6.4, 3.0)
-    suptitle(fig, what, report)
-    say_nothing(fig.subplots(), "no layer to show (none in the file, or all filtered out)")
-    return fig
-
-def say_nothing(ax: Axes, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color=PLAIN)
+def say_nothing(ax: Axes, text: str, *, width: int = 70, most: int = 8) -> None:
+    """Why there is nothing to draw, in words, wrapped to ``width`` characters (at most ``most``
+    lines: a long list of layer names ends in ``…``), in place of the chart."""
+    lines = textwrap.wrap(text, width, break_long_words=True)
+    if len(lines) > most:
+        lines = [*lines[: most - 1], lines[most - 1][: width - 1] + "…"]
+    ax.text(0.5, 0.5, "\n".join(lines), ha="center", va="center", transform=ax.transAxes, color=PLAIN)
     ax.set_axis_off()
 
 def new_figure(width: float, height: float) -> Figure:
@@ -265,3 +262,72 @@ def short_number(value: float | None) -> str:
     if value is None or not math.isfinite(value):
         return "n/a"
     return f"{value:.4g}"
+
+
+def rules_of(report: Report) -> Rules:
+    """The rules the report's verdicts were judged by (check's defaults for a report never judged)."""
+    return report.rules if report.rules is not None else Rules()
+
+def mark_flagged(ax: Axes, layers: Sequence[LayerAudit | None], deep: bool) -> bool:
+    """The names of the layers whose verdict breaks a rule in red, bold, on the layer axis (call after
+    :func:`layer_axis`); returns whether any is."""
+    ticks = ax.get_yticklabels() if deep else ax.get_xticklabels()
+    flagged = False
+    for tick, la in zip(ticks, layers, strict=False):
+        if la is not None and la.flagged:
+            tick.set_color(ABOVE)
+            tick.set_fontweight("bold")
+            flagged = True
+    return flagged
+
+def flagged_handle() -> Patch:
+    """The legend entry that says what a red layer name means."""
+    return Patch(facecolor="none", edgecolor="none", label="red layer name: breaks a check rule")
+
+def nothing_drawn(fig: Figure, what: str, report: Report, reason: str) -> Figure:
+    """A figure that says, in words, why there is nothing to draw (never an empty chart)."""
+    suptitle(fig, what, report)
+    say_nothing(fig.subplots(), reason)
+    return fig
+
+def left_out_line(fig: Figure, left_out: Sequence[str]) -> None:
+    """A line under the panels naming the models not drawn and why."""
+    if left_out:
+        fig.supxlabel("not drawn: " + "; ".join(left_out), fontsize=8, color="#555555")
+
+class _ZeroAtFloor(LogFormatterSciNotation):
+    """Log tick labels, with ``0`` at the floor where exact zeros are drawn."""
+
+    def __init__(self, floor: float) -> None:
+        super().__init__()
+        self.floor = floor
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        if x > 0 and abs(x / self.floor - 1.0) < 1e-9:
+            return "0"
+        return str(super().__call__(x, pos))
+
+def log_axis(ax: Axes, deep: bool, values: np.ndarray, *, top: float, zeros: bool,
+             least: float | None = None) -> float:
+    """A log value axis over the positive ``values`` (and ``least``, a reference such as a limit) up to
+    ``top``; with ``zeros``, its floor is a decade below every positive value, ticked ``0``: the
+    caller draws exact zeros there. Returns the floor (or the lower limit)."""
+    positive = values[np.isfinite(values) & (values > 0)]
+    extra = [least] if least is not None and least > 0 else []
+    low = float(min([*positive.tolist(), *extra], default=1e-3))
+    high = max(top, float(max([*positive.tolist(), *extra], default=top)) * 2)
+    (ax.set_xscale if deep else ax.set_yscale)("log")
+    first = math.floor(math.log10(low)) - (1 if zeros else 0)
+    last = math.ceil(math.log10(high))
+    step = max(1, math.ceil((last - first) / 8))
+    decades = [10.0 ** k for k in range(first, last + 1, step)]
+    floor = 10.0 ** first
+    axis = ax.xaxis if deep else ax.yaxis
+    axis.set_major_locator(FixedLocator(decades))
+    axis.set_minor_locator(NullLocator())
+    if zeros:
+        axis.set_major_formatter(_ZeroAtFloor(floor))
+        (ax.set_xlim if deep else ax.set_ylim)(floor / 10 ** 0.25, high)
+        return floor
+    (ax.set_xlim if deep else ax.set_ylim)(low / 3, high)
+    return low / 3

@@ -13,44 +13,55 @@ from matplotlib.figure import Figure
 from sninspect.render.escape import for_plot
 from sninspect.render.plots.layout import (
     ABOVE,
-    COS_TOLERANCE,
-    FLOOR,
     ONE,
     TREND_LINES,
     as_array,
     colormap,
     limits_around,
+    log_axis,
     new_figure,
     place_legend,
+    rules_of,
     short_names,
     thin_ticks,
 )
 from sninspect.results.trend import MODIFICATION_TIME, Trend
 
 
-def trend_figures(trend: Trend, *, cos_tolerance: float = COS_TOLERANCE) -> dict[str, Figure]:
-    """``trend_sigma`` and ``trend_cos_error``."""
-    return {"trend_sigma": trend_sigma_figure(trend),
-            "trend_cos_error": trend_cos_error_figure(trend, tolerance=cos_tolerance)}
+def trend_figures(trend: Trend) -> dict[str, Figure]:
+    """``trend_sigma`` and ``trend_cos_error``; limits drawn are the run's rules (``Report.rules``)."""
+    return {"trend_sigma": trend_sigma_figure(trend), "trend_cos_error": trend_cos_error_figure(trend)}
 
 def trend_sigma_figure(trend: Trend) -> Figure:
-    """σ_eff of each layer over the run, with the line at 1."""
+    """σ_eff of each layer over the run, with the line at 1 and check's max_sigma."""
     series = [(s.name, as_array(list(s.sigma_effective))) for s in trend.layers]
+    limit = rules_of(trend.reports[-1]).max_sigma
     return _trend_figure(trend, series, title="σ_eff per layer over the run",
                          value_label="σ_eff (spectral norm of the weight used)", log=False, reference=1.0,
-                         reference_label="σ = 1")
+                         reference_label="σ = 1", limit=limit,
+                         limit_label=None if limit is None else f"check's limit max_sigma = {limit:g}")
 
-def trend_cos_error_figure(trend: Trend, *, tolerance: float = COS_TOLERANCE) -> Figure:
-    """The worse of the u/v cosine errors of each layer over the run, log scale, with the tolerance."""
-    series = [(s.name, as_array(list(s.cos_error))) for s in trend.layers]
-    return _trend_figure(trend, series, title="cosine error (worse of u, v) per layer over the run",
-                         value_label="1 − |cos(stored, exact)| (log)", log=True, reference=tolerance,
-                         reference_label=f"tolerance {tolerance:g}")
+def trend_cos_error_figure(trend: Trend) -> Figure:
+    """The worse of the u/v cosine errors ``check`` judges (gap-aware; raw with strict_cos) of each
+    layer over the run, log scale, with check's max_cos_error."""
+    rules = rules_of(trend.reports[-1])
+    strict = rules.strict_cos
+    series = [(s.name, as_array(list(s.cos_error if strict else s.gap_cos_error))) for s in trend.layers]
+    limit = rules.max_cos_error
+    what = "raw 1 − |cos|" if strict else "gap-aware cosine error"
+    return _trend_figure(trend, series, title=f"{what} (worse of u, v) per layer over the run",
+                         value_label=f"{what} (log)", log=True, reference=limit,
+                         reference_label=None if limit is None else f"check's limit max_cos_error = {limit:g}")
 
 def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, title: str, value_label: str,
-                  log: bool, reference: float, reference_label: str) -> Figure:
+                  log: bool, reference: float | None, reference_label: str | None, limit: float | None = None,
+                  limit_label: str | None = None) -> Figure:
+    """Lines (few layers) or a heat map under the worst layer (many); ``reference`` a dashed line (1, or
+    the limit on a log axis), ``limit`` a dotted red one; exact zeros on a log axis sit on its floor,
+    ticked 0."""
     names = [name for name, _ in series]
     labels, cut = short_names(names)
+    flagged = [s.flagged_last for s in trend.layers] if len(trend.layers) == len(series) else [False] * len(series)
     steps = np.asarray(trend.steps, dtype=float)
     by_index = trend.order_by == MODIFICATION_TIME
     x = np.arange(len(steps)) if by_index else steps
@@ -59,21 +70,31 @@ def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, tit
         fig = new_figure(9.5, 5.2)
         ax = fig.subplots()
         fig.suptitle(f"{title} — {shown}", fontsize=12)
+        every = np.concatenate([v for _, v in series]) if series else np.array([])
+        zeros = log and bool(np.any(every == 0))
+        floor = log_axis(ax, False, every, top=1.0, zeros=zeros, least=reference) if log else 0.0
         lines = []
         for (_, values), label in zip(series, labels, strict=True):
-            shown_values = np.where(values == 0, FLOOR, values) if log else values
+            shown_values = np.where(values == 0, floor, values) if log else values
             lines += ax.plot(x, shown_values, marker="o", linewidth=1.3, markersize=4, label=label)
-        lines.append(ax.axhline(reference, color=ONE if not log else ABOVE, linestyle="--", linewidth=1.2,
-                                label=reference_label))
-        if log:
-            ax.set_yscale("log")
-        else:
-            ax.set_ylim(*limits_around(np.concatenate([v for _, v in series]), reference))
-        ax.set_ylabel(value_label, fontsize=9)
+        names = list(labels)
+        for value, text, color, style in ((reference, reference_label, ABOVE if log else ONE, ":" if log else "--"),
+                                          (limit, limit_label, ABOVE, ":")):
+            if value is not None and text is not None:
+                lines.append(ax.axhline(value, color=color, linestyle=style, linewidth=1.3, label=text))
+                names.append(text)
+        if not log:
+            ax.set_ylim(*limits_around(np.concatenate([every, [limit if limit is not None else 1.0]]), 1.0))
+        ax.set_ylabel(value_label + ("; 0: exactly zero" if zeros else ""), fontsize=9)
         _step_axis(ax, trend, x, by_index)
         # Handles and labels given: a name starting with "_" is not dropped as matplotlib's "no label".
-        ax.legend(lines, [*labels, reference_label], fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5),
-                  title=f"layer ({cut} omitted)" if cut else "layer", title_fontsize=8)
+        legend = ax.legend(lines, names, fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5),
+                           title=(f"layer ({cut} omitted)" if cut else "layer")
+                           + ("\nred: breaks a check rule at the end" if any(flagged) else ""), title_fontsize=8)
+        for entry, red in zip(legend.get_texts(), flagged, strict=False):
+            if red:
+                entry.set_color(ABOVE)
+                entry.set_fontweight("bold")
         return fig
 
     if not by_index and np.any(np.diff(x) <= 0):  # two checkpoints at one step: cells need an order
@@ -88,11 +109,14 @@ def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, tit
     grid = np.vstack([values for _, values in series])  # (layers, checkpoints)
     with np.errstate(all="ignore"):
         worst = np.array([np.nanmax(col) if np.isfinite(col).any() else np.nan for col in grid.T])
-    top.plot(x, np.where(worst == 0, FLOOR, worst) if log else worst, marker="o",
+    zeros = log and bool(np.any(grid == 0))
+    floor = log_axis(top, False, worst, top=1.0, zeros=bool(np.any(worst == 0)), least=reference) if log else 0.0
+    top.plot(x, np.where(worst == 0, floor, worst) if log else worst, marker="o",
              color=ABOVE, label="worst layer")
-    top.axhline(reference, color=ONE, linestyle="--", linewidth=1.2, label=reference_label)
-    if log:
-        top.set_yscale("log")
+    for value, text, color, style in ((reference, reference_label, ABOVE if log else ONE, ":" if log else "--"),
+                                      (limit, limit_label, ABOVE, ":")):
+        if value is not None and text is not None:
+            top.axhline(value, color=color, linestyle=style, linewidth=1.3, label=text)
     top.set_ylabel("worst layer", fontsize=9)
     place_legend(top)
     top.tick_params(axis="x", labelbottom=False)
@@ -100,27 +124,37 @@ def _trend_figure(trend: Trend, series: Sequence[tuple[str, np.ndarray]], *, tit
     cmap = colormap("magma_r" if log else "RdBu_r")  # RdBu_r: white at 1, so grey (absent) stands apart
     if log:
         positive = finite[finite > 0]
-        low = float(positive.min()) if positive.size else reference / 10
-        high = float(positive.max()) if positive.size else reference * 10
-        norm: LogNorm | TwoSlopeNorm = LogNorm(vmin=min(low, reference / 10), vmax=max(high, reference * 10))
-        data = np.where(grid == 0, FLOOR, grid)
+        anchor = reference if reference is not None else 1e-2
+        low = float(positive.min()) if positive.size else anchor / 10
+        high = float(positive.max()) if positive.size else anchor * 10
+        floor = min(low, anchor / 10)
+        norm: LogNorm | TwoSlopeNorm = LogNorm(vmin=floor, vmax=max(high, anchor * 10))
+        data = np.where(grid == 0, floor / 2, grid)  # below vmin: the "under" colour, said in the label
+        if zeros:
+            cmap = cmap.with_extremes(under="#000000")
     else:
-        spread = float(np.max(np.abs(finite - reference))) if finite.size else 0.0
+        center = reference if reference is not None else 1.0
+        spread = float(np.max(np.abs(finite - center))) if finite.size else 0.0
         half = max(0.02, spread)
-        norm = TwoSlopeNorm(vcenter=reference, vmin=reference - half, vmax=reference + half)
+        norm = TwoSlopeNorm(vcenter=center, vmin=center - half, vmax=center + half)
         data = grid
     columns = _edges(x)
     mesh = ax.pcolormesh(columns, np.arange(n + 1) - 0.5, np.ma.masked_invalid(data), cmap=cmap, norm=norm)
     ax.set_ylim(n - 0.5, -0.5)
     ax.set_yticks(np.arange(n), labels, fontsize=7)
-    ax.set_ylabel("layer" + (f" ({cut} omitted)" if cut else ""), fontsize=9)
+    for tick, red in zip(ax.get_yticklabels(), flagged, strict=False):
+        if red:
+            tick.set_color(ABOVE)
+            tick.set_fontweight("bold")
+    ax.set_ylabel("layer" + (f" ({cut} omitted)" if cut else "")
+                  + ("; red: breaks a rule at the end" if any(flagged) else ""), fontsize=9)
     ticks = thin_ticks(np.arange(len(steps)), 12) if by_index else _spaced(x, 12)
     ax.set_xticks(x[ticks], [_step_text(trend, int(i)) for i in ticks], fontsize=8,
                   rotation=45 if by_index else 0, ha="right" if by_index else "center", rotation_mode="anchor")
     ax.set_xlim(columns[0], columns[-1])
     ax.set_xlabel(f"{trend.axis_label} (grey: layer absent or not audited)", fontsize=9)
-    bar = fig.colorbar(mesh, ax=ax, shrink=0.8)
-    bar.set_label(value_label, fontsize=9)
+    bar = fig.colorbar(mesh, ax=ax, shrink=0.8, extend="min" if zeros else "neither")
+    bar.set_label(value_label + ("; black: exactly 0" if zeros else ""), fontsize=9)
     return fig
 
 def _spaced(x: np.ndarray, most: int) -> np.ndarray:
