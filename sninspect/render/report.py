@@ -17,6 +17,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from sninspect.render.bound_story import model_story
 from sninspect.render.escape import for_csv_cell, for_json, for_markdown, for_terminal
 from sninspect.results.report import NATURAL_ORDER, LayerAudit, ModelAudit, Report
 from sninspect.results.trend import Trend
@@ -100,6 +101,7 @@ def verdict_lines(report: Report) -> list[tuple[str, str]]:
         label = f"[{model.name}] " if model.name and len(report.models) > 1 else ""
         lines.append((f"{label}network bound: {bound_text(model)}",
                       "red" if model.lipschitz.unavailable else ""))
+        lines += [(label + line, style) for line, style in model_story(model)]
     lines.append((f"valid for: {report.primary.lipschitz.assumptions}", "dim"))
     lines += [(f"warning: {warning}", "yellow") for warning in report.all_warnings]
     lines += [(f"note: {note}", "dim") for note in layer_notes(report)]
