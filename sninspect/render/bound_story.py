@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from sninspect.errors import flag
 from sninspect.results.report import FACTOR_BATCHNORM, FACTOR_PLAIN, FACTOR_SN, ChainFactor, ModelAudit
 
 _LISTED = 4
@@ -75,7 +76,7 @@ def _plain_line(plain: Sequence[ChainFactor], model: ModelAudit) -> str:
     hidden = [f for f in plain if f.name not in shown]
     text = f"without SN: {_listed(items)}"
     if hidden:
-        text += f"; {len(hidden)} not in the table (--all lists {'it' if len(hidden) == 1 else 'them'})"
+        text += f"; {len(hidden)} not in the table ({flag('all_layers', '--all')} lists {'it' if len(hidden) == 1 else 'them'})"
     return text
 
 

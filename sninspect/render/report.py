@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sninspect.render.bound_story import model_story
+from sninspect.render.grouping import group_notes, group_warnings
 from sninspect.render.escape import for_csv_cell, for_json, for_markdown, for_terminal
 from sninspect.results.report import NATURAL_ORDER, LayerAudit, ModelAudit, Report
 from sninspect.results.trend import Trend
@@ -92,7 +93,7 @@ def verdict_lines(report: Report) -> list[tuple[str, str]]:
         lines.append((f"worst σ_eff: {fmt(worst_eff.sigma_effective)} ({worst_eff.name})",
                       "red" if above else "green"))
         if above:
-            lines.append((f"layers above 1: {len(above)} of {len(sn)}", "red"))
+            lines.append((f"layers above 1 (σ_eff > 1 + {SIGMA_TOLERANCE:g}): {len(above)} of {len(sn)}", "red"))
     worst_cos = _worst_cos(sn)
     if worst_cos is not None:
         lines.append((f"worst cosine error: {fmt(worst_cos[1], 3)} ({worst_cos[0].name})",
@@ -103,18 +104,15 @@ def verdict_lines(report: Report) -> list[tuple[str, str]]:
                       "red" if model.lipschitz.unavailable else ""))
         lines += [(label + line, style) for line, style in model_story(model)]
     lines.append((f"valid for: {report.primary.lipschitz.assumptions}", "dim"))
-    lines += [(f"warning: {warning}", "yellow") for warning in report.all_warnings]
+    lines += [(f"warning: {warning}", "yellow") for warning in group_warnings(report.all_warnings)]
     lines += [(f"note: {note}", "dim") for note in layer_notes(report)]
     return lines
 
 
 def layer_notes(report: Report) -> list[str]:
-    """Each distinct layer note once, with the layers it is about (dim choice, size used, ...)."""
-    where: dict[str, list[str]] = {}
-    for la in report.layers:
-        for note in la.notes:
-            where.setdefault(note, []).append(la.name)
-    return [f"{note} ({', '.join(names)})" for note, names in where.items()]
+    """Each distinct layer note once, with the layers it is about (dim choice, size used, ...); notes
+    that differ only in their measured numbers are one line (:mod:`sninspect.render.grouping`)."""
+    return group_notes((note, la.name) for la in report.layers for note in la.notes)
 
 
 # ----------------------------------------------------------------------------------------------
