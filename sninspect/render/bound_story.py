@@ -26,9 +26,11 @@ def model_story(model: ModelAudit) -> list[tuple[str, str]]:
     sn = [f for f in weights if f.role == FACTOR_SN]
     plain = [f for f in weights if f.role == FACTOR_PLAIN]
     norms = [f for f in factors if f.role == FACTOR_BATCHNORM]
+    convs = any(f.kind.startswith("conv") and len(f.shape) > 2 for f in weights)
     if sn:
+        caveat = " (not a bound on the network: convolutions)" if convs else ""
         lines = [(f"SN bounds: each reshaped weight matrix; ∏ σ_eff = {_num(bound.matrix_product)} over "
-                  f"{_factor_count(sn, plain, norms)} (not a bound on the network for convolutions)", "")]
+                  f"{_factor_count(sn, plain, norms)}{caveat}", "")]
     else:
         lines = [(f"no SN layer: both products are of the plain weights ({_factor_count(sn, plain, norms)})", "")]
     stretch = _stretch_line(weights, bound.operator_product)

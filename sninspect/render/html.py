@@ -19,7 +19,7 @@ from sninspect.render.escape import for_html as escape
 from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt, order_text, shape_text, verdict_lines
 from sninspect.render.run_view import SUMMARY_HEADER, SUMMARY_LEFT, TREND_HEADER, summary_rows, trend_rows
 from sninspect.results.report import LayerAudit, Report
-from sninspect.results.trend import Trend
+from sninspect.results.trend import Separate, Trend
 
 if TYPE_CHECKING:  # matplotlib is imported where figures are drawn: the notebook table draws none
     from matplotlib.figure import Figure
@@ -62,12 +62,13 @@ _CAPTIONS = {
 }
 
 
-def to_html(result: Report | Trend, *, on_checkpoint: Callable[[str], None] | None = None) -> str:
-    """The page for one checkpoint, or for a training run. ``on_checkpoint`` is called with each
-    checkpoint's name once its figures are drawn (a progress hook)."""
+def to_html(result: Report | Trend | Separate, *, on_checkpoint: Callable[[str], None] | None = None) -> str:
+    """The page for one checkpoint, a training run, or unrelated checkpoints each on its own.
+    ``on_checkpoint`` is called with each checkpoint's name once its figures are drawn (a progress hook)."""
     trend = result if isinstance(result, Trend) else None
-    ordered = list(result.reports) if isinstance(result, Trend) else [result]
+    ordered = [result] if isinstance(result, Report) else list(result.reports)
     title = (f"training run: {len(ordered)} checkpoints" if trend is not None
+             else f"{len(ordered)} checkpoints" if isinstance(result, Separate)
              else PurePath(ordered[0].checkpoint).name if ordered else "no checkpoint")
     parts = [
         "<!DOCTYPE html>",
@@ -80,6 +81,8 @@ def to_html(result: Report | Trend, *, on_checkpoint: Callable[[str], None] | No
     ]
     if trend is not None:
         parts.append(_run_section(trend))
+    if isinstance(result, Separate):
+        parts.append(f'<p class="warnings">Each checkpoint on its own: {escape(result.why)}</p>')
     for i, report in enumerate(ordered):
         section = _report_section(report, level=3 if trend is not None else 2)
         if trend is not None:

@@ -18,10 +18,11 @@ from rich.table import Table
 from rich.text import Text
 
 from sninspect.render.bound_story import model_story
-from sninspect.render.grouping import group_notes, group_warnings
 from sninspect.render.escape import for_csv_cell, for_json, for_markdown, for_terminal
+from sninspect.render.fit import name_limit, wrap_name
+from sninspect.render.grouping import group_notes, group_warnings
 from sninspect.results.report import NATURAL_ORDER, LayerAudit, ModelAudit, Report
-from sninspect.results.trend import Trend
+from sninspect.results.trend import Separate, Trend
 
 SIGMA_TOLERANCE = 1e-3
 """σ_eff above 1 + this is highlighted as a layer running above 1."""
@@ -155,11 +156,10 @@ def _build_table(report: Report, hidden: Sequence[str], width: int) -> Table:
     table = Table(box=box.SIMPLE_HEAVY, title=for_terminal(f"sninspect · {report.checkpoint}"), title_justify="left",
                   caption=f"{report.format} · {report.device} · {report.dtype} · {order_text(report)}",
                   caption_justify="left")
-    longest = max((len(la.name) for la in layers), default=5)
-    # The name folds onto more lines rather than lose a character (or take a third of the width from
-    # the numbers); it is never hidden.
-    table.add_column("layer", overflow="fold", min_width=min(longest, 16),
-                     max_width=max(min(longest, width // 3), 16, 5))
+    # The name breaks between its parts onto more lines rather than lose a character (or take more
+    # than a third of the width from the numbers); it is never hidden.
+    limit = name_limit([la.name for la in layers], width)
+    table.add_column("layer", overflow="fold", min_width=min(limit, 16), max_width=limit)
     shown = [t for t in (*_DESCRIPTIVE, *_NUMBERS) if t not in hidden]
     for title in shown:  # no_wrap: a cell that does not fit ends in "…", never silently cut
         table.add_column(title, justify="left" if title in _DESCRIPTIVE else "right", no_wrap=True,
@@ -168,7 +168,7 @@ def _build_table(report: Report, hidden: Sequence[str], width: int) -> Table:
     worst_cos = _worst_cos(layers)
     for la in layers:
         cells = _cells(la, worst_eff, worst_cos)
-        table.add_row(for_terminal(la.name), *(cells[t] for t in shown))
+        table.add_row(for_terminal(wrap_name(la.name, limit)), *(cells[t] for t in shown))
         if la.error is not None:  # its own row: the whole reason, folded under the name
             table.add_row(for_terminal(f"↳ not audited: {la.error}", "bold red"), *([""] * len(shown)))
     return table
@@ -258,13 +258,16 @@ def table_text(report: Report, *, width: int = 160, color: bool = False) -> str:
 # Text formats
 
 
-def to_json(result: Report | Trend, *, spectra: bool = False) -> str:
+def to_json(result: Report | Trend | Separate, *, spectra: bool = False) -> str:
     """One report: its object; a run: ``{"checkpoints": [...], "trend": {...}}``, the checkpoints in
-    run order."""
+    run order; unrelated checkpoints: ``{"checkpoints": [...], "trend": null, "not_a_run": why}``."""
     if isinstance(result, Report):
         return json.dumps(for_json(result.to_dict(spectra=spectra)), indent=2, allow_nan=False) + "\n"
-    trend = result
-    payload = {"checkpoints": [r.to_dict(spectra=spectra) for r in trend.reports], "trend": trend.to_dict()}
+    checkpoints = [r.to_dict(spectra=spectra) for r in result.reports]
+    if isinstance(result, Separate):
+        payload = {"checkpoints": checkpoints, "trend": None, "not_a_run": result.why}
+        return json.dumps(for_json(payload), indent=2, allow_nan=False) + "\n"
+    payload = {"checkpoints": checkpoints, "trend": result.to_dict()}
     return json.dumps(for_json(payload), indent=2, allow_nan=False) + "\n"
 
 

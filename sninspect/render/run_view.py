@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sninspect.render.escape import for_markdown, for_terminal
+from sninspect.render.fit import name_limit, wrap_name
 from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fit_table, fmt, hidden_line, strip_trailing
 from sninspect.results.trend import MODIFICATION_TIME, Trend
 
@@ -69,8 +70,9 @@ TREND_HIDE = ("in", "σ eff first", "cos err first", "cos err last", "cos err ma
 def print_run(trend: Trend, console: Console) -> None:
     """Both tables (whole columns hidden to fit the console, and named) and the layers that appear or
     vanish."""
-    for build, order in ((lambda hidden: summary_table(trend, hidden), SUMMARY_HIDE),
-                         (lambda hidden: trend_table(trend, hidden), TREND_HIDE)):
+    width = console.width
+    for build, order in ((lambda hidden: summary_table(trend, hidden, width), SUMMARY_HIDE),
+                         (lambda hidden: trend_table(trend, hidden, width), TREND_HIDE)):
         table, hidden = fit_table(build, order, console.width, console)
         console.print(table)
         if hidden:
@@ -81,20 +83,23 @@ def print_run(trend: Trend, console: Console) -> None:
                        style="dim"))
 
 
-def summary_table(trend: Trend, hidden: Sequence[str] = ()) -> Table:
+def summary_table(trend: Trend, hidden: Sequence[str] = (), width: int = 200) -> Table:
     table = Table(box=box.SIMPLE_HEAVY, title=f"training run · {len(trend.reports)} checkpoints ordered by "
                   f"{trend.order_by}", title_justify="left")
-    longest = max((len(PurePath(c).name) for c in trend.checkpoints), default=10)
+    rows = summary_rows(trend)
+    limits = {i: name_limit([row[i] for row in rows], width, floor=10 if i else 16) for i in SUMMARY_LEFT}
     shown = [i for i, title in enumerate(SUMMARY_HEADER) if title not in hidden]
     for i in shown:
         left = i in SUMMARY_LEFT
         table.add_column(SUMMARY_HEADER[i], justify="left" if left else "right",
                          overflow="fold" if left else "ellipsis", no_wrap=not left,
-                         min_width=min(longest, 16) if i == 0 else None)
-    for s, row in zip(trend.summary, summary_rows(trend), strict=True):
+                         max_width=limits[i] if left else None)
+    for s, row in zip(trend.summary, rows, strict=True):
         sigma_style = "red" if (s.worst_sigma_effective or 0) > 1 + SIGMA_TOLERANCE else ""
         cos_style = "yellow" if (s.worst_cos_error or 0) > COS_TOLERANCE else ""
-        cells: list[str | Text] = [for_terminal(c) for c in row]  # names are data, never markup
+        # names are data, never markup; they break between their parts only
+        cells: list[str | Text] = [for_terminal(wrap_name(c, limits[i]) if i in limits else c)
+                                   for i, c in enumerate(row)]
         cells[3] = Text(row[3], style=sigma_style)
         cells[5] = Text(row[5], style=cos_style)
         cells[9] = Text(row[9], style="bold red" if s.not_audited else "")
@@ -102,18 +107,18 @@ def summary_table(trend: Trend, hidden: Sequence[str] = ()) -> Table:
     return table
 
 
-def trend_table(trend: Trend, hidden: Sequence[str] = ()) -> Table:
+def trend_table(trend: Trend, hidden: Sequence[str] = (), width: int = 200) -> Table:
     table = Table(box=box.SIMPLE_HEAVY, title="per-layer trend", title_justify="left")
-    longest = max((len(series.name) for series in trend.layers), default=5)
+    limit = name_limit([series.name for series in trend.layers], width)
     shown = [i for i, title in enumerate(TREND_HEADER) if title not in hidden]
     for i in shown:
         table.add_column(TREND_HEADER[i], justify="left" if i == 0 else "right",
                          overflow="fold" if i == 0 else "ellipsis", no_wrap=i > 0,
-                         min_width=min(longest, 16) if i == 0 else None)
+                         min_width=min(limit, 16) if i == 0 else None, max_width=limit if i == 0 else None)
     for series, row in zip(trend.layers, trend_rows(trend), strict=True):
         last_sigma = _last(series.sigma_effective)
         last_cos = _last(series.cos_error)
-        cells: list[str | Text] = [for_terminal(c) for c in row]
+        cells: list[str | Text] = [for_terminal(wrap_name(c, limit) if i == 0 else c) for i, c in enumerate(row)]
         cells[1] = Text(row[1], style="" if all(series.present) else "yellow")
         cells[3] = Text(row[3], style="red" if (last_sigma or 0) > 1 + SIGMA_TOLERANCE else "")
         cells[6] = Text(row[6], style="yellow" if (last_cos or 0) > COS_TOLERANCE else "")

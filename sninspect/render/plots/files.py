@@ -17,17 +17,19 @@ from sninspect.render.formats import PlotFormat
 from sninspect.render.plots.report import report_figures
 from sninspect.render.plots.trend import trend_figures
 from sninspect.results.report import Report
-from sninspect.results.trend import Trend
+from sninspect.results.trend import Separate, Trend
 
 
-def write_plots(result: Report | Trend, folder: Path, fmt: PlotFormat | str, *,
+def write_plots(result: Report | Trend | Separate, folder: Path, fmt: PlotFormat | str, *,
                 progress: ProgressHook | None = None, force: bool = False) -> list[Path]:
     """The figures of a report, or of a run and each of its reports: one checkpoint →
     ``folder/sigma.png`` ...; a run → ``folder/<checkpoint>/sigma.png`` ... and ``folder/trend_sigma.png``,
-    ``folder/trend_cos_error.png``. Existing figures are replaced only with ``force``."""
+    ``folder/trend_cos_error.png``; unrelated checkpoints → ``folder/<checkpoint>/sigma.png`` ... only.
+    Existing figures are replaced only with ``force``."""
     written: list[Path] = []
-    if isinstance(result, Trend):
-        written += save_figures(trend_figures(result), folder, fmt, force=force)
+    if isinstance(result, (Trend, Separate)):
+        if isinstance(result, Trend):
+            written += save_figures(trend_figures(result), folder, fmt, force=force)
         reports = list(result.reports)
         names = _folder_names(reports) if len(reports) > 1 else [""]
     else:
