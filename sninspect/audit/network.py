@@ -16,7 +16,7 @@ from sninspect.linalg.network import batchnorm_factor
 from sninspect.results.report import FACTOR_BATCHNORM, FACTOR_PLAIN, FACTOR_SN, ChainFactor, LayerAudit, NetworkBound
 
 ASSUMPTIONS = (
-    "feed-forward chain of the weight layers in checkpoint order with 1-Lipschitz activations; "
+    "feed-forward chain of the weight layers in the order shown with 1-Lipschitz activations; "
     "residual additions, attention, pooling other than average, and embeddings are not covered"
 )
 
@@ -123,12 +123,17 @@ def network_bound(chain: Sequence[ChainEntry], excluded: Sequence[str]) -> Netwo
     )
 
 
+def in_chain(audit: LayerAudit) -> bool:
+    """Whether the layer is a factor of the chain (embeddings, 1-D weights and broken layers are not)."""
+    return audit.error is None and audit.kind not in {"embedding", "vector"} and audit.sigma_effective is not None
+
+
 def chain_of(audits: Sequence[tuple[LayerAudit, str]], batchnorms: Sequence[BatchNorm],
              order: Mapping[str, int], prefix: str) -> tuple[list[ChainEntry], list[str]]:
     """The chain's factors and the layers left out of it."""
     chain, excluded = [], []
     for audit, key in audits:
-        if audit.error is not None or audit.kind in {"embedding", "vector"} or audit.sigma_effective is None:
+        if not in_chain(audit):
             excluded.append(audit.name)
             continue
         chain.append(ChainEntry(order[key], audit.name, audit.sigma_effective, audit.operator_bound,

@@ -21,7 +21,7 @@ from sninspect.render.bound_story import model_story
 from sninspect.render.escape import for_csv_cell, for_json, for_markdown, for_terminal
 from sninspect.render.fit import name_limit, wrap_name
 from sninspect.render.grouping import group_notes, group_warnings
-from sninspect.results.report import NATURAL_ORDER, LayerAudit, ModelAudit, Report
+from sninspect.results.report import CHAINED_ORDER, NATURAL_ORDER, LayerAudit, ModelAudit, Report
 from sninspect.results.trend import Separate, Trend
 
 SIGMA_TOLERANCE = 1e-3
@@ -67,6 +67,8 @@ def order_text(report: Report) -> str:
     """Which order the layers (and the network chain) are in: ``Report.layer_order`` in words."""
     if report.layer_order == NATURAL_ORDER:
         return "layers in natural name order (main.2 before main.10; safetensors does not store module order)"
+    if report.layer_order == CHAINED_ORDER:
+        return "layers ordered by chaining shapes (the stored order is not a forward chain)"
     return "layers in stored order"
 
 

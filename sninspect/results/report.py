@@ -88,6 +88,10 @@ STORED_ORDER = "stored"
 NATURAL_ORDER = "natural"
 """``Report.layer_order``: names in numeric-aware order (safetensors, whose keys are stored sorted)."""
 
+CHAINED_ORDER = "chained"
+"""``Report.layer_order``: the stored order is not a forward chain by shape (an output layer stored
+first), so the layers are put in the one order in which their shapes chain."""
+
 PLAIN = "none"
 """The ``dialect`` of a layer without SN (``DialectName.none`` in ``sninspect.dialects``)."""
 
@@ -154,6 +158,8 @@ class ModelAudit:
     layers: tuple[LayerAudit, ...]
     lipschitz: NetworkBound
     warnings: tuple[str, ...] = ()
+    reordered: bool = False
+    """Whether the layers and the chain are in the order their shapes chain, not the stored one."""
 
 
 @dataclass(frozen=True)
@@ -174,8 +180,9 @@ class Report:
     extras: dict[str, Any] = field(default_factory=dict)
     """Scalar entries of the checkpoint (step, epoch) used to order a training run."""
     layer_order: str = STORED_ORDER
-    """The order of ``layers`` and of the network chain: ``stored`` (as in the checkpoint) or ``natural``
-    (safetensors stores names sorted, so module paths are put in numeric-aware order: 2 before 10)."""
+    """The order of ``layers`` and of the network chain: ``stored`` (as in the checkpoint), ``natural``
+    (safetensors stores names sorted, so module paths are put in numeric-aware order: 2 before 10) or
+    ``chained`` (that order is no forward chain by shape; the one order whose shapes chain is used)."""
 
     @property
     def layers(self) -> tuple[LayerAudit, ...]:
