@@ -200,7 +200,7 @@ def check(
         verdicts = run.check(paths, options, rules, progress=bar)
     for verdict in unreadable(verdicts):
         say(f"error: {verdict.violations[0].message}")
-    sys.stdout.write(render_check(verdicts, rules, format))
+    sys.stdout.write(render_check(verdicts, rules, format, terminal_console().width))
     if junit_xml is not None:
         write_output(to_junit(verdicts), junit_xml, paths)
     if not quiet:

@@ -75,6 +75,7 @@ def graph(
     from sninspect.audit.graph import GraphOptions, analyze_graph
     from sninspect.io.exported import load_exported
     from sninspect.render.graph import render_graph
+    from sninspect.render.report import terminal_console
 
     fmt = choose_format(format, output)
     refuse_early(output, [model_file], force=force)
@@ -95,7 +96,8 @@ def graph(
     if not quiet and lower:
         say(f"searching {starts} starts x {steps} steps for the lower bound (--no-lower skips it)")
     result = analyze_graph(exported, options)
-    write_output(render_graph(result, fmt), output, [model_file], force=force)
+    width = terminal_console().width if output is None else 160  # a file: the report table's width
+    write_output(render_graph(result, fmt, width), output, [model_file], force=force)
     if plots is not None:
         from sninspect.render.plots.files import save_figures
         from sninspect.render.plots.graph import graph_depth_figure
