@@ -84,6 +84,8 @@ def report(
     max_memory: MaxMemoryOpt = None,
     coeff: CoeffOpt = None,
     workers: WorkersOpt = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Table: end with what each column and "
+                                          "summary term means (Markdown and HTML always do).")] = False,
     quiet: QuietOpt = False,
     unsafe_load: UnsafeOpt = False,
 ) -> None:
@@ -106,7 +108,8 @@ def report(
     result = run.as_result(reports)
     console = terminal_console() if output is None else None
     with Progress(len(reports) if fmt.draws_figures else 0, "drawing", quiet=quiet) as bar:
-        text = render(result, fmt, console=console, spectra=spectra, on_checkpoint=lambda _: bar.advance())
+        text = render(result, fmt, console=console, spectra=spectra, on_checkpoint=lambda _: bar.advance(),
+                      explain=explain)
     write_output(text, output, paths, force=force)
     if plots is not None:
         from sninspect.render.plots import write_plots  # matplotlib: only when plotting

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from sninspect.render.escape import for_terminal
 from sninspect.render.formats import OutputFormat
+from sninspect.render.legend import legend_lines, legend_markdown
 from sninspect.render.report import print_report, strip_trailing, table_text, to_csv, to_json, to_markdown
 from sninspect.render.run_view import print_run, run_markdown, run_text
 from sninspect.results.report import Report
@@ -21,17 +22,22 @@ from sninspect.results.trend import Separate, Trend
 
 
 def render(result: Report | Trend | Separate, fmt: OutputFormat, *, console: Console | None = None,
-           spectra: bool = False, on_checkpoint: Callable[[str], None] | None = None) -> str:
+           spectra: bool = False, on_checkpoint: Callable[[str], None] | None = None, explain: bool = False) -> str:
     """``result`` (one checkpoint's report, a run of several, or several unrelated ones each on its
     own) as ``fmt`` text.
 
     ``console``: the table as that console would print it (its width and colours; the terminal);
     without one, the table is plain text 160 columns wide (a file). ``spectra``: JSON includes every
     layer's singular values. ``on_checkpoint``: called with each checkpoint's name once its figures
-    are drawn (HTML; a progress hook)."""
+    are drawn (HTML; a progress hook). ``explain``: the table ends with what each column means
+    (Markdown and HTML always have that section)."""
     match fmt:
         case OutputFormat.table:
-            return _table(result, console)
+            text = _table(result, console)
+            if explain:
+                width = console.width if console is not None else 160
+                text = text.rstrip("\n") + "\n\n" + "\n".join(legend_lines(width)) + "\n"
+            return text
         case OutputFormat.json:
             return to_json(result, spectra=spectra)
         case OutputFormat.csv:
@@ -40,7 +46,7 @@ def render(result: Report | Trend | Separate, fmt: OutputFormat, *, console: Con
             run = run_markdown(result) if isinstance(result, Trend) else ""
             if isinstance(result, Separate):
                 run = f"{separate_line(result)}\n\n"
-            return run + to_markdown(_reports(result))
+            return run + to_markdown(_reports(result)) + "\n" + legend_markdown()
         case OutputFormat.html:
             from sninspect.render.html import to_html  # matplotlib: only when drawing
 

@@ -61,7 +61,7 @@ def _text_table(header: tuple[str, ...], rows: list[tuple[str, ...]], width: int
                 names: tuple[int, ...], right: tuple[int, ...]) -> list[str]:
     cells = [tuple(for_log_line(c) for c in row) for row in rows]
     lines, hidden = fit_text_table(header, cells, width, hide, names=names, right=right)
-    return lines + ([hidden_note(hidden, width, "-f md or json show them")] if hidden else [])
+    return lines + ([hidden_note(hidden, width, "-f markdown or json show them")] if hidden else [])
 
 
 def to_text(report: GraphReport, width: int = 160) -> str:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from sninspect._version import __version__
 from sninspect.render.escape import for_html as escape
+from sninspect.render.legend import COLUMNS, SUMMARY
 from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt, order_text, shape_text, verdict_lines
 from sninspect.render.run_view import SUMMARY_HEADER, SUMMARY_LEFT, TREND_HEADER, summary_rows, trend_rows
 from sninspect.results.report import LayerAudit, Report
@@ -92,8 +93,18 @@ def to_html(result: Report | Trend | Separate, *, on_checkpoint: Callable[[str],
         parts.append(section)
         if on_checkpoint is not None:
             on_checkpoint(PurePath(report.checkpoint).name)
+    parts.append(_legend())
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _legend() -> str:
+    """The "Columns" section: what each column and summary term means (:mod:`sninspect.render.legend`)."""
+    rows = "".join(f'<tr><td class="l">{escape(t)}</td><td class="l"><code>{escape(f)}</code></td>'
+                   f'<td class="l">{escape(m)}</td></tr>' for t, f, m in COLUMNS)
+    terms = "".join(f"<li><b>{escape(t)}</b>: {escape(m)}</li>" for t, m in SUMMARY)
+    return (f'<section><h2>Columns</h2><table><thead><tr><th class="l">column</th><th class="l">JSON field'
+            f'</th><th class="l">meaning</th></tr></thead><tbody>{rows}</tbody></table><ul>{terms}</ul></section>')
 
 
 def figure_data_uri(fig: Figure, *, dpi: int = DPI) -> str:

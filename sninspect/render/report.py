@@ -199,7 +199,7 @@ def fit_table(build: Callable[[Sequence[str]], Table], hide_order: Sequence[str]
 
 def hidden_line(hidden: Sequence[str], width: int) -> Text:
     """The one line saying which columns went to fit."""
-    return Text(f"hidden at {width} columns: {', '.join(hidden)} (see -f md)", style="dim")
+    return Text(f"hidden at {width} columns: {', '.join(hidden)} (-f markdown shows them)", style="dim")
 
 
 def _natural_width(table: Table, console: Console) -> int:
