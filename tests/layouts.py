@@ -8,10 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from snruns import exact_uv, save, sn_chain
 from torch import nn
 from torch.nn.utils import spectral_norm
-
-from tests.snruns import exact_uv, save, sn_chain
 
 HEAD_SIGMA = 4.6
 """σ1 of the unnormalized head Linear of :func:`plain_head_critic`."""

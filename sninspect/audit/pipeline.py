@@ -29,8 +29,8 @@ from sninspect.audit.network import (
     norm_layer_warnings,
 )
 from sninspect.audit.operator import at_input, operator_bytes, with_operator_bound, with_operator_sized
-from sninspect.audit.ordering import Link, chain_order, positions
 from sninspect.audit.options import Options, resolve_device, resolve_dtype, with_overrides
+from sninspect.audit.ordering import Link, chain_order, positions
 from sninspect.audit.tensors import UsableTensors, is_weight_candidate, normalisation_modules
 from sninspect.audit.workers import WIDE_CHANNELS, run_all, worker_count
 from sninspect.dialects import SNLayer

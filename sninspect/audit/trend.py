@@ -74,14 +74,15 @@ def not_a_run(reports: Sequence[Report]) -> str | None:
     """Why ``reports`` are not checkpoints of one model's training run, or None when they are: the
     same layer set (names and shapes) in every file; or, where layers appear or vanish, a step entry in
     every file or one file-name pattern (``ckpt_#.pt``), with at least half of each file's layers shared
-    by all. Digits in unrelated names (``flowx08``, ``sigma10``) make no run."""
+    by all (by name). Digits in unrelated names (``flowx08``, ``sigma10``) make no run."""
     if len(reports) < 2:
         return None
     sets = [{(la.name, la.shape) for la in r.layers} for r in reports]
     if all(layers == sets[0] for layers in sets[1:]):
         return None
-    shared = set.intersection(*sets)
-    overlap = all(2 * len(shared) >= len(layers) for layers in sets)
+    names = [{name for name, _ in layers} for layers in sets]  # a layer may change shape as the run grows
+    shared = set.intersection(*names)
+    overlap = all(2 * len(shared) >= len(layers) for layers in names)
     stepped = any(all(_as_number(r.extras.get(key)) is not None for r in reports) for key in STEP_KEYS)
     patterns = {_pattern(r.checkpoint) for r in reports}
     named = len(patterns) == 1 and "#" in next(iter(patterns))

@@ -78,7 +78,8 @@ def _plain_line(plain: Sequence[ChainFactor], model: ModelAudit) -> str:
     hidden = [f for f in plain if f.name not in shown]
     text = f"without SN: {_listed(items)}"
     if hidden:
-        text += f"; {len(hidden)} not in the table ({flag('all_layers', '--all')} lists {'it' if len(hidden) == 1 else 'them'})"
+        them = "it" if len(hidden) == 1 else "them"
+        text += f"; {len(hidden)} not in the table ({flag('all_layers', '--all')} lists {them})"
     return text
 
 

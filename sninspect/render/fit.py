@@ -11,6 +11,9 @@ import textwrap
 from collections.abc import Sequence
 
 from rich.cells import cell_len
+from rich.text import Text
+
+from sninspect.render.escape import visible
 
 _PARTS = re.compile(r"[^._/:\-\s]*(?:[._/:\-\s]+|$)")
 
@@ -43,6 +46,12 @@ def wrap_name(name: str, limit: int) -> str:
     if line:
         lines.append(line)
     return "\n".join(lines)
+
+
+def name_cell(name: str, limit: int) -> Text:
+    """A name for a rich table cell: shown literally (no markup, control characters made visible), then
+    broken between its parts to ``limit`` cells."""
+    return Text(wrap_name(visible(name), limit))
 
 
 def hidden_note(hidden: Sequence[str], width: int, hint: str = "") -> str:

@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sninspect.render.escape import for_terminal
-from sninspect.render.fit import hidden_note, name_limit, wrap_name
+from sninspect.render.fit import hidden_note, name_cell, name_limit
 from sninspect.render.report import fit_table, shape_text, strip_trailing
 
 if TYPE_CHECKING:
@@ -34,10 +34,11 @@ def inventory_table(title: str, rows: Sequence[LayerInfo], hidden: Sequence[str]
         else:
             table.add_column(column, no_wrap=True, overflow="ellipsis")
     for row in rows:
-        cells = {"layer": wrap_name(row.name, limit), "dialect": row.dialect, "kind": row.kind,
+        cells = {"dialect": row.dialect, "kind": row.kind,
                  "shape": shape_text(row.shape), "dim": "-" if row.dim is None else str(row.dim),
                  "dtype": row.dtype, "SN keys": ", ".join(row.sn_keys)}
-        table.add_row(*(for_terminal(cells[c]) for c in shown))  # names are data, never markup
+        # names are data, never markup
+        table.add_row(*(name_cell(row.name, limit) if c == "layer" else for_terminal(cells[c]) for c in shown))
     return table
 
 

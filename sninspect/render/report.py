@@ -19,7 +19,7 @@ from rich.text import Text
 
 from sninspect.render.bound_story import model_story
 from sninspect.render.escape import for_csv_cell, for_json, for_markdown, for_terminal
-from sninspect.render.fit import name_limit, wrap_name
+from sninspect.render.fit import name_cell, name_limit
 from sninspect.render.grouping import group_notes, group_warnings
 from sninspect.results.report import CHAINED_ORDER, NATURAL_ORDER, LayerAudit, ModelAudit, Report
 from sninspect.results.trend import Separate, Trend
@@ -170,7 +170,7 @@ def _build_table(report: Report, hidden: Sequence[str], width: int) -> Table:
     worst_cos = _worst_cos(layers)
     for la in layers:
         cells = _cells(la, worst_eff, worst_cos)
-        table.add_row(for_terminal(wrap_name(la.name, limit)), *(cells[t] for t in shown))
+        table.add_row(name_cell(la.name, limit), *(cells[t] for t in shown))
         if la.error is not None:  # its own row: the whole reason, folded under the name
             table.add_row(for_terminal(f"↳ not audited: {la.error}", "bold red"), *([""] * len(shown)))
     return table
@@ -266,10 +266,11 @@ def to_json(result: Report | Trend | Separate, *, spectra: bool = False) -> str:
     if isinstance(result, Report):
         return json.dumps(for_json(result.to_dict(spectra=spectra)), indent=2, allow_nan=False) + "\n"
     checkpoints = [r.to_dict(spectra=spectra) for r in result.reports]
+    payload: dict[str, object] = {"checkpoints": checkpoints}
     if isinstance(result, Separate):
-        payload = {"checkpoints": checkpoints, "trend": None, "not_a_run": result.why}
-        return json.dumps(for_json(payload), indent=2, allow_nan=False) + "\n"
-    payload = {"checkpoints": checkpoints, "trend": result.to_dict()}
+        payload |= {"trend": None, "not_a_run": result.why}
+    else:
+        payload["trend"] = result.to_dict()
     return json.dumps(for_json(payload), indent=2, allow_nan=False) + "\n"
 
 

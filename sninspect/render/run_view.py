@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sninspect.render.escape import for_markdown, for_terminal
-from sninspect.render.fit import name_limit, wrap_name
+from sninspect.render.fit import name_cell, name_limit
 from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fit_table, fmt, hidden_line, strip_trailing
 from sninspect.results.trend import MODIFICATION_TIME, Trend
 
@@ -98,7 +98,7 @@ def summary_table(trend: Trend, hidden: Sequence[str] = (), width: int = 200) ->
         sigma_style = "red" if (s.worst_sigma_effective or 0) > 1 + SIGMA_TOLERANCE else ""
         cos_style = "yellow" if (s.worst_cos_error or 0) > COS_TOLERANCE else ""
         # names are data, never markup; they break between their parts only
-        cells: list[str | Text] = [for_terminal(wrap_name(c, limits[i]) if i in limits else c)
+        cells: list[str | Text] = [name_cell(c, limits[i]) if i in limits else for_terminal(c)
                                    for i, c in enumerate(row)]
         cells[3] = Text(row[3], style=sigma_style)
         cells[5] = Text(row[5], style=cos_style)
@@ -118,7 +118,7 @@ def trend_table(trend: Trend, hidden: Sequence[str] = (), width: int = 200) -> T
     for series, row in zip(trend.layers, trend_rows(trend), strict=True):
         last_sigma = _last(series.sigma_effective)
         last_cos = _last(series.cos_error)
-        cells: list[str | Text] = [for_terminal(wrap_name(c, limit) if i == 0 else c) for i, c in enumerate(row)]
+        cells: list[str | Text] = [name_cell(c, limit) if i == 0 else for_terminal(c) for i, c in enumerate(row)]
         cells[1] = Text(row[1], style="" if all(series.present) else "yellow")
         cells[3] = Text(row[3], style="red" if (last_sigma or 0) > 1 + SIGMA_TOLERANCE else "")
         cells[6] = Text(row[6], style="yellow" if (last_cos or 0) > COS_TOLERANCE else "")
