@@ -46,7 +46,7 @@ def render(result: Report | Trend | Separate, fmt: OutputFormat, *, console: Con
             run = run_markdown(result) if isinstance(result, Trend) else ""
             if isinstance(result, Separate):
                 run = f"{separate_line(result)}\n\n"
-            return run + to_markdown(_reports(result)) + "\n" + legend_markdown()
+            return run + to_markdown(_reports(result)) + legend_markdown()
         case OutputFormat.html:
             from sninspect.render.html import to_html  # matplotlib: only when drawing
 

@@ -7,6 +7,8 @@ import textwrap
 
 from rich.cells import cell_len
 
+from sninspect.render.escape import for_markdown
+
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("layer", "name", "module path and parameter (prefixed by the model when a file holds several)"),
     ("dialect", "dialect", "how SN is stored (torch, torch-parametrize, mimicry, biggan, ...); none: no SN"),
@@ -51,7 +53,7 @@ def legend_lines(width: int) -> list[str]:
 def legend_markdown() -> str:
     """A ``### Columns`` section: each column's title, JSON field and meaning, then the summary terms."""
     out = ["### Columns\n", "| column | JSON field | meaning |", "|---|---|---|"]
-    out += [f"| {title} | `{field}` | {meaning} |" for title, field, meaning in COLUMNS]
+    out += [f"| {for_markdown(title)} | `{field}` | {for_markdown(meaning)} |" for title, field, meaning in COLUMNS]
     out.append("")
-    out += [f"- **{term}**: {meaning}" for term, meaning in SUMMARY]
+    out += [f"- **{for_markdown(term)}**: {for_markdown(meaning)}" for term, meaning in SUMMARY]
     return "\n".join(out) + "\n"
