@@ -214,7 +214,7 @@ def test_soft_sn_sample_says_its_rule_once() -> None:
 
 def test_tolerance_of_the_above_one_count_is_stated() -> None:
     report = analyze("sample_checkpoints/dcgan_sn_torch.pt", device="cpu")
-    assert "layers above 1 (σ_eff > 1 + 0.001): 2 of 5" in _lines(report)
+    assert "layers above 1: 2 of 5 (σ_eff above 1 + 0.001)" in _lines(report)
 
 
 def test_worker_threads_spell_options_as_the_caller() -> None:

@@ -96,7 +96,7 @@ def verdict_lines(report: Report) -> list[tuple[str, str]]:
         lines.append((f"worst σ_eff: {fmt(worst_eff.sigma_effective)} ({worst_eff.name})",
                       "red" if above else "green"))
         if above:
-            lines.append((f"layers above 1 (σ_eff > 1 + {SIGMA_TOLERANCE:g}): {len(above)} of {len(sn)}", "red"))
+            lines.append((f"layers above 1: {len(above)} of {len(sn)} (σ_eff above 1 + {SIGMA_TOLERANCE:g})", "red"))
     worst_cos = _worst_cos(sn)
     if worst_cos is not None:
         lines.append((f"worst cosine error: {fmt(worst_cos[1], 3)} ({worst_cos[0].name})",
