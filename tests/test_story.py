@@ -270,3 +270,19 @@ def test_long_names_in_the_report_are_never_split_mid_word(tmp_path: Path) -> No
     # a third of 80 columns: the name breaks after its separators, every piece whole
     assert names == ["discriminator_block_with_", "a_long_name.0.weight", "discriminator_block_with_",
                      "a_long_name.2.weight"]
+
+
+def test_unrelated_checkpoints_get_their_own_figures_and_page(tmp_path: Path) -> None:
+    folder = tmp_path / "models"
+    folder.mkdir()
+    snruns.save(snruns.sn_chain([6, 5, 1]), folder / "flowx08.pt")
+    snruns.save(snruns.sn_chain([4, 3, 1], seed=1), folder / "sigma10.pt")
+    page, figures = tmp_path / "page.html", tmp_path / "figures"
+    result = runner.invoke(app, ["report", str(folder), "-o", str(page), "--plots", str(figures), "--device", "cpu",
+                                 "-q"])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.relative_to(figures).as_posix() for p in figures.rglob("*.png"))
+    assert written == sorted(f"{c}/{f}.png" for c in ("flowx08", "sigma10")
+                             for f in ("sigma", "cos_error", "spectra", "lipschitz_depth"))  # no trend figure
+    html = page.read_text(encoding="utf-8")
+    assert "Each checkpoint on its own: not one model&#x27;s training run" in html and "Training run" not in html
