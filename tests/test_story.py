@@ -61,7 +61,7 @@ def test_unnormalized_head_is_a_named_factor_and_warned_about(tmp_path: Path) ->
     lines = _lines(report)
     assert any(line.startswith("without SN: head.weight (σ_eff 4.6); 1 not in the table (all_layers=True")
                for line in lines)
-    assert any(line.startswith("warning: the largest factor is a layer without SN, 'head.weight' (σ 4.6")
+    assert any(line.startswith("warning: the largest factor is a layer without SN, 'head.weight' (4.6 of ∏ σ_eff 4.6")
                for line in lines)
     result = runner.invoke(app, ["report", str(path), "--device", "cpu", "-q"], env={**ENV, "COLUMNS": "250"})
     assert result.exit_code == 0
@@ -99,7 +99,9 @@ def test_batchnorm_enters_both_products(tmp_path: Path) -> None:
                                                      strict=True))
     lines = _lines(report)
     assert any(line.startswith("BatchNorm: 3 in both products as max |γ|/√(running_var + ε)") for line in lines)
-    assert any("the largest factor is a BatchNorm" in line for line in lines)
+    top = max(norms, key=lambda f: f.matrix or 0.0)
+    assert any(line.startswith(f"warning: the largest factor is the BatchNorm '{top.name}' ({top.matrix:.3g} of")
+               for line in lines)
 
 
 # ----------------------------------------------------------------------------------------------

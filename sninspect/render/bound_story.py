@@ -91,8 +91,8 @@ def _dominant(factors: Sequence[ChainFactor]) -> ChainFactor | None:
 
 
 def _dominant_line(factor: ChainFactor, product: float) -> str:
-    what = "a BatchNorm" if factor.role == FACTOR_BATCHNORM else "a layer without SN"
-    return (f"warning: the largest factor is {what}, '{factor.name}' (σ {_num(factor.matrix)} of ∏ "
+    what = "the BatchNorm" if factor.role == FACTOR_BATCHNORM else "a layer without SN,"
+    return (f"warning: the largest factor is {what} '{factor.name}' ({_num(factor.matrix)} of ∏ σ_eff "
             f"{_num(product)}): SN does not limit it")
 
 
@@ -102,7 +102,7 @@ def _batchnorm_line(norms: Sequence[ChainFactor]) -> str:
     if known:
         top = max(known, key=lambda f: f.matrix or 0.0)
         text += (f"; ∏ {_num(math.prod(f.matrix or 1.0 for f in known))}, largest '{top.name}' "
-                 f"{_num(top.matrix)}")
+                 f"({_num(top.matrix)})")
     return text
 
 
