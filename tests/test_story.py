@@ -288,3 +288,15 @@ def test_unrelated_checkpoints_get_their_own_figures_and_page(tmp_path: Path) ->
                              for f in ("sigma", "cos_error", "spectra", "lipschitz_depth"))  # no trend figure
     html = page.read_text(encoding="utf-8")
     assert "Each checkpoint on its own: not one model&#x27;s training run" in html and "Training run" not in html
+
+
+def test_a_long_checkpoint_path_breaks_at_its_separators(tmp_path: Path) -> None:
+    folder = tmp_path / "a_rather_long_folder_name_for_checkpoints" / "second_level_folder"
+    folder.mkdir(parents=True)
+    path = snruns.save(snruns.sn_chain([4, 3, 1]), folder / "critic_checkpoint.pt")
+    for command in (["report", str(path), "--device", "cpu", "-q"], ["layers", str(path)]):
+        out = runner.invoke(app, command, env=ENV).stdout
+        title = out.split("\n\n")[0].splitlines()
+        assert len(title) > 1 and max(cell_len(line) for line in title) <= 80
+        assert "".join(title).replace("·", "· ").endswith(f"{path}")  # all there, in order
+        assert all(line.endswith(tuple("/_-.:·")) for line in title[:-1])  # broken after separators only

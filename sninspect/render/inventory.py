@@ -46,6 +46,7 @@ def render_inventory(title: str, rows: Sequence[LayerInfo], console: Console) ->
     """The table as ``console`` would print it, whole columns hidden (and named) to fit its width."""
     width = console.width
     table, hidden = fit_table(lambda hide: inventory_table(title, rows, hide, width), HIDE_ORDER, width, console)
+    table.title = name_cell(title, min(console.measure(table).maximum, width))  # a long path breaks at its "/"
     with console.capture() as captured:
         console.print(table)
         if hidden:

@@ -232,8 +232,9 @@ PIPE_WIDTH = 200
 def print_report(report: Report, console: Console) -> None:
     """The table, a line naming the columns hidden to fit, and the summary panel as wide as the table."""
     table, hidden = layer_table(report, console.width, console)
-    console.print(table)
     width = min(console.measure(table).maximum, console.width)
+    table.title = name_cell(f"sninspect · {report.checkpoint}", width)  # a long path breaks at its "/"
+    console.print(table)
     if hidden:
         console.print(hidden_line(hidden, console.width))
     console.print(summary_panel(report, width=max(width, 40)))
