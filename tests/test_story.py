@@ -300,3 +300,14 @@ def test_a_long_checkpoint_path_breaks_at_its_separators(tmp_path: Path) -> None
         assert len(title) > 1 and max(cell_len(line) for line in title) <= 80
         assert "".join(title).replace("·", "· ").endswith(f"{path}")  # all there, in order
         assert all(line.endswith(tuple("/_-.:·")) for line in title[:-1])  # broken after separators only
+
+
+def test_layers_outside_the_chain_are_named(tmp_path: Path) -> None:
+    model = torch.nn.Sequential(torch.nn.utils.spectral_norm(torch.nn.Linear(4, 3)), torch.nn.ReLU(),
+                                torch.nn.utils.spectral_norm(torch.nn.Linear(3, 1)))
+    model(torch.randn(2, 4))  # one training-mode forward: σ̂ > 0
+    model.add_module("embed", torch.nn.Embedding(5, 4))
+    report = analyze(snruns.save(model, tmp_path / "d.pt"), device="cpu", all_layers=True)
+    assert report.primary.lipschitz.excluded == ("embed.weight",)
+    assert [f.name for f in report.primary.lipschitz.factors] == ["0.weight", "2.weight"]
+    assert any(line.startswith("in neither product: embed.weight (embeddings") for line in _lines(report))

@@ -43,6 +43,9 @@ def model_story(model: ModelAudit) -> list[tuple[str, str]]:
         lines.append((_dominant_line(dominant, bound.matrix_product), "yellow"))
     if norms:
         lines.append((_batchnorm_line(norms), ""))
+    if bound.excluded:
+        lines.append((f"in neither product: {_listed(list(bound.excluded))} (embeddings, 1-D weights and layers "
+                      "not audited are no factor of the chain)", ""))
     return lines
 
 
