@@ -311,3 +311,11 @@ def test_layers_outside_the_chain_are_named(tmp_path: Path) -> None:
     assert report.primary.lipschitz.excluded == ("embed.weight",)
     assert [f.name for f in report.primary.lipschitz.factors] == ["0.weight", "2.weight"]
     assert any(line.startswith("in neither product: embed.weight (embeddings") for line in _lines(report))
+
+
+def test_run_changes_that_say_the_same_are_one_line() -> None:
+    changes = ["layer 'a' vanishes in x.pt (step 8)", "layer 'b' vanishes in x.pt (step 8)",
+               "layer 'c' vanishes in y.pt (step 9)", "ordered by modification time"]
+    assert group_warnings(changes, measured=False) == [
+        "vanishes in x.pt (step 8) (2 layers: 'a', 'b')", "layer 'c' vanishes in y.pt (step 9)",
+        "ordered by modification time"]

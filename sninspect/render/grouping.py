@@ -12,7 +12,8 @@ import re
 from collections.abc import Iterable, Sequence
 
 _NUMBER = re.compile(r"(?<![\w=.×^/])[-+]?\d+(?:\.\d+)?(?:e[-+]?\d+)?(?![\w×])")
-_ABOUT_LAYER = re.compile(r"^(?P<lead>.*?)layer '(?P<name>[^']+)'(?P<rest>(?::| not audited:) .*)$", re.DOTALL)
+_ABOUT_LAYER = re.compile(r"^(?P<lead>.*?)layer '(?P<name>[^']+)'(?P<rest>(?::| not audited:| appears| vanishes) .*)$",
+                          re.DOTALL)
 
 LISTED = 6
 """Layer names listed on a grouped line before the rest are counted."""
@@ -54,9 +55,11 @@ def group_notes(items: Iterable[tuple[str, str]]) -> list[str]:
     return [f"{text} ({layers_text(layers)})" for text, layers in grouped(items)]
 
 
-def group_warnings(warnings: Sequence[str]) -> list[str]:
-    """Warnings about one layer each (``layer 'x': σ1 ≈ σ2 ...``) that say the same thing merge into
-    one line naming the layers; every other warning stays as it is, in order."""
+def group_warnings(warnings: Sequence[str], *, measured: bool = True) -> list[str]:
+    """Warnings about one layer each (``layer 'x': σ1 ≈ σ2 ...``, a run's ``layer 'x' appears in ...``)
+    that say the same thing merge into one line naming the layers; every other warning stays as it is,
+    in order. ``measured``: texts that differ only in measured numbers are the same (not so for a run's
+    steps, which place each change)."""
     out: list[str] = []
     about: list[tuple[str, str]] = []
     slot: dict[str, int] = {}
@@ -66,7 +69,7 @@ def group_warnings(warnings: Sequence[str]) -> list[str]:
             out.append(warning)
             continue
         lead, rest = match["lead"], match["rest"]
-        key = lead + "#".join(_NUMBER.split(rest))
+        key = lead + ("#".join(_NUMBER.split(rest)) if measured else rest)
         if key not in slot:
             slot[key] = len(out)
             out.append("")

@@ -17,6 +17,7 @@ from rich.text import Text
 
 from sninspect.render.escape import for_markdown, for_terminal
 from sninspect.render.fit import name_cell, name_limit
+from sninspect.render.grouping import group_warnings
 from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fit_table, fmt, hidden_line, strip_trailing
 from sninspect.results.trend import MODIFICATION_TIME, Trend
 
@@ -77,7 +78,7 @@ def print_run(trend: Trend, console: Console) -> None:
         console.print(table)
         if hidden:
             console.print(hidden_line(hidden, console.width))
-    for change in trend.changes:
+    for change in group_warnings(trend.changes, measured=False):
         console.print(for_terminal(f"note: {change}", "yellow"))
     console.print(Text("per-layer numbers of each checkpoint: --format json, markdown, csv or html",
                        style="dim"))
@@ -141,7 +142,7 @@ def run_markdown(trend: Trend) -> str:
     out.append("")
     out += _md_table(TREND_HEADER, trend_rows(trend), right=set(range(1, len(TREND_HEADER))))
     out.append("")
-    out += [f"- {for_markdown(change)}" for change in trend.changes]
+    out += [f"- {for_markdown(change)}" for change in group_warnings(trend.changes, measured=False)]
     return "\n".join(out) + "\n\n"
 
 
