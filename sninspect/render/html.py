@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from sninspect._version import __version__
 from sninspect.render.escape import for_html as escape
+from sninspect.render.grouping import group_warnings
 from sninspect.render.legend import COLUMNS, SUMMARY
 from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt, order_text, shape_text, verdict_lines
 from sninspect.render.run_view import SUMMARY_HEADER, SUMMARY_LEFT, TREND_HEADER, summary_rows, trend_rows
@@ -127,7 +128,7 @@ def _run_section(trend: Trend) -> str:
             _table(TREND_HEADER, trend_rows(trend), left={0},
                    row_class=["" if all(s.present) else "absent" for s in trend.layers]), "</div>"]
     if trend.changes:
-        items = "".join(f"<li>{escape(c)}</li>" for c in trend.changes)
+        items = "".join(f"<li>{escape(c)}</li>" for c in group_warnings(trend.changes, measured=False))
         out.append(f'<ul class="warnings">{items}</ul>')
     return "<section>" + "\n".join(out) + "</section>"
 
