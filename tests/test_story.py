@@ -319,3 +319,14 @@ def test_run_changes_that_say_the_same_are_one_line() -> None:
     assert group_warnings(changes, measured=False) == [
         "vanishes in x.pt (step 8) (2 layers: 'a', 'b')", "layer 'c' vanishes in y.pt (step 9)",
         "ordered by modification time"]
+
+
+def test_factors_round_trip_through_json() -> None:
+    from sninspect.results.report import report_from_dict
+
+    report = analyze("sample_checkpoints/dcgan_sn_torch.pt", device="cpu")
+    back = report_from_dict(json.loads(report.to_json()))
+    assert [m.lipschitz.factors for m in back.models] == [m.lipschitz.factors for m in report.models]
+    data = json.loads(report.to_json())
+    del data["models"][0]["lipschitz"]["factors"]  # a record written before factors existed
+    assert report_from_dict(data).models[0].lipschitz.factors == ()
