@@ -136,6 +136,9 @@ def option(name: str, value: str = "") -> str:
     return f"{name}={value}"
 
 
-def flag(name: str) -> str:
-    """A switch (``unsafe_load``) as the user turns it on: ``--unsafe-load`` or ``unsafe_load=True``."""
-    return "--" + name.replace("_", "-") if _COMMAND_LINE.get() else f"{name}=True"
+def flag(name: str, cli: str | None = None) -> str:
+    """A switch (``unsafe_load``) as the user turns it on: ``--unsafe-load`` or ``unsafe_load=True``;
+    ``cli`` where the flag is not the keyword's spelling (``all_layers`` is ``--all``)."""
+    if _COMMAND_LINE.get():
+        return cli or "--" + name.replace("_", "-")
+    return f"{name}=True"

@@ -222,9 +222,9 @@ def test_table_fits_without_losing_a_value(tmp_path: Path, width: int) -> None:
     assert len(starts) <= 1 and (width <= 80) <= bool(starts)  # one (wrapped) line, when columns went
     hidden = []
     if starts:
-        end = next(i for i in range(starts[0], len(lines)) if lines[i].endswith("md)"))
+        end = next(i for i in range(starts[0], len(lines)) if lines[i].endswith("them)"))
         hidden = [" ".join(lines[starts[0]:end + 1])]
-    said = hidden[0].split(": ", 1)[1].split(" (see")[0].split(", ") if hidden else []
+    said = hidden[0].split(": ", 1)[1].split(" (-f")[0].split(", ") if hidden else []
     assert set(re.split(r"\s{2,}", header.strip())) | set(said) == titles  # a column is shown, or said hidden
     # the broken layer's reason is in its own row, not in a σ column
     row = next(line for line in lines if "broken.weight" in line and "not audited" not in line)

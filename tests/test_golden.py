@@ -105,10 +105,11 @@ def test_report_narrow(sample: str, monkeypatch: pytest.MonkeyPatch, request: py
 @pytest.mark.parametrize("fmt", ["table", "json", "markdown"])
 def test_report_run(fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
                     tmp_path: Path) -> None:
-    """Two checkpoints: the run view, ordered by modification time (fixed here: a clone sets its own)."""
-    names = ["dcgan_sn_torch.pt", "biggan_style_sn.pt"]
+    """Two checkpoints of one model (the same layer set): the run view, ordered by modification time
+    (fixed here: a clone sets its own)."""
+    names = ["D_first.pt", "D_second.pt"]
     for i, name in enumerate(names):
-        (tmp_path / name).write_bytes((ROOT / "sample_checkpoints" / name).read_bytes())
+        (tmp_path / name).write_bytes((ROOT / "sample_checkpoints" / "biggan_style_sn.pt").read_bytes())
         os.utime(tmp_path / name, (1_700_000_000 + 100 * i, 1_700_000_000 + 100 * i))
     text = _cli(["report", *names, "--format", fmt, "--device", "cpu", "-q"], monkeypatch, tmp_path)
     _compare(f"run.{FORMATS[fmt]}", _normalise(text, fmt), request)
@@ -116,6 +117,16 @@ def test_report_run(fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.F
         text = _cli(["report", *names, "--device", "cpu", "-q"], monkeypatch, tmp_path, columns=80)
         assert max(cell_len(line) for line in text.splitlines()) <= 80
         _compare("run_80.txt", text, request)
+
+
+@pytest.mark.parametrize("fmt", ["table", "json"])
+def test_report_unrelated(fmt: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    """Two checkpoints of different models: each reported on its own, with the reason; no run."""
+    args = ["report", "sample_checkpoints/dcgan_sn_torch.pt", "sample_checkpoints/biggan_style_sn.pt"]
+    text = _cli([*args, "--format", fmt, "--device", "cpu", "-q"], monkeypatch, columns=80)
+    if fmt == "table":
+        assert max(cell_len(line) for line in text.splitlines()) <= 80
+    _compare(f"unrelated.{FORMATS[fmt]}", _normalise(text, fmt), request)
 
 
 CHECK_FORMATS = {"text": "txt", "json": "json", "github": "github"}

@@ -86,11 +86,12 @@ def test_one_checkpoint_page(reports: list[Report]) -> None:
         payload = (attrs["src"] or "").split(",", 1)[1]
         assert base64.b64decode(payload, validate=True).startswith(b"\x89PNG\r\n\x1a\n")
         assert attrs.get("alt")
-    assert len(page.named("table")) == 1
+    assert len(page.named("table")) == 2  # the layers, and the Columns legend after them
     body = "".join(page.text)
     assert "D_<2>.pt" in body  # the name is escaped, not markup
     assert "0.weight" in body and "2.weight" in body and "certified operator product" in body
     assert "1-Lipschitz" in body
+    assert "Columns" in body and "sigma_effective" in body  # what each column means, with its JSON field
 
 
 def test_run_page_through_the_cli(reports: list[Report], tmp_path: Path) -> None:
@@ -103,7 +104,7 @@ def test_run_page_through_the_cli(reports: list[Report], tmp_path: Path) -> None
     assert_self_contained(page)
     assert len(page.named("img")) == 2 + 4 * 2  # trend_sigma, trend_cos_error; four per checkpoint
     assert len(page.named("details")) == 2
-    assert len(page.named("table")) == 2 + 2  # run summary, per-layer trend, one per checkpoint
+    assert len(page.named("table")) == 2 + 2 + 1  # run summary, per-layer trend, one per checkpoint, Columns
     body = "".join(page.text)
     assert body.index("D_1.pt") < body.index("D_<2>.pt")  # ordered by step
     assert "Training run" in body

@@ -95,7 +95,9 @@ def sninspect(*args: str | Path) -> tuple[int, str, str]:
 
 
 def layer_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if "linear" in line]
+    """The table rows: every layer of the corpus is a Linear(3, 4) (the summary and the column legend
+    also say "linear", never with its shape)."""
+    return [line for line in text.splitlines() if "linear" in line and "4×3" in line]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -184,7 +186,7 @@ def test_markdown_forges_no_row_and_no_heading(files: tuple[Path, Path]) -> None
     assert code == 0
     headings = [line for line in out.splitlines() if line.startswith("#")]
     assert headings == ["## Training run (2 checkpoints, ordered by modification time)",
-                        f"## {for_markdown(str(files[0]))}", f"## {for_markdown(str(files[1]))}"]
+                        f"## {for_markdown(str(files[0]))}", f"## {for_markdown(str(files[1]))}", "### Columns"]
     rows = layer_lines(out)
     assert len(rows) == 2 * len(CORPUS)
     columns = {row.replace("\\|", "").count("|") for row in rows}

@@ -103,7 +103,8 @@ def assert_one_story(report: Report, rules: Rules) -> set[str]:
     assert {layer["name"] for layer in data["layers"] if layer["verdict"]} == broken
     assert data["verdict"] == list(dict.fromkeys(v.rule.value for v in sninspect.check(report, rules).violations))
     markdown = render(report, OutputFormat.markdown)
-    named = {line.split(" | ")[0].removeprefix("| ") for line in markdown.splitlines()
+    table = markdown.split("### Columns")[0]  # the layer table, not the legend below it
+    named = {line.split(" | ")[0].removeprefix("| ") for line in table.splitlines()
              if line.startswith("| ") and line.rstrip(" |").split(" | ")[-1] not in ("ok", "-", "verdict")}
     assert named == broken
     return broken

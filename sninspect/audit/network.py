@@ -13,10 +13,10 @@ from torch import Tensor
 from sninspect.audit.layer import LAYER_FAILURES, failure_reason
 from sninspect.io.load import display_name
 from sninspect.linalg.network import batchnorm_factor
-from sninspect.results.report import LayerAudit, NetworkBound
+from sninspect.results.report import FACTOR_BATCHNORM, FACTOR_PLAIN, FACTOR_SN, ChainFactor, LayerAudit, NetworkBound
 
 ASSUMPTIONS = (
-    "feed-forward chain of the weight layers in checkpoint order with 1-Lipschitz activations; "
+    "feed-forward chain of the weight layers in the order shown with 1-Lipschitz activations; "
     "residual additions, attention, pooling other than average, and embeddings are not covered"
 )
 
@@ -41,6 +41,8 @@ class BatchNorm:
     factor: float | None
     """None when the BatchNorm's tensors cannot give one (``error`` says why): no certified product."""
     error: str | None = None
+    channels: tuple[int, ...] = ()
+    """The running_var's shape."""
 
 
 def batchnorm_factors(
@@ -59,7 +61,7 @@ def batchnorm_factors(
             weight = tensors[module + "weight"] if module + "weight" in tensors else None
             var = tensors[key].detach().to(device=device, dtype=torch.float64)
             gamma = weight.detach().to(device=device, dtype=torch.float64) if weight is not None else None
-            found.append(BatchNorm(key, name, batchnorm_factor(gamma, var)))
+            found.append(BatchNorm(key, name, batchnorm_factor(gamma, var), channels=tuple(var.shape)))
         except LAYER_FAILURES as err:
             found.append(BatchNorm(key, name, None, failure_reason(err)))
     return found
@@ -78,13 +80,19 @@ class ChainEntry:
     position: int
     name: str
     matrix: float | None
-    """Reshaped-matrix norm (σ_eff); None for a BatchNorm."""
+    """Reshaped-matrix norm (σ_eff); a BatchNorm's scaling (None when it cannot be read)."""
     operator: float | None
     """Certified operator bound; None when the layer has none."""
+    role: str = FACTOR_SN
+    kind: str = "linear"
+    shape: tuple[int, ...] = ()
 
 
 def network_bound(chain: Sequence[ChainEntry], excluded: Sequence[str]) -> NetworkBound:
-    """∏ of per-layer norms over the chain, in checkpoint order, with the running products."""
+    """∏ of per-factor norms over the chain, in chain order (``position``), with the running products.
+    Both products run over the same factors: a BatchNorm is a per-channel scaling whose matrix norm and
+    operator norm are the same number, so it enters both (one it cannot give leaves the matrix product
+    without it and the certified product None)."""
     ordered = sorted(chain, key=lambda e: e.position)
     matrix: float = 1.0
     operator: float | None = 1.0
@@ -94,8 +102,9 @@ def network_bound(chain: Sequence[ChainEntry], excluded: Sequence[str]) -> Netwo
         operator = operator * entry.operator if (operator is not None and entry.operator is not None) else None
         cumulative_matrix.append(matrix)
         cumulative_operator.append(operator if operator is not None else math.nan)
-    has_layers = any(e.matrix is not None for e in ordered)
-    flipped = [e.name for e in ordered if e.matrix is not None and not e.matrix > 0.0]
+    has_layers = any(e.matrix is not None and e.role != FACTOR_BATCHNORM for e in ordered)
+    flipped = [e.name for e in ordered if e.matrix is not None and e.role != FACTOR_BATCHNORM
+               and not e.matrix > 0.0]
     unavailable = None
     if flipped:  # σ_eff = σ1/σ̂ ≤ 0: σ̂ ≤ 0 flips the weight's sign; no product through it bounds anything
         unavailable = f"σ̂ ≤ 0 in {', '.join(flipped)} (the weight's sign is flipped; no bound holds)"
@@ -110,7 +119,13 @@ def network_bound(chain: Sequence[ChainEntry], excluded: Sequence[str]) -> Netwo
         excluded=tuple(excluded),
         assumptions=ASSUMPTIONS,
         unavailable=unavailable,
+        factors=tuple(ChainFactor(e.name, e.role, e.kind, e.shape, e.matrix, e.operator) for e in ordered),
     )
+
+
+def in_chain(audit: LayerAudit) -> bool:
+    """Whether the layer is a factor of the chain (embeddings, 1-D weights and broken layers are not)."""
+    return audit.error is None and audit.kind not in {"embedding", "vector"} and audit.sigma_effective is not None
 
 
 def chain_of(audits: Sequence[tuple[LayerAudit, str]], batchnorms: Sequence[BatchNorm],
@@ -118,10 +133,12 @@ def chain_of(audits: Sequence[tuple[LayerAudit, str]], batchnorms: Sequence[Batc
     """The chain's factors and the layers left out of it."""
     chain, excluded = [], []
     for audit, key in audits:
-        if audit.error is not None or audit.kind in {"embedding", "vector"} or audit.sigma_effective is None:
+        if not in_chain(audit):
             excluded.append(audit.name)
             continue
-        chain.append(ChainEntry(order[key], audit.name, audit.sigma_effective, audit.operator_bound))
-    for bn in batchnorms:
-        chain.append(ChainEntry(order[bn.key], prefix + bn.name, None, bn.factor))  # None: no certified product
+        chain.append(ChainEntry(order[key], audit.name, audit.sigma_effective, audit.operator_bound,
+                                FACTOR_SN if audit.has_sn else FACTOR_PLAIN, audit.kind, audit.shape))
+    for bn in batchnorms:  # factor None: no certified product
+        chain.append(ChainEntry(order[bn.key], prefix + bn.name, bn.factor, bn.factor, FACTOR_BATCHNORM,
+                                FACTOR_BATCHNORM, bn.channels))
     return chain, excluded

@@ -25,18 +25,20 @@ from sninspect.audit.network import (
     batchnorm_factors,
     batchnorm_warnings,
     chain_of,
+    in_chain,
     network_bound,
     norm_layer_warnings,
 )
 from sninspect.audit.operator import at_input, operator_bytes, with_operator_bound, with_operator_sized
 from sninspect.audit.options import Options, resolve_device, resolve_dtype, with_overrides
+from sninspect.audit.ordering import Link, chain_order, positions
 from sninspect.audit.tensors import UsableTensors, is_weight_candidate, normalisation_modules
 from sninspect.audit.workers import WIDE_CHANNELS, run_all, worker_count
 from sninspect.dialects import SNLayer
 from sninspect.errors import UsageError, option
 from sninspect.io import residency
 from sninspect.io.load import Checkpoint, ModelState, display_name, load_checkpoint
-from sninspect.results.report import NATURAL_ORDER, STORED_ORDER, LayerAudit, ModelAudit, Report
+from sninspect.results.report import CHAINED_ORDER, NATURAL_ORDER, STORED_ORDER, LayerAudit, ModelAudit, Report
 
 __all__ = ["Options", "analyze", "analyze_checkpoint", "audit_model"]
 
@@ -72,7 +74,8 @@ def analyze_checkpoint(
         dtype=str(dtype).removeprefix("torch."),
         models=models,
         extras=dict(checkpoint.extras),
-        layer_order=NATURAL_ORDER if checkpoint.format.startswith("safetensors") else STORED_ORDER,
+        layer_order=(CHAINED_ORDER if any(m.reordered for m in models)
+                     else NATURAL_ORDER if checkpoint.format.startswith("safetensors") else STORED_ORDER),
     ), options.rules)
 
 
@@ -121,13 +124,20 @@ def audit_model(
     keyed = _operator_phase(keyed, layer_of, tensors, options, device, prefix, model.name)
     audits = [a for a, _ in keyed]
     batchnorms = batchnorm_factors(tensors, shapes, device)
-    chain, excluded = chain_of(keyed, batchnorms, {k: i for i, k in enumerate(shapes)}, prefix)
+    order = {k: i for i, k in enumerate(shapes)}
+    found = chain_order([Link(key, a.name, a.kind, a.shape, sure=a.has_sn)
+                         for a, key in sorted(keyed, key=lambda e: order[e[1]]) if in_chain(a)])
+    if found.keys is not None:  # the stored order is no forward chain; the shapes give one
+        order = positions(list(shapes), found.keys)
+    chain, excluded = chain_of(keyed, batchnorms, order, prefix)
     network = network_bound(chain, excluded)
     warnings += (layer_warnings(audits) + batchnorm_warnings(batchnorms, prefix)
-                 + norm_layer_warnings(norms, prefix))
+                 + norm_layer_warnings(norms, prefix) + ([found.warning] if found.warning else []))
 
-    shown = [a for a in audits if a.has_sn or options.all_layers or not sn_layers]
-    return ModelAudit(name=model.name, layers=tuple(shown), lipschitz=network, warnings=tuple(warnings))
+    shown = [a for a, key in sorted(keyed, key=lambda e: order[e[1]])
+             if a.has_sn or options.all_layers or not sn_layers]
+    return ModelAudit(name=model.name, layers=tuple(shown), lipschitz=network, warnings=tuple(warnings),
+                      reordered=found.keys is not None)
 
 
 def _operator_phase(keyed: list[tuple[LayerAudit, str]], layer_of: dict[str, SNLayer], tensors: UsableTensors,

@@ -22,7 +22,7 @@ from sninspect.io.files import printable
 from sninspect.io.monitor_log import is_log
 from sninspect.results.check import Rules, Verdict
 from sninspect.results.report import Report
-from sninspect.results.trend import Trend
+from sninspect.results.trend import Separate, Trend
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".index.json")
 """Files a folder given on the command line is searched for (not recursively)."""
@@ -105,11 +105,15 @@ def _announcing(options: Options, path: Path, progress: ProgressHook | None) -> 
     return replace(options, on_layer=lambda layer: progress.start(f"{path.name} · {layer}"))
 
 
-def as_result(reports: Sequence[Report]) -> Report | Trend:
-    """One report as itself; several as a training run, in order (:func:`order`)."""
+def as_result(reports: Sequence[Report]) -> Report | Trend | Separate:
+    """One report as itself; several of one model as a training run, in order (:func:`order`);
+    several unrelated ones each on its own, with the reason (:func:`sninspect.audit.trend.not_a_run`)."""
     # Precondition: at least one report (collect() raises on an empty folder, typer on no argument).
     assert reports, "no report to show"
-    return order(reports) if len(reports) > 1 else reports[0]
+    if len(reports) == 1:
+        return reports[0]
+    why = trend.not_a_run(reports)
+    return order(reports) if why is None else Separate(tuple(reports), why)
 
 
 def order(reports: Sequence[Report]) -> Trend:

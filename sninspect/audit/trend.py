@@ -46,6 +46,9 @@ def build(reports: Sequence[Report], mtimes: Mapping[str, float] | None = None) 
     reports = [r for _, r in ordered]
     steps = [s for s, _ in ordered]
     changes: list[str] = []
+    unrelated = not_a_run(reports)
+    if unrelated is not None:
+        changes.append(f"{unrelated}; ordered as one run because a run was asked for")
     if order_by == MODIFICATION_TIME and len(reports) > 1:
         changes.append("no step entry or file-name number in every checkpoint: ordered by modification time")
     seen: dict[float, str] = {}
@@ -65,6 +68,36 @@ def build(reports: Sequence[Report], mtimes: Mapping[str, float] | None = None) 
         layers=series,
         changes=tuple(changes),
     )
+
+
+def not_a_run(reports: Sequence[Report]) -> str | None:
+    """Why ``reports`` are not checkpoints of one model's training run, or None when they are: the
+    same layer set (names and shapes) in every file; or, where layers appear or vanish, a step entry in
+    every file or one file-name pattern (``ckpt_#.pt``), with at least half of each file's layers shared
+    by all (by name). Digits in unrelated names (``flowx08``, ``sigma10``) make no run."""
+    if len(reports) < 2:
+        return None
+    sets = [{(la.name, la.shape) for la in r.layers} for r in reports]
+    if all(layers == sets[0] for layers in sets[1:]):
+        return None
+    names = [{name for name, _ in layers} for layers in sets]  # a layer may change shape as the run grows
+    shared = set.intersection(*names)
+    overlap = all(2 * len(shared) >= len(layers) for layers in names)
+    stepped = any(all(_as_number(r.extras.get(key)) is not None for r in reports) for key in STEP_KEYS)
+    patterns = {_pattern(r.checkpoint) for r in reports}
+    named = len(patterns) == 1 and "#" in next(iter(patterns))
+    if overlap and (stepped or named):
+        return None
+    what = f"{len(shared)} layers shared by all" if shared else "no layer shared by all"
+    missing = [] if stepped else ["no step entry in every file"]
+    missing += [] if named else ["no common file-name pattern"]
+    return (f"not one model's training run: their layer sets differ ({what})"
+            + (f"; {' and '.join(missing)}" if missing else ""))
+
+
+def _pattern(path: str) -> str:
+    """The file name with each run of digits as ``#`` (``ckpt_000500.pt`` → ``ckpt_#.pt``)."""
+    return re.sub(r"\d+", "#", PurePath(path).name)
 
 
 def summarize(report: Report, step: float) -> CheckpointSummary:

@@ -16,6 +16,7 @@ the whole budget, as when run alone, so the count must leave room for the others
 
 from __future__ import annotations
 
+import contextvars
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -90,7 +91,9 @@ def _pooled(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
         return task()
 
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sninspect-layer")
-    futures = [pool.submit(run, task) for task in tasks]
+    # Each task in a copy of the caller's context: messages built on a worker thread name options as
+    # the caller's user writes them (--input-size on the command line, input_size= from Python).
+    futures = [pool.submit(contextvars.copy_context().run, run, task) for task in tasks]
     try:
         return [future.result() for future in futures]
     finally:

@@ -92,6 +92,8 @@ def report(
     max_memory: MaxMemoryOpt = None,
     coeff: CoeffOpt = None,
     workers: WorkersOpt = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Table: end with what each column and "
+                                          "summary term means (Markdown and HTML always do).")] = False,
     quiet: QuietOpt = False,
     unsafe_load: UnsafeOpt = False,
     max_sigma: MaxSigmaOpt = None,
@@ -134,7 +136,8 @@ def report(
     result = run.as_result(reports)
     console = terminal_console() if output is None else None
     with Progress(len(reports) if fmt.draws_figures else 0, "drawing", quiet=quiet) as bar:
-        text = render(result, fmt, console=console, spectra=spectra, on_checkpoint=lambda _: bar.advance())
+        text = render(result, fmt, console=console, spectra=spectra, on_checkpoint=lambda _: bar.advance(),
+                      explain=explain)
     if plots is not None:  # every figure's path checked before the report or any figure is written
         from sninspect.render.plots.files import check_plot_paths, plot_plan, write_plots
 
@@ -208,7 +211,7 @@ def check(
         verdicts = run.check(paths, options, rules, progress=bar)
     for verdict in unreadable(verdicts):
         say(f"error: {verdict.violations[0].message}")
-    sys.stdout.write(render_check(verdicts, rules, format))
+    sys.stdout.write(render_check(verdicts, rules, format, terminal_console().width))
     if junit_xml is not None:
         write_output(to_junit(verdicts), junit_xml, inputs, force=force)
     if not quiet:

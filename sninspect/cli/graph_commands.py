@@ -112,6 +112,7 @@ def graph(
     from sninspect.audit.memory import budget, parse_size
     from sninspect.io.exported import load_exported
     from sninspect.render.graph import render_graph
+    from sninspect.render.report import terminal_console
 
     fmt = choose_format(format, output)
     limit = parse_size(max_memory) if max_memory else None
@@ -144,7 +145,8 @@ def graph(
     if not quiet and lower:
         say(f"searching {starts} starts x {steps} steps for the lower bound (--no-lower skips it)")
     result = analyze_graph(exported, options)
-    text = render_graph(result, fmt)
+    width = terminal_console().width if output is None else 160  # a file: the report table's width
+    text = render_graph(result, fmt, width)
     if plots is not None:  # checked again now that the --model sources are known, before anything is written
         check_plot_paths([plots / f"graph_depth.{plot_format.value}"], plots, force=force, inputs=inputs)
     write_output(text, output, inputs, force=force)

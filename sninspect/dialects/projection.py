@@ -58,7 +58,7 @@ class Projection(Dialect):
         if not residual <= MAX_RESIDUAL or sigma_hat <= 0.0:
             raise LayerError(f"'{layer.buffer_key}' is not a positive multiple of '{layer.weight_key}' "
                              f"(σ̂ = {sigma_hat:.4g}, relative residual {residual:.2g} > {MAX_RESIDUAL:g}): "
-                             "not projection SN — rename the tensor or --exclude the layer")
+                             f"not projection SN — rename the tensor or {option('exclude')} the layer")
         notes = (f"projection SN: eval uses the stored lipschitz_weight B = L·W/σ; σ̂ = ⟨W, B⟩/⟨B, B⟩ = σ/L "
                  f"(least squares; L, the Lipschitz goal, is not stored: 1 in the published models), "
                  f"relative residual ‖W − σ̂B‖/‖W‖ = {residual:.2e}",)
@@ -76,4 +76,4 @@ class Projection(Dialect):
 
     def pytorch_vectors(self, layer: SNLayer, tensors: Mapping[str, Tensor], target: Dialect) -> Vectors:
         raise LayerError("projection SN divides by the convolution's norm, which PyTorch SN cannot express — "
-                         "use `sninspect strip` (or --exclude it)")
+                         f"use `sninspect strip` (or {option('exclude')} it)")

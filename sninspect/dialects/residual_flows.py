@@ -32,7 +32,7 @@ from sninspect.dialects.base import (
     vector,
 )
 from sninspect.dialects.soft import layer_coeff, soft_divisor, soft_rule_notes
-from sninspect.errors import LayerError
+from sninspect.errors import LayerError, option
 from sninspect.linalg.conv_same import same_conv_pair
 from sninspect.linalg.spectral import bilinear_sigma
 
@@ -105,12 +105,12 @@ class ResidualFlows(Dialect):
         """max(1, σ / coeff) with σ after ``steps`` power steps (linear and 1×1 layers)."""
         if _operator_size(layer, tensors) is not None:
             raise LayerError("this residual-flows conv iterates on the convolution at spatial_dims: use "
-                             "--sigma eval or exact")
+                             f"{option('sigma', 'eval')} or exact")
         return soft_divisor(super().power_sigma(layer, matrix, tensors, steps), _coeff(layer))
 
     def pytorch_vectors(self, layer: SNLayer, tensors: Mapping[str, Tensor], target: Dialect) -> Vectors:
         raise LayerError("residual-flows SN divides by max(1, σ/coeff), which PyTorch SN cannot express — "
-                         "use `sninspect strip` (or --exclude it)")
+                         f"use `sninspect strip` (or {option('exclude')} it)")
 
 
 def _layout(weight: tuple[int, ...], n_u: int, n_v: int, has_size: bool) -> str | None:

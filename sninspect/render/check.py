@@ -12,15 +12,16 @@ from pathlib import PurePath
 from typing import assert_never
 
 from sninspect.render.escape import for_json, for_log_line, visible
+from sninspect.render.fit import wrap_line
 from sninspect.render.formats import CheckFormat
 from sninspect.results.check import Rule, Rules, Verdict
 
 
-def render_check(verdicts: Sequence[Verdict], rules: Rules, fmt: CheckFormat) -> str:
-    """The verdicts in ``fmt``, for stdout."""
+def render_check(verdicts: Sequence[Verdict], rules: Rules, fmt: CheckFormat, width: int | None = None) -> str:
+    """The verdicts in ``fmt``, for stdout; text lines wider than ``width`` wrap at spaces."""
     match fmt:
         case CheckFormat.text:
-            return to_text(verdicts)
+            return to_text(verdicts, width)
         case CheckFormat.json:
             return to_json(verdicts, rules)
         case CheckFormat.github:
@@ -29,12 +30,15 @@ def render_check(verdicts: Sequence[Verdict], rules: Rules, fmt: CheckFormat) ->
             assert_never(fmt)
 
 
-def to_text(verdicts: Sequence[Verdict]) -> str:
+def to_text(verdicts: Sequence[Verdict], width: int | None = None) -> str:
     """One line per broken rule: ``<file>: <layer>: <quantity> = <value> > <limit>``; empty when all
     pass. Unreadable checkpoints are left to the error line on stderr. Names are made visible
-    (:func:`~sninspect.render.escape.for_log_line`): a name cannot forge a line of a CI log."""
+    (:func:`~sninspect.render.escape.for_log_line`): a name cannot forge a line of a CI log. With
+    ``width``, a longer line wraps at spaces (a name is never split), continued indented."""
     lines = [for_log_line(f"{PurePath(v.checkpoint).name}: {violation.message}")
              for v in verdicts for violation in v.violations if violation.rule is not Rule.unreadable]
+    if width is not None:
+        lines = [part for line in lines for part in wrap_line(line, width)]
     return "".join(line + "\n" for line in lines)
 
 

@@ -10,6 +10,7 @@ from typing import assert_never
 
 from sninspect._version import __version__
 from sninspect.render.escape import for_csv_cell, for_html, for_json, for_log_line, for_markdown
+from sninspect.render.fit import fit_text_table, hidden_note, wrap_line
 from sninspect.render.formats import OutputFormat
 from sninspect.results.graph import GraphReport
 
@@ -51,23 +52,30 @@ def _block_rows(report: GraphReport) -> list[tuple[str, ...]]:
     return [(b.module, _num(b.bound_in), _num(b.bound_out), _num(b.factor)) for b in report.blocks]
 
 
-def _text_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    cells = [tuple(for_log_line(c) for c in row) for row in [header, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return lines
+_NODE_HIDE = ("module", "depth", "factor")
+"""On a narrow console the node table's columns go in this order (never the node, its rule, its bound)."""
+_BLOCK_HIDE = ("factor", "bound in")
 
 
-def to_text(report: GraphReport) -> str:
-    out = [f"{for_log_line(report.file)}: Lipschitz constant of the exported network"]
-    width = max(len(k) for k, _ in _summary(report))
-    out += [f"  {k.ljust(width)}  {v}" for k, v in _summary(report)]
+def _text_table(header: tuple[str, ...], rows: list[tuple[str, ...]], width: int, hide: tuple[str, ...],
+                names: tuple[int, ...], right: tuple[int, ...]) -> list[str]:
+    cells = [tuple(for_log_line(c) for c in row) for row in rows]
+    lines, hidden = fit_text_table(header, cells, width, hide, names=names, right=right)
+    return lines + ([hidden_note(hidden, width, "-f markdown or json show them")] if hidden else [])
+
+
+def to_text(report: GraphReport, width: int = 160) -> str:
+    """The summary, the blocks and the node tables, ``width`` columns wide (the ``report`` table's
+    rules: whole columns hidden and named, names broken between their parts only)."""
+    out = wrap_line(f"{for_log_line(report.file)}: Lipschitz constant of the exported network", width)
+    key_width = max(len(k) for k, _ in _summary(report))
+    for k, v in _summary(report):
+        out += wrap_line(f"  {k.ljust(key_width)}  {v}", width, " " * (key_width + 4))
     out += ["", "Blocks (top-level modules: bound leaving / bound entering)"]
-    out += _text_table(_BLOCK_HEADER, _block_rows(report))
-    out += ["", "Graph (each operator on the input's path, its rule, and the bound up to it)"]
-    out += _text_table(_NODE_HEADER, _node_rows(report))
-    out += ["", f"Covers: {report.assumptions}."]
+    out += _text_table(_BLOCK_HEADER, _block_rows(report), width, _BLOCK_HIDE, (0,), (1, 2, 3))
+    out += ["", *wrap_line("Graph (each operator on the input's path, its rule, and the bound up to it)", width)]
+    out += _text_table(_NODE_HEADER, _node_rows(report), width, _NODE_HIDE, (1, 2, 3), (0, 4, 5))
+    out += ["", *wrap_line(f"Covers: {report.assumptions}.", width)]
     return "\n".join(out) + "\n"
 
 
@@ -133,11 +141,11 @@ def to_html(report: GraphReport) -> str:
     return "\n".join(parts) + "\n"
 
 
-def render_graph(report: GraphReport, fmt: OutputFormat) -> str:
-    """``report`` as ``fmt`` text (csv: the node table)."""
+def render_graph(report: GraphReport, fmt: OutputFormat, width: int = 160) -> str:
+    """``report`` as ``fmt`` text (csv: the node table); the text table ``width`` columns wide."""
     match fmt:
         case OutputFormat.table:
-            return to_text(report)
+            return to_text(report, width)
         case OutputFormat.json:
             return to_json(report)
         case OutputFormat.markdown:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 from sninspect._version import __version__
 from sninspect.render.escape import for_html as escape
+from sninspect.render.grouping import group_warnings
+from sninspect.render.legend import COLUMNS, SUMMARY
 from sninspect.render.report import (
     NUMBER_COLUMNS,
     VERDICT,
@@ -27,7 +29,7 @@ from sninspect.render.report import (
 from sninspect.render.run_view import SUMMARY_HEADER, SUMMARY_LEFT, TREND_HEADER, summary_rows, trend_rows
 from sninspect.results.check import Rule
 from sninspect.results.report import Report, verdict_text
-from sninspect.results.trend import Trend
+from sninspect.results.trend import Separate, Trend
 
 if TYPE_CHECKING:  # matplotlib is imported where figures are drawn: the notebook table draws none
     from matplotlib.figure import Figure
@@ -74,12 +76,13 @@ _CAPTIONS = {
 """Every caption says what its figure draws; a red layer name in any figure: the layer breaks a rule."""
 
 
-def to_html(result: Report | Trend, *, on_checkpoint: Callable[[str], None] | None = None) -> str:
-    """The page for one checkpoint, or for a training run. ``on_checkpoint`` is called with each
-    checkpoint's name once its figures are drawn (a progress hook)."""
+def to_html(result: Report | Trend | Separate, *, on_checkpoint: Callable[[str], None] | None = None) -> str:
+    """The page for one checkpoint, a training run, or unrelated checkpoints each on its own.
+    ``on_checkpoint`` is called with each checkpoint's name once its figures are drawn (a progress hook)."""
     trend = result if isinstance(result, Trend) else None
-    ordered = list(result.reports) if isinstance(result, Trend) else [result]
+    ordered = [result] if isinstance(result, Report) else list(result.reports)
     title = (f"training run: {len(ordered)} checkpoints" if trend is not None
+             else f"{len(ordered)} checkpoints" if isinstance(result, Separate)
              else PurePath(ordered[0].checkpoint).name if ordered else "no checkpoint")
     parts = [
         "<!DOCTYPE html>",
@@ -92,6 +95,8 @@ def to_html(result: Report | Trend, *, on_checkpoint: Callable[[str], None] | No
     ]
     if trend is not None:
         parts.append(_run_section(trend))
+    if isinstance(result, Separate):
+        parts.append(f'<p class="warnings">Each checkpoint on its own: {escape(result.why)}</p>')
     for i, report in enumerate(ordered):
         section = _report_section(report, level=3 if trend is not None else 2)
         if trend is not None:
@@ -101,8 +106,18 @@ def to_html(result: Report | Trend, *, on_checkpoint: Callable[[str], None] | No
         parts.append(section)
         if on_checkpoint is not None:
             on_checkpoint(PurePath(report.checkpoint).name)
+    parts.append(_legend())
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
+
+
+def _legend() -> str:
+    """The "Columns" section: what each column and summary term means (:mod:`sninspect.render.legend`)."""
+    rows = "".join(f'<tr><td class="l">{escape(t)}</td><td class="l"><code>{escape(f)}</code></td>'
+                   f'<td class="l">{escape(m)}</td></tr>' for t, f, m in COLUMNS)
+    terms = "".join(f"<li><b>{escape(t)}</b>: {escape(m)}</li>" for t, m in SUMMARY)
+    return (f'<section><h2>Columns</h2><table><thead><tr><th class="l">column</th><th class="l">JSON field'
+            f'</th><th class="l">meaning</th></tr></thead><tbody>{rows}</tbody></table><ul>{terms}</ul></section>')
 
 
 def figure_data_uri(fig: Figure, *, dpi: int = DPI) -> str:
@@ -125,7 +140,7 @@ def _run_section(trend: Trend) -> str:
             _table(TREND_HEADER, trend_rows(trend), left={0},
                    row_class=["" if all(s.present) else "absent" for s in trend.layers]), "</div>"]
     if trend.changes:
-        items = "".join(f"<li>{escape(c)}</li>" for c in trend.changes)
+        items = "".join(f"<li>{escape(c)}</li>" for c in group_warnings(trend.changes, measured=False))
         out.append(f'<ul class="warnings">{items}</ul>')
     return "<section>" + "\n".join(out) + "</section>"
 

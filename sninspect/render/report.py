@@ -18,10 +18,13 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from sninspect.render.bound_story import model_story
 from sninspect.render.escape import for_csv_cell, for_json, for_markdown, for_terminal
+from sninspect.render.fit import name_cell, name_limit
+from sninspect.render.grouping import group_notes, group_warnings
 from sninspect.results.check import Rule, Rules
-from sninspect.results.report import NATURAL_ORDER, LayerAudit, ModelAudit, Report, verdict_text
-from sninspect.results.trend import Trend
+from sninspect.results.report import CHAINED_ORDER, NATURAL_ORDER, LayerAudit, ModelAudit, Report, verdict_text
+from sninspect.results.trend import Separate, Trend
 
 REL_NOISE_ULPS = 8
 """A relative error within this many units of the working precision's resolution is rounding noise
@@ -91,6 +94,8 @@ def order_text(report: Report) -> str:
     """Which order the layers (and the network chain) are in: ``Report.layer_order`` in words."""
     if report.layer_order == NATURAL_ORDER:
         return "layers in natural name order (main.2 before main.10; safetensors does not store module order)"
+    if report.layer_order == CHAINED_ORDER:
+        return "layers ordered by chaining shapes (the stored order is not a forward chain)"
     return "layers in stored order"
 
 
@@ -140,8 +145,9 @@ def verdict_lines(report: Report) -> list[tuple[str, str]]:
         label = f"[{model.name}] " if model.name and len(report.models) > 1 else ""
         lines.append((f"{label}network bound: {bound_text(model)}",
                       "red" if model.lipschitz.unavailable else ""))
+        lines += [(label + line, style) for line, style in model_story(model)]
     lines.append((f"valid for: {report.primary.lipschitz.assumptions}", "dim"))
-    lines += [(f"warning: {warning}", "yellow") for warning in report.all_warnings]
+    lines += [(f"warning: {warning}", "yellow") for warning in group_warnings(report.all_warnings)]
     lines += [(f"note: {note}", "dim") for note in layer_notes(report)]
     return lines
 
@@ -186,12 +192,9 @@ _CHECKPOINT_RULES = {
 
 
 def layer_notes(report: Report) -> list[str]:
-    """Each distinct layer note once, with the layers it is about (dim choice, size used, ...)."""
-    where: dict[str, list[str]] = {}
-    for la in report.layers:
-        for note in la.notes:
-            where.setdefault(note, []).append(la.name)
-    return [f"{note} ({', '.join(names)})" for note, names in where.items()]
+    """Each distinct layer note once, with the layers it is about (dim choice, size used, ...); notes
+    that differ only in their measured numbers are one line (:mod:`sninspect.render.grouping`)."""
+    return group_notes((note, la.name) for la in report.layers for note in la.notes)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -243,11 +246,10 @@ def _build_table(report: Report, hidden: Sequence[str], width: int) -> Table:
     table = Table(box=box.SIMPLE_HEAVY, title=for_terminal(f"sninspect · {report.checkpoint}"), title_justify="left",
                   caption=f"{report.format} · {report.device} · {report.dtype} · {order_text(report)}",
                   caption_justify="left")
-    longest = max((len(la.name) for la in layers), default=5)
-    # The name folds onto more lines rather than lose a character (or take a third of the width from
-    # the numbers); it is never hidden.
-    table.add_column("layer", overflow="fold", min_width=min(longest, 16),
-                     max_width=max(min(longest, width // 3), 16, 5))
+    # The name breaks between its parts onto more lines rather than lose a character (or take more
+    # than a third of the width from the numbers); it is never hidden.
+    limit = name_limit([la.name for la in layers], width)
+    table.add_column("layer", overflow="fold", min_width=min(limit, 16), max_width=limit)
     shown = [t for t in (*_DESCRIPTIVE, *_NUMBERS) if t not in hidden]
     for title in shown:  # no_wrap: a cell that does not fit ends in "…", never silently cut
         table.add_column(title, justify="left" if title in _DESCRIPTIVE else "right", no_wrap=True,
@@ -257,7 +259,7 @@ def _build_table(report: Report, hidden: Sequence[str], width: int) -> Table:
     worst_cos = _worst_cos(layers, gap=not (report.rules is not None and report.rules.strict_cos))
     for la in layers:
         cells = _cells(la, report.rules, report.dtype, worst_eff, worst_cos)
-        table.add_row(for_terminal(la.name), *(cells[t] for t in shown), cells[VERDICT])
+        table.add_row(name_cell(la.name, limit), *(cells[t] for t in shown), cells[VERDICT])
         if la.error is not None:  # its own row: the whole reason, folded under the name
             table.add_row(for_terminal(f"↳ not audited: {la.error}", "bold red"), *([""] * (len(shown) + 1)))
     return table
@@ -286,7 +288,7 @@ def fit_table(build: Callable[[Sequence[str]], Table], hide_order: Sequence[str]
 
 def hidden_line(hidden: Sequence[str], width: int) -> Text:
     """The one line saying which columns went to fit."""
-    return Text(f"hidden at {width} columns: {', '.join(hidden)} (see -f md)", style="dim")
+    return Text(f"hidden at {width} columns: {', '.join(hidden)} (-f markdown shows them)", style="dim")
 
 
 def _natural_width(table: Table, console: Console) -> int:
@@ -319,8 +321,9 @@ PIPE_WIDTH = 200
 def print_report(report: Report, console: Console) -> None:
     """The table, a line naming the columns hidden to fit, and the summary panel as wide as the table."""
     table, hidden = layer_table(report, console.width, console)
-    console.print(table)
     width = min(console.measure(table).maximum, console.width)
+    table.title = name_cell(f"sninspect · {report.checkpoint}", width)  # a long path breaks at its "/"
+    console.print(table)
     if hidden:
         console.print(hidden_line(hidden, console.width))
     console.print(summary_panel(report, width=max(width, 40)))
@@ -347,13 +350,17 @@ def table_text(report: Report, *, width: int = 160, color: bool = False) -> str:
 # Text formats
 
 
-def to_json(result: Report | Trend, *, spectra: bool = False) -> str:
+def to_json(result: Report | Trend | Separate, *, spectra: bool = False) -> str:
     """One report: its object; a run: ``{"checkpoints": [...], "trend": {...}}``, the checkpoints in
-    run order."""
+    run order; unrelated checkpoints: ``{"checkpoints": [...], "trend": null, "not_a_run": why}``."""
     if isinstance(result, Report):
         return json.dumps(for_json(result.to_dict(spectra=spectra)), indent=2, allow_nan=False) + "\n"
-    trend = result
-    payload = {"checkpoints": [r.to_dict(spectra=spectra) for r in trend.reports], "trend": trend.to_dict()}
+    checkpoints = [r.to_dict(spectra=spectra) for r in result.reports]
+    payload: dict[str, object] = {"checkpoints": checkpoints}
+    if isinstance(result, Separate):
+        payload |= {"trend": None, "not_a_run": result.why}
+    else:
+        payload["trend"] = result.to_dict()
     return json.dumps(for_json(payload), indent=2, allow_nan=False) + "\n"
 
 

@@ -16,6 +16,8 @@ from rich.table import Table
 from rich.text import Text
 
 from sninspect.render.escape import for_markdown, for_terminal
+from sninspect.render.fit import name_cell, name_limit
+from sninspect.render.grouping import group_warnings
 from sninspect.render.report import fit_table, fmt, hidden_line, strip_trailing
 from sninspect.results.check import Rule
 from sninspect.results.trend import MODIFICATION_TIME, Trend
@@ -71,31 +73,35 @@ TREND_HIDE = ("in", "σ eff first", "gap cos first", "gap cos last", "gap cos ma
 def print_run(trend: Trend, console: Console) -> None:
     """Both tables (whole columns hidden to fit the console, and named) and the layers that appear or
     vanish."""
-    for build, order in ((lambda hidden: summary_table(trend, hidden), SUMMARY_HIDE),
-                         (lambda hidden: trend_table(trend, hidden), TREND_HIDE)):
+    width = console.width
+    for build, order in ((lambda hidden: summary_table(trend, hidden, width), SUMMARY_HIDE),
+                         (lambda hidden: trend_table(trend, hidden, width), TREND_HIDE)):
         table, hidden = fit_table(build, order, console.width, console)
         console.print(table)
         if hidden:
             console.print(hidden_line(hidden, console.width))
-    for change in trend.changes:
+    for change in group_warnings(trend.changes, measured=False):
         console.print(for_terminal(f"note: {change}", "yellow"))
     console.print(Text("per-layer numbers of each checkpoint: --format json, markdown, csv or html",
                        style="dim"))
 
 
-def summary_table(trend: Trend, hidden: Sequence[str] = ()) -> Table:
+def summary_table(trend: Trend, hidden: Sequence[str] = (), width: int = 200) -> Table:
     table = Table(box=box.SIMPLE_HEAVY, title=f"training run · {len(trend.reports)} checkpoints ordered by "
                   f"{trend.order_by}", title_justify="left")
-    longest = max((len(PurePath(c).name) for c in trend.checkpoints), default=10)
+    rows = summary_rows(trend)
+    limits = {i: name_limit([row[i] for row in rows], width, floor=10 if i else 16) for i in SUMMARY_LEFT}
     shown = [i for i, title in enumerate(SUMMARY_HEADER) if title not in hidden]
     for i in shown:
         left = i in SUMMARY_LEFT
         table.add_column(SUMMARY_HEADER[i], justify="left" if left else "right",
                          overflow="fold" if left else "ellipsis", no_wrap=not left,
-                         min_width=min(longest, 16) if i == 0 else None)
-    for s, row in zip(trend.summary, summary_rows(trend), strict=True):
+                         max_width=limits[i] if left else None)
+    for s, row in zip(trend.summary, rows, strict=True):
         broken = s.verdict or ()  # the report's verdict: the run view applies no threshold of its own
-        cells: list[str | Text] = [for_terminal(c) for c in row]  # names are data, never markup
+        # names are data, never markup; they break between their parts only
+        cells: list[str | Text] = [name_cell(c, limits[i]) if i in limits else for_terminal(c)
+                                   for i, c in enumerate(row)]
         cells[3] = Text(row[3], style="red" if Rule.max_sigma in broken else "")
         cells[5] = Text(row[5], style="yellow" if Rule.max_cos_error in broken else "")
         cells[9] = Text(row[9], style="bold red" if s.not_audited else "")
@@ -104,16 +110,16 @@ def summary_table(trend: Trend, hidden: Sequence[str] = ()) -> Table:
     return table
 
 
-def trend_table(trend: Trend, hidden: Sequence[str] = ()) -> Table:
+def trend_table(trend: Trend, hidden: Sequence[str] = (), width: int = 200) -> Table:
     table = Table(box=box.SIMPLE_HEAVY, title="per-layer trend", title_justify="left")
-    longest = max((len(series.name) for series in trend.layers), default=5)
+    limit = name_limit([series.name for series in trend.layers], width)
     shown = [i for i, title in enumerate(TREND_HEADER) if title not in hidden]
     for i in shown:
         table.add_column(TREND_HEADER[i], justify="left" if i == 0 else "right",
                          overflow="fold" if i == 0 else "ellipsis", no_wrap=i > 0,
-                         min_width=min(longest, 16) if i == 0 else None)
+                         min_width=min(limit, 16) if i == 0 else None, max_width=limit if i == 0 else None)
     for series, row in zip(trend.layers, trend_rows(trend), strict=True):
-        cells: list[str | Text] = [for_terminal(c) for c in row]
+        cells: list[str | Text] = [name_cell(c, limit) if i == 0 else for_terminal(c) for i, c in enumerate(row)]
         cells[1] = Text(row[1], style="" if all(series.present) else "yellow")
         cells[3] = Text(row[3], style="red" if series.breaks_last(Rule.max_sigma) else "")
         cells[6] = Text(row[6], style="yellow" if series.breaks_last(Rule.max_cos_error) else "")
@@ -136,7 +142,7 @@ def run_markdown(trend: Trend) -> str:
     out.append("")
     out += _md_table(TREND_HEADER, trend_rows(trend), right=set(range(1, len(TREND_HEADER))))
     out.append("")
-    out += [f"- {for_markdown(change)}" for change in trend.changes]
+    out += [f"- {for_markdown(change)}" for change in group_warnings(trend.changes, measured=False)]
     return "\n".join(out) + "\n\n"
 
 

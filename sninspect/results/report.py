@@ -109,8 +109,39 @@ STORED_ORDER = "stored"
 NATURAL_ORDER = "natural"
 """``Report.layer_order``: names in numeric-aware order (safetensors, whose keys are stored sorted)."""
 
+CHAINED_ORDER = "chained"
+"""``Report.layer_order``: the stored order is not a forward chain by shape (an output layer stored
+first), so the layers are put in the one order in which their shapes chain."""
+
 PLAIN = "none"
 """The ``dialect`` of a layer without SN (``DialectName.none`` in ``sninspect.dialects``)."""
+
+
+FACTOR_SN = "sn"
+"""``ChainFactor.role``: a spectrally normalized weight layer."""
+FACTOR_PLAIN = "plain"
+"""``ChainFactor.role``: a weight layer without SN (an unnormalized head, a netG layer)."""
+FACTOR_BATCHNORM = "batchnorm"
+"""``ChainFactor.role``: an eval-mode BatchNorm (a per-channel scaling)."""
+
+
+@dataclass(frozen=True)
+class ChainFactor:
+    """One factor of the network chain, with the norm it brings to each product."""
+
+    name: str
+    """The layer's display name (the BatchNorm's module path for a BatchNorm)."""
+    role: str
+    """``sn`` (a layer with SN), ``plain`` (a weight layer without SN) or ``batchnorm``."""
+    kind: str
+    """The layer's ``kind`` (``linear``, ``conv2d``, ...); ``batchnorm`` for a BatchNorm."""
+    shape: tuple[int, ...]
+    """The stored weight's shape (a BatchNorm: its channel count)."""
+    matrix: float | None
+    """This factor in ``matrix_product``: σ_eff of the reshaped weight; a BatchNorm's max |γ|/√(var + ε),
+    which is both its matrix and its operator norm (a per-channel scaling)."""
+    operator: float | None
+    """This factor in ``operator_product``: the certified operator bound; None when there is none."""
 
 
 @dataclass(frozen=True)
@@ -118,9 +149,11 @@ class NetworkBound:
     """Lipschitz upper bounds of the network read as a feed-forward chain in checkpoint order."""
 
     matrix_product: float | None
-    """∏ of per-layer matrix norms (σ_eff): what users usually quote; NOT certified for convolutions."""
+    """∏ of per-factor matrix norms (σ_eff of each reshaped weight, BatchNorm's scaling): what users
+    usually quote; NOT certified for convolutions."""
     operator_product: float | None
-    """∏ of certified per-layer operator bounds, BatchNorm (eval) included."""
+    """∏ of certified per-factor operator bounds over the same factors (BatchNorm in eval mode included);
+    never below ``matrix_product``, since each factor's operator bound is at least its matrix norm."""
     cumulative_matrix: tuple[float, ...]
     """Running ``matrix_product`` by depth, one entry per layer in ``layers``."""
     cumulative_operator: tuple[float, ...]
@@ -134,6 +167,8 @@ class NetworkBound:
     unavailable: str | None = None
     """Why there is no bound although the chain has layers (a layer with σ̂ ≤ 0 flips the weight's sign:
     a product through it bounds nothing); the products are then None."""
+    factors: tuple[ChainFactor, ...] = ()
+    """Every factor of both products, in chain order: SN layers, layers without SN, BatchNorms."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +179,8 @@ class ModelAudit:
     layers: tuple[LayerAudit, ...]
     lipschitz: NetworkBound
     warnings: tuple[str, ...] = ()
+    reordered: bool = False
+    """Whether the layers and the chain are in the order their shapes chain, not the stored one."""
 
 
 @dataclass(frozen=True)
@@ -164,8 +201,9 @@ class Report:
     extras: dict[str, Any] = field(default_factory=dict)
     """Scalar entries of the checkpoint (step, epoch) used to order a training run."""
     layer_order: str = STORED_ORDER
-    """The order of ``layers`` and of the network chain: ``stored`` (as in the checkpoint) or ``natural``
-    (safetensors stores names sorted, so module paths are put in numeric-aware order: 2 before 10)."""
+    """The order of ``layers`` and of the network chain: ``stored`` (as in the checkpoint), ``natural``
+    (safetensors stores names sorted, so module paths are put in numeric-aware order: 2 before 10) or
+    ``chained`` (that order is no forward chain by shape; the one order whose shapes chain is used)."""
     rules: Rules | None = None
     """The ``check`` rules the verdicts were judged by (``Options.rules``: check's defaults unless given)."""
     verdict: tuple[str, ...] | None = None
@@ -273,6 +311,8 @@ def report_from_dict(data: dict[str, Any], *, checkpoint: str | None = None,
     models = []
     for entry in data["models"]:
         bound = {k: _tupled(v) for k, v in entry["lipschitz"].items() if k in _BOUND_FIELDS}
+        bound["factors"] = tuple(ChainFactor(**{k: _tupled(v) for k, v in f.items()})
+                                 for f in entry["lipschitz"].get("factors", ()))
         models.append(ModelAudit(name=entry["name"], layers=tuple(la for la in layers if la.model == entry["name"]),
                                  lipschitz=NetworkBound(**bound), warnings=tuple(entry["warnings"])))
     own = sum(len(m.warnings) for m in models)

@@ -151,6 +151,18 @@ class Trend:
         return dict(trend_figures(self))
 
 
+@dataclass(frozen=True)
+class Separate:
+    """Several checkpoints that are not one training run (other models, no common step or naming):
+    each is reported on its own, and ``why`` says why they are not a run."""
+
+    reports: tuple[Report, ...]
+    """The reports, in the order given."""
+    why: str
+    """Why these checkpoints are not one run (their layer sets differ, ...)."""
+
+
+
 def step_number(value: float) -> int | float:
     """A step as an int when it is one (JSON and labels show ``1200``, not ``1200.0``)."""
     return int(value) if float(value).is_integer() else value

@@ -18,7 +18,7 @@ from sninspect.render.formats import PlotFormat
 from sninspect.render.plots.report import report_figures
 from sninspect.render.plots.trend import trend_figures
 from sninspect.results.report import Report
-from sninspect.results.trend import Trend
+from sninspect.results.trend import Separate, Trend
 
 REPORT_FIGURES = ("sigma", "cos_error", "spectra", "lipschitz_depth")
 """The figures of one checkpoint, by file stem (:func:`report_figures`)."""
@@ -26,11 +26,12 @@ TREND_FIGURES = ("trend_sigma", "trend_cos_error")
 """The figures of a run, by file stem (:func:`trend_figures`)."""
 
 
-def write_plots(result: Report | Trend, folder: Path, fmt: PlotFormat | str, *,
+def write_plots(result: Report | Trend | Separate, folder: Path, fmt: PlotFormat | str, *,
                 progress: ProgressHook | None = None, force: bool = False, inputs: Inputs = ()) -> list[Path]:
     """The figures of a report, or of a run and each of its reports: one checkpoint →
     ``folder/sigma.png`` ...; a run → ``folder/<checkpoint>/sigma.png`` ... and ``folder/trend_sigma.png``,
-    ``folder/trend_cos_error.png``. Every path is checked before anything is drawn
+    ``folder/trend_cos_error.png``; unrelated checkpoints → ``folder/<checkpoint>/sigma.png`` ... only.
+    Every path is checked before anything is drawn
     (:func:`check_plot_paths`): existing figures are replaced only with ``force``, an input never."""
     inputs = as_input_set(inputs)
     plan = plot_plan(result, folder, fmt)
@@ -49,7 +50,7 @@ def write_plots(result: Report | Trend, folder: Path, fmt: PlotFormat | str, *,
     return written
 
 
-def plot_plan(result: Report | Trend, folder: Path, fmt: PlotFormat | str
+def plot_plan(result: Report | Trend | Separate, folder: Path, fmt: PlotFormat | str
               ) -> list[tuple[Report | Trend, dict[str, Path]]]:
     """What :func:`write_plots` draws and where, known before anything is drawn: each report (and a
     run's trend) with the path of each of its figures."""
@@ -58,7 +59,7 @@ def plot_plan(result: Report | Trend, folder: Path, fmt: PlotFormat | str
     if isinstance(result, Report):
         return [(result, {name: folder / f"{name}.{suffix}" for name in REPORT_FIGURES})]
     plan: list[tuple[Report | Trend, dict[str, Path]]] = [
-        (result, {name: folder / f"{name}.{suffix}" for name in TREND_FIGURES})]
+        (result, {name: folder / f"{name}.{suffix}" for name in TREND_FIGURES})] if isinstance(result, Trend) else []
     reports = list(result.reports)
     names = _folder_names(reports) if len(reports) > 1 else [""]
     for report, name in zip(reports, names, strict=True):
