@@ -81,13 +81,22 @@ def available_memory() -> int | None:
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
 
+LARGEST_SIZE = 2**60
+"""The largest ``--max-memory`` taken (1 EiB): beyond any machine, and still an exact float."""
+
+
 def parse_size(text: str) -> int:
-    """``2G``, ``512M``, ``1.5GiB``, ``4000000`` → bytes (K/M/G/T are powers of 1024)."""
+    """``2G``, ``512M``, ``1.5GiB``, ``4000000`` → bytes (K/M/G/T are powers of 1024), 1 B to 1 EiB."""
     found = _SIZE.match(text)
     if not found or float(found.group(1)) <= 0:
         raise UsageError(f"{option('max_memory', repr(text))}: expected a positive size such as 2G, 512M or 1.5GiB")
     unit = 1024 ** " kmgt".index(found.group(2).lower() or " ")
-    return int(float(found.group(1)) * unit)
+    size = float(found.group(1)) * unit  # inf for 400 digits: float() of a decimal string never raises
+    if not 1 <= size <= LARGEST_SIZE:
+        shown = text.strip() if len(text.strip()) <= 24 else text.strip()[:20] + "..."
+        raise UsageError(f"{option('max_memory', repr(shown))}: expected a size from 1 byte to 1 EiB, such as "
+                         "2G, 512M or 1.5GiB")
+    return int(size)
 
 
 def format_size(n: float) -> str:
