@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 import sninspect
 from sninspect.cli.main import app
 from sninspect.errors import ExitCode, SninspectError
+from sninspect.io import torch_check
 from sninspect.monitor import SNMonitor
 from sninspect.rewrite import container
 
@@ -238,3 +239,65 @@ def test_extents_count_shared_references_at_each_use_and_visit_them_once() -> No
     cycle: list[object] = []
     cycle.append(cycle)
     assert container.extents(cycle)[id(cycle)] == container.Extent(1, 2)
+
+
+# ----------------------------------------------------------------------------------------------
+# Many tensors, many checkpoints
+
+
+def many_views(count: int) -> dict[str, torch.Tensor]:
+    """``count`` 2×2 views of one 64-float storage (a few bytes each in the pickle)."""
+    base = torch.arange(64, dtype=torch.float32)
+    return {f"layer{i}.weight": base[i % 60: i % 60 + 4].view(2, 2) for i in range(count)}
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_file_of_more_tensors_than_the_limit_is_refused_before_loading(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, legacy: bool) -> None:
+    """1e6 views of one storage took minutes in torch.load and hours in the audit; the limit (lowered
+    here to 50) is checked by the dry run of the pickle, before torch.load builds anything."""
+    monkeypatch.setattr(torch_check, "MAX_TENSORS", 50)
+    loads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    over, at = tmp_path / "over.pt", tmp_path / "at.pt"
+    torch.save(many_views(51), over, _use_new_zipfile_serialization=not legacy)
+    torch.save(many_views(50), at, _use_new_zipfile_serialization=not legacy)
+    for command in (["report", "-q"], ["layers"], ["strip", "-o", str(tmp_path / "out.pt")]):
+        one_error([*command, str(over)], ExitCode.BAD_INPUT, str(over), "more than 50 tensors")
+    assert loads == []
+    result = runner.invoke(app, ["layers", str(at)])
+    assert result.exit_code == 0 and "layer49.weight" in result.stdout, result.output
+
+
+def test_a_safetensors_header_listing_more_tensors_than_the_limit_is_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from safetensors.torch import save_file
+
+    monkeypatch.setattr(torch_check, "MAX_TENSORS", 50)
+    save_file({f"t{i}": torch.ones(2) for i in range(51)}, str(tmp_path / "over.safetensors"))
+    one_error(["layers", str(tmp_path / "over.safetensors")], ExitCode.BAD_INPUT, "lists 51 tensors",
+              "more than the 50")
+
+
+def test_a_run_page_draws_per_checkpoint_figures_for_its_last_checkpoints_only(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder of 1000 checkpoints took over 600 s to become a page, seconds per checkpoint drawing its
+    four figures; now at most FIGURED_CHECKPOINTS are drawn, and the page says so."""
+    from sninspect.render import html, plots
+
+    drawn: list[str] = []
+    real = plots.report_figures
+    monkeypatch.setattr(plots, "report_figures", lambda report: drawn.append(report.checkpoint) or real(report))
+    monkeypatch.setattr(html, "FIGURED_CHECKPOINTS", 2)
+    state = small_state_dict()
+    for step in range(5):
+        torch.save({"state_dict": state, "step": step}, tmp_path / f"ck_{step}.pt")
+    out = tmp_path / "run.html"
+    result = runner.invoke(app, ["report", "-q", str(tmp_path), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert [Path(p).name for p in drawn] == ["ck_3.pt", "ck_4.pt"]  # the last two, in run order
+    text = out.read_text(encoding="utf-8")
+    assert text.count("<img") == 2 + 4 * 2  # the run's two figures, four for each of the last two
+    assert text.count("No figures for this checkpoint") == 3
+    assert "the last 2 of 5 only" in text
