@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import struct
 import time
 from pathlib import Path
@@ -301,3 +302,69 @@ def test_a_run_page_draws_per_checkpoint_figures_for_its_last_checkpoints_only(
     assert text.count("<img") == 2 + 4 * 2  # the run's two figures, four for each of the last two
     assert text.count("No figures for this checkpoint") == 3
     assert "the last 2 of 5 only" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# --bound-tol against the memory budget
+
+
+def conv_checkpoint(path: Path) -> Path:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.utils.spectral_norm(torch.nn.Conv2d(3, 8, 3)))
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def test_a_bound_tol_over_the_budget_is_refused_naming_the_layer_the_estimate_and_what_fits(tmp_path: Path) -> None:
+    from sninspect.audit.memory import BOUND_TOLS, Budget, conv_bound_bytes
+    from sninspect.audit.operator import require_bound
+    from sninspect.errors import MemoryBudgetError
+    from sninspect.linalg.conv_bounds import grid_sizes
+
+    shape = (8, 3, 3, 3)
+    budget = Budget(500 * 2**20, "--max-memory")
+    with pytest.raises(MemoryBudgetError, match=r"needs ~7\.\d GiB, over the 500\.0 MiB budget") as caught:
+        require_bound(shape, 1e-6, budget)
+    found = re.search(r"bound_tol=(\S+) fits", str(caught.value))
+    assert found, str(caught.value)
+    suggested = float(found.group(1))
+    fits = [t for t in BOUND_TOLS if conv_bound_bytes(shape, grid_sizes(shape[2:], t)) <= 500 * 2**20]
+    assert suggested == fits[0] and suggested > 1e-6  # the finest of the ladder that fits
+    result = runner.invoke(app, ["report", "-f", "json", str(conv_checkpoint(tmp_path / "c.pt")),
+                                 "--bound-tol", "1e-6", "--max-memory", "500M"])
+    assert result.exit_code == 0, result.output
+    error = json.loads(result.stdout)["layers"][0]["error"]
+    assert "--bound-tol 1e-06" in error and "over the 500.0 MiB budget" in error
+    assert f"--bound-tol {suggested:g} fits" in error
+
+
+def test_the_budget_honours_the_address_space_limit(tmp_path: Path) -> None:
+    """Under ``prlimit --as`` the default budget (MemAvailable) let a 7.8 GiB bound start and fail at its
+    first large allocation (a multi-line allocator error as the layer's reason); the limit is now part of
+    the budget, so the bound is refused before anything is allocated."""
+    import resource
+    import subprocess
+    import sys
+
+    path = conv_checkpoint(tmp_path / "c.pt")
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+
+    done = subprocess.run([sys.executable, "-m", "sninspect", "report", "-q", "-f", "json", str(path),
+                           "--bound-tol", "1e-6", "--device", "cpu"], capture_output=True, text=True,
+                          preexec_fn=limit, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    error = json.loads(done.stdout)["layers"][0]["error"]
+    assert "budget (available memory)" in error and "fits" in error and "allocat" not in error, error
+
+
+def test_a_failed_allocation_is_one_line_naming_the_size() -> None:
+    from sninspect.audit.layer import failure_reason
+
+    torch_words = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                   "you tried to allocate 989102600 bytes. Error code 12 (Cannot allocate memory)")
+    reason = failure_reason(RuntimeError(torch_words))
+    assert reason.startswith("ran out of memory: an allocation of 943.3 MiB failed") and "\n" not in reason
+    assert "max_memory=SIZE" in reason
+    assert failure_reason(MemoryError()).startswith("ran out of memory: an allocation failed")
