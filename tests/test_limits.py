@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import sninspect
 from sninspect.cli.main import app
 from sninspect.errors import ExitCode, SninspectError
-from sninspect.io import torch_check
+from sninspect.io import limits
 from sninspect.monitor import SNMonitor
 from sninspect.rewrite import container
 
@@ -257,7 +257,7 @@ def test_a_file_of_more_tensors_than_the_limit_is_refused_before_loading(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, legacy: bool) -> None:
     """1e6 views of one storage took minutes in torch.load and hours in the audit; the limit (lowered
     here to 50) is checked by the dry run of the pickle, before torch.load builds anything."""
-    monkeypatch.setattr(torch_check, "MAX_TENSORS", 50)
+    monkeypatch.setattr(limits, "MAX_TENSORS", 50)
     loads = []
     real_load = torch.load
     monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
@@ -265,7 +265,8 @@ def test_a_file_of_more_tensors_than_the_limit_is_refused_before_loading(
     torch.save(many_views(51), over, _use_new_zipfile_serialization=not legacy)
     torch.save(many_views(50), at, _use_new_zipfile_serialization=not legacy)
     for command in (["report", "-q"], ["layers"], ["strip", "-o", str(tmp_path / "out.pt")]):
-        one_error([*command, str(over)], ExitCode.BAD_INPUT, str(over), "more than 50 tensors")
+        one_error([*command, str(over)], ExitCode.BAD_INPUT, str(over),
+                  "holds more than the 50 tensors one file may hold")
     assert loads == []
     result = runner.invoke(app, ["layers", str(at)])
     assert result.exit_code == 0 and "layer49.weight" in result.stdout, result.output
@@ -275,10 +276,10 @@ def test_a_safetensors_header_listing_more_tensors_than_the_limit_is_refused(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from safetensors.torch import save_file
 
-    monkeypatch.setattr(torch_check, "MAX_TENSORS", 50)
+    monkeypatch.setattr(limits, "MAX_TENSORS", 50)
     save_file({f"t{i}": torch.ones(2) for i in range(51)}, str(tmp_path / "over.safetensors"))
-    one_error(["layers", str(tmp_path / "over.safetensors")], ExitCode.BAD_INPUT, "lists 51 tensors",
-              "more than the 50")
+    one_error(["layers", str(tmp_path / "over.safetensors")], ExitCode.BAD_INPUT,
+              "holds 51 tensors, more than the 50 one file may hold")
 
 
 def test_a_run_page_draws_per_checkpoint_figures_for_its_last_checkpoints_only(
@@ -368,3 +369,15 @@ def test_a_failed_allocation_is_one_line_naming_the_size() -> None:
     assert reason.startswith("ran out of memory: an allocation of 943.3 MiB failed") and "\n" not in reason
     assert "max_memory=SIZE" in reason
     assert failure_reason(MemoryError()).startswith("ran out of memory: an allocation failed")
+
+
+def test_strip_of_a_dict_that_contains_itself_keeps_the_cycle(tmp_path: Path) -> None:
+    """A cycle is legal in a pickle (weights_only reads it): the optimizer walk must not loop on it."""
+    cycle = b"}" + _put(1_000_000) + _text("self") + _get(1_000_000) + b"s"
+    path = checkpoint_with(tmp_path / "cycle.pt", cycle)
+    result = runner.invoke(app, ["strip", str(path), "-o", str(tmp_path / "out.pt")])
+    assert result.exit_code == 0, result.output
+    extra = torch.load(tmp_path / "out.pt", weights_only=True)["extra"]
+    assert extra["self"] is extra
+    result = runner.invoke(app, ["strip", str(path), "-o", str(tmp_path / "out.safetensors")])
+    assert result.exit_code == 0 and "left out: extra" in result.stderr, result.output

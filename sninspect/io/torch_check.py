@@ -33,17 +33,13 @@ from typing import IO, Any
 import torch
 
 from sninspect.errors import InputError
+from sninspect.io import limits
 
 SCAN_BYTES = 64 * 2**20
 """How much of a pickle the static scan reads at most, to name what it would import."""
 
 SCAN_OPCODES = 1_000_000
 """How many opcodes the scan parses at most (about a second; a real ``data.pkl`` has ~20 per tensor)."""
-
-MAX_TENSORS = 100_000
-"""How many tensors one file may hold. Real checkpoints hold at most tens of thousands per file (large
-models are sharded); a few MB of pickle can describe a million views of one storage, which ``torch.load``
-would take many minutes to build (about 1 ms each) and the audit as long again to go through."""
 
 MEMO_STRINGS = 100_000
 """How many memoized strings the scan remembers (for STACK_GLOBAL names fetched from the memo)."""
@@ -82,8 +78,8 @@ def check_zip_claims(file: Path, shown: str) -> None:
             claimed, views = _zip_storage_claims(archive, records)
     except InputError:
         raise
-    except _TooManyTensors:
-        raise _too_many(shown) from None
+    except limits.TooManyTensors:
+        raise limits.too_many_tensors(shown) from None
     except Exception:  # not followable here: torch.load will report it
         return
     _check_views(views, size, shown)
@@ -183,8 +179,8 @@ def check_legacy_claims(file: Path, shown: str) -> None:
             for _ in range(3):  # magic number, protocol version, system info
                 _dry_run(f, {})  # type: ignore[arg-type]
             _dry_run(f, claimed, views)  # type: ignore[arg-type]
-    except _TooManyTensors:
-        raise _too_many(shown) from None
+    except limits.TooManyTensors:
+        raise limits.too_many_tensors(shown) from None
     except Exception:  # not followable here: torch.load will say what is wrong
         return
     _check_views(views, size, shown)
@@ -192,16 +188,6 @@ def check_legacy_claims(file: Path, shown: str) -> None:
     if total > size:
         raise InputError(f"{shown}: the legacy checkpoint claims {total} bytes of tensor data but the file "
                          f"has {size} (is it truncated or corrupt?)")
-
-
-class _TooManyTensors(Exception):
-    """The dry run met more than :data:`MAX_TENSORS` tensors (stops it there)."""
-
-
-def _too_many(shown: str) -> InputError:
-    return InputError(f"{shown}: holds more than {MAX_TENSORS:,} tensors; refused before loading (real "
-                      "checkpoints hold at most tens of thousands per file: is it crafted, e.g. one storage "
-                      "viewed again and again?)")
 
 
 def _dry_run(f: IO[bytes], claimed: dict[str, int], views: list[View] | None = None) -> None:
@@ -260,7 +246,6 @@ class _PlaceholderUnpickler(pickle.Unpickler):
     def __init__(self, f: IO[bytes], claimed: dict[str, int], views: list[View]) -> None:
         super().__init__(f, encoding="latin1")  # Python 2 strings in old legacy files
         self.claimed, self.views = claimed, views
-        self.tensors = 0
 
     def find_class(self, module: str, name: str) -> Any:
         if module == "torch._utils" and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
@@ -288,9 +273,8 @@ class _PlaceholderUnpickler(pickle.Unpickler):
 
     def _rebuild_tensor(self, storage: Any, offset: Any = 0, size: Any = (), *args: Any) -> _Placeholder:
         """Record the view ``torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)`` builds."""
-        self.tensors += 1
-        if self.tensors > MAX_TENSORS:
-            raise _TooManyTensors
+        if len(self.views) >= limits.MAX_TENSORS:  # a rebuild that records no view fails in torch.load
+            raise limits.TooManyTensors
         if isinstance(storage, _StorageRef) and isinstance(size, tuple) and all(
                 isinstance(n, int) and n >= 0 for n in size):
             numel = 1
