@@ -1,14 +1,20 @@
 """Fuzz: state dicts from a grammar of odd names, dtypes, shapes, nesting and SN layer combinations,
-saved to a file and run through the CLI (``report``, ``layers``, ``check``, ``strip --dry-run``):
-never an internal error (exit 5), never a traceback. Derandomized and bounded (40 examples)."""
+saved to a file and run through the CLI (``report``, ``layers``, ``check``, ``strip --dry-run``), and
+monitor logs whose record has one value replaced by a hostile one (huge, non-finite, deep) or is cut:
+never an internal error (exit 5), never a traceback. Derandomized and bounded (40 examples each)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch import nn
+from torch.nn.utils import spectral_norm
 from typer.testing import CliRunner
 
 from sninspect.cli.main import app
@@ -187,6 +193,47 @@ _PT2: list[Path] = []
 mutation = st.tuples(st.sampled_from(MUTATIONS), st.integers(0, 50), st.sampled_from(SIZES))
 
 
+# Monitor logs: a real record with one value replaced by something hostile, or the line cut or bent
+
+
+RAW_VALUES = ["9" * 400, "-" + "9" * 400, "1e400", "-1e400", "NaN", "Infinity", "-Infinity", "-1", "0", "1.5",
+              str(2**63), "true", "null", '"x"', "[]", "{}", "[" * 3000 + "]" * 3000, '{"a":' * 40 + "1" + "}" * 40,
+              "9" * 5000, '"\\ud800"', '"' + "é" * 300 + '"']
+
+
+def mutated(line: str, path: list[int], raw: str) -> str:
+    """``line`` (a JSON object) with the value reached by ``path`` (each number picks a child, modulo
+    their count; the walk stops at a leaf) written as the raw JSON text ``raw``."""
+    record = json.loads(line)
+    parent: Any = None
+    key: Any = None
+    value: Any = record
+    for step in path:
+        if not isinstance(value, (dict, list)) or not value:
+            break
+        children = list(value.keys()) if isinstance(value, dict) else list(range(len(value)))
+        parent, key = value, children[step % len(children)]
+        value = parent[key]
+    if parent is None:
+        return raw
+    parent[key] = "@@RAW@@"
+    return json.dumps(record).replace('"@@RAW@@"', raw)
+
+
+@pytest.fixture(scope="module")
+def log_line(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from sninspect.monitor import SNMonitor
+
+    torch.manual_seed(0)
+    model = nn.Sequential(spectral_norm(nn.Conv2d(1, 2, 3)), nn.Flatten(), spectral_norm(nn.Linear(8, 1)))
+    log = tmp_path_factory.mktemp("log") / "run.jsonl"
+    SNMonitor(model, every=1, log=log, rules={"max_sigma": None, "max_cos_error": None}).step(1)
+    return log.read_text().splitlines()[0]
+
+
+LOG_COMMANDS = (["report", "-q"], ["report", "-q", "-f", "json"], ["report", "-q", "-f", "csv"], ["check", "-q"])
+
+
 @settings(max_examples=40, deadline=None, derandomize=True, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(source=st.integers(0, 1), mutations=st.lists(mutation, min_size=1, max_size=3))
@@ -211,3 +258,22 @@ def test_fuzz_pt2_never_internal_error(tmp_path_factory, source: int, mutations:
         assert result.exception is None or isinstance(result.exception, SystemExit), (args, result.exception)
         if result.exit_code != 0:
             assert len(result.output.strip().splitlines()) == 1, (args, mutations, result.output)
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(path=st.lists(st.integers(0, 40), min_size=0, max_size=7), raw=st.sampled_from(RAW_VALUES),
+       cut=st.one_of(st.none(), st.integers(1, 2000)), second=st.booleans())
+def test_fuzz_monitor_logs_never_internal_error(tmp_path_factory, log_line: str, path: list[int],  # type: ignore[no-untyped-def]
+                                                raw: str, cut: int | None, second: bool) -> None:
+    line = mutated(log_line, path, raw)
+    if cut is not None:
+        line = line[: cut % max(1, len(line))]
+    text = (log_line + "\n" if second else "") + line + "\n"
+    log = tmp_path_factory.mktemp("fuzzlog") / "run.jsonl"
+    log.write_text(text, encoding="utf-8", errors="surrogatepass")
+    for command in LOG_COMMANDS:
+        result = runner.invoke(app, [*command, str(log)])
+        assert result.exit_code != ExitCode.INTERNAL, (command, line[:300], result.output)
+        assert "Traceback" not in result.output, (command, result.output)
+        assert result.exception is None or isinstance(result.exception, SystemExit), (command, result.exception)

@@ -4,6 +4,7 @@ and the invariant checks that turn them into warnings."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
@@ -13,9 +14,10 @@ from torch import Tensor
 
 from sninspect import dialects
 from sninspect.audit.inventory import layer_kind
+from sninspect.audit.memory import format_size
 from sninspect.audit.tensors import UsableTensors
 from sninspect.dialects import SNLayer
-from sninspect.errors import SninspectError
+from sninspect.errors import SninspectError, option
 from sninspect.io.load import display_name
 from sninspect.linalg.exact import Spectrum
 from sninspect.linalg.spectral import cos_error, relative_error, stable_rank, uv_residual
@@ -60,11 +62,21 @@ def contained(layer: SNLayer | PlainLayer, tensors: Mapping[str, Tensor], work: 
         return replace(partial, error=reason) if partial is not None else error_audit(layer, tensors, reason)
 
 
+_TRIED = re.compile(r"tried to allocate (\d+) bytes")
+
+
 def failure_reason(err: BaseException) -> str:
     """One line: sninspect's own message, or a torch error's type and first line."""
     if isinstance(err, SninspectError):
         return str(err)
-    text = " ".join(str(err).split()) or "no message"
+    text = str(err)
+    if isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower():
+        tried = _TRIED.search(text)
+        size = f" of {format_size(int(tried.group(1)))}" if tried else ""
+        return (f"ran out of memory: an allocation{size} failed (the memory guard's estimate fit the budget; "
+                f"{option('max_memory', 'SIZE')} below what this process may use makes it refuse such work "
+                "up front)")
+    text = " ".join(text.split()) or "no message"
     text = text if len(text) <= 200 else text[:197] + "..."
     return f"could not be audited: {type(err).__name__}: {text}"
 

@@ -24,15 +24,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from sninspect.errors import MemoryBudgetError, UsageError, option
-from sninspect.linalg.conv_bounds import grid_blocks
+from sninspect.linalg.conv_bounds import grid_blocks, grid_sizes
 from sninspect.linalg.symbol import row_block
 
 MEMINFO = Path("/proc/meminfo")
+PROC_STATUS = Path("/proc/self/status")
 
 LIBRARY_WORKSPACE = 32 * 2**20
 """Bytes the certified conv bound takes beyond its own buffers: LAPACK's and the BLAS's workspaces and
@@ -49,11 +50,13 @@ class Budget:
     source: str = "available memory"
     """``--max-memory`` or ``available memory``: named in a refusal."""
 
-    def require(self, needed: int, what: str) -> None:
-        """Raise :class:`MemoryBudgetError` when ``needed`` bytes are over the budget."""
+    def require(self, needed: int, what: str, fix: Callable[[int], str] | None = None) -> None:
+        """Raise :class:`MemoryBudgetError` when ``needed`` bytes are over the budget; ``fix`` (given the
+        budget's bytes) says what would fit."""
         if self.bytes is not None and needed > self.bytes:
+            hint = fix(self.bytes) if fix is not None else ""
             raise MemoryBudgetError(f"{what}needs ~{format_size(needed)}, over the {format_size(self.bytes)} "
-                                    f"budget ({self.source})", needed, self.bytes)
+                                    f"budget ({self.source}){'; ' + hint if hint else ''}", needed, self.bytes)
 
 
 NO_LIMIT = Budget(None)
@@ -68,10 +71,35 @@ def budget(max_memory: int | None) -> Budget:
 
 
 def available_memory() -> int | None:
-    """MemAvailable in bytes (Linux), else None."""
+    """The bytes this process may still take: MemAvailable (Linux), or less where the process's
+    address-space limit (``ulimit -v``, ``prlimit --as``) leaves less room; None where none is known.
+    Without the limit, work estimated within MemAvailable failed at its first large allocation."""
+    known = [room for room in (_meminfo_available(), _address_space_room()) if room is not None]
+    return min(known) if known else None
+
+
+def _meminfo_available() -> int | None:
+    return _proc_field(MEMINFO, "MemAvailable:")
+
+
+def _address_space_room() -> int | None:
+    """RLIMIT_AS less the process's virtual size now (VmSize); None without a limit."""
     try:
-        for line in MEMINFO.read_text().splitlines():
-            if line.startswith("MemAvailable:"):
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    size = _proc_field(PROC_STATUS, "VmSize:")
+    if soft == resource.RLIM_INFINITY or size is None:
+        return None
+    return max(0, soft - size)
+
+
+def _proc_field(path: Path, name: str) -> int | None:
+    """A ``Name:   123 kB`` line of a /proc file, in bytes."""
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(name):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         return None
@@ -81,13 +109,22 @@ def available_memory() -> int | None:
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
 
 
+LARGEST_SIZE = 2**60
+"""The largest ``--max-memory`` taken (1 EiB): beyond any machine, and still an exact float."""
+
+
 def parse_size(text: str) -> int:
-    """``2G``, ``512M``, ``1.5GiB``, ``4000000`` → bytes (K/M/G/T are powers of 1024)."""
+    """``2G``, ``512M``, ``1.5GiB``, ``4000000`` → bytes (K/M/G/T are powers of 1024), 1 B to 1 EiB."""
     found = _SIZE.match(text)
     if not found or float(found.group(1)) <= 0:
         raise UsageError(f"{option('max_memory', repr(text))}: expected a positive size such as 2G, 512M or 1.5GiB")
     unit = 1024 ** " kmgt".index(found.group(2).lower() or " ")
-    return int(float(found.group(1)) * unit)
+    size = float(found.group(1)) * unit  # inf for 400 digits: float() of a decimal string never raises
+    if not 1 <= size <= LARGEST_SIZE:
+        shown = text.strip() if len(text.strip()) <= 24 else text.strip()[:20] + "..."
+        raise UsageError(f"{option('max_memory', repr(shown))}: expected a size from 1 byte to 1 EiB, such as "
+                         "2G, 512M or 1.5GiB")
+    return int(size)
 
 
 def format_size(n: float) -> str:
@@ -123,6 +160,20 @@ def conv_bound_bytes(shape: Sequence[int], grid: Sequence[int]) -> int:
     block = step * 16 * n * n + step * 16 * rows * n + min(step, batch) * 16 * n * n + step * 8 * n * n
     kernel = 3 * math.prod(shape) * 8
     return phases + indices + autocorrelation + block + kernel + LIBRARY_WORKSPACE
+
+
+BOUND_TOLS = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1,
+              0.2, 0.5)
+"""The ``--bound-tol`` values a refusal may suggest (the option's range, in 1-2-5 steps)."""
+
+
+def bound_tol_fix(shape: Sequence[int], tol: float, budget: int) -> str:
+    """What to pass instead when the conv bound at ``tol`` is over ``budget`` bytes: the finest
+    ``--bound-tol`` that fits, else a larger ``--max-memory``."""
+    for candidate in BOUND_TOLS:
+        if candidate > tol and conv_bound_bytes(shape, grid_sizes(shape[2:], candidate)) <= budget:
+            return f"{option('bound_tol', f'{candidate:g}')} fits, or raise {option('max_memory').rstrip('=')}"
+    return f"raise {option('max_memory').rstrip('=')}"
 
 
 def conv_same_bytes(shape: Sequence[int], size: Sequence[int], transposed: bool) -> int:

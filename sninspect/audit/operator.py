@@ -12,7 +12,7 @@ from torch import Tensor
 
 from sninspect import dialects
 from sninspect.audit.layer import LAYER_FAILURES
-from sninspect.audit.memory import NO_LIMIT, Budget, conv_bound_bytes, conv_same_bytes
+from sninspect.audit.memory import NO_LIMIT, Budget, bound_tol_fix, conv_bound_bytes, conv_same_bytes
 from sninspect.dialects import OperatorView, SNLayer
 from sninspect.errors import option
 from sninspect.io import residency
@@ -72,14 +72,21 @@ def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, ten
         return replace(audit, operator_bound=audit.sigma_effective, operator_lower=audit.sigma_effective)
     if not audit.kind.startswith("conv"):
         return audit
-    shape = tuple(audit.shape)
-    grid = conv_bounds.grid_sizes(shape[2:], tol)
-    budget.require(conv_bound_bytes(shape, grid), f"the certified conv bound at {option('bound_tol', f'{tol:g}')} "
-                                                  f"(a {'×'.join(map(str, grid))} frequency grid) ")
+    require_bound(tuple(audit.shape), tol, budget)
     kernel = effective_kernel(audit, key, buffer_key, tensors, device)
     residency.release()  # the kernel is copied: hand the file's pages back before the bound's work
     bound = conv_bounds.conv_operator_bound(kernel, tol=tol, device=device, floor=floor)
     return replace(audit, operator_bound=bound.upper, operator_lower=bound.lower)
+
+
+def require_bound(shape: tuple[int, ...], tol: float, budget: Budget) -> None:
+    """Refuse (:class:`MemoryBudgetError`) the certified conv bound of a kernel of ``shape`` at ``tol``
+    when its estimate is over ``budget``, before anything is allocated; the refusal names the finest
+    ``--bound-tol`` that fits."""
+    grid = conv_bounds.grid_sizes(shape[2:], tol)
+    budget.require(conv_bound_bytes(shape, grid), f"the certified conv bound at {option('bound_tol', f'{tol:g}')} "
+                                                  f"(a {'×'.join(map(str, grid))} frequency grid) ",
+                   fix=lambda room: bound_tol_fix(shape, tol, room))
 
 
 def with_operator_sized(audit: LayerAudit, layer: SNLayer | None, tensors: Mapping[str, Tensor],
@@ -175,6 +182,7 @@ def _unsized_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, tensor
     default --bound-tol) — while ``operator_bound`` keeps the certified upper end (the eval kernel's
     brackets are the layer's operator numbers)."""
     assert audit.sigma_estimate is not None  # Precondition: an audited SN layer has σ̂
+    require_bound(tuple(audit.shape), tol, budget)
     weight = tensors[layer.weight_key].detach().to(device=device, dtype=torch.float64)
     exact = conv_bounds.conv_operator_bound(weight, tol=tol, device=device)
     if audit.operator_bound is None or audit.operator_lower is None:

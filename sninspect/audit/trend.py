@@ -218,8 +218,10 @@ def _appear_vanish(series: Sequence[LayerSeries], reports: Sequence[Report], ste
 def _as_number(value: object) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value) if math.isfinite(value) else None
+    if isinstance(value, int):
+        return float(value) if abs(value) <= 2**63 else None  # a 400-digit step orders nothing
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, str):
         try:
             number = float(value.strip())

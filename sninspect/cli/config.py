@@ -50,13 +50,22 @@ def read_table(path: Path) -> dict[str, Any]:
     return table
 
 
+def _float(value: int | float) -> float:
+    """``value`` as a float; NaN for an integer too long for one (TOML integers are not bounded here)."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.nan
+
+
 def rules_from(table: dict[str, Any], source: Path, flags: dict[str, Any]) -> Rules:
     """The built-in defaults, then ``table``'s keys, then every flag given (not ``None``)."""
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key in LIMITS:
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0 or math.isnan(value):
-                raise UsageError(f"{source}: [tool.sninspect.check] {key} = {value!r}: expected a "
+            if isinstance(value, bool) or not isinstance(value, int | float) or not _float(value) >= 0:
+                shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+                raise UsageError(f"{source}: [tool.sninspect.check] {key} = {shown}: expected a "
                                  f"non-negative number (inf turns the rule off)")
             values[key.replace("-", "_")] = None if math.isinf(value) else float(value)
         elif key in SWITCHES:

@@ -128,6 +128,10 @@ def warn_unsafe(unsafe_load: bool) -> None:
         say("warning: --unsafe-load unpickles arbitrary objects; this runs code from the file")
 
 
+LARGEST_INPUT = 2**31 - 1
+"""The largest ``--input-size`` per axis (torch's sizes are int64, and the memory guard says what one costs)."""
+
+
 def parse_input_size(text: str | None) -> tuple[int, ...] | None:
     """``64`` or ``64,48`` → (64,) / (64, 48)."""
     if text is None:
@@ -136,8 +140,9 @@ def parse_input_size(text: str | None) -> tuple[int, ...] | None:
         size = tuple(int(part) for part in text.split(","))
     except ValueError:
         size = ()
-    if not size or len(size) > 3 or any(n < 1 for n in size):
-        raise UsageError(f"--input-size {text!r}: expected H, H,W or H,W,D as positive integers")
+    if not size or len(size) > 3 or any(not 1 <= n <= LARGEST_INPUT for n in size):
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise UsageError(f"--input-size {shown!r}: expected H, H,W or H,W,D as integers from 1 to {LARGEST_INPUT}")
     return size
 
 

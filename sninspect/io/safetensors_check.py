@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from sninspect.errors import InputError
+from sninspect.io import limits
 from sninspect.io.files import library_path, one_line
 
 MAX_HEADER_BYTES = 100_000_000
@@ -108,6 +109,8 @@ def parse_header(raw: bytes, data_size: int, shown: str) -> Header:
         raise InputError(f"{shown}: safetensors header is a JSON {type(header).__name__}, expected an object "
                          "mapping tensor names to {dtype, shape, data_offsets}")
     metadata = _metadata(header.pop("__metadata__", None), shown)
+    if len(header) > limits.MAX_TENSORS:
+        raise limits.too_many_tensors(shown, len(header))
     entries = [_entry(name, spec, data_size, shown) for name, spec in header.items()]
     _check_layout(entries, data_size, shown)
     return Header(entries, metadata, data_size)

@@ -33,6 +33,7 @@ from typing import IO, Any
 import torch
 
 from sninspect.errors import InputError
+from sninspect.io import limits
 
 SCAN_BYTES = 64 * 2**20
 """How much of a pickle the static scan reads at most, to name what it would import."""
@@ -77,6 +78,8 @@ def check_zip_claims(file: Path, shown: str) -> None:
             claimed, views = _zip_storage_claims(archive, records)
     except InputError:
         raise
+    except limits.TooManyTensors:
+        raise limits.too_many_tensors(shown) from None
     except Exception:  # not followable here: torch.load will report it
         return
     _check_views(views, size, shown)
@@ -176,6 +179,8 @@ def check_legacy_claims(file: Path, shown: str) -> None:
             for _ in range(3):  # magic number, protocol version, system info
                 _dry_run(f, {})  # type: ignore[arg-type]
             _dry_run(f, claimed, views)  # type: ignore[arg-type]
+    except limits.TooManyTensors:
+        raise limits.too_many_tensors(shown) from None
     except Exception:  # not followable here: torch.load will say what is wrong
         return
     _check_views(views, size, shown)
@@ -268,6 +273,8 @@ class _PlaceholderUnpickler(pickle.Unpickler):
 
     def _rebuild_tensor(self, storage: Any, offset: Any = 0, size: Any = (), *args: Any) -> _Placeholder:
         """Record the view ``torch._utils._rebuild_tensor_v2(storage, offset, size, stride, ...)`` builds."""
+        if len(self.views) >= limits.MAX_TENSORS:  # a rebuild that records no view fails in torch.load
+            raise limits.TooManyTensors
         if isinstance(storage, _StorageRef) and isinstance(size, tuple) and all(
                 isinstance(n, int) and n >= 0 for n in size):
             numel = 1

@@ -37,6 +37,11 @@ if TYPE_CHECKING:  # matplotlib is imported where figures are drawn: the noteboo
 DPI = 90
 """Resolution of the embedded PNGs (sharp on screen, a few hundred kB per checkpoint)."""
 
+FIGURED_CHECKPOINTS = 10
+"""A run's page draws the per-checkpoint figures of its last ten checkpoints only: they take seconds per
+checkpoint to draw (a folder of a thousand took over an hour) and grow the page by about 180 kB each,
+while the run's own figures and tables cover every checkpoint."""
+
 _CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 1.5em auto;
        max-width: 1400px; padding: 0 1em; color: #222; }
@@ -93,12 +98,18 @@ def to_html(result: Report | Trend | Separate, *, on_checkpoint: Callable[[str],
         f"<h1>sninspect · {escape(title)}</h1>",
         f'<p class="meta">spectral normalization audit, sninspect {escape(__version__)}</p>',
     ]
+    figured = len(ordered) - FIGURED_CHECKPOINTS  # the last ones drawn: a page of 1000 stays minutes, not hours
     if trend is not None:
         parts.append(_run_section(trend))
     if isinstance(result, Separate):
         parts.append(f'<p class="warnings">Each checkpoint on its own: {escape(result.why)}</p>')
+    if figured > 0:
+        covered = " (the run's figures above cover all)" if trend is not None else ""
+        parts.append(f'<p class="assume">Figures of each checkpoint: the last {FIGURED_CHECKPOINTS} of '
+                     f"{len(ordered)} only{covered}; <code>sninspect report "
+                     "CHECKPOINT -o page.html</code> draws another's.</p>")
     for i, report in enumerate(ordered):
-        section = _report_section(report, level=3 if trend is not None else 2)
+        section = _report_section(report, level=3 if trend is not None else 2, figures=i >= figured)
         if trend is not None:
             opened = " open" if i == len(ordered) - 1 else ""
             section = (f'<details{opened}><summary>{escape(PurePath(report.checkpoint).name)}</summary>'
@@ -145,7 +156,7 @@ def _run_section(trend: Trend) -> str:
     return "<section>" + "\n".join(out) + "</section>"
 
 
-def _report_section(report: Report, *, level: int) -> str:
+def _report_section(report: Report, *, level: int, figures: bool = True) -> str:
     from sninspect.render import plots
 
     name = PurePath(report.checkpoint).name
@@ -156,7 +167,11 @@ def _report_section(report: Report, *, level: int) -> str:
            f"{escape(order_text(report))}</p>",
            '<div class="scroll">', _layer_table(report), "</div>"]
     out.append(_verdict(report))
-    out += [_figure(key, fig) for key, fig in plots.report_figures(report).items()]
+    if figures:
+        out += [_figure(key, fig) for key, fig in plots.report_figures(report).items()]
+    else:
+        out.append(f'<p class="assume">No figures for this checkpoint (drawn for the last {FIGURED_CHECKPOINTS} '
+                   "of the run only).</p>")
     return "<section>" + "\n".join(out) + "</section>"
 
 

@@ -6,14 +6,81 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
 
-from sninspect.errors import OutputError, flag, option
+from sninspect.errors import InputError, OutputError, flag, option
+from sninspect.io.files import printable
 from sninspect.io.load import Checkpoint, ModelState
 from sninspect.rewrite.state import State, StateRewrite
 from sninspect.rewrite.summary import short
+
+MAX_NESTING = 100
+"""How deep containers (dicts, lists, tuples, sets) may nest in a checkpoint that is rewritten: writing it
+recurses once per level (real checkpoints nest a few levels; Lightning's hyper-parameters a dozen)."""
+
+MAX_JSON_ENTRIES = 1_000_000
+"""How many entries a wrapper entry may expand to when written as JSON metadata (a shared reference
+counts at each use: a small pickle of shared references can expand to 2^n)."""
+
+
+@dataclass(frozen=True)
+class Extent:
+    """How far a container reaches: its longest chain of nested containers, and its entries counted at
+    every use (capped just above :data:`MAX_JSON_ENTRIES`), as ``json.dumps`` would walk them."""
+
+    height: int
+    expanded: int
+
+
+def _parts(value: object) -> list[object]:
+    if isinstance(value, Mapping):
+        return [*value.keys(), *value.values()]
+    if isinstance(value, list | tuple | set | frozenset):
+        return list(value)
+    return []
+
+
+def extents(root: object) -> dict[int, Extent]:
+    """The :class:`Extent` of ``root`` and of every container in it, by ``id``. Iterative, each distinct
+    container visited once (shared references are not walked again; a reference back into a container
+    being walked, a cycle, adds nothing), so a hostile pickle's shape costs one pass over what it holds."""
+    done: dict[int, Extent] = {}
+    open_: set[int] = set()
+    stack: list[tuple[object, bool]] = [(root, False)]
+    while stack:
+        value, children_done = stack.pop()
+        key = id(value)
+        if not children_done:
+            if key in done or key in open_ or not _parts(value):
+                continue
+            open_.add(key)
+            stack.append((value, True))
+            stack.extend((part, False) for part in _parts(value) if id(part) not in done)
+            continue
+        open_.discard(key)
+        height, expanded = 0, 1
+        for part in _parts(value):
+            inner = done.get(id(part))
+            if inner is not None:
+                height, expanded = max(height, inner.height), expanded + inner.expanded
+            else:
+                expanded += 1
+        done[key] = Extent(height + 1, min(expanded, MAX_JSON_ENTRIES + 1))
+    return done
+
+
+def check_nesting(container: object, shown: str) -> dict[int, Extent]:
+    """Refuse (:class:`InputError`) a container nested deeper than :data:`MAX_NESTING` before anything
+    walks or writes it; the extents, for the writers."""
+    found = extents(container)
+    deepest = found[id(container)].height if id(container) in found else 0
+    if deepest > MAX_NESTING:
+        raise InputError(f"{shown}: containers nest {deepest} levels deep (more than {MAX_NESTING}): too deep to "
+                         "rewrite (a checkpoint nests a few levels; is the file hostile or corrupt?)")
+    return found
 
 
 def _is_optimizer_state(value: object, depth: int = 0) -> bool:
@@ -54,19 +121,26 @@ def _replace_at(container: object, path: tuple[str, ...], value: object) -> obje
 
 
 def _drop_optimizers(
-    container: object, keep: set[tuple[str, ...]], at: tuple[str, ...] = ()
+    container: object, keep: set[tuple[str, ...]], at: tuple[str, ...] = (),
+    copies: dict[int, object] | None = None,
 ) -> tuple[object, list[str]]:
-    """``container`` without optimizer states (looked for in nested dicts, not inside ``keep``)."""
+    """``container`` without optimizer states (looked for in nested dicts, not inside ``keep``). A dict
+    referenced from several places is rebuilt once and stays shared (``copies``, by ``id``): a pickle of
+    shared references is not expanded into a tree. Recursion is bounded by :func:`check_nesting`."""
     if not isinstance(container, Mapping) or at in keep:
         return container, []
+    copies = {} if copies is None else copies
+    if id(container) in copies:
+        return copies[id(container)], []
     out = type(container)() if isinstance(container, dict) else {}
+    copies[id(container)] = out
     dropped: list[str] = []
     for k, v in container.items():
         here = (*at, str(k))
         if here not in keep and _is_optimizer_state(v):
             dropped.append(".".join(here))
             continue
-        out[k], more = _drop_optimizers(v, keep, here)
+        out[k], more = _drop_optimizers(v, keep, here, copies)
         dropped += more
     return out, dropped
 
@@ -81,6 +155,7 @@ def torch_payload(
 ) -> tuple[object, list[str]]:
     """The object to ``torch.save``: the original container with each model's state replaced."""
     container: object = checkpoint.container if checkpoint.container is not None else {}
+    check_nesting(container, printable(checkpoint.path))
     notes: list[str] = []
     for model, result in done:
         original = _get(checkpoint.container, tuple(model.path))
@@ -119,15 +194,19 @@ def safetensors_payload(
     metadata: dict[str, str] = {str(k): str(v) for k, v in (checkpoint.metadata or {}).items()}
     notes: list[str] = []
     if isinstance(checkpoint.container, Mapping) and not checkpoint.format.startswith("safetensors"):
+        sizes = check_nesting(checkpoint.container, printable(checkpoint.path))
         models = {tuple(m.path)[0] for m, _ in done if tuple(m.path)}
         is_model = any(not tuple(m.path) for m, _ in done)  # a flat state dict: its tensors are written
-        kept, left = [], []
+        kept, left, huge = [], [], []
         optimizers = []
         for k, v in checkpoint.container.items():
             if k in models or (is_model and isinstance(v, Tensor)):
                 continue
             if _is_optimizer_state(v):
                 optimizers.append(str(k))
+                continue
+            if id(v) in sizes and sizes[id(v)].expanded > MAX_JSON_ENTRIES:
+                huge.append(str(k))
                 continue
             try:
                 metadata[str(k)] = v if isinstance(v, str) else json.dumps(v)
@@ -138,6 +217,9 @@ def safetensors_payload(
             notes.append(f"wrapper entries kept as safetensors metadata (JSON): {short(kept)}")
         if left:
             notes.append(f"safetensors holds tensors and strings only; left out: {short(left)}")
+        if huge:
+            notes.append(f"left out, more than {MAX_JSON_ENTRIES:,} entries as JSON (shared references expand at "
+                         f"each use): {short(huge)}")
         if optimizers:
             notes.append(_optimizer_note(optimizers) if drop_optimizer else
                          f"optimizer state cannot go into safetensors, left out: {short(optimizers)}")
