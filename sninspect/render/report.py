@@ -18,7 +18,8 @@ from rich.table import Table
 from rich.text import Text
 
 from sninspect.render.escape import for_csv_cell, for_json, for_markdown, for_terminal
-from sninspect.results.report import NATURAL_ORDER, LayerAudit, ModelAudit, Report
+from sninspect.errors import option
+from sninspect.results.report import NATURAL_ORDER, WIDTH_LADDER, LayerAudit, ModelAudit, Report
 from sninspect.results.trend import Trend
 
 SIGMA_TOLERANCE = 1e-3
@@ -76,6 +77,46 @@ def bound_text(model: ModelAudit) -> str:
             f"{fmt(bound.operator_product)} over {len(bound.layers)} factors")
 
 
+def widths_text(model: ModelAudit) -> str | None:
+    """``certified widths ≤ 1% on 14 layers, ≤ 20% on 6; --bound-tol 0.01 for 1% everywhere, about 62 s
+    here``: each layer's ``operator_width`` counted under the smallest of the target and the wider rungs
+    of ``WIDTH_LADDER`` at or above it (above them all: the width itself, rounded up); None where no
+    layer has a bound."""
+    bounds = model.bounds
+    widths = [la.operator_width for la in model.layers if la.operator_width is not None]
+    if bounds is None or not widths:
+        return None
+    levels = [bounds.target] + [w for w in WIDTH_LADDER if w > bounds.target]
+    counts: dict[float, int] = {}
+    for width in widths:
+        level = next((lv for lv in levels if width <= lv), _rounded_up(width))
+        counts[level] = counts.get(level, 0) + 1
+    whole = len(counts) == 1
+    text = "certified widths " + ", ".join(
+        f"≤ {percent(level)} on {'all ' if whole and n > 1 else ''}{n} layer{'s' if n > 1 else ''}"
+        for level, n in sorted(counts.items()))
+    if not bounds.budgeted:
+        return text + f" ({option('bound_tol', f'{bounds.target:g}')})"
+    if max(counts) > bounds.target:
+        text += f"; {option('bound_tol', f'{bounds.target:g}')} for {percent(bounds.target)} everywhere"
+        if bounds.seconds_at_target is not None:
+            text += f", about {bounds.seconds_at_target:.0f} s here"
+    return text
+
+
+def percent(width: float) -> str:
+    """0.01 → ``1%``, 0.005 → ``0.5%``."""
+    return "∞%" if math.isinf(width) else f"{100 * width:.3g}%"
+
+
+def _rounded_up(width: float) -> float:
+    """``width`` rounded up to two significant digits (a bucket that still bounds it)."""
+    if not math.isfinite(width) or width <= 0.0:
+        return width
+    step = 10.0 ** (math.floor(math.log10(width)) - 1)
+    return math.ceil(width / step) * step
+
+
 def verdict_lines(report: Report) -> list[tuple[str, str]]:
     """(line, style) pairs: layer counts, worst σ_eff and cosine error with their layers, layers above 1,
     network bounds, what they assume, warnings and the layer notes. Styles: ``red``, ``yellow``,
@@ -100,6 +141,9 @@ def verdict_lines(report: Report) -> list[tuple[str, str]]:
         label = f"[{model.name}] " if model.name and len(report.models) > 1 else ""
         lines.append((f"{label}network bound: {bound_text(model)}",
                       "red" if model.lipschitz.unavailable else ""))
+        widths = widths_text(model)
+        if widths is not None:
+            lines.append((f"{label}{widths}", ""))
     lines.append((f"valid for: {report.primary.lipschitz.assumptions}", "dim"))
     lines += [(f"warning: {warning}", "yellow") for warning in report.all_warnings]
     lines += [(f"note: {note}", "dim") for note in layer_notes(report)]
