@@ -132,11 +132,12 @@ class Plan:
 
 
 def plan_widths(tasks: Sequence[BoundTask], spectra: float, ladder: Sequence[float] = LADDER,
-                ratio: float = BUDGET_RATIO) -> Plan:
+                ratio: float | None = None) -> Plan:
     """The default widths (see the module docstring): every task at ``ladder[-1]``, then rung by rung
     the refinement with the most log-width removed per operation that fits the budget
-    ``ratio · (spectra + START_WORK)``; ties go to the earlier layer. Deterministic: shapes only."""
-    budget = ratio * (spectra + START_WORK)
+    ``ratio · (spectra + START_WORK)`` (``ratio`` None: :data:`BUDGET_RATIO`); ties go to the earlier
+    layer. Deterministic: shapes only."""
+    budget = (BUDGET_RATIO if ratio is None else ratio) * (spectra + START_WORK)
     level = {task.key: len(ladder) - 1 for task in tasks}
     work = {task.key: [task.work(w) for w in ladder] for task in tasks}
     heap: list[tuple[float, int, str]] = []
