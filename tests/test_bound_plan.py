@@ -192,3 +192,21 @@ def test_widths_survive_json(tmp_path: Path, tight_budget: None) -> None:
 def test_percent_and_wide_buckets() -> None:
     assert percent(0.01) == "1%" and percent(0.005) == "0.5%" and percent(0.2) == "20%"
     assert percent(math.inf) == "∞%"
+
+
+def test_widths_above_the_ladder_are_rounded_up_not_down() -> None:
+    """A width above every rung (a reshape fallback, a zero lower end) is shown rounded up, so that
+    "≤" still holds; an explicit --bound-tol shows no hint."""
+    from sninspect.results.report import BoundWidths, LayerAudit, ModelAudit, NetworkBound
+
+    def layer(width: float) -> LayerAudit:
+        return LayerAudit(name="l", model="", dialect="none", kind="conv2d", shape=(1, 1, 3, 3), dim=0,
+                          dtype="float32", operator_width=width)
+
+    chain = NetworkBound(None, None, (), (), (), (), "")
+    layers = tuple(layer(w) for w in (0.0, 0.009, 0.15, 1.234, math.inf))
+    model = ModelAudit("", layers, chain, bounds=BoundWidths(target=0.01, budgeted=True, seconds_at_target=41.6))
+    assert widths_text(model) == ("certified widths ≤ 1% on 2 layers, ≤ 20% on 1 layer, ≤ 130% on 1 layer, "
+                                  "≤ ∞% on 1 layer; bound_tol=0.01 for 1% everywhere, about 42 s here")
+    asked = ModelAudit("", layers[:2], chain, bounds=BoundWidths(target=0.01, budgeted=False))
+    assert widths_text(asked) == "certified widths ≤ 1% on all 2 layers (bound_tol=0.01)"

@@ -17,8 +17,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from sninspect.render.escape import for_csv_cell, for_json, for_markdown, for_terminal
 from sninspect.errors import option
+from sninspect.render.escape import for_csv_cell, for_json, for_markdown, for_terminal
 from sninspect.results.report import NATURAL_ORDER, WIDTH_LADDER, LayerAudit, ModelAudit, Report
 from sninspect.results.trend import Trend
 
