@@ -5,9 +5,10 @@ Every conv bound is a certified upper bound with a certified width (``operator_w
 lower − 1, :mod:`sninspect.linalg.conv_bounds`), whatever the width: a coarser frequency grid gives a
 wider bracket, never an uncertified one. The work is set by the grid: one complex Cholesky of the
 n × n Gram matrix per frequency of half an N^d grid (n the smaller channel count), so a 1% bracket
-of a 3×3 kernel (32×32, 514 frequencies) costs 15× the coarsest rung below (20%: 8×8, 34), and the
-widest kernels dominate as n³: on the 30M discriminator of ``benchmarks/make_synthetic.py`` its
-1024- and 768-channel kernels are 85% of the work at 1%.
+of a 3×3 kernel (32×32, 514 frequencies) costs about 5.5× the coarsest rung below (20%: 8×8, 34
+frequencies, plus the fixed work: the autocorrelation, the running maximum's records), and the widest
+kernels dominate as n³: on the 30M discriminator of ``benchmarks/make_synthetic.py`` its 1024- and
+768-channel kernels are 86% of the work at 1%.
 
 **The rule** (the default; ``--bound-tol T`` asks T of every layer instead, as before):
 
