@@ -1,5 +1,7 @@
 """Benchmark: the default ``sninspect report`` end to end (a CLI process), beside ``sninspect layers``
-(start-up and loading, no math) and a spectra-only audit of the same file, in the same run.
+(start-up and loading, no math) and a spectra-only audit of the same file, in the same run; the
+report with ``--bound-tol 0.01`` (1% on every conv bound) beside the default (the widths a work
+budget buys, said in the last column).
 
 Checkpoints, made here in a temporary folder (never committed):
 - (a) ``gan-d-30M``: the residual SN discriminator of benchmarks/make_synthetic.py (torch SN);
@@ -9,12 +11,13 @@ Checkpoints, made here in a temporary folder (never committed):
   W/σ̂ moved by one small optimizer-like step (1e-3 relative) as in the published files;
 - (c) the bundled sample ``sample_checkpoints/dcgan_sn_torch.pt``.
 Each measurement is the wall time of a fresh process (median of ``--repeats``). Writes a Markdown
-section to stdout (paste into BENCHMARKS.md). Usage: ``python benchmarks/bench_report.py``.
+section to stdout (paste into BENCHMARKS.md). Usage: ``python benchmarks/bench_report.py [--device cuda]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import statistics
 import subprocess
@@ -39,7 +42,7 @@ ckpt = load_checkpoint(sys.argv[1])
 for model in ckpt.models:
     for key in model.tensors:
         if key.endswith("_orig"):
-            w = model.tensors[key].detach().double()
+            w = model.tensors[key].detach().to(sys.argv[2], torch.float64)
             exact_spectra([w.reshape(w.shape[0], -1)])
 """
 
@@ -64,18 +67,41 @@ def realsn_state(channels: list[int], size: int = 40, seed: int = 0) -> dict[str
 
 
 def timed(args: list[str], repeats: int) -> float:
-    times = []
+    return timed_output(args, repeats)[0]
+
+
+def timed_output(args: list[str], repeats: int) -> tuple[float, str]:
+    """Median wall seconds of ``repeats`` fresh processes, and the last one's stdout."""
+    times, out = [], ""
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run(args, check=True, capture_output=True)
+        out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), out
+
+
+def widths_reached(report_json: str) -> str:
+    """``1%: 14, 20%: 6`` from a JSON report's layers (``operator_width`` under the smallest rung of
+    the width ladder at or above it), with the model's estimate for ``--bound-tol 0.01`` where given."""
+    data = json.loads(report_json)
+    ladder = (0.01, 0.02, 0.05, 0.1, 0.2)
+    counts: dict[float, int] = {}
+    for layer in data["layers"]:
+        width = layer.get("operator_width")
+        if width is not None:
+            level = next((lv for lv in ladder if width <= lv), width)
+            counts[level] = counts.get(level, 0) + 1
+    text = ", ".join(f"≤{100 * lv:g}%: {n}" for lv, n in sorted(counts.items()))
+    estimates = [m["bounds"]["seconds_at_target"] for m in data["models"]
+                 if m.get("bounds") and m["bounds"].get("seconds_at_target") is not None]
+    return text + (f" (1% est. {sum(estimates):.0f} s)" if estimates else "")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-30m", action="store_true", help="leave out (a) (minutes on 2 cores)")
+    parser.add_argument("--device", default="cpu", help="where the math runs: cpu (default) or cuda")
     opts = parser.parse_args()
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,18 +116,22 @@ def main() -> None:
         files.append(("(b) RealSN DnCNN-17 (17 conv-operator layers, u at 40×40)", folder / "realsn-dncnn17.pt"))
         files.append(("(c) bundled dcgan_sn_torch.pt", ROOT / "sample_checkpoints" / "dcgan_sn_torch.pt"))
         load = subprocess.run(["cat", "/proc/loadavg"], capture_output=True, text=True).stdout.split()[:3]
+        gpu = f" ({torch.cuda.get_device_name(0)})" if opts.device.startswith("cuda") else ""
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or 'cpu'}, "
-              f"load before {' '.join(load)}; median of {opts.repeats} fresh processes each\n")
+              f"device {opts.device}{gpu}, load before {' '.join(load)}; median of {opts.repeats} fresh "
+              "processes each (the 30M reports once)\n")
         print("| checkpoint | `layers` s | spectra-only s | default `report` s | report / layers | "
-              "report / spectra |")
-        print("|---|---:|---:|---:|---:|---:|")
+              "report / spectra | `--bound-tol 0.01` s | default widths reached |")
+        print("|---|---:|---:|---:|---:|---:|---:|---|")
         for label, path in files:
             layers = timed([py, "-m", "sninspect", "layers", str(path)], opts.repeats)
-            spectra = timed([py, "-c", SPECTRA, str(path)], opts.repeats)
-            report = timed([py, "-m", "sninspect", "report", str(path), "--format", "json", "-q",
-                            "--device", "cpu"], 1 if "30M" in label else opts.repeats)
+            spectra = timed([py, "-c", SPECTRA, str(path), opts.device], opts.repeats)
+            command = [py, "-m", "sninspect", "report", str(path), "--format", "json", "-q", "--device", opts.device]
+            once = 1 if "30M" in label else opts.repeats
+            report, out = timed_output(command, once)
+            full = timed(command + ["--bound-tol", "0.01"], once)
             print(f"| {label} | {layers:.2f} | {spectra:.2f} | {report:.2f} | {report / layers:.1f}× | "
-                  f"{report / spectra:.1f}× |", flush=True)
+                  f"{report / spectra:.1f}× | {full:.2f} | {widths_reached(out)} |", flush=True)
         load = subprocess.run(["cat", "/proc/loadavg"], capture_output=True, text=True).stdout.split()[:3]
         print(f"\nload after {' '.join(load)}")
 

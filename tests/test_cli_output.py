@@ -249,7 +249,8 @@ def test_html_and_markdown_carry_the_terminal_verdict() -> None:
     from html import escape
 
     from sninspect.render.html import to_html
-    from sninspect.render.report import to_markdown, verdict_lines
+    from sninspect.render.markdown import to_markdown
+    from sninspect.render.report import verdict_lines
 
     sample = Path(__file__).resolve().parent.parent / "sample_checkpoints" / "biggan_style_sn.pt"
     result = sninspect.analyze(sample, device="cpu")

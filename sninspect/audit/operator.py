@@ -4,6 +4,7 @@ input size."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import replace
 
@@ -69,14 +70,21 @@ def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, ten
     if audit.error is not None or audit.sigma_effective is None:
         return audit
     if audit.kind == "linear":
-        return replace(audit, operator_bound=audit.sigma_effective, operator_lower=audit.sigma_effective)
+        return bracketed(audit, audit.sigma_effective, audit.sigma_effective)
     if not audit.kind.startswith("conv"):
         return audit
     require_bound(tuple(audit.shape), tol, budget)
     kernel = effective_kernel(audit, key, buffer_key, tensors, device)
     residency.release()  # the kernel is copied: hand the file's pages back before the bound's work
     bound = conv_bounds.conv_operator_bound(kernel, tol=tol, device=device, floor=floor)
-    return replace(audit, operator_bound=bound.upper, operator_lower=bound.lower)
+    return bracketed(audit, bound.upper, bound.lower)
+
+
+def bracketed(audit: LayerAudit, upper: float, lower: float) -> LayerAudit:
+    """``audit`` with the certified bracket [lower, upper] of its operator norm and its width
+    upper / lower − 1 (0 where exact; inf where lower is 0 and upper is not)."""
+    width = 0.0 if upper == lower else (upper / lower - 1.0 if lower > 0.0 else math.inf)
+    return replace(audit, operator_bound=upper, operator_lower=lower, operator_width=width)
 
 
 def require_bound(shape: tuple[int, ...], tol: float, budget: Budget) -> None:
@@ -109,7 +117,7 @@ def with_operator_sized(audit: LayerAudit, layer: SNLayer | None, tensors: Mappi
     padded = [n + k - 1 for n, k in zip(view.size, shape[2:], strict=True)]
     known = conv_bounds.bound_from_circulant(shape, padded, circulant, tol)
     if known is not None:  # the effective kernel's circulant at the padded size is fine enough a grid
-        return replace(done, operator_bound=known.upper, operator_lower=known.lower)
+        return bracketed(done, known.upper, known.lower)
     return with_operator_bound(done, layer.weight_key, view.eval_key, tensors, device, tol, budget,
                                circulant * (1.0 - 1e-12))
 

@@ -29,8 +29,10 @@ class Options:
     """Leave out layers whose name matches this regex."""
     all_layers: bool = False
     """Report the layers without SN as well (always when the checkpoint has no SN)."""
-    bound_tol: float = 0.01
-    """Relative width of the certified conv bound's bracket."""
+    bound_tol: float | None = None
+    """Relative width of every certified conv bound's bracket; None (the default): the width a work
+    budget buys per layer, refined toward 1% where the network bound gains most
+    (:mod:`sninspect.audit.bound_plan`; each layer's ``operator_width`` says what was reached)."""
     unsafe_load: bool = False
     """Allow arbitrary unpickling (only for files the user trusts)."""
     batch_bytes: int = BATCH_BYTES

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
@@ -17,6 +18,7 @@ import torch
 
 from sninspect import dialects
 from sninspect.audit.batch import audit_all
+from sninspect.audit.bound_plan import TARGET_WIDTH, bound_tasks, plan_widths, seconds_at, spectra_work
 from sninspect.audit.checks import judge
 from sninspect.audit.inventory import model_tensors
 from sninspect.audit.layer import PlainLayer, contained, layer_warnings
@@ -38,7 +40,15 @@ from sninspect.dialects import SNLayer
 from sninspect.errors import UsageError, option
 from sninspect.io import residency
 from sninspect.io.load import Checkpoint, ModelState, display_name, load_checkpoint
-from sninspect.results.report import CHAINED_ORDER, NATURAL_ORDER, STORED_ORDER, LayerAudit, ModelAudit, Report
+from sninspect.results.report import (
+    CHAINED_ORDER,
+    NATURAL_ORDER,
+    STORED_ORDER,
+    BoundWidths,
+    LayerAudit,
+    ModelAudit,
+    Report,
+)
 
 __all__ = ["Options", "analyze", "analyze_checkpoint", "audit_model"]
 
@@ -96,6 +106,7 @@ def audit_model(
     """Audit every weight layer of one state dict and bound the network. ``--include``/``--exclude``
     select layers before any math (the network bound then covers the selected layers); ``names``, when
     given, collects every candidate layer's name (for the message when nothing is selected)."""
+    started = time.perf_counter()
     raw = model_tensors(model, file_format)
     tensors = UsableTensors(raw, budget(options.max_memory))
     shapes = {key: tuple(t.shape) for key, t in raw.items()}
@@ -121,7 +132,7 @@ def audit_model(
                         "audited; the network bound covers those only"]
     keyed = audit_all(sn_layers, plain, tensors, device, dtype, options.batch_bytes)
     layer_of = {layer.weight_key: layer for layer in sn_layers}
-    keyed = _operator_phase(keyed, layer_of, tensors, options, device, prefix, model.name)
+    keyed, bounds = _operator_phase(keyed, layer_of, tensors, options, device, prefix, model.name, started)
     audits = [a for a, _ in keyed]
     batchnorms = batchnorm_factors(tensors, shapes, device)
     order = {k: i for i, k in enumerate(shapes)}
@@ -137,45 +148,61 @@ def audit_model(
     shown = [a for a, key in sorted(keyed, key=lambda e: order[e[1]])
              if a.has_sn or options.all_layers or not sn_layers]
     return ModelAudit(name=model.name, layers=tuple(shown), lipschitz=network, warnings=tuple(warnings),
-                      reordered=found.keys is not None)
+                      reordered=found.keys is not None,
+                      bounds=bounds if any(a.operator_width is not None for a in audits) else None)
 
 
 def _operator_phase(keyed: list[tuple[LayerAudit, str]], layer_of: dict[str, SNLayer], tensors: UsableTensors,
-                    options: Options, device: torch.device, prefix: str,
-                    model_name: str) -> list[tuple[LayerAudit, str]]:
+                    options: Options, device: torch.device, prefix: str, model_name: str,
+                    started: float) -> tuple[list[tuple[LayerAudit, str]], BoundWidths]:
     """Every layer's operator work (:func:`_as_operator`), several layers at once on a CPU
-    (:mod:`sninspect.audit.workers`; wide kernels alone), in the layers' order, named for the report."""
+    (:mod:`sninspect.audit.workers`; wide kernels alone), in the layers' order, named for the report;
+    each conv bound at ``--bound-tol`` or, by default, at the width the work budget buys
+    (:mod:`sninspect.audit.bound_plan`)."""
     announce = _announcer(options, prefix)
+    tasks = bound_tasks(keyed, layer_of, tensors)
+    if options.bound_tol is not None:
+        target, widths = options.bound_tol, {task.key: options.bound_tol for task in tasks}
+    else:
+        spectra = sum(spectra_work(a.shape) for a, _ in keyed if a.error is None)
+        target, widths = TARGET_WIDTH, dict(plan_widths(tasks, spectra).widths)
+    seconds: dict[str, float] = {}
 
     def operator_task(audit: LayerAudit, key: str) -> Callable[[], tuple[LayerAudit, str]]:
         def task() -> tuple[LayerAudit, str]:
             announce(audit.name)
-            done = _as_operator(audit, key, layer_of.get(key), tensors, options, device)
+            start = time.perf_counter()
+            done = _as_operator(audit, key, layer_of.get(key), tensors, options, device, widths.get(key, target))
+            seconds[key] = time.perf_counter() - start
             return replace(done, name=prefix + audit.name, model=model_name), key
         return task
 
     def need() -> int:
-        return max(operator_bytes(a, layer_of.get(k), tensors, options.bound_tol, options.input_size)
+        return max(operator_bytes(a, layer_of.get(k), tensors, widths.get(k, target), options.input_size)
                    for a, k in keyed)
 
     workers = worker_count(device, len(keyed), need, tensors.budget, options.workers)
     wide = [a.kind.startswith("conv") and len(a.shape) > 2 and min(a.shape[:2]) > WIDE_CHANNELS for a, _ in keyed]
     with residency.scratch_reused():  # the CLI's process: the conv work's buffers reused, not re-faulted
-        return run_all([operator_task(a, k) for a, k in keyed], workers, wide)
+        done = run_all([operator_task(a, k) for a, k in keyed], workers, wide)
+    budgeted = options.bound_tol is None
+    estimate = seconds_at(tasks, widths, seconds, time.perf_counter() - started, target) if budgeted else None
+    return done, BoundWidths(target=target, budgeted=budgeted, seconds_at_target=estimate)
 
 
 def _as_operator(audit: LayerAudit, key: str, layer: SNLayer | None, tensors: UsableTensors, options: Options,
-                 device: torch.device) -> LayerAudit:
-    """The layer as an operator (certified conv bound, operator-sized σ, the norm at ``--input-size``),
-    inside the per-layer boundary: a failure keeps the numbers found so far, with the reason."""
+                 device: torch.device, tol: float) -> LayerAudit:
+    """The layer as an operator (certified conv bound of width ``tol``, operator-sized σ, the norm at
+    ``--input-size``), inside the per-layer boundary: a failure keeps the numbers found so far, with
+    the reason."""
     budget: Budget = tensors.budget
     buffer_key = layer.buffer_key if layer is not None else None
 
     def work() -> LayerAudit:
         # Operator-sized layers first: their circulant norm is the frequency bound's starting floor.
-        done = with_operator_sized(audit, layer, tensors, device, budget, options.bound_tol)
+        done = with_operator_sized(audit, layer, tensors, device, budget, tol)
         if done.operator_bound is None:
-            done = with_operator_bound(done, key, buffer_key, tensors, device, options.bound_tol, budget)
+            done = with_operator_bound(done, key, buffer_key, tensors, device, tol, budget)
         if options.input_size is not None:
             done = at_input(done, key, buffer_key, tensors, device, options.input_size, budget)
         return done

@@ -12,10 +12,12 @@ from typing import assert_never
 
 from rich.console import Console
 
+from sninspect.render.data import to_csv, to_json
 from sninspect.render.escape import for_terminal
 from sninspect.render.formats import OutputFormat
 from sninspect.render.legend import legend_lines, legend_markdown
-from sninspect.render.report import print_report, strip_trailing, table_text, to_csv, to_json, to_markdown
+from sninspect.render.markdown import to_markdown
+from sninspect.render.report import print_report, strip_trailing, table_text
 from sninspect.render.run_view import print_run, run_markdown, run_text
 from sninspect.results.report import Report
 from sninspect.results.trend import Separate, Trend

@@ -7,7 +7,6 @@ the report's ``verdict`` fields say (judged once, by ``check``'s rules): no thre
 from __future__ import annotations
 
 import io
-import json
 import math
 import re
 from collections.abc import Callable, Sequence
@@ -18,13 +17,21 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from sninspect.errors import option
 from sninspect.render.bound_story import model_story
-from sninspect.render.escape import for_csv_cell, for_json, for_markdown, for_terminal
+from sninspect.render.escape import for_terminal
 from sninspect.render.fit import name_cell, name_limit
 from sninspect.render.grouping import group_notes, group_warnings
 from sninspect.results.check import Rule, Rules
-from sninspect.results.report import CHAINED_ORDER, NATURAL_ORDER, LayerAudit, ModelAudit, Report, verdict_text
-from sninspect.results.trend import Separate, Trend
+from sninspect.results.report import (
+    CHAINED_ORDER,
+    NATURAL_ORDER,
+    WIDTH_LADDER,
+    LayerAudit,
+    ModelAudit,
+    Report,
+    verdict_text,
+)
 
 REL_NOISE_ULPS = 8
 """A relative error within this many units of the working precision's resolution is rounding noise
@@ -108,6 +115,46 @@ def bound_text(model: ModelAudit) -> str:
             f"{fmt(bound.operator_product)} over {len(bound.layers)} factors")
 
 
+def widths_text(model: ModelAudit) -> str | None:
+    """``certified widths ≤ 1% on 14 layers, ≤ 20% on 6; --bound-tol 0.01 for 1% everywhere, about 62 s
+    here``: each layer's ``operator_width`` counted under the smallest of the target and the wider rungs
+    of ``WIDTH_LADDER`` at or above it (above them all: the width itself, rounded up); None where no
+    layer has a bound."""
+    bounds = model.bounds
+    widths = [la.operator_width for la in model.layers if la.operator_width is not None]
+    if bounds is None or not widths:
+        return None
+    levels = [bounds.target] + [w for w in WIDTH_LADDER if w > bounds.target]
+    counts: dict[float, int] = {}
+    for width in widths:
+        level = next((lv for lv in levels if width <= lv), _rounded_up(width))
+        counts[level] = counts.get(level, 0) + 1
+    whole = len(counts) == 1
+    text = "certified widths " + ", ".join(
+        f"≤ {percent(level)} on {'all ' if whole and n > 1 else ''}{n} layer{'s' if n > 1 else ''}"
+        for level, n in sorted(counts.items()))
+    if not bounds.budgeted:
+        return text + f" ({option('bound_tol', f'{bounds.target:g}')})"
+    if max(counts) > bounds.target:
+        text += f"; {option('bound_tol', f'{bounds.target:g}')} for {percent(bounds.target)} everywhere"
+        if bounds.seconds_at_target is not None:
+            text += f", about {bounds.seconds_at_target:.0f} s here"
+    return text
+
+
+def percent(width: float) -> str:
+    """0.01 → ``1%``, 0.005 → ``0.5%``."""
+    return "∞%" if math.isinf(width) else f"{100 * width:.3g}%"
+
+
+def _rounded_up(width: float) -> float:
+    """``width`` rounded up to two significant digits (a bucket that still bounds it)."""
+    if not math.isfinite(width) or width <= 0.0:
+        return width
+    step = 10.0 ** (math.floor(math.log10(width)) - 1)
+    return math.ceil(width / step) * step
+
+
 def verdict_lines(report: Report) -> list[tuple[str, str]]:
     """(line, style) pairs: layer counts, worst σ_eff and cosine error with their layers, layers above 1,
     network bounds, what they assume, warnings and the layer notes. Styles: ``red``, ``yellow``,
@@ -146,6 +193,9 @@ def verdict_lines(report: Report) -> list[tuple[str, str]]:
         lines.append((f"{label}network bound: {bound_text(model)}",
                       "red" if model.lipschitz.unavailable else ""))
         lines += [(label + line, style) for line, style in model_story(model)]
+        widths = widths_text(model)
+        if widths is not None:
+            lines.append((f"{label}{widths}", ""))
     lines.append((f"valid for: {report.primary.lipschitz.assumptions}", "dim"))
     lines += [(f"warning: {warning}", "yellow") for warning in group_warnings(report.all_warnings)]
     lines += [(f"note: {note}", "dim") for note in layer_notes(report)]
@@ -346,61 +396,6 @@ def table_text(report: Report, *, width: int = 160, color: bool = False) -> str:
     return strip_trailing(buffer.getvalue())
 
 
-# ----------------------------------------------------------------------------------------------
-# Text formats
-
-
-def to_json(result: Report | Trend | Separate, *, spectra: bool = False) -> str:
-    """One report: its object; a run: ``{"checkpoints": [...], "trend": {...}}``, the checkpoints in
-    run order; unrelated checkpoints: ``{"checkpoints": [...], "trend": null, "not_a_run": why}``."""
-    if isinstance(result, Report):
-        return json.dumps(for_json(result.to_dict(spectra=spectra)), indent=2, allow_nan=False) + "\n"
-    checkpoints = [r.to_dict(spectra=spectra) for r in result.reports]
-    payload: dict[str, object] = {"checkpoints": checkpoints}
-    if isinstance(result, Separate):
-        payload |= {"trend": None, "not_a_run": result.why}
-    else:
-        payload["trend"] = result.to_dict()
-    return json.dumps(for_json(payload), indent=2, allow_nan=False) + "\n"
-
-
-def to_csv(reports: Sequence[Report]) -> str:
-    """One row per layer; a ``checkpoint`` column first."""
-    import pandas as pd
-
-    frames = []
-    for report in reports:
-        frame = report.to_dataframe()
-        frame.insert(0, "checkpoint", report.checkpoint)
-        frames.append(frame.apply(lambda column: column.map(for_csv_cell)))  # formula-safe text cells
-    return str(pd.concat(frames, ignore_index=True).to_csv(index=False))
-
-
-def to_markdown(reports: Sequence[Report]) -> str:
-    """A GitHub-flavoured Markdown table per checkpoint, then the verdict of the terminal's summary panel."""
-    out: list[str] = []
-    header = ("layer", "dialect", "kind", "shape", *_NUMBERS, VERDICT)
-    for report in reports:
-        out.append(f"## {for_markdown(report.checkpoint)}\n")
-        out.append(f"`{report.format}` · device `{report.device}` · `{report.dtype}` · {order_text(report)}\n")
-        out.append("| " + " | ".join(header) + " |")
-        out.append("|" + "|".join(["---"] * 4 + ["---:"] * len(_NUMBERS) + ["---"]) + "|")
-        for la in report.layers:
-            row = [la.name, la.dialect, la.kind, shape_text(la.shape)]
-            if la.error is not None:
-                row += ["-"] * len(_NUMBERS)
-            else:
-                row += number_cells(la, report.dtype)
-            row.append(verdict_text(la.verdict))
-            out.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
-            if la.error is not None:  # its own row, the reason whole
-                out.append(f"| ↳ not audited: {_md_cell(la.error)} |" + " |" * (len(header) - 1))
-        out.append("\n**Summary**\n")
-        out += [f"- {_md_cell(line)}" for line, _ in verdict_lines(report)]
-        out.append("")
-    return "\n".join(out) + "\n"
-
-
 def number_cells(la: LayerAudit, dtype: str) -> list[str]:
     """The texts of the number columns (``_NUMBERS``) of an audited layer, in order (Markdown, HTML)."""
     return [fmt(la.sigma_exact), fmt(la.sigma_estimate), fmt_rel(la.sigma_rel_error, dtype), fmt(la.sigma_effective),
@@ -410,7 +405,3 @@ def number_cells(la: LayerAudit, dtype: str) -> list[str]:
 
 NUMBER_COLUMNS = _NUMBERS
 """The titles of the number columns, in the order of :func:`number_cells`."""
-
-
-def _md_cell(text: str) -> str:
-    return for_markdown(text)

@@ -62,6 +62,10 @@ class LayerAudit:
     operator_lower: float | None = None
     """A certified lower bound on the same supremum over input sizes (conv: the exact circular-padding
     norm on the grid), not on the norm at one given size, which can be smaller."""
+    operator_width: float | None = None
+    """Certified relative width of [``operator_lower``, ``operator_bound``]: upper / lower − 1 (0 where
+    the bound is exact: linear and 1×1 layers). By default what the work budget bought for this layer
+    (``ModelAudit.bounds``), with ``--bound-tol T`` at most T."""
     operator_at_input: float | None = None
     """With ``--input-size``: the norm of the zero-padded 'same' stride-1 convolution of the effective
     weight at that input size (conv layers only): the certified lower end of a bracket of relative
@@ -171,6 +175,26 @@ class NetworkBound:
     """Every factor of both products, in chain order: SN layers, layers without SN, BatchNorms."""
 
 
+WIDTH_LADDER = (0.01, 0.02, 0.05, 0.1, 0.2)
+"""The widths the default's work budget chooses among for each conv bound, finest first (the last is
+where every layer starts); the summary counts layers by the smallest of these at or above their width."""
+
+
+@dataclass(frozen=True)
+class BoundWidths:
+    """How wide the certified operator bounds were asked to be, and what was reached (each layer's
+    ``operator_width``)."""
+
+    target: float
+    """The width every layer's bound is refined toward: ``--bound-tol`` where given, else 1%."""
+    budgeted: bool
+    """True (the default): each layer's width is what a work budget bought, spent first where the
+    network bound's width gains most; False: ``--bound-tol`` asked ``target`` of every layer."""
+    seconds_at_target: float | None = None
+    """Estimated seconds of this model's audit with ``target`` on every layer (``--bound-tol``), from
+    the layers' measured times; None where every layer reached it."""
+
+
 @dataclass(frozen=True)
 class ModelAudit:
     """One model inside a checkpoint (a G/D pair gives two)."""
@@ -181,6 +205,8 @@ class ModelAudit:
     warnings: tuple[str, ...] = ()
     reordered: bool = False
     """Whether the layers and the chain are in the order their shapes chain, not the stored one."""
+    bounds: BoundWidths | None = None
+    """The operator bounds' widths asked and reached; None where none was computed."""
 
 
 @dataclass(frozen=True)
@@ -253,7 +279,8 @@ class Report:
             "layers": [_layer_dict(layer, spectra) for layer in self.layers],
             "lipschitz": {**json_safe(asdict(self.primary.lipschitz)), "model": self.primary.name},
             "models": [
-                {"name": m.name, "lipschitz": json_safe(asdict(m.lipschitz)), "warnings": list(m.warnings)}
+                {"name": m.name, "lipschitz": json_safe(asdict(m.lipschitz)), "warnings": list(m.warnings),
+                 "bounds": None if m.bounds is None else json_safe(asdict(m.bounds))}
                 for m in self.models
             ],
             "warnings": list(self.all_warnings),
@@ -313,8 +340,10 @@ def report_from_dict(data: dict[str, Any], *, checkpoint: str | None = None,
         bound = {k: _tupled(v) for k, v in entry["lipschitz"].items() if k in _BOUND_FIELDS}
         bound["factors"] = tuple(ChainFactor(**{k: _tupled(v) for k, v in f.items()})
                                  for f in entry["lipschitz"].get("factors", ()))
+        widths = entry.get("bounds")  # absent in logs written before it existed
         models.append(ModelAudit(name=entry["name"], layers=tuple(la for la in layers if la.model == entry["name"]),
-                                 lipschitz=NetworkBound(**bound), warnings=tuple(entry["warnings"])))
+                                 lipschitz=NetworkBound(**bound), warnings=tuple(entry["warnings"]),
+                                 bounds=None if widths is None else BoundWidths(**widths)))
     own = sum(len(m.warnings) for m in models)
     every = list(data.get("warnings", []))
     return Report(checkpoint=data["checkpoint"] if checkpoint is None else checkpoint, format=data["format"],
