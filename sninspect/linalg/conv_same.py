@@ -17,8 +17,9 @@ from torch import Tensor
 
 from sninspect.errors import OperandError
 from sninspect.linalg.conv_bounds import ROUNDING_SLACK, as_kernel, grid_max
+from sninspect.linalg.exact import DEGENERATE_GAP
 from sninspect.linalg.failures import typed_solver_errors
-from sninspect.linalg.lanczos import top_eigen_bracket
+from sninspect.linalg.lanczos import ClusterBracket, top_block_bracket
 
 __all__ = ["SizedNorm", "conv_same_operator_norm", "same_conv_pair"]
 
@@ -98,8 +99,12 @@ class SizedNorm:
     how far the printed lower end is from the top eigenvalue it has converged to (with probability one:
     the start holds a random component along every eigenvector) — the stopping rule, not a certificate."""
     gap: float | None = None
-    """√(θ2/θ1) from the last Ritz values: an estimate of the operator's σ2/σ1 (θ2 ≤ λ2, so from
-    below); ``None`` where the Krylov space held one vector."""
+    """σ2/σ1 as the lower end of its interval from the top two Ritz pairs (:func:`_certified_gap`), given
+    only where that interval lies wholly on one side of 1 − 1e-6 (``None``: undecided, or one vector)."""
+    degenerate: bool = False
+    """σ2/σ1 ≥ 1 − 1e-6 by that interval: the top singular vector is not unique."""
+    cluster: int = 1
+    """How many Ritz values lie within 1e-3 (relative, on σ²) of the top one: the block ran with one more."""
     circulant: float = 0.0
     """The padded circulant's norm as found (the grid maximum, no rounding allowance): the norm of a
     circular convolution with this kernel, so a lower bound of its norm over all input sizes — the
@@ -163,15 +168,25 @@ def conv_same_operator_norm(
     unit = weight / scale  # the norm scales with the kernel: bracket ‖A(w/s)‖, multiply by s
 
     gram64 = _gram(unit, input_size, transposed, shape)
-    products, second = 0, 0.0
+    products = 0
     if unit.dtype == torch.float64 and max_products > 1:  # most products in float32, 3× cheaper on a CPU
         # The float64 check below accepts an eigen-residual of 2·rtol (a σ width of rtol): float32 stops
         # at 90% of that, the rest a margin for its rounding (9% fewer products than stopping at rtol).
-        coarse = top_eigen_bracket(_gram(unit.float(), input_size, transposed, shape), start.float(),
-                                   rtol=max(1.8 * rtol, _FLOAT32_FLOOR), max_products=max_products // 2)
-        start, products, second = coarse.vector.double(), coarse.products, coarse.second
-    fine = top_eigen_bracket(gram64, start, rtol=2.0 * rtol, max_products=max(1, max_products - products))
-    vector = fine.vector / torch.linalg.vector_norm(fine.vector)
+        coarse = top_block_bracket(_gram(unit.float(), input_size, transposed, shape), start.float(),
+                                   rtol=max(1.8 * rtol, _FLOAT32_FLOOR), max_products=max_products // 2, pairs=2)
+        start, products = coarse.vectors.double(), coarse.products
+    fine = top_block_bracket(gram64, start, rtol=2.0 * rtol, max_products=max(1, max_products - products),
+                             block=max(2, start.reshape(-1, start.shape[-1]).shape[0]))
+    products += fine.products
+    gap, degenerate = _certified_gap(fine)
+    for _ in range(_REFINES):  # near the 1e-6 line: tighter residuals of the top pair until it is decided
+        if gap is not None or products >= max_products or len(fine.values) < 2:
+            break
+        fine = top_block_bracket(gram64, fine.vectors, rtol=_refine_rtol(fine), block=fine.vectors.shape[0],
+                                 max_products=max(1, max_products - products), pairs=2)
+        products += fine.products
+        gap, degenerate = _certified_gap(fine)
+    vector = fine.vectors[0] / torch.linalg.vector_norm(fine.vectors[0])
     vector = vector * torch.sign(vector[torch.argmax(vector.abs())])  # largest entry positive
     slack = 1e-12  # rounding of the float64 Rayleigh quotient and residual
     lower = scale * math.sqrt(max(fine.lower, 0.0)) * (1.0 - slack)
@@ -181,11 +196,39 @@ def conv_same_operator_norm(
     certified = circulant * (1.0 + 2.0 * ROUNDING_SLACK)
     if ceiling is not None:
         certified = min(certified, ceiling)
-    second = fine.second if fine.second > 0.0 else second  # a float64 check of one product has no θ2
-    gap = math.sqrt(second / fine.lower) if second > 0.0 and fine.lower > 0.0 else None
-    return SizedNorm(lower, max(certified, lower), vector.reshape(shape), products + fine.products, converged,
-                     gap=None if gap is None else min(gap, 1.0), circulant=circulant,
-                     estimate_width=upper / lower - 1.0 if lower > 0.0 else 0.0)
+    return SizedNorm(lower, max(certified, lower), vector.reshape(shape), products, converged,
+                     gap=gap, circulant=circulant, estimate_width=upper / lower - 1.0 if lower > 0.0 else 0.0,
+                     degenerate=degenerate, cluster=fine.cluster)
+
+
+_REFINES = 2
+"""Float64 block runs after the first, each with a 30× tighter residual, spent only where the top pair's
+interval straddles the degeneracy line (σ2/σ1 within about the residual of 1 − 1e-6)."""
+
+
+def _refine_rtol(fine: ClusterBracket) -> float:
+    """A residual 30× below the top pair's present one, relative to θ1 (never below float64's reach)."""
+    return max(fine.pair_residual / max(fine.values[0], 1e-300) / 30.0, 1e-13)
+
+
+def _certified_gap(fine: ClusterBracket) -> tuple[float | None, bool]:
+    """(σ2/σ1, degenerate) from the top two Ritz pairs, or (None, False) where they do not decide.
+
+    θ2 ≤ λ2 (Courant–Fischer: certified) and λ1 ≤ θ1 + ‖R‖ (‖R‖ the residual block of the two pairs:
+    two eigenvalues, λ1 and λ2 with probability one, lie within it of θ1 and θ2; Kahan), so
+    σ2/σ1 ∈ [√(θ2/(θ1 + ‖R‖)), √((θ2 + ‖R‖)/θ1)]. The lower end is the gap given; it is given only where
+    the interval lies on one side of the degeneracy line 1 − DEGENERATE_GAP, which decides ``degenerate``."""
+    if len(fine.values) < 2 or fine.values[0] <= 0.0:
+        return None, False
+    theta1, theta2, spread = fine.values[0], max(fine.values[1], 0.0), fine.pair_residual
+    low = math.sqrt(theta2 / (theta1 + spread))
+    high = min(1.0, math.sqrt((theta2 + spread) / theta1))
+    line = 1.0 - DEGENERATE_GAP
+    if low >= line:
+        return low, True
+    if high < line:
+        return low, False
+    return None, False
 
 
 def _circulant_max(weight: Tensor, input_size: Sequence[int], *, floor: float) -> float:
@@ -205,12 +248,13 @@ def same_conv_pair(weight: Tensor, input_size: Sequence[int], *, transposed: boo
 
 def _gram(weight: Tensor, input_size: Sequence[int], transposed: bool,
           shape: tuple[int, ...]) -> Callable[[Tensor], Tensor]:
-    """x ↦ AᵀA x on flat vectors, in ``weight``'s dtype."""
+    """X ↦ AᵀA X on the rows of X (b, D), as one batch, in ``weight``'s dtype."""
     forward, adjoint = _same_conv_pair(weight, input_size)
     if transposed:
         forward, adjoint = adjoint, forward
 
-    def gram(x: Tensor) -> Tensor:
-        return adjoint(forward(x.reshape(shape))).reshape(-1)  # AᵀA x, (D,)
+    def gram(x: Tensor) -> Tensor:  # AᵀA on rows: (b, D) → (b, D)
+        rows = x.reshape(-1, *shape[1:])
+        return adjoint(forward(rows)).reshape(rows.shape[0], -1)
 
     return gram

@@ -179,3 +179,154 @@ def top_rayleigh(gram: Tensor, *, rtol: float = 1e-8) -> float:
         basis[j + 1] = w / norm
     top = top / torch.linalg.vector_norm(top)
     return float(top @ apply(top))
+
+
+CLUSTER_WINDOW = 1e-3
+"""Ritz values within this relative distance of the top one count as its cluster: the block grows to
+one more vector than the cluster has (a single vector cannot tell eigenvalues apart whose distance is
+below its residual, and a block of b vectors holds at most b of them at once)."""
+
+
+@dataclass(frozen=True)
+class ClusterBracket:
+    """The top of a symmetric positive semidefinite spectrum by block Lanczos: the top Ritz values of
+    one fresh block product with the top Ritz vectors, and their residual bounds."""
+
+    values: tuple[float, ...]
+    """θ1 ≥ θ2 ≥ … of the final Rayleigh–Ritz step: θᵢ ≤ λᵢ (Courant–Fischer, certified)."""
+    residuals: tuple[float, ...]
+    """‖M x_i − θ_i x_i‖ for each Ritz pair: an eigenvalue lies within it of θ_i (Krylov–Weinstein)."""
+    pair_residual: float
+    """The spectral norm of the residual block of the top two Ritz pairs: two eigenvalues (λ1 and λ2,
+    with probability one) lie within it of θ1 and θ2 (Kahan); 0 where only one vector was kept."""
+    vectors: Tensor
+    """(len(values), D) the Ritz vectors, orthonormal rows, top first."""
+    products: int
+    converged: bool
+    """The top Ritz pair met its tolerance (else: the budget ran out)."""
+    cluster: int
+    """How many Ritz values lie within :data:`CLUSTER_WINDOW` of θ1 (θ1 included)."""
+
+    @property
+    def lower(self) -> float:
+        return self.values[0]
+
+    @property
+    def upper(self) -> float:
+        return self.values[0] + self.residuals[0]
+
+
+def top_block_bracket(
+    apply: Callable[[Tensor], Tensor], start: Tensor, *, rtol: float, max_products: int,
+    block: int = 2, basis: int = 36, max_block: int = 8, pairs: int = 1,
+) -> ClusterBracket:
+    """Block Lanczos on M (``apply``: (b, D) → (b, D), rows in ``start``'s dtype) until the top Ritz pair's
+    residual is below rtol·θ1 (the top ``pairs`` pairs' residuals, each below rtol·θ1), with a block of
+    one more vector than the top cluster has.
+
+    A single Krylov vector cannot separate eigenvalues closer than its residual: on a near-degenerate
+    pair (σ2/σ1 = 1 − 1e-6 on trained 'same' convolutions) its Ritz value is a mixture of λ1 and λ2 and
+    can stop on λ2. A block of b vectors holds b directions of the top cluster at once (a random block
+    has a full-rank component along it with probability one), so its top Ritz value converges to λ1 at
+    the rate of the gap below the cluster. The block starts at ``block`` rows (``start`` (k, D), its rows
+    taken first, then fixed random ones) and grows, up to ``max_block``, whenever the Ritz values within
+    :data:`CLUSTER_WINDOW` of θ1 fill it. The projected matrix Q M Qᵀ is formed from explicit inner
+    products with every new product (full reorthogonalization, twice), so a thick restart (keeping
+    the top Ritz vectors when the basis is full) and a growing block need no recurrence bookkeeping;
+    the residual of a Ritz vector y is ‖B·y_last‖ with B the triangular factor of the newest remainder.
+    The result comes from one fresh block product with the top Ritz vectors. Never raises for lack of
+    convergence: see ``converged``.
+    """
+    dim = start.shape[-1]
+    start = start.reshape(-1, dim)
+    generator = torch.Generator(device="cpu").manual_seed(3)
+    block = max(1, min(block, max_block, dim))
+    rows = _orthonormal_rows(start[:block], None, block, generator)
+    q_mat = start.new_empty(0, dim)  # (s, D) the basis
+    h_mat = numpy.zeros((0, 0))
+    products = 0
+    while True:
+        image = apply(rows)  # (b, D)
+        products += rows.shape[0]
+        both = torch.cat([q_mat, rows])  # (s + b, D)
+        column = both @ image.T  # (s + b, b): ⟨q_i, M w_j⟩
+        rest = image - column.T @ both
+        again = both @ rest.T
+        rest = rest - again.T @ both
+        s, b = q_mat.shape[0], rows.shape[0]
+        grown = numpy.zeros((s + b, s + b))
+        grown[:s, :s] = h_mat
+        col = column.double().cpu().numpy()
+        grown[:, s:] = col
+        grown[s:, :] = col.T
+        grown[s:, s:] = 0.5 * (col[s:] + col[s:].T)
+        h_mat, q_mat = grown, both
+        values, ritz = numpy.linalg.eigh(h_mat)  # ascending
+        values, ritz = values[::-1].copy(), ritz[:, ::-1].copy()
+        top = max(float(values[0]), 1e-300)
+        # The next block: the remainder, orthonormalized (its triangular factor couples it to the last block).
+        nxt, tri = torch.linalg.qr(rest.T)  # (D, b), (b, b)
+        tri_np = tri.double().cpu().numpy()
+        resid = numpy.linalg.norm(tri_np @ ritz[s:, :], axis=0)  # residual of each Ritz pair
+        cluster = int(numpy.sum(values >= top * (1.0 - CLUSTER_WINDOW)))
+        want = min(max(block, cluster + 1), max_block, dim)
+        done = bool(numpy.all(resid[:pairs] <= rtol * top)) and want <= block
+        if done or products >= max_products or q_mat.shape[0] + want > dim:
+            keep = min(max(2, want), q_mat.shape[0])
+            if s == 0 and keep == b:  # one block product: its Rayleigh–Ritz is already fresh
+                return _final_block(apply, rows, products, rtol, pairs, image)
+            x = torch.from_numpy(ritz[:, :keep]).to(q_mat).T @ q_mat  # (keep, D)
+            return _final_block(apply, x, products, rtol, pairs)
+        # A remainder row of norm ~0 (an invariant subspace) leaves QR noise: re-orthogonalized here, or a
+        # random direction where nothing is left; its coupling in the next residual is below that noise.
+        rows = _orthonormal_rows(nxt.T, q_mat, want, generator)
+        block = want
+        if q_mat.shape[0] + block > basis:  # thick restart: the top Ritz vectors, diagonal H
+            keep = max(block + 1, min(basis // 3, q_mat.shape[0] - block))
+            q_mat = torch.from_numpy(ritz[:, :keep]).to(q_mat).T @ q_mat
+            h_mat = numpy.diag(values[:keep])
+
+
+def _orthonormal_rows(candidates: Tensor, basis: Tensor | None, count: int, generator: torch.Generator) -> Tensor:
+    """``count`` orthonormal rows ⟂ ``basis``: the candidates first, random rows for the rest or for any
+    candidate that is (nearly) in the span already."""
+    dim = candidates.shape[-1]
+    extra = max(0, count - candidates.shape[0])
+    noise = torch.randn(count, dim, generator=generator, dtype=torch.float64).to(candidates)
+    rows = torch.cat([candidates[:count], noise[:extra]]) if extra else candidates[:count].clone()
+    for attempt in range(3):
+        for _ in range(2):
+            if basis is not None and basis.shape[0]:
+                rows = rows - (rows @ basis.T) @ basis
+        before = torch.linalg.vector_norm(rows, dim=1)
+        ortho, tri = torch.linalg.qr(rows.T)  # (D, count)
+        weak = tri.diagonal().abs() <= 1e-6 * before.clamp(min=1e-300)
+        if not bool(weak.any()) or attempt == 2:
+            return ortho.T.contiguous()
+        rows = ortho.T.clone()
+        rows[weak] = noise[weak]  # a candidate already in the span: a random direction instead
+    return rows
+
+
+def _final_block(apply: Callable[[Tensor], Tensor], x: Tensor, products: int, rtol: float, pairs: int,
+                 image: Tensor | None = None) -> ClusterBracket:
+    """Rayleigh–Ritz with one fresh block product (the recurrence drifts slowly), or with ``image`` = M x
+    for orthonormal rows x when the caller has it."""
+    if image is None:
+        x, _ = torch.linalg.qr(x.T)
+        x = x.T.contiguous()  # (k, D) orthonormal rows
+        image = apply(x)  # (k, D)
+        products += x.shape[0]
+    small = (x @ image.T).double().cpu().numpy()
+    values, rot = numpy.linalg.eigh(0.5 * (small + small.T))
+    values, rot = values[::-1].copy(), rot[:, ::-1].copy()
+    rot_t = torch.from_numpy(rot).to(x)
+    vectors, images = rot_t.T @ x, rot_t.T @ image  # (k, D)
+    residual = images - torch.from_numpy(values.copy()).to(x)[:, None] * vectors
+    norms = torch.linalg.vector_norm(residual, dim=1).double().cpu().numpy()
+    pair = float(torch.linalg.matrix_norm(residual[:2].double(), ord=2)) if x.shape[0] > 1 else 0.0
+    top = max(float(values[0]), 1e-300)
+    cluster = int(numpy.sum(values >= top * (1.0 - CLUSTER_WINDOW)))
+    done = bool(numpy.all(norms[:pairs] <= rtol * top))  # the fresh residuals decide
+    return ClusterBracket(tuple(float(v) for v in values), tuple(float(r) for r in norms), pair,
+                          vectors, products, done, cluster)
