@@ -128,7 +128,8 @@ def _operator_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, size:
     exact = _sized(weight, size, output_side, start)
     if view.eval_key is not None:
         buffer = tensors[view.eval_key].detach().to(device=device, dtype=torch.float64)
-        effective = _sized(buffer, size, output_side, exact.vector)
+        effective = _sized(buffer, size, output_side, None if exact.block is None else exact.block[:2],
+                           certify_gap=False)
     else:
         scale = abs(audit.sigma_estimate)
         effective = replace(exact, lower=exact.lower / scale, upper=exact.upper / scale,
@@ -196,10 +197,11 @@ def _unsized_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, tensor
     )
 
 
-def _sized(kernel: Tensor, size: tuple[int, ...], transposed: bool, start: Tensor | None) -> conv_same.SizedNorm:
+def _sized(kernel: Tensor, size: tuple[int, ...], transposed: bool, start: Tensor | None,
+           certify_gap: bool = True) -> conv_same.SizedNorm:
     """The 'same'-conv norm bracket at ``size``: the Lanczos lower end, the padded circulant's norm as
-    the certified upper end (also where Lanczos ran out of products)."""
-    return conv_same.conv_same_operator_norm(kernel, size, transposed=transposed, u0=start)
+    the certified upper end (also where Lanczos ran out of products); σ2/σ1 decided only where asked."""
+    return conv_same.conv_same_operator_norm(kernel, size, transposed=transposed, u0=start, certify_gap=certify_gap)
 
 
 def _unconverged(norm: conv_same.SizedNorm, what: str) -> tuple[str, ...]:
@@ -221,7 +223,7 @@ def at_input(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mappi
     budget.require(conv_same_bytes(audit.shape, size, audit.kind.startswith("conv_transpose")),
                    f"the norm at {option('input_size', '×'.join(map(str, size)))} ")
     kernel = effective_kernel(audit, key, buffer_key, tensors, device)
-    norm = _sized(kernel, size, audit.kind.startswith("conv_transpose"), None)
+    norm = _sized(kernel, size, audit.kind.startswith("conv_transpose"), None, certify_gap=False)
     width = norm.width if audit.bracket_width is None else max(norm.width, audit.bracket_width)
     return replace(audit, operator_at_input=norm.lower, bracket_width=width,
                    notes=audit.notes + _unconverged(norm, "operator_at_input"))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -104,7 +104,9 @@ class SizedNorm:
     degenerate: bool = False
     """σ2/σ1 ≥ 1 − 1e-6 by that interval: the top singular vector is not unique."""
     cluster: int = 1
-    """How many Ritz values lie within 1e-3 (relative, on σ²) of the top one: the block ran with one more."""
+    """How many Ritz values lie within 2e-4 (relative, on σ²) of the top one: the block ran with one more."""
+    block: Tensor | None = field(default=None, repr=False)
+    """The final Ritz vectors (k, D), top first: a warm start (``u0``) for a nearby kernel's bracket."""
     circulant: float = 0.0
     """The padded circulant's norm as found (the grid maximum, no rounding allowance): the norm of a
     circular convolution with this kernel, so a lower bound of its norm over all input sizes — the
@@ -126,6 +128,7 @@ def conv_same_operator_norm(
     max_products: int = 3000,
     u0: Tensor | None = None,
     ceiling: float | None = None,
+    certify_gap: bool = True,
 ) -> SizedNorm:
     """The 2-norm of the zero-padded 'same' stride-1 convolution at ``input_size``, as a bracket of
     relative width ``rtol``, and its top right singular vector, shaped (1, c_in, *input_size) with
@@ -156,11 +159,11 @@ def conv_same_operator_norm(
     noise = noise / torch.linalg.vector_norm(noise)
     start = noise
     if u0 is not None:
-        if u0.numel() != noise.numel():
-            raise OperandError(f"u0 has {u0.numel()} entries, expected {noise.numel()} = prod{shape}")
-        guess = u0.detach().reshape(-1).to(device=weight.device, dtype=torch.float64)  # (D,)
-        norm = torch.linalg.vector_norm(guess)
-        if bool(torch.isfinite(norm)) and float(norm) > 0.0:
+        if u0.numel() == 0 or u0.numel() % noise.numel():
+            raise OperandError(f"u0 has {u0.numel()} entries, expected {noise.numel()} = prod{shape} (or a multiple)")
+        guess = u0.detach().reshape(-1, noise.numel()).to(device=weight.device, dtype=torch.float64)  # (k, D)
+        norm = torch.linalg.vector_norm(guess, dim=1, keepdim=True)  # (k, 1)
+        if bool(torch.isfinite(norm).all()) and bool((norm > 0.0).all()):
             start = guess / norm + 0.01 * noise
     scale = float(weight.abs().max())
     if scale == 0.0:
@@ -173,13 +176,14 @@ def conv_same_operator_norm(
         # The float64 check below accepts an eigen-residual of 2·rtol (a σ width of rtol): float32 stops
         # at 90% of that, the rest a margin for its rounding (9% fewer products than stopping at rtol).
         coarse = top_block_bracket(_gram(unit.float(), input_size, transposed, shape), start.float(),
-                                   rtol=max(1.8 * rtol, _FLOAT32_FLOOR), max_products=max_products // 2, pairs=2)
+                                   rtol=max(1.8 * rtol, _FLOAT32_FLOOR), max_products=max_products // 2,
+                                   pairs=2, loose=_SECOND_LOOSE)
         start, products = coarse.vectors.double(), coarse.products
     fine = top_block_bracket(gram64, start, rtol=2.0 * rtol, max_products=max(1, max_products - products),
                              block=max(2, start.reshape(-1, start.shape[-1]).shape[0]))
     products += fine.products
     gap, degenerate = _certified_gap(fine)
-    for _ in range(_REFINES):  # near the 1e-6 line: tighter residuals of the top pair until it is decided
+    for _ in range(_REFINES if certify_gap else 0):  # near the 1e-6 line: tighter residuals of the top pair until it is decided
         if gap is not None or products >= max_products or len(fine.values) < 2:
             break
         fine = top_block_bracket(gram64, fine.vectors, rtol=_refine_rtol(fine), block=fine.vectors.shape[0],
@@ -198,29 +202,47 @@ def conv_same_operator_norm(
         certified = min(certified, ceiling)
     return SizedNorm(lower, max(certified, lower), vector.reshape(shape), products, converged,
                      gap=gap, circulant=circulant, estimate_width=upper / lower - 1.0 if lower > 0.0 else 0.0,
-                     degenerate=degenerate, cluster=fine.cluster)
+                     degenerate=degenerate, cluster=fine.cluster, block=fine.vectors)
 
+
+_SECOND_LOOSE = 10.0
+"""The second Ritz pair stops at 10× the first's residual: converged enough that a top eigenvalue the
+start lacked (a stored u on σ2's vector) has surfaced in the block, not to the printed digits."""
 
 _REFINES = 2
-"""Float64 block runs after the first, each with a 30× tighter residual, spent only where the top pair's
-interval straddles the degeneracy line (σ2/σ1 within about the residual of 1 − 1e-6)."""
+"""Float64 block runs after the first (:func:`_refine_rtol`), spent only where the top pair's interval
+straddles the degeneracy line (σ2/σ1 within about the residual of 1 − 1e-6)."""
 
 
 def _refine_rtol(fine: ClusterBracket) -> float:
-    """A residual 30× below the top pair's present one, relative to θ1 (never below float64's reach)."""
-    return max(fine.pair_residual / max(fine.values[0], 1e-300) / 30.0, 1e-13)
+    """The residual (relative to θ1) of the top pair that should decide σ2/σ1 against the degeneracy line:
+    small enough that its quadratic bound ‖R‖²/η is half the distance of θ2 from the line, and at least
+    3× below the present one (never below float64's reach)."""
+    theta1, theta2, spread = fine.values[0], fine.values[1], fine.pair_residual
+    distance = abs(theta2 - (1.0 - DEGENERATE_GAP) ** 2 * theta1)
+    eta = theta2 - fine.values[2] - fine.residuals[2] if len(fine.values) > 2 else 0.0
+    target = spread / 3.0
+    if eta > 0.0:
+        target = min(target, math.sqrt(0.5 * distance * eta))
+    return max(target / max(theta1, 1e-300), 1e-13)
 
 
 def _certified_gap(fine: ClusterBracket) -> tuple[float | None, bool]:
-    """(σ2/σ1, degenerate) from the top two Ritz pairs, or (None, False) where they do not decide.
+    """(σ2/σ1, degenerate) from the top Ritz pairs, or (None, False) where they do not decide.
 
-    θ2 ≤ λ2 (Courant–Fischer: certified) and λ1 ≤ θ1 + ‖R‖ (‖R‖ the residual block of the two pairs:
-    two eigenvalues, λ1 and λ2 with probability one, lie within it of θ1 and θ2; Kahan), so
-    σ2/σ1 ∈ [√(θ2/(θ1 + ‖R‖)), √((θ2 + ‖R‖)/θ1)]. The lower end is the gap given; it is given only where
+    θ2 ≤ λ2 (Courant–Fischer: certified). Above: ‖R‖, the residual block of the top two pairs, puts two
+    eigenvalues, λ1 and λ2 (with probability one, as for the a-posteriori end of the bracket), within
+    ‖R‖ of θ1 and θ2 (Kahan), and within ‖R‖²/η where the third pair shows the rest of the spectrum η
+    below θ2 (η = θ2 − θ3 − r3; Mathias 1998, quadratic residual bounds). So σ2/σ1 lies in
+    [√(θ2/(θ1 + ε)), √((θ2 + ε)/θ1)], ε the smaller bound. The lower end is the gap given, and only where
     the interval lies on one side of the degeneracy line 1 − DEGENERATE_GAP, which decides ``degenerate``."""
     if len(fine.values) < 2 or fine.values[0] <= 0.0:
         return None, False
     theta1, theta2, spread = fine.values[0], max(fine.values[1], 0.0), fine.pair_residual
+    if len(fine.values) > 2:
+        eta = theta2 - fine.values[2] - fine.residuals[2]
+        if eta > 0.0:
+            spread = min(spread, spread * spread / eta)
     low = math.sqrt(theta2 / (theta1 + spread))
     high = min(1.0, math.sqrt((theta2 + spread) / theta1))
     line = 1.0 - DEGENERATE_GAP

@@ -181,9 +181,10 @@ def top_rayleigh(gram: Tensor, *, rtol: float = 1e-8) -> float:
     return float(top @ apply(top))
 
 
-CLUSTER_WINDOW = 1e-3
+
+CLUSTER_WINDOW = 2e-4
 """Ritz values within this relative distance of the top one count as its cluster: the block grows to
-one more vector than the cluster has (a single vector cannot tell eigenvalues apart whose distance is
+as many vectors as the cluster has (a single vector cannot tell eigenvalues apart whose distance is
 below its residual, and a block of b vectors holds at most b of them at once)."""
 
 
@@ -218,10 +219,10 @@ class ClusterBracket:
 
 def top_block_bracket(
     apply: Callable[[Tensor], Tensor], start: Tensor, *, rtol: float, max_products: int,
-    block: int = 2, basis: int = 36, max_block: int = 8, pairs: int = 1,
+    block: int = 2, basis: int = 24, max_block: int = 6, pairs: int = 1, loose: float = 1.0,
 ) -> ClusterBracket:
     """Block Lanczos on M (``apply``: (b, D) → (b, D), rows in ``start``'s dtype) until the top Ritz pair's
-    residual is below rtol·θ1 (the top ``pairs`` pairs' residuals, each below rtol·θ1), with a block of
+    residual is below rtol·θ1 (and the next ``pairs`` − 1 pairs' below ``loose``·rtol·θ1), with a block of
     one more vector than the top cluster has.
 
     A single Krylov vector cannot separate eigenvalues closer than its residual: on a near-degenerate
@@ -241,62 +242,72 @@ def top_block_bracket(
     start = start.reshape(-1, dim)
     generator = torch.Generator(device="cpu").manual_seed(3)
     block = max(1, min(block, max_block, dim))
-    rows = _orthonormal_rows(start[:block], None, block, generator)
-    q_mat = start.new_empty(0, dim)  # (s, D) the basis
+    basis = max(basis, 4 * max_block)
+    rows = _orthonormal_rows(start[:block], start[:0], block, generator)
+    store = start.new_empty(basis + max_block, dim)  # the basis Q as its first s rows
     h_mat = numpy.zeros((0, 0))
-    products = 0
+    s = products = 0
     while True:
+        b = rows.shape[0]
         image = apply(rows)  # (b, D)
-        products += rows.shape[0]
-        both = torch.cat([q_mat, rows])  # (s + b, D)
+        products += b
+        store[s:s + b] = rows
+        both = store[:s + b]  # (s + b, D)
         column = both @ image.T  # (s + b, b): ⟨q_i, M w_j⟩
         rest = image - column.T @ both
-        again = both @ rest.T
-        rest = rest - again.T @ both
-        s, b = q_mat.shape[0], rows.shape[0]
+        rest = rest - (both @ rest.T).T @ both  # twice is enough
         grown = numpy.zeros((s + b, s + b))
         grown[:s, :s] = h_mat
         col = column.double().cpu().numpy()
         grown[:, s:] = col
         grown[s:, :] = col.T
         grown[s:, s:] = 0.5 * (col[s:] + col[s:].T)
-        h_mat, q_mat = grown, both
+        h_mat, last = grown, s
+        s += b
         values, ritz = numpy.linalg.eigh(h_mat)  # ascending
         values, ritz = values[::-1].copy(), ritz[:, ::-1].copy()
         top = max(float(values[0]), 1e-300)
         # The next block: the remainder, orthonormalized (its triangular factor couples it to the last block).
         nxt, tri = torch.linalg.qr(rest.T)  # (D, b), (b, b)
-        tri_np = tri.double().cpu().numpy()
-        resid = numpy.linalg.norm(tri_np @ ritz[s:, :], axis=0)  # residual of each Ritz pair
+        resid = numpy.linalg.norm(tri.double().cpu().numpy() @ ritz[last:, :], axis=0)  # each Ritz pair's
         cluster = int(numpy.sum(values >= top * (1.0 - CLUSTER_WINDOW)))
-        want = min(max(block, cluster + 1), max_block, dim)
-        done = bool(numpy.all(resid[:pairs] <= rtol * top)) and want <= block
-        if done or products >= max_products or q_mat.shape[0] + want > dim:
-            keep = min(max(2, want), q_mat.shape[0])
-            if s == 0 and keep == b:  # one block product: its Rayleigh–Ritz is already fresh
-                return _final_block(apply, rows, products, rtol, pairs, image)
-            x = torch.from_numpy(ritz[:, :keep]).to(q_mat).T @ q_mat  # (keep, D)
-            return _final_block(apply, x, products, rtol, pairs)
+        want = min(max(block, cluster), max_block, dim)
+        tols = numpy.full(min(pairs, resid.size), rtol * top * loose)
+        tols[0] = rtol * top
+        done = bool(numpy.all(resid[:tols.size] <= tols)) and want <= block
+        if done or products >= max_products or s + want > dim:
+            keep = min(want + 1, s)  # one beyond the block: the third pair bounds the rest of the spectrum
+            if last == 0 and keep == b:  # one block product: its Rayleigh–Ritz is already fresh
+                return _final_block(apply, rows, products, rtol, pairs, loose, image)
+            x = torch.from_numpy(ritz[:, :keep]).to(store).T @ store[:s]  # (keep, D)
+            return _final_block(apply, x, products, rtol, pairs, loose)
         # A remainder row of norm ~0 (an invariant subspace) leaves QR noise: re-orthogonalized here, or a
         # random direction where nothing is left; its coupling in the next residual is below that noise.
-        rows = _orthonormal_rows(nxt.T, q_mat, want, generator)
+        weak = tri.diagonal().abs() <= 1e-6 * float(torch.linalg.vector_norm(rest, dim=1).max())
+        if want > b or bool(weak.any()):  # new directions or a broken-down row: orthogonalized afresh
+            rows = _orthonormal_rows(nxt.T[~weak], store[:s], want, generator)
+        else:  # the remainder was orthogonalized twice already: its QR factor is the next block
+            rows = nxt.T.contiguous()
         block = want
-        if q_mat.shape[0] + block > basis:  # thick restart: the top Ritz vectors, diagonal H
-            keep = max(block + 1, min(basis // 3, q_mat.shape[0] - block))
-            q_mat = torch.from_numpy(ritz[:, :keep]).to(q_mat).T @ q_mat
-            h_mat = numpy.diag(values[:keep])
+        if s + block > basis:  # thick restart: the top Ritz vectors, diagonal H
+            keep = max(block + 1, min(basis // 2, s - block))
+            store[:keep] = torch.from_numpy(ritz[:, :keep].copy()).to(store).T @ store[:s]
+            h_mat, s = numpy.diag(values[:keep]), keep
 
 
-def _orthonormal_rows(candidates: Tensor, basis: Tensor | None, count: int, generator: torch.Generator) -> Tensor:
+def _orthonormal_rows(candidates: Tensor, basis: Tensor, count: int, generator: torch.Generator) -> Tensor:
     """``count`` orthonormal rows ⟂ ``basis``: the candidates first, random rows for the rest or for any
     candidate that is (nearly) in the span already."""
     dim = candidates.shape[-1]
+
+    def noise(n: int) -> Tensor:
+        return torch.randn(n, dim, generator=generator, dtype=torch.float64).to(candidates)
+
     extra = max(0, count - candidates.shape[0])
-    noise = torch.randn(count, dim, generator=generator, dtype=torch.float64).to(candidates)
-    rows = torch.cat([candidates[:count], noise[:extra]]) if extra else candidates[:count].clone()
+    rows = torch.cat([candidates[:count], noise(extra)]) if extra else candidates[:count].clone()
     for attempt in range(3):
         for _ in range(2):
-            if basis is not None and basis.shape[0]:
+            if basis.shape[0]:
                 rows = rows - (rows @ basis.T) @ basis
         before = torch.linalg.vector_norm(rows, dim=1)
         ortho, tri = torch.linalg.qr(rows.T)  # (D, count)
@@ -304,12 +315,12 @@ def _orthonormal_rows(candidates: Tensor, basis: Tensor | None, count: int, gene
         if not bool(weak.any()) or attempt == 2:
             return ortho.T.contiguous()
         rows = ortho.T.clone()
-        rows[weak] = noise[weak]  # a candidate already in the span: a random direction instead
+        rows[weak] = noise(int(weak.sum()))  # a candidate already in the span: a random direction instead
     return rows
 
 
 def _final_block(apply: Callable[[Tensor], Tensor], x: Tensor, products: int, rtol: float, pairs: int,
-                 image: Tensor | None = None) -> ClusterBracket:
+                 loose: float, image: Tensor | None = None) -> ClusterBracket:
     """Rayleigh–Ritz with one fresh block product (the recurrence drifts slowly), or with ``image`` = M x
     for orthonormal rows x when the caller has it."""
     if image is None:
@@ -327,6 +338,8 @@ def _final_block(apply: Callable[[Tensor], Tensor], x: Tensor, products: int, rt
     pair = float(torch.linalg.matrix_norm(residual[:2].double(), ord=2)) if x.shape[0] > 1 else 0.0
     top = max(float(values[0]), 1e-300)
     cluster = int(numpy.sum(values >= top * (1.0 - CLUSTER_WINDOW)))
-    done = bool(numpy.all(norms[:pairs] <= rtol * top))  # the fresh residuals decide
+    tols = numpy.full(min(pairs, norms.size), rtol * top * loose)
+    tols[0] = rtol * top
+    done = bool(numpy.all(norms[:tols.size] <= tols))  # the fresh residuals decide
     return ClusterBracket(tuple(float(v) for v in values), tuple(float(r) for r in norms), pair,
                           vectors, products, done, cluster)
