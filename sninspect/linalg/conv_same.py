@@ -63,11 +63,12 @@ def _same_conv_pair(
 
 
 SIZED_RTOL = 1e-5
-"""Default relative width of a 'same'-conv norm bracket. The number printed is the bracket's certified
-lower end, a Ritz value, whose error shrinks like the square of the residual that sets the width
-(|λ − θ| ≲ ‖r‖²/gap): at a width of 1e-5 it is good to about 1e-8 on trained kernels, below the 6
-significant digits printed (measured on published RealSN layers: 7.92359, 12.6698, 10.8148, 3.84947
-unchanged from a run to 1e-12)."""
+"""Default relative a-posteriori width of a 'same'-conv norm bracket. The lower end is a Ritz value,
+whose error shrinks like the square of the residual that sets the width (|λ − θ| ≲ ‖r‖²/gap, the gap
+below the top cluster that the block holds): measured against dense SVDs at up to 16×16 it is within
+2e-9 of σ1 on random, near-degenerate (σ2/σ1 = 1 − 4e-6) and near-orthogonal kernels, from random and
+σ2-vector starts (a single Krylov vector was up to 1e-4 low there). The digits printed follow the
+certified width (the circulant end), not this one."""
 
 _FLOAT32_FLOOR = 2e-6
 """float32 products carry ~1e-7 relative rounding: float32 iterations go no tighter than this width on
@@ -137,14 +138,19 @@ def conv_same_operator_norm(
     Padding per axis: (k−1)//2 before, the rest after (PyTorch's padding='same'; for odd k that is
     (k−1)/2 per side). ``transposed``: ``kernel`` is a ConvTranspose weight (c_in, c_out, k...) and the
     operator is the exact adjoint of that 'same' convolution (ConvTranspose with padding (k−1)/2 for
-    odd k). σ² is the top eigenvalue of AᵀA, bracketed by thick-restart Lanczos (linalg.lanczos):
-    the iteration stops on the bracket, not on the vector, so near-degenerate top values (σ2/σ1 → 1,
-    the rule for trained convolutions) do not slow it; the vector is then some unit vector of the
-    top cluster. Products run in float32 (to 90% of the width asked, at least 1e-6), then in float64,
-    and the final bracket comes from a float64 product. The kernel is scaled to max |w| = 1 first
+    odd k). σ² is the top eigenvalue of AᵀA, bracketed by block Lanczos (linalg.lanczos): a 'same'
+    convolution's top singular values come in near pairs (σ2/σ1 = 1 − 1e-7 on trained kernels at
+    40×40, 1 − 3e-5 at 8×8), which one Krylov vector cannot tell apart — it stopped on σ2 or a mixture
+    of the two, up to 3e-5 low — so the block holds as many vectors as the Ritz values within 2e-4 of
+    the top (two at least), and the second pair converges too (loosely), which lifts a top vector the
+    start lacked into the block. The vector is the top Ritz vector, one vector of the cluster where
+    the top is degenerate. Products run in float32 (to 90% of the width asked, at least 1e-6), then in
+    float64, and the final bracket comes from float64 products. ``certify_gap``: decide σ2/σ1 against
+    the degeneracy line (:func:`_certified_gap`), with tighter float64 runs where the first leaves it
+    open; without it ``gap`` is given only where the first run decides it. The kernel is scaled to max |w| = 1 first
     (1e-170 or 1e154 kernels neither underflow nor overflow). ``u0`` (e.g. a stored conv-operator u) warm-starts the
-    iteration; 1% of a fixed random vector is mixed in so that a start with no component along the
-    top vector cannot stall on the second. Never raises for lack of convergence: see ``converged``.
+    iteration (rows (k, D): a block, e.g. the ``block`` of a nearby kernel's result); 1% of a fixed random
+    vector is mixed in, and the block's other rows are random. Never raises for lack of convergence: see ``converged``.
     ``ceiling``: a certified upper bound the caller has (e.g. the frequency bound, which holds at
     every size), used where it is below the padded circulant's norm.
     """
@@ -183,7 +189,7 @@ def conv_same_operator_norm(
                              block=max(2, start.reshape(-1, start.shape[-1]).shape[0]))
     products += fine.products
     gap, degenerate = _certified_gap(fine)
-    for _ in range(_REFINES if certify_gap else 0):  # near the 1e-6 line: tighter residuals of the top pair until it is decided
+    for _ in range(_REFINES if certify_gap else 0):  # near the 1e-6 line: tighter residuals until decided
         if gap is not None or products >= max_products or len(fine.values) < 2:
             break
         fine = top_block_bracket(gram64, fine.vectors, rtol=_refine_rtol(fine), block=fine.vectors.shape[0],

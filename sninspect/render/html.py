@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING
 
 from sninspect._version import __version__
 from sninspect.render.escape import for_html as escape
-from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt, order_text, shape_text, verdict_lines
+from sninspect.render.report import (
+    COS_TOLERANCE,
+    SIGMA_TOLERANCE,
+    fmt,
+    fmt_sized,
+    order_text,
+    shape_text,
+    verdict_lines,
+)
 from sninspect.render.run_view import SUMMARY_HEADER, SUMMARY_LEFT, TREND_HEADER, summary_rows, trend_rows
 from sninspect.results.report import LayerAudit, Report
 from sninspect.results.trend import Trend
@@ -156,9 +164,9 @@ def _layer_table(layers: Sequence[LayerAudit]) -> str:
             above = la.has_sn and (la.sigma_effective or 0) > 1 + SIGMA_TOLERANCE
             under = la.sigma_rel_error is not None and la.sigma_rel_error < -SIGMA_TOLERANCE
             cells += [
-                _td(fmt(la.sigma_exact)), _td(fmt(la.sigma_estimate)),
+                _td(fmt_sized(la.sigma_exact, la.bracket_width)), _td(fmt(la.sigma_estimate)),
                 _td(fmt(la.sigma_rel_error, 3), "above" if under else ""),
-                _td(fmt(la.sigma_effective), "above" if above else ""),
+                _td(fmt_sized(la.sigma_effective, la.bracket_width), "above" if above else ""),
                 _td(fmt(la.cos_error_u, 3), _cos_class(la.cos_error_u)),
                 _td(fmt(la.cos_error_v, 3), _cos_class(la.cos_error_v)),
                 _td(fmt(la.spectral_gap, 4)), _td(fmt(la.operator_bound)),
