@@ -247,15 +247,32 @@ def top_block_bracket(
     store = start.new_empty(basis + max_block, dim)  # the basis Q as its first s rows
     h_mat = numpy.zeros((0, 0))
     s = products = 0
+    known: numpy.ndarray | None = None  # (s, b) ⟨q_i, M w_j⟩ known from the last remainder (None: not known)
     while True:
         b = rows.shape[0]
         image = apply(rows)  # (b, D)
         products += b
         store[s:s + b] = rows
         both = store[:s + b]  # (s + b, D)
-        column = both @ image.T  # (s + b, b): ⟨q_i, M w_j⟩
-        rest = image - column.T @ both
-        rest = rest - (both @ rest.T).T @ both  # twice is enough
+        if known is None:  # every coupling from inner products, two Gram–Schmidt passes
+            column = both @ image.T  # (s + b, b): ⟨q_i, M w_j⟩
+            rest = image - column.T @ both
+            rest = rest - (both @ rest.T).T @ both  # twice is enough
+        else:  # the known couplings first (the last block's, or the restart's arrow), then one pass
+            coupled = numpy.flatnonzero(numpy.abs(known).sum(axis=1))
+            couple = torch.from_numpy(known[coupled]).to(store)  # (c, b)
+            rest = image - couple.T @ store[coupled]
+            alpha = rows @ rest.T  # (b, b)
+            rest = rest - alpha.T @ rows
+            before = torch.linalg.vector_norm(rest, dim=1)
+            column = both @ rest.T  # what rounding left along the basis
+            rest = rest - column.T @ both
+            if bool((torch.linalg.vector_norm(rest, dim=1) < 0.7 * before).any()):  # cancellation: again
+                again = both @ rest.T
+                rest = rest - again.T @ both
+                column = column + again
+            column[s:] += alpha
+            column[coupled] += couple
         grown = numpy.zeros((s + b, s + b))
         grown[:s, :s] = h_mat
         col = column.double().cpu().numpy()
@@ -284,15 +301,21 @@ def top_block_bracket(
         # A remainder row of norm ~0 (an invariant subspace) leaves QR noise: re-orthogonalized here, or a
         # random direction where nothing is left; its coupling in the next residual is below that noise.
         weak = tri.diagonal().abs() <= 1e-6 * float(torch.linalg.vector_norm(rest, dim=1).max())
+        tri_np = tri.double().cpu().numpy()
         if want > b or bool(weak.any()):  # new directions or a broken-down row: orthogonalized afresh
             rows = _orthonormal_rows(nxt.T[~weak], store[:s], want, generator)
+            known = None
         else:  # the remainder was orthogonalized twice already: its QR factor is the next block
             rows = nxt.T.contiguous()
+            known = numpy.zeros((s, b))
+            known[last:] = tri_np.T  # ⟨w_i, M nxt_k⟩ = tri[k, i]
         block = want
         if s + block > basis:  # thick restart: the top Ritz vectors, diagonal H
             keep = max(block + 1, min(basis // 2, s - block))
             store[:keep] = torch.from_numpy(ritz[:, :keep].copy()).to(store).T @ store[:s]
             h_mat, s = numpy.diag(values[:keep]), keep
+            if known is not None:  # the arrow: ⟨x_j, M nxt_k⟩ = (tri · y_j,last)_k
+                known = (tri_np @ ritz[last:last + b, :keep]).T.copy()
 
 
 def _orthonormal_rows(candidates: Tensor, basis: Tensor, count: int, generator: torch.Generator) -> Tensor:
