@@ -163,5 +163,6 @@ def layer_warnings(audits: Sequence[LayerAudit]) -> list[str]:
             if norm is not None and abs(norm - 1.0) > NORM_TOLERANCE:
                 out.append(f"layer '{a.name}': ‖{which}‖ = {norm:.6g}, expected 1 (EMA-averaged or edited buffer?)")
         if a.degenerate and a.has_sn:
-            out.append(f"layer '{a.name}': σ1 ≈ σ2, the top singular vector is not unique (no cosine given)")
+            given = "no cosine given" if a.cos_error_u is None and a.cos_error_v is None else "cosines judged gap-aware"
+            out.append(f"layer '{a.name}': σ1 ≈ σ2, the top singular vector is not unique ({given})")
     return out

@@ -179,3 +179,190 @@ def top_rayleigh(gram: Tensor, *, rtol: float = 1e-8) -> float:
         basis[j + 1] = w / norm
     top = top / torch.linalg.vector_norm(top)
     return float(top @ apply(top))
+
+
+
+CLUSTER_WINDOW = 2e-4
+"""Ritz values within this relative distance of the top one count as its cluster: the block grows to
+as many vectors as the cluster has (a single vector cannot tell eigenvalues apart whose distance is
+below its residual, and a block of b vectors holds at most b of them at once)."""
+
+
+@dataclass(frozen=True)
+class ClusterBracket:
+    """The top of a symmetric positive semidefinite spectrum by block Lanczos: the top Ritz values of
+    one fresh block product with the top Ritz vectors, and their residual bounds."""
+
+    values: tuple[float, ...]
+    """θ1 ≥ θ2 ≥ … of the final Rayleigh–Ritz step: θᵢ ≤ λᵢ (Courant–Fischer, certified)."""
+    residuals: tuple[float, ...]
+    """‖M x_i − θ_i x_i‖ for each Ritz pair: an eigenvalue lies within it of θ_i (Krylov–Weinstein)."""
+    pair_residual: float
+    """The spectral norm of the residual block of the top two Ritz pairs: two eigenvalues (λ1 and λ2,
+    with probability one) lie within it of θ1 and θ2 (Kahan); 0 where only one vector was kept."""
+    vectors: Tensor
+    """(len(values), D) the Ritz vectors, orthonormal rows, top first."""
+    products: int
+    converged: bool
+    """The top Ritz pair met its tolerance (else: the budget ran out)."""
+    cluster: int
+    """How many Ritz values lie within :data:`CLUSTER_WINDOW` of θ1 (θ1 included)."""
+
+    @property
+    def lower(self) -> float:
+        return self.values[0]
+
+    @property
+    def upper(self) -> float:
+        return self.values[0] + self.residuals[0]
+
+
+def top_block_bracket(
+    apply: Callable[[Tensor], Tensor], start: Tensor, *, rtol: float, max_products: int,
+    block: int = 2, basis: int = 24, max_block: int = 6, pairs: int = 1, loose: float = 1.0,
+) -> ClusterBracket:
+    """Block Lanczos on M (``apply``: (b, D) → (b, D), rows in ``start``'s dtype) until the top Ritz pair's
+    residual is below rtol·θ1 (and the next ``pairs`` − 1 pairs' below ``loose``·rtol·θ1), with a block of
+    one more vector than the top cluster has.
+
+    A single Krylov vector cannot separate eigenvalues closer than its residual: on a near-degenerate
+    pair (σ2/σ1 = 1 − 1e-6 on trained 'same' convolutions) its Ritz value is a mixture of λ1 and λ2 and
+    can stop on λ2. A block of b vectors holds b directions of the top cluster at once (a random block
+    has a full-rank component along it with probability one), so its top Ritz value converges to λ1 at
+    the rate of the gap below the cluster. The block starts at ``block`` rows (``start`` (k, D), its rows
+    taken first, then fixed random ones) and grows, up to ``max_block``, whenever the Ritz values within
+    :data:`CLUSTER_WINDOW` of θ1 fill it. The projected matrix Q M Qᵀ is formed from explicit inner
+    products with every new product (full reorthogonalization, twice), so a thick restart (keeping
+    the top Ritz vectors when the basis is full) and a growing block need no recurrence bookkeeping;
+    the residual of a Ritz vector y is ‖B·y_last‖ with B the triangular factor of the newest remainder.
+    The result comes from one fresh block product with the top Ritz vectors. Never raises for lack of
+    convergence: see ``converged``.
+    """
+    dim = start.shape[-1]
+    start = start.reshape(-1, dim)
+    generator = torch.Generator(device="cpu").manual_seed(3)
+    block = max(1, min(block, max_block, dim))
+    basis = max(basis, 4 * max_block)
+    rows = _orthonormal_rows(start[:block], start[:0], block, generator)
+    store = start.new_empty(basis + max_block, dim)  # the basis Q as its first s rows
+    h_mat = numpy.zeros((0, 0))
+    s = products = 0
+    known: numpy.ndarray | None = None  # (s, b) ⟨q_i, M w_j⟩ known from the last remainder (None: not known)
+    while True:
+        b = rows.shape[0]
+        image = apply(rows)  # (b, D)
+        products += b
+        store[s:s + b] = rows
+        both = store[:s + b]  # (s + b, D)
+        if known is None:  # every coupling from inner products, two Gram–Schmidt passes
+            column = both @ image.T  # (s + b, b): ⟨q_i, M w_j⟩
+            rest = image - column.T @ both
+            rest = rest - (both @ rest.T).T @ both  # twice is enough
+        else:  # the known couplings first (the last block's, or the restart's arrow), then one pass
+            coupled = numpy.flatnonzero(numpy.abs(known).sum(axis=1))
+            couple = torch.from_numpy(known[coupled]).to(store)  # (c, b)
+            rest = image - couple.T @ store[coupled]
+            alpha = rows @ rest.T  # (b, b)
+            rest = rest - alpha.T @ rows
+            before = torch.linalg.vector_norm(rest, dim=1)
+            column = both @ rest.T  # what rounding left along the basis
+            rest = rest - column.T @ both
+            if bool((torch.linalg.vector_norm(rest, dim=1) < 0.7 * before).any()):  # cancellation: again
+                again = both @ rest.T
+                rest = rest - again.T @ both
+                column = column + again
+            column[s:] += alpha
+            column[coupled] += couple
+        grown = numpy.zeros((s + b, s + b))
+        grown[:s, :s] = h_mat
+        col = column.double().cpu().numpy()
+        grown[:, s:] = col
+        grown[s:, :] = col.T
+        grown[s:, s:] = 0.5 * (col[s:] + col[s:].T)
+        h_mat, last = grown, s
+        s += b
+        values, ritz = numpy.linalg.eigh(h_mat)  # ascending
+        values, ritz = values[::-1].copy(), ritz[:, ::-1].copy()
+        top = max(float(values[0]), 1e-300)
+        # The next block: the remainder, orthonormalized (its triangular factor couples it to the last block).
+        nxt, tri = torch.linalg.qr(rest.T)  # (D, b), (b, b)
+        resid = numpy.linalg.norm(tri.double().cpu().numpy() @ ritz[last:, :], axis=0)  # each Ritz pair's
+        cluster = int(numpy.sum(values >= top * (1.0 - CLUSTER_WINDOW)))
+        want = min(max(block, cluster), max_block, dim)
+        tols = numpy.full(min(pairs, resid.size), rtol * top * loose)
+        tols[0] = rtol * top
+        done = bool(numpy.all(resid[:tols.size] <= tols)) and want <= block
+        if done or products >= max_products or s + want > dim:
+            keep = min(want + 1, s)  # one beyond the block: the third pair bounds the rest of the spectrum
+            if last == 0 and keep == b:  # one block product: its Rayleigh–Ritz is already fresh
+                return _final_block(apply, rows, products, rtol, pairs, loose, image)
+            x = torch.from_numpy(ritz[:, :keep]).to(store).T @ store[:s]  # (keep, D)
+            return _final_block(apply, x, products, rtol, pairs, loose)
+        # A remainder row of norm ~0 (an invariant subspace) leaves QR noise: re-orthogonalized here, or a
+        # random direction where nothing is left; its coupling in the next residual is below that noise.
+        weak = tri.diagonal().abs() <= 1e-6 * float(torch.linalg.vector_norm(rest, dim=1).max())
+        tri_np = tri.double().cpu().numpy()
+        if want > b or bool(weak.any()):  # new directions or a broken-down row: orthogonalized afresh
+            rows = _orthonormal_rows(nxt.T[~weak], store[:s], want, generator)
+            known = None
+        else:  # the remainder was orthogonalized twice already: its QR factor is the next block
+            rows = nxt.T.contiguous()
+            known = numpy.zeros((s, b))
+            known[last:] = tri_np.T  # ⟨w_i, M nxt_k⟩ = tri[k, i]
+        block = want
+        if s + block > basis:  # thick restart: the top Ritz vectors, diagonal H
+            keep = max(block + 1, min(basis // 2, s - block))
+            store[:keep] = torch.from_numpy(ritz[:, :keep].copy()).to(store).T @ store[:s]
+            h_mat, s = numpy.diag(values[:keep]), keep
+            if known is not None:  # the arrow: ⟨x_j, M nxt_k⟩ = (tri · y_j,last)_k
+                known = (tri_np @ ritz[last:last + b, :keep]).T.copy()
+
+
+def _orthonormal_rows(candidates: Tensor, basis: Tensor, count: int, generator: torch.Generator) -> Tensor:
+    """``count`` orthonormal rows ⟂ ``basis``: the candidates first, random rows for the rest or for any
+    candidate that is (nearly) in the span already."""
+    dim = candidates.shape[-1]
+
+    def noise(n: int) -> Tensor:
+        return torch.randn(n, dim, generator=generator, dtype=torch.float64).to(candidates)
+
+    extra = max(0, count - candidates.shape[0])
+    rows = torch.cat([candidates[:count], noise(extra)]) if extra else candidates[:count].clone()
+    for attempt in range(3):
+        for _ in range(2):
+            if basis.shape[0]:
+                rows = rows - (rows @ basis.T) @ basis
+        before = torch.linalg.vector_norm(rows, dim=1)
+        ortho, tri = torch.linalg.qr(rows.T)  # (D, count)
+        weak = tri.diagonal().abs() <= 1e-6 * before.clamp(min=1e-300)
+        if not bool(weak.any()) or attempt == 2:
+            return ortho.T.contiguous()
+        rows = ortho.T.clone()
+        rows[weak] = noise(int(weak.sum()))  # a candidate already in the span: a random direction instead
+    return rows
+
+
+def _final_block(apply: Callable[[Tensor], Tensor], x: Tensor, products: int, rtol: float, pairs: int,
+                 loose: float, image: Tensor | None = None) -> ClusterBracket:
+    """Rayleigh–Ritz with one fresh block product (the recurrence drifts slowly), or with ``image`` = M x
+    for orthonormal rows x when the caller has it."""
+    if image is None:
+        x, _ = torch.linalg.qr(x.T)
+        x = x.T.contiguous()  # (k, D) orthonormal rows
+        image = apply(x)  # (k, D)
+        products += x.shape[0]
+    small = (x @ image.T).double().cpu().numpy()
+    values, rot = numpy.linalg.eigh(0.5 * (small + small.T))
+    values, rot = values[::-1].copy(), rot[:, ::-1].copy()
+    rot_t = torch.from_numpy(rot).to(x)
+    vectors, images = rot_t.T @ x, rot_t.T @ image  # (k, D)
+    residual = images - torch.from_numpy(values.copy()).to(x)[:, None] * vectors
+    norms = torch.linalg.vector_norm(residual, dim=1).double().cpu().numpy()
+    pair = float(torch.linalg.matrix_norm(residual[:2].double(), ord=2)) if x.shape[0] > 1 else 0.0
+    top = max(float(values[0]), 1e-300)
+    cluster = int(numpy.sum(values >= top * (1.0 - CLUSTER_WINDOW)))
+    tols = numpy.full(min(pairs, norms.size), rtol * top * loose)
+    tols[0] = rtol * top
+    done = bool(numpy.all(norms[:tols.size] <= tols))  # the fresh residuals decide
+    return ClusterBracket(tuple(float(v) for v in values), tuple(float(r) for r in norms), pair,
+                          vectors, products, done, cluster)

@@ -73,6 +73,26 @@ def cos_over(la: LayerAudit, rules: Rules | None) -> dict[str, bool]:
     return out
 
 
+def fmt_sized(value: float | None, width: float | None, digits: int = 6) -> str:
+    """A number that is the certified lower end L of a bracket [L, L·(1 + ``width``)] (a conv norm at a
+    size): the most significant digits, up to ``digits``, on which both ends round alike — so the digits
+    shown hold for every value in the bracket — with trailing zeros kept (they are digits too); where
+    not even one digit is shared, the bracket itself. ``width`` None: :func:`fmt`."""
+    if value is None or width is None or not math.isfinite(value) or not math.isfinite(width) or value == 0:
+        return fmt(value, digits)
+    upper = value * (1.0 + max(width, 0.0))
+    if abs(value) < 1e-3 or abs(value) >= 1e5:
+        for d in range(digits, 0, -1):
+            if f"{value:.{d - 1}e}" == f"{upper:.{d - 1}e}":
+                return f"{value:.{d - 1}e}"
+    else:
+        for d in range(digits, 0, -1):
+            low, high = f"{value:#.{d}g}", f"{upper:#.{d}g}"
+            if low == high and "e" not in low:
+                return low.rstrip(".")
+    return f"[{fmt(value, 3)}, {fmt(upper, 3)}]"
+
+
 def shape_text(shape: Sequence[int]) -> str:
     return "×".join(str(n) for n in shape)
 
@@ -170,7 +190,8 @@ def verdict_lines(report: Report) -> list[tuple[str, str]]:
     worst_eff = _worst(sn, "sigma_effective")
     if worst_eff is not None:
         above = [la for la in sn if la.breaks(Rule.max_sigma)]
-        lines.append((f"worst σ_eff: {fmt(worst_eff.sigma_effective)} ({worst_eff.name})",
+        lines.append((f"worst σ_eff: {fmt_sized(worst_eff.sigma_effective, worst_eff.bracket_width)} "
+                       f"({worst_eff.name})",
                       "red" if above else "green"))
         if above and rules is not None:
             limit = "off" if rules.max_sigma is None else f"{rules.max_sigma:g}"
@@ -282,10 +303,10 @@ def _cells(la: LayerAudit, rules: Rules | None, dtype: str, worst_eff: LayerAudi
             style += " bold"
         cells[title] = Text(fmt(value, 3), style=style.strip())
     return cells | {
-        "σ exact": fmt(la.sigma_exact),
+        "σ exact": fmt_sized(la.sigma_exact, la.bracket_width),
         "σ̂": fmt(la.sigma_estimate),
         "rel err": Text(fmt_rel(la.sigma_rel_error, dtype), style="red" if above else ""),
-        "σ eff": Text(fmt(la.sigma_effective), style=eff_style.strip()),
+        "σ eff": Text(fmt_sized(la.sigma_effective, la.bracket_width), style=eff_style.strip()),
         "σ2/σ1": fmt(la.spectral_gap, 4),
         "op bound": fmt(la.operator_bound),
     }
@@ -398,7 +419,8 @@ def table_text(report: Report, *, width: int = 160, color: bool = False) -> str:
 
 def number_cells(la: LayerAudit, dtype: str) -> list[str]:
     """The texts of the number columns (``_NUMBERS``) of an audited layer, in order (Markdown, HTML)."""
-    return [fmt(la.sigma_exact), fmt(la.sigma_estimate), fmt_rel(la.sigma_rel_error, dtype), fmt(la.sigma_effective),
+    return [fmt_sized(la.sigma_exact, la.bracket_width), fmt(la.sigma_estimate), fmt_rel(la.sigma_rel_error, dtype),
+            fmt_sized(la.sigma_effective, la.bracket_width),
             fmt(la.cos_error_u, 3), fmt(la.gap_cos_error_u, 3), fmt(la.cos_error_v, 3), fmt(la.gap_cos_error_v, 3),
             fmt(la.spectral_gap, 4), fmt(la.operator_bound)]
 
