@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -10,9 +12,11 @@ import typer
 
 from sninspect.audit import run
 from sninspect.audit.inventory import inventory
+from sninspect.audit.pipeline import Interrupted
 from sninspect.cli import config
 from sninspect.cli.app import app
 from sninspect.cli.errors import exit_for, handle_errors, say, unreadable
+from sninspect.cli.live import LiveReport
 from sninspect.cli.options import (
     CoeffOpt,
     DeviceOpt,
@@ -22,6 +26,7 @@ from sninspect.cli.options import (
     IncludeOpt,
     KeyOpt,
     MaxMemoryOpt,
+    NoCacheOpt,
     QuietOpt,
     ReportForceOpt,
     UnsafeOpt,
@@ -39,6 +44,7 @@ from sninspect.render.check import render_check, summary_line, to_junit
 from sninspect.render.inventory import render_inventory
 from sninspect.render.report import terminal_console
 from sninspect.results.check import DEFAULT_MAX_COS_ERROR, DEFAULT_MAX_NORM_ERROR, DEFAULT_MAX_SIGMA
+from sninspect.results.report import Report
 
 
 @app.command(epilog=examples(
@@ -84,6 +90,7 @@ def report(
     max_memory: MaxMemoryOpt = None,
     coeff: CoeffOpt = None,
     workers: WorkersOpt = None,
+    no_cache: NoCacheOpt = False,
     quiet: QuietOpt = False,
     unsafe_load: UnsafeOpt = False,
 ) -> None:
@@ -92,13 +99,21 @@ def report(
     options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
                             unsafe_load=unsafe_load, all_layers=all_layers, bound_tol=bound_tol,
                             input_size=parse_input_size(input_size), max_memory=max_memory, coeff=coeff,
-                            workers=workers)
+                            workers=workers, cache=not no_cache)
     paths = run.collect(checkpoints)
     refuse_early(output, paths, force=force)
     failures: list[InputError] = []
     notes: list[str] = []
-    with Progress(len(paths), "auditing", quiet=quiet) as bar:
-        reports = run.audit(paths, options, progress=bar, failures=failures, notes=notes)
+    live = LiveReport(terminal_console()) if fmt is OutputFormat.table and output is None and len(paths) == 1 \
+        and sys.stdout.isatty() else None
+    if live is not None:
+        options = replace(options, on_partial=live.update)
+    try:
+        with Progress(len(paths), "auditing", quiet=quiet or live is not None) as bar, live or nullcontext():
+            reports = run.audit(paths, options, progress=bar, failures=failures, notes=notes)
+    except Interrupted as stop:  # Ctrl-C during the bounds: the report as it stands, on stdout only
+        render_interrupted(stop.report, output)
+        raise typer.Exit(130) from None
     for note in notes:  # a monitor log's last line still being written
         say(f"warning: {note}")
     if not reports:  # every checkpoint of several unreadable: the first one's reason, exit 3
@@ -175,6 +190,7 @@ def check(
     max_memory: MaxMemoryOpt = None,
     coeff: CoeffOpt = None,
     workers: WorkersOpt = None,
+    no_cache: NoCacheOpt = False,
     quiet: QuietOpt = False,
     unsafe_load: UnsafeOpt = False,
 ) -> None:
@@ -185,8 +201,6 @@ def check(
     rule. Rules are read from [tool.sninspect.check] in the nearest pyproject.toml (from the current
     folder upward); flags override them; inf turns a limit off.
     """
-    options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
-                            unsafe_load=unsafe_load, max_memory=max_memory, coeff=coeff, workers=workers)
     flags = {"max_sigma": max_sigma, "max_cos_error": max_cos_error, "strict_cos": strict_cos,
              "max_norm_error": max_norm_error, "max_lipschitz": max_lipschitz,
              "fail_on_warning": fail_on_warning}
@@ -195,6 +209,10 @@ def check(
     if table and not quiet:
         say(f"check: rules from {pyproject} [tool.sninspect.check]")
     rules = config.rules_from(table, pyproject or Path("pyproject.toml"), flags)
+    # Only --max-lipschitz reads the certified conv bounds: without it, the spectra alone.
+    options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
+                            unsafe_load=unsafe_load, max_memory=max_memory, coeff=coeff, workers=workers,
+                            bounds=rules.max_lipschitz is not None, cache=not no_cache)
     paths = run.collect(checkpoints)
     with Progress(len(paths), "checking", quiet=quiet) as bar:
         verdicts = run.check(paths, options, rules, progress=bar)
@@ -206,6 +224,14 @@ def check(
     if not quiet:
         say(summary_line(verdicts))
     exit_for(verdicts)
+
+
+def render_interrupted(report: Report, output: Path | None) -> None:
+    """The report of an audit interrupted during its bounds, as it stood, on stdout (never into ``-o``:
+    nothing partial is written there); the caller exits 130."""
+    sys.stdout.write(render(report, OutputFormat.table, console=terminal_console()))
+    say("interrupted during the certified bounds: the report above is as it stood (bounds not computed are "
+        f"marked so, no network operator product claimed){'; nothing written to ' + str(output) if output else ''}")
 
 
 @app.command(epilog=examples(

@@ -16,7 +16,15 @@ from typing import TYPE_CHECKING
 
 from sninspect._version import __version__
 from sninspect.render.escape import for_html as escape
-from sninspect.render.report import COS_TOLERANCE, SIGMA_TOLERANCE, fmt, order_text, shape_text, verdict_lines
+from sninspect.render.report import (
+    COS_TOLERANCE,
+    SIGMA_TOLERANCE,
+    bound_cell,
+    fmt,
+    order_text,
+    shape_text,
+    verdict_lines,
+)
 from sninspect.render.run_view import SUMMARY_HEADER, SUMMARY_LEFT, TREND_HEADER, summary_rows, trend_rows
 from sninspect.results.report import LayerAudit, Report
 from sninspect.results.trend import Trend
@@ -161,7 +169,7 @@ def _layer_table(layers: Sequence[LayerAudit]) -> str:
                 _td(fmt(la.sigma_effective), "above" if above else ""),
                 _td(fmt(la.cos_error_u, 3), _cos_class(la.cos_error_u)),
                 _td(fmt(la.cos_error_v, 3), _cos_class(la.cos_error_v)),
-                _td(fmt(la.spectral_gap, 4)), _td(fmt(la.operator_bound)),
+                _td(fmt(la.spectral_gap, 4)), _td(bound_cell(la)),
             ]
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"

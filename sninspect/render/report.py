@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from sninspect.render.escape import for_csv_cell, for_json, for_markdown, for_terminal
-from sninspect.results.report import NATURAL_ORDER, LayerAudit, ModelAudit, Report
+from sninspect.results.report import NATURAL_ORDER, LayerAudit, ModelAudit, Report, bound_not_computed
 from sninspect.results.trend import Trend
 
 SIGMA_TOLERANCE = 1e-3
@@ -36,6 +36,15 @@ def fmt(value: float | None, digits: int = 6) -> str:
     if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e5):
         return f"{value:.2e}"
     return f"{value:.{digits}g}"
+
+
+NOT_COMPUTED = "not computed"
+"""The op bound cell of a layer whose certified bound was not computed (not asked for, interrupted)."""
+
+
+def bound_cell(la: LayerAudit) -> str:
+    """A layer's ``operator_bound`` for a table cell: the number, ``-``, or ``not computed``."""
+    return NOT_COMPUTED if bound_not_computed(la) else fmt(la.operator_bound)
 
 
 def shape_text(shape: Sequence[int]) -> str:
@@ -72,6 +81,10 @@ def bound_text(model: ModelAudit) -> str:
     bound = model.lipschitz
     if bound.matrix_product is None and bound.operator_product is None:
         return f"none: {bound.unavailable or 'no weight layer in the chain'}"
+    missing = sum(bound_not_computed(la) for la in model.layers)
+    if bound.operator_product is None and missing:
+        return (f"matrix product {fmt(bound.matrix_product)}, certified operator product not claimed "
+                f"({missing} layer bound{'s' if missing > 1 else ''} {NOT_COMPUTED}) over {len(bound.layers)} factors")
     return (f"matrix product {fmt(bound.matrix_product)}, certified operator product "
             f"{fmt(bound.operator_product)} over {len(bound.layers)} factors")
 
@@ -146,7 +159,7 @@ def _cells(la: LayerAudit, worst_eff: LayerAudit | None,
         "rel err": Text(fmt(rel, 3), style="red" if rel is not None and rel < -SIGMA_TOLERANCE else ""),
         "σ eff": Text(fmt(la.sigma_effective), style=eff_style.strip()),
         "σ2/σ1": fmt(la.spectral_gap, 4),
-        "op bound": fmt(la.operator_bound),
+        "op bound": bound_cell(la),
     }
 
 
@@ -297,7 +310,7 @@ def to_markdown(reports: Sequence[Report]) -> str:
             else:
                 row += [fmt(la.sigma_exact), fmt(la.sigma_estimate), fmt(la.sigma_rel_error, 3),
                         fmt(la.sigma_effective), fmt(la.cos_error_u, 3), fmt(la.cos_error_v, 3),
-                        fmt(la.spectral_gap, 4), fmt(la.operator_bound)]
+                        fmt(la.spectral_gap, 4), bound_cell(la)]
             out.append("| " + " | ".join(_md_cell(c) for c in row) + " |")
             if la.error is not None:  # its own row, the reason whole
                 out.append(f"| ↳ not audited: {_md_cell(la.error)} |" + " |" * 11)
