@@ -261,6 +261,22 @@ def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 
 @pytest.fixture
+def bound_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """A spy on the certified conv bound: the shape of every kernel it is computed for."""
+    from sninspect.linalg import conv_bounds
+
+    seen: list[tuple[int, ...]] = []
+    real = conv_bounds.conv_operator_bound
+
+    def spy(kernel: Tensor, **kwargs: object) -> conv_bounds.ConvBound:
+        seen.append(tuple(kernel.shape))
+        return real(kernel, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(conv_bounds, "conv_operator_bound", spy)
+    return seen
+
+
+@pytest.fixture
 def make_trained(tmp_path: Path) -> Callable[..., Trained]:
     """Factory fixture: ``make_trained(kind, dialect, steps=3, seed=0)`` → :class:`Trained`, its
     state dict also saved with ``torch.save`` to ``tmp_path / f"{kind}-{dialect}.pt"``."""
