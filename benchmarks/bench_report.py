@@ -9,7 +9,8 @@ Checkpoints, made here in a temporary folder (never committed):
   W/σ̂ moved by one small optimizer-like step (1e-3 relative) as in the published files;
 - (c) the bundled sample ``sample_checkpoints/dcgan_sn_torch.pt``.
 A second table (issue 24): ``check`` with its default rules, and a second report at 1% read from the
-bound cache the first one filled, beside the same ``layers`` and spectra-only times. The bound cache
+bound cache the first one filled, each beside ``layers`` and spectra-only times measured again right
+before them (``--asked-only``: this table alone). The bound cache
 is a folder of this run (``XDG_CACHE_HOME``); the default report row runs with ``--no-cache``.
 Each measurement is the wall time of a fresh process (median of ``--repeats``). Writes a Markdown
 section to stdout (paste into BENCHMARKS.md). Usage: ``python benchmarks/bench_report.py``.
@@ -78,19 +79,20 @@ def timed(args: list[str], repeats: int, codes: tuple[int, ...] = (0,)) -> float
     return statistics.median(times)
 
 
-def asked_only(py: str, files: list[tuple[str, Path]], baseline: dict[str, tuple[float, float]],
-               repeats: int) -> None:
+def asked_only(py: str, files: list[tuple[str, Path]], repeats: int) -> None:
     """Issue 24: ``check`` with its default rules (no conv bound read, none computed), and a second
-    report at 1% on a file whose first report filled the bound cache (another format: markdown),
-    each against the same file's ``layers`` and spectra-only times of this run."""
+    report at 1% on a file whose first report filled the bound cache (another format: markdown), each
+    beside ``layers`` and the spectra-only audit of the same file measured right before it (this
+    machine's speed drifts by several times over minutes when shared)."""
     print("\n| checkpoint | `layers` s | spectra-only s | `check` s | check / spectra | second report s "
           "| second / spectra |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, path in files:
-        layers, spectra = baseline[label]
-        check = timed([py, "-m", "sninspect", "check", str(path), "-q", "--device", "cpu"], repeats, (0, 1))
         report = [py, "-m", "sninspect", "report", str(path), "-q", "--device", "cpu", "--bound-tol", "0.01"]
         timed([*report, "--format", "json"], 1)  # the first report: fills the cache
+        layers = timed([py, "-m", "sninspect", "layers", str(path)], repeats)
+        spectra = timed([py, "-c", SPECTRA, str(path)], repeats)
+        check = timed([py, "-m", "sninspect", "check", str(path), "-q", "--device", "cpu"], repeats, (0, 1))
         second = timed([*report, "--format", "markdown"], repeats)
         print(f"| {label} | {layers:.2f} | {spectra:.2f} | {check:.2f} | {check / spectra:.2f}× | {second:.2f} | "
               f"{second / spectra:.2f}× |", flush=True)
@@ -100,6 +102,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-30m", action="store_true", help="leave out (a) (minutes on 2 cores)")
+    parser.add_argument("--asked-only", action="store_true", help="only the second table (check, cached report)")
     opts = parser.parse_args()
     py = sys.executable
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,19 +120,18 @@ def main() -> None:
         load = subprocess.run(["cat", "/proc/loadavg"], capture_output=True, text=True).stdout.split()[:3]
         print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or 'cpu'}, "
               f"load before {' '.join(load)}; median of {opts.repeats} fresh processes each\n")
-        print("| checkpoint | `layers` s | spectra-only s | default `report` s | report / layers | "
-              "report / spectra |")
-        print("|---|---:|---:|---:|---:|---:|")
-        baseline: dict[str, tuple[float, float]] = {}
-        for label, path in files:
+        if not opts.asked_only:
+            print("| checkpoint | `layers` s | spectra-only s | default `report` s | report / layers | "
+                  "report / spectra |")
+            print("|---|---:|---:|---:|---:|---:|")
+        for label, path in [] if opts.asked_only else files:
             layers = timed([py, "-m", "sninspect", "layers", str(path)], opts.repeats)
             spectra = timed([py, "-c", SPECTRA, str(path)], opts.repeats)
             report = timed([py, "-m", "sninspect", "report", str(path), "--format", "json", "-q",
                             "--device", "cpu", "--no-cache"], 1 if "30M" in label else opts.repeats)
-            baseline[label] = (layers, spectra)
             print(f"| {label} | {layers:.2f} | {spectra:.2f} | {report:.2f} | {report / layers:.1f}× | "
                   f"{report / spectra:.1f}× |", flush=True)
-        asked_only(py, files, baseline, opts.repeats)
+        asked_only(py, files, opts.repeats)
         load = subprocess.run(["cat", "/proc/loadavg"], capture_output=True, text=True).stdout.split()[:3]
         print(f"\nload after {' '.join(load)}")
 
