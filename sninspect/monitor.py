@@ -66,19 +66,25 @@ class SNMonitor:
     ``log``: the JSON-lines file appended to (None: no log). ``tensorboard``: a
     ``torch.utils.tensorboard.SummaryWriter``, a folder to create one in, or None.
     ``options``/``overrides``: how to audit, as for :func:`sninspect.analyze` (``bound_tol=0.05``).
+    ``bounds``: compute the certified conv bounds (and the network's operator product) at each audit;
+    None (the default): only when a rule reads them (``max_lipschitz``). Spectra, σ̂, σ_eff and cosine
+    errors are always audited; a bound not computed is null in the log, its layer noted so.
     """
 
     def __init__(self, model: torch.nn.Module | Mapping[str, Any], every: int = 100, *,
                  rules: Rules | Mapping[str, Any] | None = None, log: str | os.PathLike[str] | None = "sninspect.jsonl",
                  tensorboard: Any = None, fail_fast: bool = False, options: Options | None = None,
-                 **overrides: object) -> None:
+                 bounds: bool | None = None, **overrides: object) -> None:
         check_every(every)
+        if bounds is not None and not isinstance(bounds, bool):
+            raise UsageError(f"bounds={bounds!r}: expected True, False or None (bounds only when a rule reads them)")
         self.model = model
         self.every = every
         self.rules = as_rules(rules)
         self.log = Path(os.fspath(log)) if log is not None else None
         self.fail_fast = fail_fast
-        self.options = with_overrides(options, {**overrides, "rules": self.rules})  # verdicts judged by them
+        wanted = self.rules.max_lipschitz is not None if bounds is None else bounds
+        self.options = with_overrides(options, {**overrides, "rules": self.rules, "bounds": wanted})
         self._writer, self._own_writer = _writer(tensorboard)
         if self.log is not None:  # after the writer: a SummaryWriter in runs/tb makes runs/ for runs/sn.jsonl
             try:

@@ -251,6 +251,31 @@ def build_trained(kind: str, dialect: str, *, steps: int = 3, seed: int = 0) -> 
     return Trained(kind, dialect, model, state, eval_sigmas(model), make_input, sn_dim(kind, dialect))
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test (and every process it starts) keeps sninspect's bound cache in a folder of its own,
+    never the user's ~/.cache: ``XDG_CACHE_HOME`` points there."""
+    folder = tmp_path_factory.mktemp("xdg-cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(folder))
+    return folder
+
+
+@pytest.fixture
+def bound_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
+    """A spy on the certified conv bound: the shape of every kernel it is computed for."""
+    from sninspect.linalg import conv_bounds
+
+    seen: list[tuple[int, ...]] = []
+    real = conv_bounds.conv_operator_bound
+
+    def spy(kernel: Tensor, **kwargs: object) -> conv_bounds.ConvBound:
+        seen.append(tuple(kernel.shape))
+        return real(kernel, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(conv_bounds, "conv_operator_bound", spy)
+    return seen
+
+
 @pytest.fixture
 def make_trained(tmp_path: Path) -> Callable[..., Trained]:
     """Factory fixture: ``make_trained(kind, dialect, steps=3, seed=0)`` → :class:`Trained`, its

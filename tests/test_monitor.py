@@ -53,7 +53,8 @@ def test_the_log_holds_the_audit_of_the_checkpoints_saved_at_the_same_steps(tmp_
     folder = tmp_path / "ckpts"
     folder.mkdir()
     log = tmp_path / "run.jsonl"
-    monitor = SNMonitor(model, every=3, log=log, rules={"max_sigma": None, "max_cos_error": None})
+    monitor = SNMonitor(model, every=3, log=log, rules={"max_sigma": None, "max_cos_error": None},
+                        bounds=True)  # as a report: the certified bounds too
 
     def on_step(step: int) -> None:
         if monitor.step(step) is not None:
@@ -168,7 +169,7 @@ def test_tensorboard_scalars_are_the_logged_numbers(tmp_path: Path) -> None:
 
     model, opt = model_and_data()
     log, board = tmp_path / "run.jsonl", tmp_path / "tb"
-    with SNMonitor(model, every=2, log=log, tensorboard=board, rules={"max_sigma": None}) as monitor:
+    with SNMonitor(model, every=2, log=log, tensorboard=board, rules={"max_sigma": None}, bounds=True) as monitor:
         train(model, opt, 4, monitor.step)
     events = EventAccumulator(str(board))
     events.Reload()

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
 from sninspect import dialects
+from sninspect.audit.bound_cache import BoundCache, cached_bound
 from sninspect.audit.checks import gap_cos_error
 from sninspect.audit.layer import LAYER_FAILURES
 from sninspect.audit.memory import NO_LIMIT, Budget, bound_tol_fix, conv_bound_bytes, conv_same_bytes
@@ -61,7 +62,8 @@ def operator_bytes(audit: LayerAudit, layer: SNLayer | None, tensors: Mapping[st
 
 
 def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, tensors: Mapping[str, Tensor],
-                        device: torch.device, tol: float, budget: Budget = NO_LIMIT, floor: float = 0.0) -> LayerAudit:
+                        device: torch.device, tol: float, budget: Budget = NO_LIMIT, floor: float = 0.0,
+                        cache: BoundCache | None = None) -> LayerAudit:
     """Add ``operator_bound`` / ``operator_lower``: σ_eff for linear layers, the certified conv bound
     for convolutions; nothing for embeddings and vectors (not part of a chain). The bound's frequency
     grid grows as ``tol`` shrinks: its memory is checked against ``budget`` first. ``floor``: a lower
@@ -73,10 +75,13 @@ def with_operator_bound(audit: LayerAudit, key: str, buffer_key: str | None, ten
         return bracketed(audit, audit.sigma_effective, audit.sigma_effective)
     if not audit.kind.startswith("conv"):
         return audit
-    require_bound(tuple(audit.shape), tol, budget)
+    shape = tuple(audit.shape)
+    if cache is None:  # with a cache, memory is asked for only when the bound is computed (below)
+        require_bound(shape, tol, budget)
     kernel = effective_kernel(audit, key, buffer_key, tensors, device)
     residency.release()  # the kernel is copied: hand the file's pages back before the bound's work
-    bound = conv_bounds.conv_operator_bound(kernel, tol=tol, device=device, floor=floor)
+    bound = cached_bound(cache, kernel, tol=tol, device=device, floor=floor,
+                         before=lambda: require_bound(shape, tol, budget))
     return bracketed(audit, bound.upper, bound.lower)
 
 
@@ -98,28 +103,51 @@ def require_bound(shape: tuple[int, ...], tol: float, budget: Budget) -> None:
 
 
 def with_operator_sized(audit: LayerAudit, layer: SNLayer | None, tensors: Mapping[str, Tensor],
-                        device: torch.device, budget: Budget = NO_LIMIT, tol: float = 0.01) -> LayerAudit:
+                        device: torch.device, budget: Budget = NO_LIMIT, tol: float = 0.01,
+                        cache: BoundCache | None = None) -> LayerAudit:
     """For a layer whose σ is a convolution operator's (``Dialect.operator_view``): the σ numbers of
     that operator (:func:`_operator_audit`) and its ``operator_bound``/``operator_lower`` (the
     frequency bracket of width ``tol``, started from the circulant norm the sized bracket found);
     every other layer unchanged."""
+    done, pending = operator_sized(audit, layer, tensors, device, budget, tol, cache)
+    if pending is None:
+        return done
+    return with_operator_bound(done, pending.key, pending.buffer_key, tensors, device, tol, budget, pending.floor,
+                               cache)
+
+
+@dataclass(frozen=True)
+class PendingBound:
+    """What an operator-sized layer's certified bound, not computed yet, starts from."""
+
+    key: str
+    buffer_key: str | None
+    floor: float
+    """The effective kernel's padded circulant norm (a lower bound of σ*), just under."""
+
+
+def operator_sized(audit: LayerAudit, layer: SNLayer | None, tensors: Mapping[str, Tensor],
+                   device: torch.device, budget: Budget = NO_LIMIT, tol: float = 0.01,
+                   cache: BoundCache | None = None) -> tuple[LayerAudit, PendingBound | None]:
+    """:func:`with_operator_sized` without the frequency bound: the σ numbers (and the bound where the
+    circulant already gives it, or the layer's σ is the bound itself), and what the bound, when
+    asked for, starts from (None when there is none to compute here)."""
     if audit.error is not None or layer is None:
-        return audit
+        return audit, None
     view = dialects.of(layer).operator_view(layer, tensors)
     if view is None:
-        return audit
+        return audit, None
     if view.size is None:
-        return _unsized_audit(audit, layer, view, tensors, device, tol, budget)
+        return _unsized_audit(audit, layer, view, tensors, device, tol, budget, cache), None
     done, circulant = _operator_audit(audit, layer, view, view.size, tensors, device, budget)
     if not done.kind.startswith("conv"):
-        return done
+        return done, None
     shape = tuple(done.shape)
     padded = [n + k - 1 for n, k in zip(view.size, shape[2:], strict=True)]
     known = conv_bounds.bound_from_circulant(shape, padded, circulant, tol)
     if known is not None:  # the effective kernel's circulant at the padded size is fine enough a grid
-        return bracketed(done, known.upper, known.lower)
-    return with_operator_bound(done, layer.weight_key, view.eval_key, tensors, device, tol, budget,
-                               circulant * (1.0 - 1e-12))
+        return bracketed(done, known.upper, known.lower), None
+    return done, PendingBound(layer.weight_key, view.eval_key, circulant * (1.0 - 1e-12))
 
 
 def _operator_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, size: tuple[int, ...],
@@ -186,7 +214,7 @@ def _operator_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, size:
 
 
 def _unsized_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, tensors: Mapping[str, Tensor],
-                   device: torch.device, tol: float, budget: Budget) -> LayerAudit:
+                   device: torch.device, tol: float, budget: Budget, cache: BoundCache | None) -> LayerAudit:
     """A conv normalized by its operator norm at a size the state does not store (projection SN): σ exact
     and σ_eff are the lower ends of the frequency brackets of the operator norm over all input sizes —
     the exact norm of the circular convolution on the bracket's grid, a certified lower bound on that
@@ -196,9 +224,10 @@ def _unsized_audit(audit: LayerAudit, layer: SNLayer, view: OperatorView, tensor
     assert audit.sigma_estimate is not None  # Precondition: an audited SN layer has σ̂
     require_bound(tuple(audit.shape), tol, budget)
     weight = tensors[layer.weight_key].detach().to(device=device, dtype=torch.float64)
-    exact = conv_bounds.conv_operator_bound(weight, tol=tol, device=device)
+    exact = cached_bound(cache, weight, tol=tol, device=device)
     if audit.operator_bound is None or audit.operator_lower is None:
-        audit = with_operator_bound(audit, layer.weight_key, view.eval_key, tensors, device, tol, budget)
+        audit = with_operator_bound(audit, layer.weight_key, view.eval_key, tensors, device, tol, budget,
+                                    cache=cache)
     eff_upper, eff_lower = audit.operator_bound, audit.operator_lower
     assert eff_upper is not None and eff_lower is not None  # Precondition: operator_view gives convs only
     note = ("conv operator at a size not stored: σ exact and σ_eff are the norms over all input sizes, as "

@@ -11,6 +11,7 @@ import torch
 from sninspect.errors import UsageError, option
 from sninspect.linalg.exact import BATCH_BYTES
 from sninspect.results.check import Rules
+from sninspect.results.report import Report
 
 
 @dataclass(frozen=True)
@@ -52,9 +53,22 @@ class Options:
     rules: Rules = field(default_factory=Rules)
     """The ``check`` rules each layer's ``verdict`` is judged by (check's defaults unless given): what the
     table highlights, the figures flag and the summary counts."""
+    bounds: bool = True
+    """Compute each convolution's certified operator bound (and so the network's certified operator
+    product). False: the spectra, σ̂, σ_eff and cosine errors only; ``operator_bound`` stays None (the
+    layer notes say not computed) and the operator product is not claimed. ``sninspect check`` asks
+    for bounds only with ``--max-lipschitz``; the training monitor only when asked or a rule reads them."""
+    cache: bool = True
+    """Look certified bounds up in, and add them to, the user's bound cache (:mod:`sninspect.audit.bound_cache`;
+    ``--no-cache``: False)."""
     on_layer: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
     """Called with each layer's name as its operator work starts (the CLI's progress line)."""
-
+    on_partial: Callable[[Report], None] | None = field(default=None, compare=False, repr=False)
+    """Called with the :class:`~sninspect.results.report.Report` as it stands: once when every layer's
+    spectra are done (bounds not computed yet), then after each layer's bound (the CLI's live table)."""
+    on_warning: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
+    """Called with a one-line warning about the run itself, not the checkpoint (a bound cache that cannot be
+    used); None: :func:`warnings.warn`."""
 
     def __post_init__(self) -> None:
         workers = self.workers

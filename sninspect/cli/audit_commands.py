@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -10,9 +12,11 @@ import typer
 
 from sninspect.audit import run
 from sninspect.audit.inventory import inventory
+from sninspect.audit.pipeline import Interrupted
 from sninspect.cli import config
 from sninspect.cli.app import app
 from sninspect.cli.errors import exit_for, handle_errors, say, unreadable
+from sninspect.cli.live import LiveReport
 from sninspect.cli.options import (
     CoeffOpt,
     DeviceOpt,
@@ -27,6 +31,7 @@ from sninspect.cli.options import (
     MaxMemoryOpt,
     MaxNormErrorOpt,
     MaxSigmaOpt,
+    NoCacheOpt,
     QuietOpt,
     ReportForceOpt,
     StrictCosOpt,
@@ -45,6 +50,7 @@ from sninspect.render import CheckFormat, OutputFormat, PlotFormat, render
 from sninspect.render.check import render_check, summary_line, to_junit
 from sninspect.render.inventory import render_inventory
 from sninspect.render.report import terminal_console
+from sninspect.results.report import Report
 
 
 @app.command(epilog=examples(
@@ -97,6 +103,7 @@ def report(
     workers: WorkersOpt = None,
     explain: Annotated[bool, typer.Option("--explain", help="Table: end with what each column and "
                                           "summary term means (Markdown and HTML always do).")] = False,
+    no_cache: NoCacheOpt = False,
     quiet: QuietOpt = False,
     unsafe_load: UnsafeOpt = False,
     max_sigma: MaxSigmaOpt = None,
@@ -119,7 +126,7 @@ def report(
     options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
                             unsafe_load=unsafe_load, all_layers=all_layers, bound_tol=bound_tol,
                             input_size=parse_input_size(input_size), max_memory=max_memory, coeff=coeff,
-                            workers=workers, rules=rules)
+                            workers=workers, rules=rules, cache=not no_cache)
     paths = run.collect(checkpoints)
     pyproject = config.find_pyproject(Path.cwd())  # its rules were read: an input too
     inputs = InputSet.of(paths).add([pyproject] if pyproject is not None else [])  # no output or figure replaces one
@@ -130,8 +137,16 @@ def report(
         refuse_plots_early(plots, plot_format, inputs)
     failures: list[InputError] = []
     notes: list[str] = []
-    with Progress(len(paths), "auditing", quiet=quiet) as bar:
-        reports = run.audit(paths, options, progress=bar, failures=failures, notes=notes)
+    live = LiveReport(terminal_console()) if fmt is OutputFormat.table and output is None and len(paths) == 1 \
+        and sys.stdout.isatty() else None
+    if live is not None:
+        options = replace(options, on_partial=live.update)
+    try:
+        with Progress(len(paths), "auditing", quiet=quiet or live is not None) as bar, live or nullcontext():
+            reports = run.audit(paths, options, progress=bar, failures=failures, notes=notes)
+    except Interrupted as stop:  # Ctrl-C during the bounds: the report as it stands, on stdout only
+        render_interrupted(stop.report, output)
+        raise typer.Exit(130) from None
     for note in notes:  # a monitor log's last line still being written
         say(f"warning: {note}")
     if not reports:  # every checkpoint of several unreadable: the first one's reason, exit 3
@@ -190,6 +205,7 @@ def check(
     max_memory: MaxMemoryOpt = None,
     coeff: CoeffOpt = None,
     workers: WorkersOpt = None,
+    no_cache: NoCacheOpt = False,
     quiet: QuietOpt = False,
     unsafe_load: UnsafeOpt = False,
 ) -> None:
@@ -200,12 +216,14 @@ def check(
     rule. Rules are read from [tool.sninspect.check] in the nearest pyproject.toml (from the current
     folder upward); flags override them; inf turns a limit off.
     """
-    options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
-                            unsafe_load=unsafe_load, max_memory=max_memory, coeff=coeff, workers=workers)
     rules = config.rules_for("check", {"max_sigma": max_sigma, "max_cos_error": max_cos_error,
                                        "strict_cos": strict_cos, "max_norm_error": max_norm_error,
                                        "max_lipschitz": max_lipschitz, "fail_on_warning": fail_on_warning},
                              quiet=quiet)
+    # Only --max-lipschitz reads the certified conv bounds: without it, the spectra alone.
+    options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
+                            unsafe_load=unsafe_load, max_memory=max_memory, coeff=coeff, workers=workers,
+                            bounds=rules.max_lipschitz is not None, cache=not no_cache)
     paths = run.collect(checkpoints)
     pyproject = config.find_pyproject(Path.cwd())
     inputs = InputSet.of(paths).add([pyproject] if pyproject is not None else [])  # the rules file is read too
@@ -220,6 +238,14 @@ def check(
     if not quiet:
         say(summary_line(verdicts))
     exit_for(verdicts)
+
+
+def render_interrupted(report: Report, output: Path | None) -> None:
+    """The report of an audit interrupted during its bounds, as it stood, on stdout (never into ``-o``:
+    nothing partial is written there); the caller exits 130."""
+    sys.stdout.write(render(report, OutputFormat.table, console=terminal_console()))
+    say("interrupted during the certified bounds: the report above is as it stood (bounds not computed are "
+        f"marked so, no network operator product claimed){'; nothing written to ' + str(output) if output else ''}")
 
 
 @app.command(epilog=examples(

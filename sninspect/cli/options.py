@@ -61,6 +61,9 @@ WorkersOpt = Annotated[int | None, typer.Option("--workers", min=1, show_default
                                               "budget holds]; 1: one at a time.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notes on stderr (errors "
                                        "still print).")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Compute every certified bound afresh: neither "
+                                          "read nor add to the bound cache ($XDG_CACHE_HOME/sninspect, else "
+                                          "~/.cache/sninspect).")]
 
 # The rules a layer is judged by (check; report's verdict column and highlights): defaults, then
 # [tool.sninspect.check] of the nearest pyproject.toml, then these flags (cli.config.rules_for).
@@ -120,7 +123,7 @@ def audit_options(*, device: str, dtype: Dtype | str, key: str | None, include: 
     warn_unsafe(unsafe_load)
     return Options(device=device, dtype=str(dtype), key=key, include=include, exclude=exclude,
                    unsafe_load=unsafe_load, max_memory=parse_size(max_memory) if max_memory else None,
-                   **more)
+                   on_warning=lambda line: say(f"warning: {line}"), **more)
 
 
 def warn_unsafe(unsafe_load: bool) -> None:

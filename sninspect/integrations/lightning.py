@@ -33,7 +33,8 @@ class SNMonitorCallback(pl.Callback):  # type: ignore[misc]
     """Audit SN every ``every`` training steps (arguments as :class:`~sninspect.monitor.SNMonitor`).
 
     ``module``: the attribute path of the submodule to audit (``"discriminator"``, ``"model.netD"``);
-    None audits the whole LightningModule."""
+    None audits the whole LightningModule. Spectra, σ̂, σ_eff and cosine errors at every audit; the
+    certified conv bounds with ``bounds=True`` (or when ``rules`` set ``max_lipschitz``)."""
 
     def __init__(self, every: int = 100, *, module: str | None = None,
                  rules: Rules | Mapping[str, Any] | None = None,

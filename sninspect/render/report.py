@@ -30,6 +30,7 @@ from sninspect.results.report import (
     LayerAudit,
     ModelAudit,
     Report,
+    bound_not_computed,
     verdict_text,
 )
 
@@ -93,6 +94,15 @@ def fmt_sized(value: float | None, width: float | None, digits: int = 6) -> str:
     return f"[{fmt(value, 3)}, {fmt(upper, 3)}]"
 
 
+NOT_COMPUTED = "not computed"
+"""The op bound cell of a layer whose certified bound was not computed (not asked for, interrupted)."""
+
+
+def bound_cell(la: LayerAudit) -> str:
+    """A layer's ``operator_bound`` for a table cell: the number, ``-``, or ``not computed``."""
+    return NOT_COMPUTED if bound_not_computed(la) else fmt(la.operator_bound)
+
+
 def shape_text(shape: Sequence[int]) -> str:
     return "×".join(str(n) for n in shape)
 
@@ -131,6 +141,10 @@ def bound_text(model: ModelAudit) -> str:
     bound = model.lipschitz
     if bound.matrix_product is None and bound.operator_product is None:
         return f"none: {bound.unavailable or 'no weight layer in the chain'}"
+    missing = sum(bound_not_computed(la) for la in model.layers)
+    if bound.operator_product is None and missing:
+        return (f"matrix product {fmt(bound.matrix_product)}, certified operator product not claimed "
+                f"({missing} layer bound{'s' if missing > 1 else ''} {NOT_COMPUTED}) over {len(bound.layers)} factors")
     return (f"matrix product {fmt(bound.matrix_product)}, certified operator product "
             f"{fmt(bound.operator_product)} over {len(bound.layers)} factors")
 
@@ -308,7 +322,7 @@ def _cells(la: LayerAudit, rules: Rules | None, dtype: str, worst_eff: LayerAudi
         "rel err": Text(fmt_rel(la.sigma_rel_error, dtype), style="red" if above else ""),
         "σ eff": Text(fmt_sized(la.sigma_effective, la.bracket_width), style=eff_style.strip()),
         "σ2/σ1": fmt(la.spectral_gap, 4),
-        "op bound": fmt(la.operator_bound),
+        "op bound": bound_cell(la),
     }
 
 
@@ -422,7 +436,7 @@ def number_cells(la: LayerAudit, dtype: str) -> list[str]:
     return [fmt_sized(la.sigma_exact, la.bracket_width), fmt(la.sigma_estimate), fmt_rel(la.sigma_rel_error, dtype),
             fmt_sized(la.sigma_effective, la.bracket_width),
             fmt(la.cos_error_u, 3), fmt(la.gap_cos_error_u, 3), fmt(la.cos_error_v, 3), fmt(la.gap_cos_error_v, 3),
-            fmt(la.spectral_gap, 4), fmt(la.operator_bound)]
+            fmt(la.spectral_gap, 4), bound_cell(la)]
 
 
 NUMBER_COLUMNS = _NUMBERS

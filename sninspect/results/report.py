@@ -120,6 +120,15 @@ first), so the layers are put in the one order in which their shapes chain."""
 PLAIN = "none"
 """The ``dialect`` of a layer without SN (``DialectName.none`` in ``sninspect.dialects``)."""
 
+BOUND_NOT_COMPUTED = "operator bound not computed"
+"""How the note of a convolution whose certified bound was not computed begins (not asked for, or the
+run interrupted before it): its ``operator_bound`` is None, and no network operator product is claimed."""
+
+
+def bound_not_computed(layer: LayerAudit) -> bool:
+    """Whether ``layer``'s certified operator bound was left out (its note says so)."""
+    return layer.operator_bound is None and any(n.startswith(BOUND_NOT_COMPUTED) for n in layer.notes)
+
 
 FACTOR_SN = "sn"
 """``ChainFactor.role``: a spectrally normalized weight layer."""
