@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import pickle
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from typer.testing import CliRunner
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))
 import hostile  # noqa: E402
-from graphnets import export  # noqa: E402
+from graphnets import export, rewrite_archive  # noqa: E402
 
 from sninspect.audit.graph import GraphOptions, graph_report  # noqa: E402
 from sninspect.cli.main import app  # noqa: E402
@@ -38,15 +37,7 @@ def archive(tmp_path: Path) -> Path:
     return export(_net(), torch.randn(1, 4), tmp_path / "net.pt2")
 
 
-def _rewrite(source: Path, target: Path, change) -> Path:  # noqa: ANN001
-    """Copy a zip, letting ``change(members)`` edit the {name: bytes} dict first."""
-    with zipfile.ZipFile(source) as zin:
-        members = {info.filename: zin.read(info.filename) for info in zin.infolist()}
-    change(members)
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_STORED) as zout:
-        for name, data in members.items():
-            zout.writestr(name, data)
-    return target
+_rewrite = rewrite_archive  # copy a zip, letting change(members) edit the {name: bytes} dict first
 
 
 def _config(members: dict[str, bytes], folder: str) -> tuple[str, dict]:

@@ -60,7 +60,8 @@ def analyze(path: str | os.PathLike[str], options: Options | None = None, **over
     options = with_overrides(options, overrides)
     device = resolve_device(options.device)
     dtype = resolve_dtype(options.dtype)
-    checkpoint = load_checkpoint(path, key=options.key, unsafe_load=options.unsafe_load)
+    checkpoint = load_checkpoint(path, key=options.key, unsafe_load=options.unsafe_load,
+                                 budget=budget(options.max_memory))
     return analyze_checkpoint(checkpoint, options, device=device, dtype=dtype)
 
 
