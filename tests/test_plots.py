@@ -470,3 +470,16 @@ def test_html_captions_say_what_is_drawn() -> None:
 
     assert "dashed" not in _CAPTIONS["cos_error"] and "dotted" in _CAPTIONS["cos_error"]
     assert "gap-aware" in _CAPTIONS["cos_error"] and "max_sigma" in _CAPTIONS["sigma"]
+
+
+def test_cos_error_legend_names_only_series_with_values() -> None:
+    """biggan-style SN stores u only: the cosine figure's legend names the u series, never an empty v."""
+    from sninspect.render.plots.report import cos_error_figure
+
+    report = analyze(Path(__file__).resolve().parent.parent / "sample_checkpoints" / "biggan_style_sn.pt",
+                     device="cpu")
+    assert all(la.cos_error_v is None for la in report.layers) and any(la.cos_error_u for la in report.layers)
+    legend = next(ax.get_legend() for ax in cos_error_figure(report).axes if ax.get_legend() is not None)
+    names = [text.get_text() for text in legend.get_texts()]
+    assert any(name.startswith("u: ") for name in names)
+    assert not any(name.startswith("v: ") for name in names), names

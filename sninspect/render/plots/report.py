@@ -244,6 +244,11 @@ def _cos_panel(ax: Axes, layers: Sequence[LayerAudit], deep: bool, rules: Rules)
             note(ax, i, deep, "no u, v stored", PLAIN, at=middle)
     layer_axis(ax, labels, cut, deep)
     handles, names = ax.get_legend_handles_labels()
+    series = {judged[2]: judged[0], judged[3]: judged[1], other[2] + " (not judged)": other[0],
+              other[3] + " (not judged)": other[1]}
+    # A series with no value in any layer (no v stored anywhere) is not named in the legend.
+    handles = [h for h, name in zip(handles, names, strict=True)
+               if name not in series or bool(np.isfinite(series[name]).any())]
     if mark_flagged(ax, layers, deep):
         handles.append(flagged_handle())
     place_legend(ax, handles=handles)
