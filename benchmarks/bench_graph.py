@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 from graphnets import export, trained_resnet_d  # noqa: E402
 
-from sninspect.audit.graph import GraphOptions, analyze_graph  # noqa: E402
+from sninspect.audit.graph.analysis import GraphOptions, analyze_graph  # noqa: E402
 from sninspect.io.exported import load_exported  # noqa: E402
 
 

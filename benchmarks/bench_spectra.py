@@ -102,7 +102,7 @@ def child(method: str, path: Path) -> dict[str, Any]:
             return result
 
         residency.limit_heap_retention()  # as the CLI does for its process
-        conv_bounds.conv_operator_bound = timed  # type: ignore[assignment]  # read by audit/operator.py
+        conv_bounds.conv_operator_bound = timed  # type: ignore[assignment]  # read by audit/layers/operator.py
         report = sninspect.analyze(path, device="cpu")
         out["bound_calls"] = calls
         out["sigma"] = {a.name: a.sigma_exact for m in report.models for a in m.layers}

@@ -44,7 +44,7 @@ PY
     echo '```'
     # test_cuda.py compares the device's numbers with the CPU's; the -k cuda tests are the other CUDA-only ones
     "$PYTHON" -m pytest -q -p no:cacheprovider -rs tests/test_cuda.py 2>&1 | tail -n 15 || status=1
-    "$PYTHON" -m pytest -q -p no:cacheprovider -rs -k cuda tests/test_spectral_paths.py tests/test_sources.py \
+    "$PYTHON" -m pytest -q -p no:cacheprovider -rs -k cuda tests/linalg/test_spectral_paths.py tests/audit/test_sources.py \
         2>&1 | tail -n 8 || status=1
     echo '```'
     echo

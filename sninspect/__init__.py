@@ -12,8 +12,8 @@ model while it trains.
 from __future__ import annotations
 
 from sninspect._version import __version__
-from sninspect.audit.graph import GraphOptions, graph_report
-from sninspect.audit.inventory import inventory
+from sninspect.audit.graph.analysis import GraphOptions, graph_report
+from sninspect.audit.layers.inventory import inventory
 from sninspect.audit.options import Options
 from sninspect.audit.sources import analyze, analyze_run, check, trend
 from sninspect.errors import InputError, MissingFileError, SninspectError, UnknownKeyError, UsageError

@@ -10,7 +10,7 @@ Each audit is :func:`sninspect.analyze` of the live module: on the module's devi
 dict (no forward, no power step, no copy to the CPU, the RNG untouched). The audit is judged against
 ``rules`` (the defaults of ``sninspect check``); a broken rule is a :class:`SNHealthWarning`, or with
 ``fail_fast`` an :class:`SNHealthError`. Every audit appends one record to the JSON-lines ``log``
-(:mod:`sninspect.audit.log`; ``sninspect report run.jsonl`` shows it as a training run) and, when a
+(:mod:`sninspect.audit.runs.log`; ``sninspect report run.jsonl`` shows it as a training run) and, when a
 TensorBoard writer or folder is given, writes scalars under ``sninspect/``.
 
 The log is append-only: an existing file is continued, never truncated (a resumed run appends its
@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
-from sninspect.audit.log import log_record
 from sninspect.audit.options import Options, as_rules, with_overrides
+from sninspect.audit.runs.log import log_record
 from sninspect.audit.sources import analyze, check
 from sninspect.errors import OutputError, SninspectError, UsageError
 from sninspect.io.files import printable

@@ -291,4 +291,4 @@ def make_trained(tmp_path: Path) -> Callable[..., Trained]:
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--update-golden", action="store_true", help="Rewrite tests/golden/ from this run.")
+    parser.addoption("--update-golden", action="store_true", help="Rewrite tests/render/golden/ from this run.")

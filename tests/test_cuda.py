@@ -1,5 +1,5 @@
 """The frequency bound and the default report on a CUDA device: the same batched code path as on the
-CPU (tests/test_bounds.py, tests/test_bound_plan.py), compared with the CPU's numbers. Skipped where
+CPU (tests/linalg/test_bounds.py, tests/audit/bounds/test_bound_plan.py), compared with the CPU's numbers. Skipped where
 no GPU is present; ``benchmarks/gpu.sh`` runs them on the first machine with one."""
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_sources import assert_same_numbers
+from builders import assert_same_numbers
 from torch.nn.utils import spectral_norm
 
 import sninspect

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_sources import assert_same_numbers, assert_same_report
+from builders import assert_same_numbers, assert_same_report, model_and_data, train_monitored
 from torch import nn
 from torch.nn.utils import parametrizations, spectral_norm
 from typer.testing import CliRunner
@@ -23,25 +23,6 @@ import sninspect.monitor as monitor_module
 from sninspect.cli import app
 from sninspect.errors import SninspectError
 from sninspect.monitor import SNHealthError, SNHealthWarning, SNMonitor
-
-
-def model_and_data(sn: Any = spectral_norm, seed: int = 0) -> tuple[nn.Module, torch.optim.Optimizer]:
-    torch.manual_seed(seed)
-    model = nn.Sequential(sn(nn.Conv2d(1, 4, 3, 1, 1)), nn.LeakyReLU(0.1), sn(nn.Conv2d(4, 8, 4, 2, 1)),
-                          nn.Flatten(), sn(nn.Linear(8 * 4 * 4, 1)))
-    return model, torch.optim.Adam(model.parameters(), lr=1e-2)
-
-
-def train(model: nn.Module, opt: torch.optim.Optimizer, steps: int, on_step: Any = None) -> None:
-    data = torch.Generator().manual_seed(1)
-    for step in range(1, steps + 1):
-        x = torch.randn(8, 1, 8, 8, generator=data)
-        loss = model(x).square().mean() - model(x.flip(-1)).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if on_step is not None:
-            on_step(step)
 
 
 def records(log: Path) -> list[dict[str, Any]]:
@@ -60,7 +41,7 @@ def test_the_log_holds_the_audit_of_the_checkpoints_saved_at_the_same_steps(tmp_
         if monitor.step(step) is not None:
             torch.save({"model": model.state_dict(), "step": step}, folder / f"ckpt_{step}.pt")
 
-    train(model, opt, 10, on_step)
+    train_monitored(model, opt, 10, on_step)
     monitor.close()
     lines = records(log)
     assert [r["step"] for r in lines] == [3, 6, 9] and monitor.audits == 3
@@ -115,10 +96,10 @@ def test_between_audits_nothing_runs_and_training_is_unchanged(monkeypatch: pyte
     watched, opt = model_and_data()
     monitor = SNMonitor(watched, every=4, log=tmp_path / "m.jsonl")
     results = []
-    train(watched, opt, 9, lambda step: results.append(monitor.step(step)))
+    train_monitored(watched, opt, 9, lambda step: results.append(monitor.step(step)))
     assert len(calls) == 2 and [r is not None for r in results] == [s % 4 == 0 for s in range(1, 10)]
     twin, opt = model_and_data()
-    train(twin, opt, 9)
+    train_monitored(twin, opt, 9)
     for (name, a), (_, b) in zip(watched.state_dict().items(), twin.state_dict().items(), strict=True):
         assert torch.equal(a, b), name  # the audits changed nothing the training sees
 
@@ -126,7 +107,7 @@ def test_between_audits_nothing_runs_and_training_is_unchanged(monkeypatch: pyte
 def test_the_log_is_appended_to_never_truncated_and_a_torn_line_is_closed(tmp_path: Path) -> None:
     log = tmp_path / "run.jsonl"
     model, opt = model_and_data()
-    train(model, opt, 3)  # u, v iterated: σ̂ > 0
+    train_monitored(model, opt, 3)  # u, v iterated: σ̂ > 0
     monitor = SNMonitor(model, every=1, log=log, rules={"max_sigma": None, "max_cos_error": None})
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a healthy-enough model: no rule broken
@@ -170,7 +151,7 @@ def test_tensorboard_scalars_are_the_logged_numbers(tmp_path: Path) -> None:
     model, opt = model_and_data()
     log, board = tmp_path / "run.jsonl", tmp_path / "tb"
     with SNMonitor(model, every=2, log=log, tensorboard=board, rules={"max_sigma": None}, bounds=True) as monitor:
-        train(model, opt, 4, monitor.step)
+        train_monitored(model, opt, 4, monitor.step)
     events = EventAccumulator(str(board))
     events.Reload()
     lines = records(log)
@@ -187,7 +168,7 @@ def test_tensorboard_scalars_are_the_logged_numbers(tmp_path: Path) -> None:
 
 def test_bad_logs_give_one_line_and_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
     model, opt = model_and_data()
-    train(model, opt, 3)
+    train_monitored(model, opt, 3)
     good = tmp_path / "good.jsonl"
     monitor = SNMonitor(model, every=1, log=good, rules={"max_sigma": None, "max_cos_error": None})
     monitor.step(1)

@@ -6,7 +6,7 @@ layer's error), never left to the OOM killer.
 The estimates follow the code paths, in units of the working dtype's item size w:
 
 - exact spectra of a batch of b matrices (m, n), k = min(m, n), l = max(m, n)
-  (:mod:`sninspect.audit.batch`, :mod:`sninspect.linalg.exact`): the block b·m·n; the SVD path's
+  (:mod:`sninspect.audit.layers.batch`, :mod:`sninspect.linalg.exact`): the block b·m·n; the SVD path's
   copy of the input, U and Vᵀ (2·k·l) and LAPACK's gesdd workspace (about 5·k²); the Gram path's
   scaled copy, W Wᵀ, its eigenvectors and the Ritz step (about 4·k²) — the larger of the two, as the
   Gram path falls back to the SVD; plus one more m·n for a dialect's eval matrix (its norm is an SVD).

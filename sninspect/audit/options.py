@@ -33,7 +33,7 @@ class Options:
     bound_tol: float | None = None
     """Relative width of every certified conv bound's bracket; None (the default): the width a work
     budget buys per layer, refined toward 1% where the network bound gains most
-    (:mod:`sninspect.audit.bound_plan`; each layer's ``operator_width`` says what was reached)."""
+    (:mod:`sninspect.audit.bounds.plan`; each layer's ``operator_width`` says what was reached)."""
     unsafe_load: bool = False
     """Allow arbitrary unpickling (only for files the user trusts)."""
     batch_bytes: int = BATCH_BYTES
@@ -59,7 +59,7 @@ class Options:
     layer notes say not computed) and the operator product is not claimed. ``sninspect check`` asks
     for bounds only with ``--max-lipschitz``; the training monitor only when asked or a rule reads them."""
     cache: bool = True
-    """Look certified bounds up in, and add them to, the user's bound cache (:mod:`sninspect.audit.bound_cache`;
+    """Look certified bounds up in, and add them to, the user's bound cache (:mod:`sninspect.audit.bounds.cache`;
     ``--no-cache``: False)."""
     on_layer: Callable[[str], None] | None = field(default=None, compare=False, repr=False)
     """Called with each layer's name as its operator work starts (the CLI's progress line)."""

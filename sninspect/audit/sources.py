@@ -25,11 +25,12 @@ from typing import IO, Any, TypeAlias
 
 import torch
 
-from sninspect.audit import checks, run
-from sninspect.audit.log import read_log
+from sninspect.audit import checks
+from sninspect.audit.layers.pipeline import analyze_checkpoint
 from sninspect.audit.memory import budget
 from sninspect.audit.options import Options, as_rules, resolve_device, resolve_dtype, with_overrides
-from sninspect.audit.pipeline import analyze_checkpoint
+from sninspect.audit.runs import run
+from sninspect.audit.runs.log import read_log
 from sninspect.errors import UsageError
 from sninspect.io import wrappers
 from sninspect.io.checkpoint import Checkpoint, find_models

@@ -10,9 +10,9 @@ from typing import Annotated
 
 import typer
 
-from sninspect.audit import run
-from sninspect.audit.inventory import inventory
-from sninspect.audit.pipeline import Interrupted
+from sninspect.audit.layers.inventory import inventory
+from sninspect.audit.layers.pipeline import Interrupted
+from sninspect.audit.runs import run
 from sninspect.cli import config
 from sninspect.cli.app import app
 from sninspect.cli.errors import exit_for, handle_errors, say, unreadable

@@ -29,7 +29,7 @@ def _shape(text: str) -> tuple[int, ...]:
         raise UsageError(f"--input-shape {text!r}: expected sizes without the batch axis, e.g. 3,64,64") from None
     if not shape or any(n < 1 for n in shape):
         raise UsageError(f"--input-shape {text!r}: sizes must be positive")
-    from sninspect.audit.graph_eval import MAX_ELEMENTS
+    from sninspect.audit.graph.interpret import MAX_ELEMENTS
 
     if math.prod(shape) > MAX_ELEMENTS:  # refused before the user's module is built or traced
         raise UsageError(f"--input-shape {text!r}: {math.prod(shape)} entries per input, more than the "
@@ -108,7 +108,7 @@ def graph(
 ) -> None:
     """Certified upper and lower bounds on an exported network's Lipschitz constant, with real strides,
     padding, residual paths and pooling; each operator's rule is shown."""
-    from sninspect.audit.graph import GraphOptions, analyze_graph
+    from sninspect.audit.graph.analysis import GraphOptions, analyze_graph
     from sninspect.audit.memory import budget, parse_size
     from sninspect.io.exported import load_exported
     from sninspect.render.graph import render_graph

@@ -8,7 +8,7 @@ that is not a JSON object (a bad line in the middle, an empty file, no record at
 
 A line is hostile input too: nesting deeper than :data:`MAX_NESTING` is refused (Python's JSON reader
 recurses once per level), and an integer too long for a float reads as an infinite float, which the
-record's range checks (:mod:`sninspect.audit.log`) then refuse by field.
+record's range checks (:mod:`sninspect.audit.runs.log`) then refuse by field.
 """
 
 from __future__ import annotations

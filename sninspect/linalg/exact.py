@@ -39,7 +39,7 @@ GRAM_FACTOR = 16.0
 computed G = W Wᵀ (m × m): forming G rounds each entry by about √n·eps of its row norms, and a
 backward stable eigensolver adds about eps·‖G‖. Not a proven worst case (that grows like
 n·eps·‖W‖_F²): a margin of about 4 over the largest c measured (3.8·√m on a flat spectrum, 2.2·√m
-on gaussian matrices up to 1024 × 4096; tests/test_spectral_paths.py, BENCHMARKS.md), and of 15 to
+on gaussian matrices up to 1024 × 4096; tests/linalg/test_spectral_paths.py, BENCHMARKS.md), and of 15 to
 1000 on the small singular values where it matters. The top pair does not rely on it: its residual
 certifies it."""
 

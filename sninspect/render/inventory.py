@@ -16,7 +16,7 @@ from sninspect.render.fit import hidden_note, name_cell, name_limit
 from sninspect.render.report import fit_table, shape_text, strip_trailing
 
 if TYPE_CHECKING:
-    from sninspect.audit.inventory import LayerInfo
+    from sninspect.audit.layers.inventory import LayerInfo
 
 COLUMNS = ("layer", "dialect", "kind", "shape", "dim", "dtype", "SN keys")
 HIDE_ORDER = ("SN keys", "dtype", "dim", "kind", "shape")

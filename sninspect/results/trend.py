@@ -1,6 +1,6 @@
 """A training run as data: checkpoints in order, a summary row per checkpoint, a series per layer.
 
-Computed by :func:`sninspect.audit.trend.build`; shown by :mod:`sninspect.render`.
+Computed by :func:`sninspect.audit.runs.trend.build`; shown by :mod:`sninspect.render`.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from typing import assert_never
 
 from matplotlib.figure import Figure
 
-from sninspect.audit.run import CHECKPOINT_SUFFIXES, ProgressHook
+from sninspect.audit.runs.run import CHECKPOINT_SUFFIXES, ProgressHook
 from sninspect.errors import OutputError
 from sninspect.io.inputs import as_input_set
 from sninspect.io.write import Inputs, check_target, open_atomic

@@ -1,0 +1,1 @@
+"""The network bound: per-layer certified operator bounds, their widths and cache, the layers' chain order."""
