@@ -310,7 +310,11 @@ def test_sninspect_estimate_matches_the_fixture(kind: str, dialect: str) -> None
     estimate = dialects.by_name(layer.dialect).estimate(layer, matrix, state)
     (sigma,) = trained.sigmas.values()
     assert layer.plain_key in trained.sigmas
-    assert math.isclose(estimate.sigma_hat, sigma, rel_tol=1e-6)
+    # A version-None file's v is recovered by solving a linear system: PyTorch's load hook does it in the
+    # weight's float32, and its σ̂ moves by ~1.5e-6 with the BLAS thread count (conv1d: 0.9178683 on one
+    # thread, 0.9178697 on two); sninspect solves in float64.
+    tol = 1e-5 if dialect == "torch-none" else 1e-6
+    assert math.isclose(estimate.sigma_hat, sigma, rel_tol=tol)
 
 
 # ----------------------------------------------------------------------------------------------
