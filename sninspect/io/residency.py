@@ -24,17 +24,17 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
-"""File mappings with these suffixes are released; others only when they hold a given pointer."""
+from sninspect.io.suffixes import TENSOR_SUFFIXES
 
 MADV_PAGEOUT = 21
 """linux/mman.h: reclaim these pages now (since Linux 5.4)."""
 
 
 def release(pointers: Iterable[int] = ()) -> int:
-    """Reclaim the resident pages of non-executable file mappings that are checkpoints (by suffix) or
-    hold one of ``pointers`` (the data pointers of memory-mapped tensors). Returns the bytes of
-    address space advised (not all of it was resident); 0 where not supported."""
+    """Reclaim the resident pages of non-executable file mappings that are checkpoints (by suffix,
+    :data:`~sninspect.io.suffixes.TENSOR_SUFFIXES`) or hold one of ``pointers`` (the data pointers of
+    memory-mapped tensors). Returns the bytes of address space advised (not all of it was resident); 0
+    where not supported."""
     if not sys.platform.startswith("linux"):
         return 0
     try:
@@ -51,7 +51,7 @@ def release(pointers: Iterable[int] = ()) -> int:
             if len(parts) < 6 or parts[4] == "0" or "x" in parts[1]:
                 continue  # anonymous, or code
             start, end = (int(x, 16) for x in parts[0].split("-"))
-            ours = parts[5].lower().endswith(CHECKPOINT_SUFFIXES) or any(start <= p < end for p in wanted)
+            ours = parts[5].lower().endswith(TENSOR_SUFFIXES) or any(start <= p < end for p in wanted)
             if ours and int(libc.madvise(start, end - start, MADV_PAGEOUT)) == 0:
                 advised += end - start
     return advised
