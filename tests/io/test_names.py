@@ -166,7 +166,7 @@ def test_graph_csv_forges_no_row_either(tmp_path: Path) -> None:
     import dataclasses
     import sys
 
-    from sninspect.audit.graph.analysis import GraphOptions, graph_report
+    from sninspect.audit.graph.analysis import GraphOptions, analyze_graph
     from sninspect.render.formats import OutputFormat
     from sninspect.render.graph import render_graph
 
@@ -175,7 +175,7 @@ def test_graph_csv_forges_no_row_either(tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.utils.parametrizations.spectral_norm(nn.Linear(4, 5)), nn.ReLU(), nn.Linear(5, 1))
-    report = graph_report(export(net, torch.randn(1, 4), tmp_path / "net.pt2"), GraphOptions(lower=False))
+    report = analyze_graph(export(net, torch.randn(1, 4), tmp_path / "net.pt2"), GraphOptions(lower=False))
     nodes = tuple(dataclasses.replace(n, name=FORGED + n.name, module=FORGED) for n in report.nodes)
     out = render_graph(dataclasses.replace(report, nodes=nodes), OutputFormat.csv)
     _one_row_per_layer(out, ["\\r=cmd|' /C calc'!A0" + n.name for n in report.nodes], "node")
