@@ -210,7 +210,7 @@ def _check_log_folder(folder: Path, shown: str) -> None:
 
 def _step_number(step: Any) -> int:
     """``step`` as an int (an int, a NumPy integer or a 0-d integer tensor); anything else is a UsageError
-    (``"4" % 100`` raised a TypeError, and ``2.0`` or NaN would have been logged as a step)."""
+    naming the step (a string, a float such as ``2.0`` or NaN is not a training step to log)."""
     if isinstance(step, bool):
         raise UsageError(f"step {step!r}: expected the whole number of the training step")
     try:

@@ -11,8 +11,8 @@ pages used again, which an audit does once per conv layer at most.
 :func:`heap_retention_limited` (a context manager; :func:`limit_heap_retention` for the rest of
 the process) is for the CLI's own process: glibc's malloc raises its mmap threshold
 each time a large block is freed (up to 32 MiB), after which blocks of one layer's size come from the
-heap and the freed ones stay resident; whether that happens depends on the order of frees, and was
-seen to add 56 MiB to the peak of one run of the same audit and not the next. A fixed threshold of
+heap and the freed ones stay resident; whether that happens depends on the order of frees, so two
+runs of the same audit can peak tens of MiB apart. A fixed threshold of
 1 MiB makes every large block an mmap of its own, returned to the OS when freed.
 """
 
@@ -102,9 +102,10 @@ DEFAULT_TRIM_THRESHOLD = 128 * 2**10
 def scratch_reused(threshold: int = 32 * 2**20) -> Iterator[None]:
     """Where :func:`limit_heap_retention` took (the CLI): within the block, blocks under ``threshold``
     come from the heap and are reused when freed. The operator work allocates and frees buffers of a
-    few MB thousands of times (frequency blocks, Lanczos bases, im2col); as fresh mappings each was
-    page-faulted in anew: 2.2 s of system time in a 7.7 s DnCNN-17 report, 0.4 s this way, for 80 MB
-    more peak. Loading and the spectra, whose layer-sized blocks set the peak, stay under the limit.
+    few MB thousands of times (frequency blocks, Lanczos bases, im2col); as fresh mappings each would
+    be page-faulted in anew, and reusing them costs far less system time than that for a little more
+    peak (figures in BENCHMARKS.md). Loading and the spectra, whose layer-sized blocks set the peak,
+    stay under the limit.
     On leaving, the limit is back and the heap is trimmed. A no-op in library use (nothing limited)."""
     limited = _LIMITED
     if limited is None:
