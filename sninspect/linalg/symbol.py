@@ -39,7 +39,7 @@ def autocorrelation(weight: Tensor) -> tuple[Tensor, Tensor]:
     ks = weight.shape[2:]
     offsets = list(product(*(range(-(k - 1), k) for k in ks)))
     # input channels last, once: each overlap below is then a copy of whole c_in rows (gathering c_in
-    # at a stride of k^d for every offset was 40% of this function at n = 1024)
+    # at a stride of k^d for every offset costs 40% of this function at n = 1024)
     taps = weight.movedim(1, -1).contiguous()  # (c_out, *ks, c_in)
     blocks: dict[tuple[int, ...], Tensor] = {}
     for m in offsets:
