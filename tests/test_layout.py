@@ -104,6 +104,7 @@ def test_module_is_readable_in_one_sitting(path: Path) -> None:
     assert lines <= MAX_LINES, f"{path.relative_to(PACKAGE)} has {lines} lines (> {MAX_LINES}): split it by concern"
 
 
+@pytest.mark.slow
 def test_cli_help_does_not_import_matplotlib() -> None:
     code = "import sys, sninspect.cli; sninspect.cli.app(['--help'], standalone_mode=False); " \
            "print('matplotlib' in sys.modules)"

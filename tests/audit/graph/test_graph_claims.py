@@ -382,6 +382,7 @@ print(status("VmHWM") - before, estimate)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc peak RSS")
 def test_graph_estimate_covers_the_measured_peak(tmp_path: Path) -> None:
     """The guard's estimate of the graph audit (fold, rules, lower-bound search) is at least the peak RSS
