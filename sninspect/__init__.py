@@ -5,14 +5,14 @@
 >>> report.to_dataframe()[["name", "sigma_exact", "sigma_effective", "cos_error_u"]]
 
 ``analyze`` takes a path, a binary file object, a state dict or an ``nn.Module``; ``analyze_run`` a
-folder of checkpoints, a monitor log or a list of sources; ``sninspect.monitor.SNMonitor`` audits a
-model while it trains.
+folder of checkpoints, a monitor log or a list of sources; ``analyze_graph`` a ``torch.export``
+archive (``.pt2``); ``sninspect.monitor.SNMonitor`` audits a model while it trains.
 """
 
 from __future__ import annotations
 
 from sninspect._version import __version__
-from sninspect.audit.graph.analysis import GraphOptions, graph_report
+from sninspect.audit.graph.analysis import GraphOptions, analyze_graph
 from sninspect.audit.layers.inventory import inventory
 from sninspect.audit.options import Options
 from sninspect.audit.sources import analyze, analyze_run, check, trend
@@ -24,6 +24,8 @@ from sninspect.results.trend import Trend
 from sninspect.rewrite import apply, convert, strip
 
 __all__ = [
+    "GraphOptions",
+    "GraphReport",
     "InputError",
     "LayerAudit",
     "MissingFileError",
@@ -39,6 +41,7 @@ __all__ = [
     "Verdict",
     "__version__",
     "analyze",
+    "analyze_graph",
     "analyze_run",
     "apply",
     "check",
@@ -46,7 +49,4 @@ __all__ = [
     "inventory",
     "strip",
     "trend",
-    "GraphOptions",
-    "GraphReport",
-    "graph_report",
 ]

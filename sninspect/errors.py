@@ -1,8 +1,8 @@
 """Errors a user can act on, and the exit codes they map to.
 
 Every error sninspect raises on purpose is a :class:`SninspectError`. Its message names the thing,
-what was expected, what arrived and, where there is one, the fix. ``cli.py`` turns it into one line
-on stderr and ``exit_code``; nothing else in the package prints or exits.
+what was expected, what arrived and, where there is one, the fix. :mod:`sninspect.cli.errors` turns
+it into one line on stderr and ``exit_code``; nothing else in the package prints or exits.
 """
 
 from __future__ import annotations

@@ -9,9 +9,10 @@
 Each audit is :func:`sninspect.analyze` of the live module: on the module's device, from its state
 dict (no forward, no power step, no copy to the CPU, the RNG untouched). The audit is judged against
 ``rules`` (the defaults of ``sninspect check``); a broken rule is a :class:`SNHealthWarning`, or with
-``fail_fast`` an :class:`SNHealthError`. Every audit appends one record to the JSON-lines ``log``
-(:mod:`sninspect.audit.runs.log`; ``sninspect report run.jsonl`` shows it as a training run) and, when a
-TensorBoard writer or folder is given, writes scalars under ``sninspect/``.
+``fail_fast`` an :class:`SNHealthError`. The latest audit is ``monitor.last``. Files are written only
+where asked: with ``log``, every audit appends one record to that JSON-lines file
+(:mod:`sninspect.audit.runs.log`; ``sninspect report run.jsonl`` shows it as a training run); with a
+TensorBoard writer or folder, scalars go under ``sninspect/``.
 
 The log is append-only: an existing file is continued, never truncated (a resumed run appends its
 records after the old ones). Each record is one ``O_APPEND`` write (:func:`sninspect.io.write.append_line`),
@@ -63,7 +64,8 @@ class SNMonitor:
 
     ``model``: an ``nn.Module`` (or a dict of modules, ``{"netD": D, "netG": G}``).
     ``rules``: a :class:`~sninspect.Rules`, a mapping of its fields, or None for the defaults.
-    ``log``: the JSON-lines file appended to (None: no log). ``tensorboard``: a
+    ``log``: the JSON-lines file appended to (None, the default: no file; the latest audit stays in
+    ``last`` and a broken rule still warns). ``tensorboard``: a
     ``torch.utils.tensorboard.SummaryWriter``, a folder to create one in, or None.
     ``options``/``overrides``: how to audit, as for :func:`sninspect.analyze` (``bound_tol=0.05``).
     ``bounds``: compute the certified conv bounds (and the network's operator product) at each audit;
@@ -72,7 +74,7 @@ class SNMonitor:
     """
 
     def __init__(self, model: torch.nn.Module | Mapping[str, Any], every: int = 100, *,
-                 rules: Rules | Mapping[str, Any] | None = None, log: str | os.PathLike[str] | None = "sninspect.jsonl",
+                 rules: Rules | Mapping[str, Any] | None = None, log: str | os.PathLike[str] | None = None,
                  tensorboard: Any = None, fail_fast: bool = False, options: Options | None = None,
                  bounds: bool | None = None, **overrides: object) -> None:
         check_every(every)
@@ -208,7 +210,7 @@ def _check_log_folder(folder: Path, shown: str) -> None:
 
 def _step_number(step: Any) -> int:
     """``step`` as an int (an int, a NumPy integer or a 0-d integer tensor); anything else is a UsageError
-    (``"4" % 100`` raised a TypeError, and ``2.0`` or NaN would have been logged as a step)."""
+    naming the step (a string, a float such as ``2.0`` or NaN is not a training step to log)."""
     if isinstance(step, bool):
         raise UsageError(f"step {step!r}: expected the whole number of the training step")
     try:

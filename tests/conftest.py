@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, settings
 from torch import Tensor, nn
 from torch.nn.utils import parametrizations, parametrize, spectral_norm
 from torch.nn.utils.spectral_norm import SpectralNorm
+from typer.testing import Result
 
 if str(Path(__file__).parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).parent))
@@ -288,6 +289,25 @@ def make_trained(tmp_path: Path) -> Callable[..., Trained]:
         return trained
 
     return make
+
+
+def cli(*args: str | os.PathLike[str], device: str | None = "cpu", env: Mapping[str, str] | None = None) -> Result:
+    """``sninspect *args`` run in-process through typer's CliRunner (paths may be ``Path``s); its
+    ``Result`` (``exit_code``, ``stdout``, ``stderr``, ``output``). A command that audits (one with a
+    ``--device`` option) gets ``--device cpu`` unless ``args`` give a device or ``device`` is None, so
+    its numbers do not depend on the machine's GPU."""
+    import typer.main
+    from typer.testing import CliRunner
+
+    from sninspect.cli import app
+
+    argv = [os.fspath(a) for a in args]
+    group = typer.main.get_command(app)
+    sub = getattr(group, "commands", {}).get(argv[0]) if argv else None
+    takes_device = sub is not None and any("--device" in p.opts for p in sub.params)
+    if device is not None and takes_device and not any(a == "--device" or a.startswith("--device=") for a in argv):
+        argv += ["--device", device]
+    return CliRunner().invoke(app, argv, env=env)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

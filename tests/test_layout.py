@@ -4,6 +4,7 @@ modules readable in one sitting, and the CLI starts without matplotlib."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -103,8 +104,57 @@ def test_module_is_readable_in_one_sitting(path: Path) -> None:
     assert lines <= MAX_LINES, f"{path.relative_to(PACKAGE)} has {lines} lines (> {MAX_LINES}): split it by concern"
 
 
+@pytest.mark.slow
 def test_cli_help_does_not_import_matplotlib() -> None:
     code = "import sys, sninspect.cli; sninspect.cli.app(['--help'], standalone_mode=False); " \
            "print('matplotlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("False")
+
+
+def _docstrings(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every docstring in ``path``: the module's, each class's and function's, and the
+    string statements that document an attribute or constant."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        body = getattr(node, "body", None)
+        if not isinstance(body, list):
+            continue
+        for statement in body:
+            if isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant) \
+                    and isinstance(statement.value.value, str):
+                found.append((statement.lineno, statement.value.value))
+    return found
+
+
+_FILE_NAME = re.compile(r"[\w./-]*\w\.(?:md|py)\b")
+_ISSUE = re.compile(r"\bissues?\s*#?\d+", re.IGNORECASE)
+
+
+def _in_repo(name: str) -> bool:
+    """A path from the repository's root or the package's, or a bare file name found in the repository."""
+    root = PACKAGE.parent
+    if (root / name).exists() or (PACKAGE / name).exists():
+        return True
+    return "/" not in name and any(not set(p.relative_to(root).parts) & {".git", ".venv", "site-packages"}
+                                   for p in root.rglob(name))
+
+
+def test_docstrings_name_only_files_in_the_repo_and_no_issues() -> None:
+    """A docstring says what and why now: a file it points to is one a reader of the repository can open,
+    and the history of a change (its issue, its pass) belongs to the commit, not to the code."""
+    bad = []
+    for path in _modules():
+        for line, text in _docstrings(path):
+            where = f"{path.relative_to(PACKAGE)}:{line}"
+            bad += [f"{where} names {name}, not in the repository" for name in _FILE_NAME.findall(text)
+                    if not _in_repo(name)]
+            bad += [f"{where} cites {match!r}" for match in _ISSUE.findall(text)]
+    assert not bad, "\n".join(bad)
+
+
+def test_public_names_are_sorted() -> None:
+    import sninspect
+
+    assert list(sninspect.__all__) == sorted(sninspect.__all__)
+    assert all(hasattr(sninspect, name) for name in sninspect.__all__)

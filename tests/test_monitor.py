@@ -127,6 +127,25 @@ def test_the_log_is_appended_to_never_truncated_and_a_torn_line_is_closed(tmp_pa
         SNMonitor(model, every=1, log=link).step(1)
 
 
+@pytest.mark.filterwarnings("ignore::sninspect.monitor.SNHealthWarning")  # fresh u: broken rules expected
+def test_no_file_is_written_unless_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default monitor writes nothing (not into the working folder either): its latest audit is
+    ``last``, the audit of the model as it stands, and a broken rule still warns."""
+    monkeypatch.chdir(tmp_path)
+    model, _ = model_and_data()
+    monitor = SNMonitor(model, every=2, rules={"max_sigma": None, "max_cos_error": None})
+    assert monitor.log is None
+    assert monitor.step(1) is None and monitor.last is None
+    report = monitor.step(2)
+    assert report is monitor.last and monitor.last_step == 2 and monitor.audits == 1
+    assert_same_report(report, sninspect.analyze(model, monitor.options))
+    torch.manual_seed(0)
+    with pytest.warns(SNHealthWarning, match="step 4: .*rule"):
+        SNMonitor(nn.Sequential(spectral_norm(nn.Linear(16, 16)))).audit(4)
+    monitor.close()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_broken_rule_warns_or_stops(tmp_path: Path) -> None:
     torch.manual_seed(0)
     fresh = nn.Sequential(spectral_norm(nn.Linear(16, 16)))  # u, v random: never iterated

@@ -19,6 +19,7 @@ SAMPLES = Path(__file__).resolve().parent.parent / "sample_checkpoints"
 DCGAN = SAMPLES / "dcgan_sn_torch.pt"
 
 
+@pytest.mark.slow
 def test_repr_html_is_the_layer_table_with_the_reports_numbers() -> None:
     report = sninspect.analyze(DCGAN, device="cpu", key="netD")
     page = report._repr_html_()

@@ -120,7 +120,7 @@ def as_rules(rules: Rules | Mapping[str, Any] | None) -> Rules:
 
 def with_overrides(options: Options | None, overrides: dict[str, object]) -> Options:
     """``options`` (or the defaults) with ``overrides`` (its field names) replaced; an unknown name is a
-    :class:`UsageError` naming the known ones (``dataclasses.replace`` raised a TypeError). ``rules``
+    :class:`UsageError` naming the known ones (not ``dataclasses.replace``'s TypeError). ``rules``
     may be a mapping of :class:`Rules` fields (``rules={"max_sigma": 1.05}``), as ``check`` takes."""
     if options is not None and not isinstance(options, Options):
         raise UsageError(f"options={type(options).__name__}: expected a sninspect.Options or None")

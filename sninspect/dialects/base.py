@@ -2,7 +2,7 @@
 
 A dialect knows how one SN implementation lays its state out in a state dict: which keys hold the
 un-normalized weight and the power-iteration vectors, how the weight is reshaped, and what the
-model divides by in eval mode (DESIGN.md, "SN dialects"). It also owns what the rewrites need to know
+model divides by in eval mode (the README's table of SN layouts). It also owns what the rewrites need to know
 about that layout: the eval weight ``strip`` bakes, its power step, the vectors a PyTorch SN needs to
 keep its eval output (``convert``), and, for the two PyTorch layouts, the keys a target writes (``emit``).
 """

@@ -1,5 +1,5 @@
 """Which axis SN puts first: inferred from the stored vectors' lengths, and from their values when a
-square ConvTranspose fits both axes (DESIGN.md: "Infer dim from the u/v lengths")."""
+square ConvTranspose fits both axes (a state dict does not say whether a layer was a ConvTranspose)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,8 @@
 Every ``every`` optimizer steps (``trainer.global_step``) the LightningModule (or its submodule
 ``module="discriminator"``) is audited by :class:`~sninspect.monitor.SNMonitor`, on its device, on
 the global-zero process only; once more when training ends, unless that step was just audited.
-Scalars go to ``tensorboard`` when given, else to the trainer's TensorBoard logger when it has one.
+Scalars go to ``tensorboard`` when given, else to the trainer's TensorBoard logger when it has one;
+the JSON-lines ``log`` is written only when given.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class SNMonitorCallback(pl.Callback):  # type: ignore[misc]
 
     def __init__(self, every: int = 100, *, module: str | None = None,
                  rules: Rules | Mapping[str, Any] | None = None,
-                 log: str | os.PathLike[str] | None = "sninspect.jsonl", tensorboard: Any = None,
+                 log: str | os.PathLike[str] | None = None, tensorboard: Any = None,
                  fail_fast: bool = False, **overrides: object) -> None:
         super().__init__()
         check_every(every)  # a bad setting fails here, not after the trainer has set up

@@ -19,7 +19,8 @@ from sninspect.io.files import open_regular, printable
 from sninspect.io.safetensors_io import load_safetensors, looks_like_safetensors
 from sninspect.io.save import save_checkpoint
 from sninspect.io.shards import load_index
-from sninspect.io.torch_io import TORCH_SUFFIXES, load_torch
+from sninspect.io.suffixes import TORCH_SUFFIXES
+from sninspect.io.torch_io import load_torch
 
 __all__ = [
     "TORCH_SUFFIXES", "Checkpoint", "ModelState", "display_name", "load_checkpoint", "save_checkpoint",

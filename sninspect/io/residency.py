@@ -11,8 +11,8 @@ pages used again, which an audit does once per conv layer at most.
 :func:`heap_retention_limited` (a context manager; :func:`limit_heap_retention` for the rest of
 the process) is for the CLI's own process: glibc's malloc raises its mmap threshold
 each time a large block is freed (up to 32 MiB), after which blocks of one layer's size come from the
-heap and the freed ones stay resident; whether that happens depends on the order of frees, and was
-seen to add 56 MiB to the peak of one run of the same audit and not the next. A fixed threshold of
+heap and the freed ones stay resident; whether that happens depends on the order of frees, so two
+runs of the same audit can peak tens of MiB apart. A fixed threshold of
 1 MiB makes every large block an mmap of its own, returned to the OS when freed.
 """
 
@@ -24,17 +24,17 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
-"""File mappings with these suffixes are released; others only when they hold a given pointer."""
+from sninspect.io.suffixes import TENSOR_SUFFIXES
 
 MADV_PAGEOUT = 21
 """linux/mman.h: reclaim these pages now (since Linux 5.4)."""
 
 
 def release(pointers: Iterable[int] = ()) -> int:
-    """Reclaim the resident pages of non-executable file mappings that are checkpoints (by suffix) or
-    hold one of ``pointers`` (the data pointers of memory-mapped tensors). Returns the bytes of
-    address space advised (not all of it was resident); 0 where not supported."""
+    """Reclaim the resident pages of non-executable file mappings that are checkpoints (by suffix,
+    :data:`~sninspect.io.suffixes.TENSOR_SUFFIXES`) or hold one of ``pointers`` (the data pointers of
+    memory-mapped tensors). Returns the bytes of address space advised (not all of it was resident); 0
+    where not supported."""
     if not sys.platform.startswith("linux"):
         return 0
     try:
@@ -51,7 +51,7 @@ def release(pointers: Iterable[int] = ()) -> int:
             if len(parts) < 6 or parts[4] == "0" or "x" in parts[1]:
                 continue  # anonymous, or code
             start, end = (int(x, 16) for x in parts[0].split("-"))
-            ours = parts[5].lower().endswith(CHECKPOINT_SUFFIXES) or any(start <= p < end for p in wanted)
+            ours = parts[5].lower().endswith(TENSOR_SUFFIXES) or any(start <= p < end for p in wanted)
             if ours and int(libc.madvise(start, end - start, MADV_PAGEOUT)) == 0:
                 advised += end - start
     return advised
@@ -102,9 +102,10 @@ DEFAULT_TRIM_THRESHOLD = 128 * 2**10
 def scratch_reused(threshold: int = 32 * 2**20) -> Iterator[None]:
     """Where :func:`limit_heap_retention` took (the CLI): within the block, blocks under ``threshold``
     come from the heap and are reused when freed. The operator work allocates and frees buffers of a
-    few MB thousands of times (frequency blocks, Lanczos bases, im2col); as fresh mappings each was
-    page-faulted in anew: 2.2 s of system time in a 7.7 s DnCNN-17 report, 0.4 s this way, for 80 MB
-    more peak. Loading and the spectra, whose layer-sized blocks set the peak, stay under the limit.
+    few MB thousands of times (frequency blocks, Lanczos bases, im2col); as fresh mappings each would
+    be page-faulted in anew, and reusing them costs far less system time than that for a little more
+    peak (figures in BENCHMARKS.md). Loading and the spectra, whose layer-sized blocks set the peak,
+    stay under the limit.
     On leaving, the limit is back and the heap is trimmed. A no-op in library use (nothing limited)."""
     limited = _LIMITED
     if limited is None:

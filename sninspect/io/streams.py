@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from sninspect.errors import InputError, UsageError
+from sninspect.io.suffixes import TENSOR_SUFFIXES
 
 __all__ = ["is_file_object", "spooled", "stream_name"]
 
 _CHUNK = 1 << 20
 _TEXT_MODE = "a text-mode file object; open the checkpoint in binary mode (open(path, 'rb'))"
-_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 
 
 def is_file_object(source: object) -> bool:
@@ -54,7 +54,7 @@ def spooled(stream: IO[Any], shown: str) -> Iterator[Path]:
         raise UsageError(f"{shown}: {_TEXT_MODE}")
     folder = tempfile.mkdtemp(prefix="sninspect-")
     try:
-        path = Path(folder) / ("stream" + (suffix if suffix in _SUFFIXES else ".pt"))
+        path = Path(folder) / ("stream" + (suffix if suffix in TENSOR_SUFFIXES else ".pt"))
         with open(path, "wb") as out:
             while True:
                 chunk = _read(stream, shown)

@@ -20,10 +20,8 @@ from sninspect.errors import InputError, UnsafeCheckpointError, flag
 from sninspect.io import torch_check
 from sninspect.io.files import library_path, one_line
 
-__all__ = ["TORCH_SUFFIXES", "load_torch"]
+__all__ = ["load_torch"]
 
-TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin")
-"""Suffixes written by ``torch.save``; any suffix but ``.safetensors``/``.json`` is tried as torch too."""
 
 _TORCH_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _UNSAFE_HINTS = ("GLOBAL", "Unsupported class", "Trying to call reduce", "was not an allowed global")

@@ -1,59 +1,11 @@
 """Certified bounds on the operator norm of a convolution, from its frequency symbol.
 
-Pure math: no I/O, no printing.
-
-**The symbol.** A kernel K (c_out, c_in, k_1..k_d) has the multichannel symbol
-K̂(ω) = Σ_x K[:, :, x] e^{−i ω·x}, a c_out × c_in matrix trigonometric polynomial, and
-
-    σ* = sup_ω σ_max(K̂(ω))
-
-is the norm of the convolution on ℓ²(Z^d); the circular convolution at size N has exactly the
-singular values of K̂ on the N-grid (Sedghi, Gupta & Long 2019, "The Singular Values of Convolutional
-Layers", ICLR). Every concrete layer built on K has norm ≤ σ*: zero padding of any amount (zero
-extension is an isometry, cropping has norm ≤ 1), any stride (a subsampling), dilation (symbol
-K̂(dω): same sup), any input size, transposed or not (the adjoint), output_padding (more cropping),
-and circular padding while the outputs do not wrap onto themselves ((n_out − 1)·stride < n, met by
-every circular 'same' or 'valid' layer: the layer is then rows of a circulant, whose singular values
-are samples of K̂). Not covered, because the padding itself amplifies: wider circular padding
-(outputs repeat: up to √repeats more), reflect (up to √2 per axis), replicate (up to √(1+p)).
-
-**Certification.** The grid maximum (a lower estimate of σ*) is turned into an upper bound with
-
-    σ* ≤ max_grid / ∏_i cos(π (k_i − 1) / (2 N_i)),    N_i > k_i − 1.
-
-Proof, one axis, n = k − 1: let θ* attain σ* with top singular vectors u, v; p(θ) = uᴴK̂(θ)v has
-|p| ≤ σ* everywhere and |p(θ*)| = σ*. q(θ) = e^{iθn/2} p(θ) is entire of exponential type n/2, so
-f(t) = Re(e^{−iφ} q(θ* + t)) (φ = arg q(θ*)) is real, of type n/2, bounded by σ* and f(0) = σ*.
-The Duffin–Schaeffer inequality f'² + τ² f² ≤ τ² sup f² for real f of exponential type τ (Duffin &
-Schaeffer 1937, "Some inequalities concerning functions of exponential type", Bull. AMS 43; for
-trigonometric polynomials van der Corput & Schaake 1935) makes arccos(f/σ*) n/2-Lipschitz, so f(t) ≥ σ* cos(n t / 2) for
-|t| ≤ 2π/n; the nearest grid point is at |t| ≤ π/N, where σ_max ≥ |p| = |q| ≥ f ≥ σ* cos(nπ/(2N)).
-In d dimensions, fix the other coordinates and move one axis at a time to the grid: factors
-multiply. The constant is sharp: K = δ_0 + δ_{k−1} modulated by half a grid step (as a complex 1×1
-kernel, or its 2×2 real form) attains it.
-The weaker constant 1/sqrt(cos(π(k−1)/N)) (the same inequality applied to |p|², a real polynomial of
-degree k − 1, valid for N > 2(k − 1)) is also valid but looser; for 3×3 kernels at 1% it needs a
-45×45 grid where this one needs 32×32.
-
-**Finding the grid maximum fast.** σ_max(K̂(ω))² is the top eigenvalue of G(ω) = K̂ᴴK̂ = Σ_m A_m e^{−iω·m}
-with the kernel's autocorrelation A_m = Σ_x K_xᵀ K_{x+m}, so G on any set of frequencies is a small
-phase matrix times the (2k−1)^d matrices A_m. Frequencies are visited in decreasing tr G(ω) with a
-running maximum s: one Cholesky of s²I − G(ω) (n³/3, about a seventh of an eigen-solve at n = 512)
-proves σ(ω) ≤ s; only the frequencies where it fails are solved, which updates s: Lanczos on G(ω)
-(about 100 matrix-vector products, n² each) gives a Rayleigh quotient, a lower bound that is σ(ω)
-to ~1e-15 once converged, and the Cholesky at that value checks it (an eigen-solve, 25 Cholesky at
-n = 1024, only where the check fails). The result is the exact grid maximum. It replaces "FFT of the
-zero-padded kernel, then batched SVDs" (same values — the tests check it against that recipe)
-because it evaluates any subset of frequencies,
-needs only half the grid (K̂(−ω) = conj K̂(ω)) and never holds all N^d matrices at once.
-
-**The cheap bound** is Singla & Feizi 2021, "Fantastic Four: Differentiable Bounds on Singular
-Values of Convolution Layers" (ICLR): √(∏ k) · min σ1 over the kernel's reshapes that put each
-spatial axis with the output or the input channels (2^d of them; four in 2-D). It can only lower
-``upper`` where it is below ``tight``, so it is computed last and only for the reshapes where that
-is possible: a few power steps give a lower bound ‖Mx‖ ≤ σ1(M) (unit x) that usually proves the
-reshape above ``tight`` at a small fraction of the Gram matrix's cost (He-initialized 512×512×3×3:
-all four reshapes skipped, the bound 1.2 s faster).
+Pure math: no I/O, no printing. σ* = sup_ω σ_max(K̂(ω)) bounds every layer built on the kernel (any
+zero padding, stride, dilation, input size, transposed or not). The exact maximum over an N-grid,
+found by Cholesky screening and Lanczos on the symbol's Gram matrices, is a certified lower bound;
+divided by ∏ cos(π(k_i − 1)/(2N_i)) (Duffin–Schaeffer) it is a certified upper bound, which the
+reshape bound of Singla & Feizi 2021 can only lower. The proof, the search and the references:
+docs/conv-bound.md.
 """
 
 from __future__ import annotations

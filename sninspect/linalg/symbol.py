@@ -7,8 +7,8 @@ offsets m, so G on a block of frequencies is a small phase matrix times the A_m:
 once per block. Only the upper triangle of each matrix is formed (rows j, columns ≥ j; below it, zeros
 or parts of the diagonal blocks): the Cholesky and eigen-solvers that consume them read one triangle
 (:mod:`sninspect.linalg.conv_bounds` hands LAPACK the column-major conj A, whose lower triangle is
-A's upper one). That halves the GEMM and the copies: at n = 768–1024 they were a sixth of the
-frequency bound's time (6.07 → 3.37 ms per frequency at n = 1024).
+A's upper one). That halves the GEMM and the copies, a large part of the frequency bound's time at
+n ≈ 1000 (figures in BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def autocorrelation(weight: Tensor) -> tuple[Tensor, Tensor]:
     ks = weight.shape[2:]
     offsets = list(product(*(range(-(k - 1), k) for k in ks)))
     # input channels last, once: each overlap below is then a copy of whole c_in rows (gathering c_in
-    # at a stride of k^d for every offset was 40% of this function at n = 1024)
+    # at a stride of k^d for every offset costs 40% of this function at n = 1024)
     taps = weight.movedim(1, -1).contiguous()  # (c_out, *ks, c_in)
     blocks: dict[tuple[int, ...], Tensor] = {}
     for m in offsets:

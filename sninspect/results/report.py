@@ -25,7 +25,8 @@ class LayerAudit:
     """The model in the checkpoint this layer belongs to (``""`` when the file holds one model)."""
     dialect: str
     """SN layout (``torch``, ``torch-parametrize``, ``mimicry``, ``biggan``, ``cosgrove``,
-    ``conv-operator``), or ``none`` for a layer without SN."""
+    ``conv-operator``, ``soft``, ``residual-flows``, ``projection``: ``DialectName`` in
+    :mod:`sninspect.dialects`), or ``none`` for a layer without SN."""
     kind: str
     """``linear``, ``conv1d``/``conv2d``/``conv3d`` (``conv_transpose*`` when SN says dim=1),
     ``embedding``, ``vector`` (a 1-D weight)."""
@@ -38,7 +39,7 @@ class LayerAudit:
     sigma_exact: float | None = None
     """σ1 of the weight matrix, exact (SVD or exact eigen-solve), in ``dtype`` of the computation."""
     sigma_estimate: float | None = None
-    """σ̂: what the model divides by in eval mode, per dialect (DESIGN.md)."""
+    """σ̂: what the model divides by in eval mode, per dialect (the README's table of SN layouts)."""
     sigma_rel_error: float | None = None
     """(σ̂ − σ1) / σ1; negative = underestimate = the layer runs above 1."""
     sigma_effective: float | None = None

@@ -1,4 +1,4 @@
-"""Rewriting checkpoints: strip, apply, convert, as thin drivers over the dialects (issue #3).
+"""Rewriting checkpoints: strip, apply, convert, as thin drivers over the dialects.
 
 - ``strip``: every SN layer becomes its plain parameter, divided by what the model divides by in eval
   mode (``--sigma eval``), by σ1 (``exact``) or after N power steps (``power:N``).

@@ -14,18 +14,15 @@ from pathlib import Path
 import pytest
 import snruns
 import torch
-from conftest import CASES, Trained, build_trained
-from typer.testing import CliRunner
+from conftest import CASES, Trained, build_trained, cli
 
 from sninspect import analyze
 from sninspect.audit.checks import check, gap_cos_error
-from sninspect.cli.main import app
 from sninspect.errors import ExitCode
 from sninspect.render.check import summary_line, to_github, to_text
 from sninspect.results.check import Rule, Rules, Verdict, Violation
 
 ROOT = Path(__file__).resolve().parents[2]
-runner = CliRunner()
 
 
 @pytest.fixture()
@@ -40,10 +37,6 @@ def failing(tmp_path: Path) -> Path:
     model = snruns.exact_uv(snruns.sn_chain([6, 8, 8, 1]))
     snruns.skew_u(snruns.sn_modules(model)[1])
     return snruns.save(model, tmp_path / "bad.pt", step=20)
-
-
-def invoke(*args: str):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, ["check", *args, "--device", "cpu"])
 
 
 def rules_broken(path: Path, rules: Rules | None = None) -> set[tuple[Rule, str | None]]:
@@ -123,8 +116,8 @@ def test_near_degenerate_layer_passes_despite_a_large_angle(tmp_path: Path) -> N
     layer = analyze(path, device="cpu").layers[0]
     assert layer.sigma_effective == pytest.approx(1 / (c * c + 0.998 * k * k), rel=1e-5)
     assert layer.cos_error_u == pytest.approx(0.79, rel=1e-4)
-    assert invoke(str(path)).exit_code == ExitCode.OK
-    strict = invoke(str(path), "--strict-cos", "--max-cos-error", "0.01", "-f", "json")
+    assert cli("check", path).exit_code == ExitCode.OK
+    strict = cli("check", path, "--strict-cos", "--max-cos-error", "0.01", "-f", "json")
     assert strict.exit_code == ExitCode.CHECK_FAILED
     assert {(v["quantity"], v["layer"]) for v in json.loads(strict.stdout)["violations"]} == {
         ("cos_error_u", "0.weight"), ("cos_error_v", "0.weight")}
@@ -147,7 +140,7 @@ def test_random_state_before_training_fails(tmp_path: Path) -> None:
     assert expected, "random u, v gave a state within the limits"
     path = snruns.save(model, tmp_path / "untrained.pt")
     assert {x for x in rules_broken(path) if x[0] is Rule.max_sigma} == expected
-    assert invoke(str(path)).exit_code == ExitCode.CHECK_FAILED
+    assert cli("check", path).exit_code == ExitCode.CHECK_FAILED
 
 
 def test_random_u_of_a_one_step_dialect_fails(tmp_path: Path) -> None:
@@ -195,9 +188,9 @@ def test_u_norm_three_fails_the_norm_rule_only(tmp_path: Path) -> None:
     assert [(v.rule, v.layer, v.quantity) for v in verdict.violations] == [
         (Rule.max_norm_error, "0.weight", "u_norm")]
     assert verdict.violations[0].value == pytest.approx(3.0, rel=1e-6)
-    assert invoke(str(path), "--max-norm-error", "inf").exit_code == 0
-    assert invoke(str(path), "--max-norm-error", "2.5").exit_code == 0
-    assert invoke(str(path), "--max-norm-error", "1.9").exit_code == 1
+    assert cli("check", path, "--max-norm-error", "inf").exit_code == 0
+    assert cli("check", path, "--max-norm-error", "2.5").exit_code == 0
+    assert cli("check", path, "--max-norm-error", "1.9").exit_code == 1
 
 
 def test_nan_in_weight_or_u_is_a_layer_not_audited(tmp_path: Path) -> None:
@@ -206,7 +199,7 @@ def test_nan_in_weight_or_u_is_a_layer_not_audited(tmp_path: Path) -> None:
         with torch.no_grad():
             snruns.tensor(snruns.sn_modules(model)[1], buffer).view(-1)[0] = float("nan")
         path = snruns.save(model, tmp_path / f"nan-{buffer}.pt")
-        result = invoke(str(path), "-f", "json")
+        result = cli("check", path, "-f", "json")
         assert result.exit_code == ExitCode.CHECK_FAILED
         violations = json.loads(result.stdout)["violations"]
         assert {(v["rule"], v["layer"]) for v in violations} == {("not_audited", "2.weight")}
@@ -228,7 +221,7 @@ def test_negative_sigma_hat_breaks_max_sigma_even_with_the_limit_off(tmp_path: P
 def test_no_sn_fails(tmp_path: Path) -> None:
     plain = tmp_path / "plain.pt"
     torch.save(torch.nn.Linear(3, 2).state_dict(), plain)
-    result = invoke(str(plain))
+    result = cli("check", plain)
     assert result.exit_code == 1 and "no spectrally normalized layer" in result.stdout
 
 
@@ -237,16 +230,16 @@ def test_no_sn_fails(tmp_path: Path) -> None:
 
 
 def test_pass_exits_zero_and_prints_nothing(passing: Path) -> None:
-    result = invoke(str(passing))
+    result = cli("check", passing)
     assert result.exit_code == ExitCode.OK, result.output
     assert result.stdout == ""
     assert "all rules hold" in result.stderr
-    quiet = invoke(str(passing), "--quiet")
+    quiet = cli("check", passing, "--quiet")
     assert quiet.exit_code == 0 and quiet.stdout == "" and quiet.stderr == ""
 
 
 def test_fail_exits_one_and_names_layer_number_and_limit(failing: Path) -> None:
-    result = invoke(str(failing))
+    result = cli("check", failing)
     assert result.exit_code == ExitCode.CHECK_FAILED
     sigma_line = next(line for line in result.stdout.splitlines() if "σ_eff" in line)
     assert sigma_line.startswith("bad.pt: 2.weight:")
@@ -255,7 +248,7 @@ def test_fail_exits_one_and_names_layer_number_and_limit(failing: Path) -> None:
 
 
 def test_json_lists_exactly_the_broken_rules(failing: Path, passing: Path) -> None:
-    result = invoke(str(passing), str(failing), "--format", "json", "--max-cos-error", "inf")
+    result = cli("check", passing, failing, "--format", "json", "--max-cos-error", "inf")
     assert result.exit_code == ExitCode.CHECK_FAILED
     data = json.loads(result.stdout)
     assert data["passed"] is False
@@ -280,33 +273,33 @@ def _readme_check_json() -> dict[str, object]:
 def test_json_matches_the_readme_example(failing: Path) -> None:
     """The README's documented `check --format json` example has exactly the real output's keys."""
     documented = _readme_check_json()
-    real = json.loads(invoke(str(failing), "-f", "json").stdout)
+    real = json.loads(cli("check", failing, "-f", "json").stdout)
 
     def keys(data: dict[str, object]) -> tuple[object, ...]:
         return (sorted(data), sorted(data["rules"]),  # type: ignore[arg-type]
                 sorted(data["checkpoints"][0]), sorted(data["violations"][0]))  # type: ignore[index]
 
     assert keys(documented) == keys(real)
-    assert documented["rules"] == json.loads(invoke(str(failing), "-f", "json").stdout)["rules"]
+    assert documented["rules"] == json.loads(cli("check", failing, "-f", "json").stdout)["rules"]
 
 
 def test_limits_move_the_verdict(failing: Path) -> None:
-    assert invoke(str(failing), "--max-sigma", "1.2").exit_code == 0
-    only_cos = invoke(str(failing), "--max-sigma", "inf", "--strict-cos", "-f", "json")
+    assert cli("check", failing, "--max-sigma", "1.2").exit_code == 0
+    only_cos = cli("check", failing, "--max-sigma", "inf", "--strict-cos", "-f", "json")
     assert {v["rule"] for v in json.loads(only_cos.stdout)["violations"]} == {"max_cos_error"}
 
 
 def test_unreadable_checkpoint_exits_three(passing: Path, tmp_path: Path) -> None:
     garbage = tmp_path / "garbage.pt"
     garbage.write_bytes(b"not a checkpoint at all")
-    alone = invoke(str(garbage))
+    alone = cli("check", garbage)
     assert alone.exit_code == ExitCode.BAD_INPUT
     assert "garbage.pt" in alone.stderr and "Traceback" not in alone.output
     assert alone.stdout == ""
-    missing = invoke(str(tmp_path / "missing.pt"))
+    missing = cli("check", tmp_path / "missing.pt")
     assert missing.exit_code == ExitCode.BAD_INPUT
     # The readable one is still judged; unreadable wins the exit code and is listed in JSON.
-    mixed = invoke(str(passing), str(garbage), "-f", "json")
+    mixed = cli("check", passing, garbage, "-f", "json")
     assert mixed.exit_code == ExitCode.BAD_INPUT
     data = json.loads(mixed.stdout)
     assert [v["rule"] for v in data["violations"]] == ["unreadable"]
@@ -316,13 +309,13 @@ def test_unreadable_checkpoint_exits_three(passing: Path, tmp_path: Path) -> Non
 def test_max_lipschitz_judges_the_certified_operator_product(passing: Path) -> None:
     bound = analyze(passing, device="cpu").primary.lipschitz.operator_product
     assert bound is not None
-    assert invoke(str(passing), "--max-lipschitz", str(bound * 1.01)).exit_code == 0
-    result = invoke(str(passing), "--max-lipschitz", str(bound * 0.5), "-f", "json")
+    assert cli("check", passing, "--max-lipschitz", str(bound * 1.01)).exit_code == 0
+    result = cli("check", passing, "--max-lipschitz", str(bound * 0.5), "-f", "json")
     assert result.exit_code == 1
     (violation,) = json.loads(result.stdout)["violations"]
     assert violation["rule"] == "max_lipschitz" and violation["quantity"] == "operator_product"
     assert violation["value"] == pytest.approx(bound) and violation["layer"] is None
-    help_text = runner.invoke(app, ["check", "--help"]).output
+    help_text = cli("check", "--help").output
     assert "certified" in help_text and "operator" in help_text and "σ_eff" in help_text
 
 
@@ -331,8 +324,8 @@ def test_fail_on_warning(tmp_path: Path) -> None:
     with torch.no_grad():
         snruns.tensor(snruns.sn_modules(model)[0], "weight_u").mul_(2.0)  # warned: ‖u‖ ≠ 1
     path = snruns.save(model, tmp_path / "ema.pt")
-    assert invoke(str(path), "--max-norm-error", "inf").exit_code == 0
-    result = invoke(str(path), "--max-norm-error", "inf", "--fail-on-warning", "-f", "json")
+    assert cli("check", path, "--max-norm-error", "inf").exit_code == 0
+    result = cli("check", path, "--max-norm-error", "inf", "--fail-on-warning", "-f", "json")
     assert result.exit_code == 1
     assert {v["rule"] for v in json.loads(result.stdout)["violations"]} == {"warning"}
 
@@ -353,7 +346,7 @@ def test_rules_off_and_summary(failing: Path) -> None:
 def test_github_format_escapes_per_the_workflow_commands_spec(failing: Path, tmp_path: Path) -> None:
     odd = tmp_path / "run:1,a%b.pt"
     odd.write_bytes(failing.read_bytes())
-    result = invoke(str(odd), "-f", "github")
+    result = cli("check", odd, "-f", "github")
     assert result.exit_code == 1
     (line,) = [x for x in result.stdout.splitlines() if "σ_eff" in x]
     escaped = str(odd).replace("%", "%25").replace(":", "%3A").replace(",", "%2C")
@@ -369,7 +362,7 @@ def test_junit_xml_one_suite_per_checkpoint_one_case_per_sn_layer(failing: Path,
     garbage.write_bytes(b"junk")
     out = tmp_path / "reports" / "check.xml"
     out.parent.mkdir()
-    result = invoke(str(passing), str(failing), str(garbage), "--junit-xml", str(out), "-q")
+    result = cli("check", passing, failing, garbage, "--junit-xml", out, "-q")
     assert result.exit_code == ExitCode.BAD_INPUT
     root = ET.parse(out).getroot()
     assert root.tag == "testsuites"
@@ -385,7 +378,7 @@ def test_junit_xml_one_suite_per_checkpoint_one_case_per_sn_layer(failing: Path,
     assert (suites[0].get("failures"), suites[1].get("failures"), suites[2].get("errors")) == ("0", "1", "1")
     assert root.get("tests") == "9" and root.get("failures") == "1" and root.get("errors") == "1"
     # Written atomically through the one writer: never over an input.
-    again = invoke(str(passing), "--junit-xml", str(passing), "-q")
+    again = cli("check", passing, "--junit-xml", passing, "-q")
     assert again.exit_code == ExitCode.WRITE_FAILED and passing.read_bytes()[:2] == b"PK"
 
 
@@ -396,15 +389,15 @@ def test_pyproject_rules_are_read_from_the_nearest_file_and_flags_override(
     (project / "pyproject.toml").write_text('[tool.sninspect.check]\nmax-sigma = 1.2\nmax-cos-error = inf\n'
                                             'fail-on-warning = false\n', encoding="utf-8")
     monkeypatch.chdir(project / "sub" / "dir")
-    relaxed = invoke(str(failing), "-f", "json")
+    relaxed = cli("check", failing, "-f", "json")
     assert relaxed.exit_code == 0, relaxed.output
     rules = json.loads(relaxed.stdout)["rules"]
     assert rules["max_sigma"] == 1.2 and rules["max_cos_error"] is None
     assert "pyproject.toml" in relaxed.stderr
-    assert invoke(str(failing), "--max-sigma", "1.1").exit_code == 1  # the flag wins
+    assert cli("check", failing, "--max-sigma", "1.1").exit_code == 1  # the flag wins
     # A nearer pyproject without the table: the built-in defaults.
     (project / "sub" / "pyproject.toml").write_text("[project]\nname = 'x'\n", encoding="utf-8")
-    assert invoke(str(failing)).exit_code == 1
+    assert cli("check", failing).exit_code == 1
 
 
 @pytest.mark.parametrize(("body", "words"), [
@@ -416,7 +409,7 @@ def test_pyproject_bad_key_is_a_usage_error(body: str, words: list[str], passing
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "pyproject.toml").write_text(f"[tool.sninspect.check]\n{body}\n", encoding="utf-8")
     monkeypatch.chdir(tmp_path)
-    result = invoke(str(passing))
+    result = cli("check", passing)
     assert result.exit_code == ExitCode.USAGE
     assert all(w in result.stderr for w in words), result.stderr
     assert "Traceback" not in result.output

@@ -360,6 +360,7 @@ print(status("VmHWM") - before, conv_bound_bytes((n, n, 3, 3), grid_sizes((3, 3)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc peak RSS")
 @pytest.mark.parametrize("channels", [64, 192])
 def test_conv_bound_estimate_covers_the_measured_peak(channels: int) -> None:

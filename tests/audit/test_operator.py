@@ -120,6 +120,7 @@ def test_include_filters_before_any_math(tmp_path: Path, monkeypatch: pytest.Mon
     assert any("1 of 3 layers audited" in w for w in report.models[0].warnings)
 
 
+@pytest.mark.slow
 def test_progress_names_each_layer_on_a_terminal(tmp_path: Path) -> None:
     """Under a pseudo-terminal the progress line names the checkpoint and the layer being worked on;
     on a pipe nothing is printed."""

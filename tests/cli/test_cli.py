@@ -9,14 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli
 from torch import nn
 from torch.nn.utils import spectral_norm
-from typer.testing import CliRunner
 
 from sninspect.cli.main import app
 from sninspect.errors import ExitCode
-
-runner = CliRunner()
 
 
 @pytest.fixture()
@@ -47,7 +45,7 @@ def test_every_command_has_help_with_an_example() -> None:
     names = _commands()
     assert {"report", "check", "layers", "strip", "apply", "convert"} <= set(names)
     for name in names:
-        long, short = runner.invoke(app, [name, "--help"]), runner.invoke(app, [name, "-h"])
+        long, short = cli(name, "--help"), cli(name, "-h")
         assert long.exit_code == 0 and short.exit_code == 0, name
         assert long.output == short.output, name
         lines = long.output.splitlines()
@@ -59,45 +57,46 @@ def test_every_command_has_help_with_an_example() -> None:
 
 
 def test_device_and_dtype_choices_are_listed_and_checked(checkpoint: Path) -> None:
-    text = runner.invoke(app, ["report", "--help"], env={"COLUMNS": "200"}).output
+    text = cli("report", "--help", env={"COLUMNS": "200"}).output
     assert "[auto|cpu|cuda|cuda:N]" in text and "<float64|float32>" in text
-    bad = runner.invoke(app, ["report", str(checkpoint), "--device", "tpu"])
+    bad = cli("report", checkpoint, "--device", "tpu")
     assert bad.exit_code == ExitCode.USAGE and "auto, cpu, cuda, cuda:N" in bad.output
-    bad = runner.invoke(app, ["report", str(checkpoint), "--dtype", "float16"])
+    bad = cli("report", checkpoint, "--dtype", "float16")
     assert bad.exit_code == ExitCode.USAGE
     if not torch.cuda.is_available():  # cuda:N passes the option's check and reaches the library's
-        result = runner.invoke(app, ["report", str(checkpoint), "--device", "cuda:1"])
+        result = cli("report", checkpoint, "--device", "cuda:1")
         assert result.exit_code == ExitCode.USAGE and "CUDA is not available" in one_error_line(result)
-    ok = runner.invoke(app, ["report", str(checkpoint), "--device", "cpu", "--dtype", "float32", "-f", "json"])
+    ok = cli("report", checkpoint, "--dtype", "float32", "-f", "json")
     assert ok.exit_code == 0 and json.loads(ok.stdout)["dtype"] == "float32"
 
 
 def test_report_table_json_csv_markdown(checkpoint: Path, tmp_path: Path) -> None:
-    table = runner.invoke(app, ["report", str(checkpoint), "--device", "cpu"])
+    table = cli("report", checkpoint)
     assert table.exit_code == 0, table.output
     assert "0.weight" in table.output and "summary" in table.output and "network bound" in table.output
-    result = runner.invoke(app, ["report", str(checkpoint), "--format", "json", "--device", "cpu"])
+    result = cli("report", checkpoint, "--format", "json")
     assert result.exit_code == 0
     data = json.loads(result.stdout)
     assert [layer["name"] for layer in data["layers"]] == ["0.weight", "3.weight"]
-    csv = runner.invoke(app, ["report", str(checkpoint), "-f", "csv", "--device", "cpu"])
+    assert data["device"] == "cpu"  # cli() audits on the CPU unless told otherwise
+    csv = cli("report", checkpoint, "-f", "csv")
     assert csv.stdout.splitlines()[0].startswith("checkpoint,name,model,dialect")
-    md = runner.invoke(app, ["report", str(checkpoint), "-f", "markdown", "--device", "cpu"])
+    md = cli("report", checkpoint, "-f", "markdown")
     assert "| layer | dialect |" in md.stdout
     out = tmp_path / "r.json"
-    written = runner.invoke(app, ["report", str(checkpoint), "-f", "json", "-o", str(out), "--device", "cpu"])
+    written = cli("report", checkpoint, "-f", "json", "-o", out)
     assert written.exit_code == 0 and json.loads(out.read_text())["layers"]
 
 
 def test_layers_listing(checkpoint: Path) -> None:
-    result = runner.invoke(app, ["layers", str(checkpoint)])
+    result = cli("layers", checkpoint)
     assert result.exit_code == 0
     assert "torch" in result.stdout and "weight_u" in result.stdout
 
 
 def test_report_refuses_to_write_over_its_input(checkpoint: Path) -> None:
     before = checkpoint.read_bytes()
-    result = runner.invoke(app, ["report", str(checkpoint), "-f", "json", "-o", str(checkpoint), "--device", "cpu"])
+    result = cli("report", checkpoint, "-f", "json", "-o", checkpoint)
     assert result.exit_code == ExitCode.WRITE_FAILED
     assert "is the input" in one_error_line(result)
     assert checkpoint.read_bytes() == before
@@ -128,24 +127,24 @@ def test_bad_input_is_one_line_and_exit_3(case: str, tmp_path: Path, checkpoint:
     elif case == "pickle":
         path.write_bytes(pickle.dumps({"w": RunsCode(sentinel)}))
     for command in ("report", "layers"):
-        result = runner.invoke(app, [command, str(path)])
+        result = cli(command, path)
         assert result.exit_code == ExitCode.BAD_INPUT, (case, result.output)
         assert str(path.name) in one_error_line(result)
     assert not sentinel.exists()
 
 
 def test_usage_errors_exit_2(checkpoint: Path) -> None:
-    result = runner.invoke(app, ["report", str(checkpoint), "--key", "nope"])
+    result = cli("report", checkpoint, "--key", "nope")
     assert result.exit_code == ExitCode.USAGE
     assert "nope" in one_error_line(result)
     if not torch.cuda.is_available():
-        result = runner.invoke(app, ["report", str(checkpoint), "--device", "cuda"])
+        result = cli("report", checkpoint, "--device", "cuda")
         assert result.exit_code == ExitCode.USAGE and "CUDA is not available" in one_error_line(result)
-    result = runner.invoke(app, ["report", str(checkpoint), "--include", "("])
+    result = cli("report", checkpoint, "--include", "(")
     assert result.exit_code == ExitCode.USAGE
-    assert runner.invoke(app, ["report", str(checkpoint), "--format", "xml"]).exit_code == ExitCode.USAGE
+    assert cli("report", checkpoint, "--format", "xml").exit_code == ExitCode.USAGE
 
 
 def test_version() -> None:
-    result = runner.invoke(app, ["--version"])
+    result = cli("--version")
     assert result.exit_code == 0 and result.stdout.startswith("sninspect ")

@@ -11,18 +11,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import cli
 from rich.cells import cell_len
 from safetensors.torch import save_file
 from torch import nn
 from torch.nn.utils import spectral_norm
-from typer.testing import CliRunner
 
 import sninspect
-from sninspect.cli.main import app
 from sninspect.errors import ExitCode
 from sninspect.render.report import fmt, table_text
-
-runner = CliRunner()
 
 
 @pytest.fixture()
@@ -36,7 +33,7 @@ def checkpoint(tmp_path: Path) -> Path:
 
 
 def report(*args: str | Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    return runner.invoke(app, ["report", *map(str, args), "--device", "cpu", "-q"], env=env)
+    return cli("report", *args, "-q", env=env)
 
 
 def error_line(result) -> str:  # type: ignore[no-untyped-def]

@@ -7,21 +7,14 @@ from pathlib import Path
 import pytest
 import safetensors.torch
 import torch
-from conftest import build_trained, plain_layer
+from conftest import build_trained, cli, plain_layer
 from safetensors.torch import load_file, safe_open, save_file
 from torch import nn
 from torch.nn.utils import parametrizations, spectral_norm
-from typer.testing import CliRunner
 
-from sninspect.cli.main import app
 from sninspect.errors import ExitCode
 
 Ckpt = tuple[Path, nn.Sequential]
-
-
-@pytest.fixture
-def runner() -> CliRunner:
-    return CliRunner()
 
 
 def architecture() -> nn.Sequential:
@@ -62,20 +55,16 @@ def wrapped_ckpt(tmp_path: Path) -> Ckpt:
     return path, model
 
 
-def run(runner: CliRunner, *args: str):  # noqa: ANN201 (click's Result)
-    return runner.invoke(app, [str(a) for a in args])
-
-
 # ----------------------------------------------------------------------------------------------
 # What the commands write
 
 
 def test_strip_keeps_the_wrapper_and_drops_the_optimizer(
-    runner: CliRunner, wrapped_ckpt: Ckpt, tmp_path: Path
+    wrapped_ckpt: Ckpt, tmp_path: Path
 ) -> None:
     source, model = wrapped_ckpt
     out = tmp_path / "plain.pt"
-    result = run(runner, "strip", source, "-o", out)
+    result = cli("strip", source, "-o", out)
     assert result.exit_code == 0, result.output
     assert "optimizer state dropped" in result.stderr and "0.weight" in result.stderr
     saved = torch.load(out, weights_only=True)
@@ -87,16 +76,16 @@ def test_strip_keeps_the_wrapper_and_drops_the_optimizer(
     assert torch.allclose(output(plain, x), output(model, x), rtol=1e-6, atol=1e-7)
 
     kept = tmp_path / "kept.pt"
-    assert run(runner, "strip", source, "-o", kept, "--keep-optimizer").exit_code == 0
+    assert cli("strip", source, "-o", kept, "--keep-optimizer").exit_code == 0
     assert "optimizer" in torch.load(kept, weights_only=True)
 
 
-def test_strip_to_safetensors_keeps_metadata_and_adds_provenance(runner: CliRunner, tmp_path: Path) -> None:
+def test_strip_to_safetensors_keeps_metadata_and_adds_provenance(tmp_path: Path) -> None:
     model = sn_model("parametrize")
     source = tmp_path / "d.safetensors"
     save_file(dict(model.state_dict()), source, metadata={"run": "abc"})
     out = tmp_path / "plain.safetensors"
-    result = run(runner, "strip", source, "-o", out, "--sigma", "exact")
+    result = cli("strip", source, "-o", out, "--sigma", "exact")
     assert result.exit_code == 0, result.output
     with safe_open(out, "pt") as handle:
         metadata = handle.metadata()
@@ -106,24 +95,24 @@ def test_strip_to_safetensors_keeps_metadata_and_adds_provenance(runner: CliRunn
 
 
 def test_wrapper_entries_become_safetensors_metadata(
-    runner: CliRunner, wrapped_ckpt: Ckpt, tmp_path: Path
+    wrapped_ckpt: Ckpt, tmp_path: Path
 ) -> None:
     source, _ = wrapped_ckpt
     out = tmp_path / "plain.safetensors"
-    assert run(runner, "strip", source, "-o", out).exit_code == 0
+    assert cli("strip", source, "-o", out).exit_code == 0
     with safe_open(out, "pt") as handle:
         metadata = handle.metadata()
     assert metadata["epoch"] == "12" and '"lr": 0.01' in metadata["hparams"]
 
 
 @pytest.mark.parametrize("style", ["torch", "parametrize"])
-def test_apply_then_load_strict_into_the_sn_model(runner: CliRunner, tmp_path: Path, style: str) -> None:
+def test_apply_then_load_strict_into_the_sn_model(tmp_path: Path, style: str) -> None:
     torch.manual_seed(1)
     plain = architecture()
     source = tmp_path / "plain.pth"
     torch.save(plain.state_dict(), source)
     out = tmp_path / "sn.pt"
-    result = run(runner, "apply", source, "-o", out, "--style", style)
+    result = cli("apply", source, "-o", out, "--style", style)
     assert result.exit_code == 0, result.output
     target = architecture()
     wrap = spectral_norm if style == "torch" else parametrizations.spectral_norm
@@ -137,10 +126,10 @@ def test_apply_then_load_strict_into_the_sn_model(runner: CliRunner, tmp_path: P
         assert float(sigma) == pytest.approx(1.0, rel=1e-6)
 
 
-def test_convert_legacy_to_parametrize(runner: CliRunner, wrapped_ckpt: Ckpt, tmp_path: Path) -> None:
+def test_convert_legacy_to_parametrize(wrapped_ckpt: Ckpt, tmp_path: Path) -> None:
     source, model = wrapped_ckpt
     out = tmp_path / "p.pt"
-    result = run(runner, "convert", source, "-o", out, "--to", "parametrize")
+    result = cli("convert", source, "-o", out, "--to", "parametrize")
     assert result.exit_code == 0, result.output
     target = architecture()
     parametrizations.spectral_norm(target[0])
@@ -151,23 +140,23 @@ def test_convert_legacy_to_parametrize(runner: CliRunner, wrapped_ckpt: Ckpt, tm
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(
-    runner: CliRunner, wrapped_ckpt: Ckpt, tmp_path: Path
+    wrapped_ckpt: Ckpt, tmp_path: Path
 ) -> None:
     source, _ = wrapped_ckpt
     out = tmp_path / "plain.pt"
-    result = run(runner, "strip", source, "-o", out, "--dry-run")
+    result = cli("strip", source, "-o", out, "--dry-run")
     assert result.exit_code == 0, result.output
     assert "dry run" in result.stdout and "0.weight" in result.stdout
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.ckpt"]
     out.write_bytes(b"precious")
-    again = run(runner, "apply", source, "-o", out, "--dry-run")
+    again = cli("apply", source, "-o", out, "--dry-run")
     assert again.exit_code == 0 and "needs --force" in again.stdout and out.read_bytes() == b"precious"
-    same = run(runner, "convert", source, "-o", source, "--to", "torch", "--dry-run")
+    same = cli("convert", source, "-o", source, "--to", "torch", "--dry-run")
     assert same.exit_code == 0 and "is the input" in same.stdout
 
 
-def test_several_models_and_key(runner: CliRunner, tmp_path: Path) -> None:
+def test_several_models_and_key(tmp_path: Path) -> None:
     """netD (cosgrove) and netG (BigGAN) in one file: both stripped, names prefixed; with --key only
     netD is converted and netG is written back untouched."""
     d, g = build_trained("conv2d", "cosgrove"), build_trained("linear", "biggan")
@@ -175,7 +164,7 @@ def test_several_models_and_key(runner: CliRunner, tmp_path: Path) -> None:
     torch.save({"netD": d.state, "netG": g.state, "optD": torch.optim.SGD(d.model.parameters()).state_dict(),
                 "step": 40}, source)
     out = tmp_path / "plain.pt"
-    result = run(runner, "strip", source, "-o", out)
+    result = cli("strip", source, "-o", out)
     assert result.exit_code == 0, result.output
     assert "netD.0.module.weight" in result.stderr and "'netD.0.module.*' → 'netD.0.*'" in result.stderr
     saved = torch.load(out, weights_only=True)
@@ -187,7 +176,7 @@ def test_several_models_and_key(runner: CliRunner, tmp_path: Path) -> None:
         assert torch.allclose(output(target, x), output(trained.model, x), rtol=1e-6, atol=1e-7)
 
     converted = tmp_path / "d.pt"
-    result = run(runner, "convert", source, "-o", converted, "--to", "torch", "--key", "netD")
+    result = cli("convert", source, "-o", converted, "--to", "torch", "--key", "netD")
     assert result.exit_code == 0, result.output
     saved = torch.load(converted, weights_only=True)
     assert set(saved["netD"]) == {"0.bias", "0.weight_orig", "0.weight_u", "0.weight_v"}
@@ -206,23 +195,23 @@ def one_error_line(result) -> str:  # noqa: ANN001
 
 @pytest.mark.parametrize("command", [["strip"], ["apply"], ["convert", "--to", "parametrize"]])
 def test_existing_output_needs_force(
-    runner: CliRunner, wrapped_ckpt: Ckpt, tmp_path: Path, command: list[str]
+    wrapped_ckpt: Ckpt, tmp_path: Path, command: list[str]
 ) -> None:
     source, _ = wrapped_ckpt
     out = tmp_path / "out.pt"
     out.write_bytes(b"precious")
-    result = run(runner, command[0], source, "-o", out, *command[1:])
+    result = cli(command[0], source, "-o", out, *command[1:])
     assert result.exit_code == ExitCode.WRITE_FAILED
     assert "--force" in one_error_line(result)
     assert out.read_bytes() == b"precious"
-    assert run(runner, command[0], source, "-o", out, *command[1:], "--force").exit_code == 0
+    assert cli(command[0], source, "-o", out, *command[1:], "--force").exit_code == 0
     assert out.read_bytes() != b"precious"
 
 
-def test_output_equal_to_input_is_refused_even_with_force(runner: CliRunner, wrapped_ckpt: Ckpt) -> None:
+def test_output_equal_to_input_is_refused_even_with_force(wrapped_ckpt: Ckpt) -> None:
     source, _ = wrapped_ckpt
     before = source.read_bytes()
-    result = run(runner, "strip", source, "-o", source, "--force")
+    result = cli("strip", source, "-o", source, "--force")
     assert result.exit_code == ExitCode.WRITE_FAILED
     one_error_line(result)
     assert source.read_bytes() == before
@@ -231,7 +220,7 @@ def test_output_equal_to_input_is_refused_even_with_force(runner: CliRunner, wra
 @pytest.mark.parametrize("interrupt", [False, True])
 @pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
 def test_a_write_failing_midway_loses_nothing(
-    runner: CliRunner, wrapped_ckpt: Ckpt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str,
+    wrapped_ckpt: Ckpt, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, suffix: str,
     interrupt: bool,
 ) -> None:
     source, _ = wrapped_ckpt
@@ -245,7 +234,7 @@ def test_a_write_failing_midway_loses_nothing(
 
     monkeypatch.setattr(torch, "save", fail_midway)
     monkeypatch.setattr(safetensors.torch, "save_file", fail_midway)
-    result = run(runner, "strip", source, "-o", out, "--force")
+    result = cli("strip", source, "-o", out, "--force")
     if interrupt:
         assert result.exit_code == 130 and "interrupted" in result.stderr
     else:
@@ -259,21 +248,21 @@ def test_a_write_failing_midway_loses_nothing(
 # Usage and input errors
 
 
-def test_usage_and_input_errors(runner: CliRunner, wrapped_ckpt: Ckpt, tmp_path: Path) -> None:
+def test_usage_and_input_errors(wrapped_ckpt: Ckpt, tmp_path: Path) -> None:
     source, _ = wrapped_ckpt
-    bad_sigma = run(runner, "strip", source, "-o", tmp_path / "a.pt", "--sigma", "power:0")
+    bad_sigma = cli("strip", source, "-o", tmp_path / "a.pt", "--sigma", "power:0")
     assert bad_sigma.exit_code == ExitCode.USAGE and "power:N" in one_error_line(bad_sigma)
-    bad_ext = run(runner, "strip", source, "-o", tmp_path / "a.onnx")
+    bad_ext = cli("strip", source, "-o", tmp_path / "a.onnx")
     assert bad_ext.exit_code == ExitCode.USAGE and ".safetensors" in one_error_line(bad_ext)
-    missing = run(runner, "strip", tmp_path / "nope.pt", "-o", tmp_path / "a.pt")
+    missing = cli("strip", tmp_path / "nope.pt", "-o", tmp_path / "a.pt")
     assert missing.exit_code == ExitCode.BAD_INPUT
     one_error_line(missing)
-    bad_style = run(runner, "convert", source, "-o", tmp_path / "a.pt", "--to", "keras")
+    bad_style = cli("convert", source, "-o", tmp_path / "a.pt", "--to", "keras")
     assert bad_style.exit_code == ExitCode.USAGE
     assert not (tmp_path / "a.pt").exists()
 
 
 @pytest.mark.parametrize("command", ["strip", "apply", "convert"])
-def test_commands_have_help(runner: CliRunner, command: str) -> None:
-    result = run(runner, command, "--help")
+def test_commands_have_help(command: str) -> None:
+    result = cli(command, "--help")
     assert result.exit_code == 0 and "--output" in result.stdout and "--dry-run" in result.stdout

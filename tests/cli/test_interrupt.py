@@ -85,6 +85,7 @@ def interrupted_run(args: list[str], ready: str, tmp_path: Path) -> tuple[int, s
     return code, ANSI.sub("", out.decode(errors="replace"))
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_the_bounds_prints_the_live_table_as_it_stands(slow: Path, tmp_path: Path) -> None:
     code, text = interrupted_run(["report", str(slow), "--device", "cpu", "--bound-tol", "0.001"],
                                  "certified bounds: 0 of 3 done", tmp_path)
@@ -101,6 +102,7 @@ def test_ctrl_c_during_the_bounds_prints_the_live_table_as_it_stands(slow: Path,
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_ctrl_c_with_an_output_file_writes_nothing_there(slow: Path, tmp_path: Path) -> None:
     out = tmp_path / "audit.json"
     code, text = interrupted_run(["report", str(slow), "--device", "cpu", "--bound-tol", "0.001", "-o", str(out)],

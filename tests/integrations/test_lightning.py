@@ -70,6 +70,20 @@ def test_trainer_fit_writes_the_log_and_a_tensorboard_event_file(tmp_path: Path)
     assert [s.step for s in accumulator.Scalars("sninspect/sigma_effective/0.weight")] == [3, 6, 7]
 
 
+def test_without_log_the_callback_writes_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    torch.manual_seed(0)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(16, 1, 6, 6)), batch_size=8)
+    module = TinyCritic()
+    callback = SNMonitorCallback(every=1, module="critic", rules={"max_sigma": None, "max_cos_error": None})
+    trainer = lightning.Trainer(max_steps=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False, callbacks=[callback])
+    trainer.fit(module, loader)
+    assert callback.monitor is not None and callback.monitor.log is None
+    assert callback.monitor.last_step == 2 and callback.monitor.audits == 2
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_bad_settings_fail_when_the_callback_is_built() -> None:
     """Attack review: every=0, every="x", an unknown option or rule were accepted by the callback and
     failed only in on_train_start, after the trainer had set up (the unknown option as a TypeError)."""

@@ -268,6 +268,7 @@ def _run(*args: str | bytes | Path) -> subprocess.CompletedProcess[bytes]:
                           cwd=args[-1] if isinstance(args[-1], Path) and args[-1].is_dir() else None)
 
 
+@pytest.mark.slow
 def test_non_utf8_file_names_are_read_and_shown_escaped(tmp_path: Path) -> None:
     state = _state()
     folder = os.fsencode(tmp_path)
@@ -298,6 +299,7 @@ def test_a_surrogate_key_to_safetensors_is_named(tmp_path: Path) -> None:
     assert _cli("strip", tmp_path / "sur.pt", "-o", tmp_path / "plain.pt").exit_code == 0
 
 
+@pytest.mark.slow
 def test_a_wrong_input_shape_is_one_line_without_torch_logging(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     checkpoint = _usernet(tmp_path, monkeypatch)

@@ -25,6 +25,7 @@ from sninspect.io.load import (
     load_checkpoint,
     save_checkpoint,
 )
+from sninspect.io.suffixes import CHECKPOINT_SUFFIXES, checkpoint_stem
 
 
 def sn_state_dict(seed: int = 0, width: int = 4) -> OrderedDict[str, torch.Tensor]:
@@ -359,6 +360,31 @@ def test_display_name(raw: str, shown: str) -> None:
 
 def test_torch_suffixes() -> None:
     assert set(TORCH_SUFFIXES) == {".pt", ".pth", ".ckpt", ".bin"}
+
+
+@pytest.mark.parametrize(("name", "stem"), [
+    ("D_100.pt", "D_100"), ("D_100.PT", "D_100"), ("ckpt.pth", "ckpt"), ("last.ckpt", "last"),
+    ("pytorch_model.bin", "pytorch_model"), ("m.safetensors", "m"),
+    ("model.safetensors.index.json", "model.safetensors"), ("notes.json", "notes.json"), ("D.pt2", "D.pt2"),
+    (".pt", ".pt"), ("README", "README"),
+])
+def test_checkpoint_stem(name: str, stem: str) -> None:
+    assert checkpoint_stem(name) == stem
+
+
+def test_a_folder_is_searched_for_every_checkpoint_suffix(tmp_path: Path) -> None:
+    from sninspect.audit.runs.run import collect
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for suffix in CHECKPOINT_SUFFIXES:
+        (run / f"c{suffix.upper()}").write_bytes(b"")
+    (run / "notes.txt").write_text("not a checkpoint")
+    assert sorted(p.name for p in collect([run])) == sorted(f"c{s.upper()}" for s in CHECKPOINT_SUFFIXES)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no checkpoint file") as caught:
+        collect([tmp_path / "empty"])
+    assert all(f"*{suffix}" in str(caught.value) for suffix in CHECKPOINT_SUFFIXES)
 
 
 # ----------------------------------------------------------------------------------------------

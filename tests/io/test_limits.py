@@ -339,6 +339,7 @@ def test_a_bound_tol_over_the_budget_is_refused_naming_the_layer_the_estimate_an
     assert f"--bound-tol {suggested:g} fits" in error
 
 
+@pytest.mark.slow
 def test_the_budget_honours_the_address_space_limit(tmp_path: Path) -> None:
     """Under ``prlimit --as`` the default budget (MemAvailable) let a 7.8 GiB bound start and fail at its
     first large allocation (a multi-line allocator error as the layer's reason); the limit is now part of

@@ -104,6 +104,7 @@ def layer_lines(text: str) -> list[str]:
 # Through the command, every format
 
 
+@pytest.mark.slow
 def test_table_shows_every_name_literally(files: tuple[Path, Path]) -> None:
     code, out, _ = sninspect("report", files[0], "--device", "cpu")
     assert code == 0
@@ -114,6 +115,7 @@ def test_table_shows_every_name_literally(files: tuple[Path, Path]) -> None:
     assert "# heading.weight" in out and ":thumbs_up:.weight" in out  # not markup, not an emoji
 
 
+@pytest.mark.slow
 def test_json_round_trips_every_name(files: tuple[Path, Path]) -> None:
     code, out, _ = sninspect("report", files[0], "-f", "json", "--device", "cpu")
     assert code == 0
@@ -123,6 +125,7 @@ def test_json_round_trips_every_name(files: tuple[Path, Path]) -> None:
     assert names == expected
 
 
+@pytest.mark.slow
 def test_csv_gives_every_name_back_neutralised(files: tuple[Path, Path]) -> None:
     code, out, _ = sninspect("report", files[0], "-f", "csv", "--device", "cpu")
     assert code == 0
@@ -145,6 +148,7 @@ def _one_row_per_layer(out: str, names: list[str], column: str) -> None:
     assert not [line for line in lines if line.startswith(("=", "+", "-", "@", "\t"))]
 
 
+@pytest.mark.slow
 def test_csv_forges_no_row_from_a_carriage_return(tmp_path: Path) -> None:
     """Issue 27: pandas quoted a cell holding LF but not CR; a spreadsheet started a row at the CR."""
     torch.manual_seed(0)
@@ -166,7 +170,7 @@ def test_graph_csv_forges_no_row_either(tmp_path: Path) -> None:
     import dataclasses
     import sys
 
-    from sninspect.audit.graph.analysis import GraphOptions, graph_report
+    from sninspect.audit.graph.analysis import GraphOptions, analyze_graph
     from sninspect.render.formats import OutputFormat
     from sninspect.render.graph import render_graph
 
@@ -175,12 +179,13 @@ def test_graph_csv_forges_no_row_either(tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.utils.parametrizations.spectral_norm(nn.Linear(4, 5)), nn.ReLU(), nn.Linear(5, 1))
-    report = graph_report(export(net, torch.randn(1, 4), tmp_path / "net.pt2"), GraphOptions(lower=False))
+    report = analyze_graph(export(net, torch.randn(1, 4), tmp_path / "net.pt2"), GraphOptions(lower=False))
     nodes = tuple(dataclasses.replace(n, name=FORGED + n.name, module=FORGED) for n in report.nodes)
     out = render_graph(dataclasses.replace(report, nodes=nodes), OutputFormat.csv)
     _one_row_per_layer(out, ["\\r=cmd|' /C calc'!A0" + n.name for n in report.nodes], "node")
 
 
+@pytest.mark.slow
 def test_markdown_forges_no_row_and_no_heading(files: tuple[Path, Path]) -> None:
     code, out, _ = sninspect("report", files[0], files[1], "-f", "markdown", "--device", "cpu")
     assert code == 0
@@ -194,6 +199,7 @@ def test_markdown_forges_no_row_and_no_heading(files: tuple[Path, Path]) -> None
     assert "<script>" not in out and "\\<script\\>.weight" in out
 
 
+@pytest.mark.slow
 def test_html_escapes_every_name(files: tuple[Path, Path]) -> None:
     code, out, _ = sninspect("report", files[1], "-f", "html", "--device", "cpu")
     assert code == 0
@@ -201,6 +207,7 @@ def test_html_escapes_every_name(files: tuple[Path, Path]) -> None:
     assert for_html(FILE_SHOWN) in out
 
 
+@pytest.mark.slow
 def test_check_text_is_one_line_per_violation(files: tuple[Path, Path]) -> None:
     args = ("check", files[1], "--max-cos-error", "inf", "--max-sigma", "0.5", "--device", "cpu")
     code, out, err = sninspect(*args)
@@ -213,6 +220,7 @@ def test_check_text_is_one_line_per_violation(files: tuple[Path, Path]) -> None:
     assert len(err.splitlines()) == 1  # the summary line
 
 
+@pytest.mark.slow
 def test_layers_lists_every_name_once(files: tuple[Path, Path]) -> None:
     code, out, _ = sninspect("layers", files[1])
     assert code == 0
@@ -220,6 +228,7 @@ def test_layers_lists_every_name_once(files: tuple[Path, Path]) -> None:
     assert "[bold red]x.weight" in out and "\\x1b[31mred.weight" in out
 
 
+@pytest.mark.slow
 def test_plots_draw_every_name(files: tuple[Path, Path], tmp_path: Path) -> None:
     code, _, err = sninspect("report", files[0], files[1], "-f", "json", "-o", tmp_path / "r.json",
                              "--plots", tmp_path / "plots", "--device", "cpu")
@@ -228,6 +237,7 @@ def test_plots_draw_every_name(files: tuple[Path, Path], tmp_path: Path) -> None
     assert drawn.count("sigma.png") == 2 and "trend_sigma.png" in drawn
 
 
+@pytest.mark.slow
 def test_stderr_lines_are_one_line_each(files: tuple[Path, Path], tmp_path: Path) -> None:
     code, _, err = sninspect("report", tmp_path / "gone[red]\x1b[2J\nforged.pt")
     assert code == 3

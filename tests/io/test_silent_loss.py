@@ -134,6 +134,7 @@ def duplicated_zip(source: bytes, target: Path) -> str:
     return name
 
 
+@pytest.mark.slow
 def test_zip_with_duplicate_records_is_refused(tmp_path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(sn_linear(), buffer)
@@ -180,6 +181,7 @@ def test_two_racing_writes_exactly_one_wins(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.pt"]  # no temp file left
 
 
+@pytest.mark.slow
 def test_second_strip_to_the_same_output_refuses(tmp_path: Path) -> None:
     source = tmp_path / "d.pt"
     torch.save(sn_linear(), source)
@@ -206,6 +208,7 @@ def big_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_signal_during_strip_leaves_no_temp_file(big_checkpoint: Path, tmp_path: Path, signum: int) -> None:
     caught_mid_write = 0

@@ -240,6 +240,7 @@ KILLED_MID_WRITE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("force", [True, False])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_signal_mid_write_leaves_no_temp_and_the_old_file(tmp_path: Path, signum: int, force: bool) -> None:
@@ -272,6 +273,7 @@ KILLED_AS_THE_TEMP_FILE_APPEARS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
 def test_signal_just_after_the_temp_file_is_created_removes_it(tmp_path: Path, signum: int) -> None:
     done = subprocess.run([sys.executable, "-c", KILLED_AS_THE_TEMP_FILE_APPEARS, str(tmp_path / "out"),

@@ -10,7 +10,7 @@ frequencies, plus the fixed work: the autocorrelation, the running maximum's rec
 kernels dominate as n³: on the 30M discriminator of ``benchmarks/make_synthetic.py`` its 1024- and
 768-channel kernels are 86% of the work at 1%.
 
-**The rule** (the default; ``--bound-tol T`` asks T of every layer instead, as before):
+**The rule** (the default; ``--bound-tol T`` asks T of every layer instead):
 
 1. Every layer that needs a frequency bound starts at the coarsest rung of :data:`LADDER` (20%):
    that is the price of a certified bound at all, always paid.
@@ -25,8 +25,8 @@ kernels dominate as n³: on the 30M discriminator of ``benchmarks/make_synthetic
 **Why a work model, not wall time.** The plan is made before any bound runs, from the shapes only,
 in counted floating-point operations (:func:`bound_work`, :func:`spectra_work`): the same file gives
 the same widths on any machine, at any load, so the numbers are reproducible and golden tests hold.
-:data:`START_WORK` stands for the fixed cost of a process (start-up, loading: about 2.5 s here,
-~1e11 operations at this CPU's rate), so that a small checkpoint, whose spectra are cheap next to its
+:data:`START_WORK` stands for the fixed cost of a process (start-up, loading: about 2.5 s, ~1e11
+operations on the CPU it was sized on), so that a small checkpoint, whose spectra are cheap next to its
 start-up, still gets 1% everywhere (the bundled samples, the RealSN files: their whole 1% work is a
 few percent of the budget). Wall time enters only the estimate printed for ``--bound-tol`` (the
 layers' measured times, scaled by the work model).

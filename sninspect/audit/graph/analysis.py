@@ -37,7 +37,7 @@ from sninspect.errors import InputError, MemoryBudgetError, SninspectError, Usag
 from sninspect.io.exported import ExportedGraph, load_exported
 from sninspect.results.graph import BlockBound, GraphReport, NodeBound
 
-__all__ = ["GraphOptions", "analyze_graph", "graph_bytes", "graph_report", "upper_bound"]
+__all__ = ["GraphOptions", "analyze_graph", "graph_bytes", "upper_bound"]
 
 ASSUMPTIONS = (
     "ℓ2 → ℓ2 Lipschitz constant of the exported program (eval mode) at its example input's shape; "
@@ -140,9 +140,16 @@ def _blocks(graph: ExportedGraph, function: GraphFunction, nodes: list[NodeBound
     return blocks
 
 
-def analyze_graph(graph: ExportedGraph, options: GraphOptions | None = None) -> GraphReport:
-    """The sandwich [lower, upper] of one exported graph's Lipschitz constant."""
+def analyze_graph(source: str | os.PathLike[str] | ExportedGraph, options: GraphOptions | None = None) -> GraphReport:
+    """The sandwich [lower, upper] of an exported network's Lipschitz constant. ``source``: the path
+    of a ``.pt2`` archive, read without running code from it, or an archive already read
+    (:func:`~sninspect.io.exported.load_exported`). Reading and the audit stay within
+    ``options.max_memory``, else the memory available now."""
     options = options or GraphOptions()
+    if isinstance(source, ExportedGraph):
+        graph = source
+    else:
+        graph = load_exported(source, budget=memory_budget(options.max_memory))
     limit = memory_budget(options.max_memory)
     began = time.perf_counter()
     limit.require(graph_bytes(graph, check_shapes(graph), lower=options.lower), f"{graph.file}: the graph audit ")
@@ -218,9 +225,3 @@ def graph_bytes(graph: ExportedGraph, values: dict[str, Tensor], *, lower: bool 
     search = 10 * live if lower else 0
     return everything + live + max(rules, search)
 
-
-def graph_report(path: str | os.PathLike[str], options: GraphOptions | None = None) -> GraphReport:
-    """Load a ``.pt2`` archive without running code from it and bound its network (reading the archive
-    and the audit within ``options.max_memory``, else the memory available now)."""
-    options = options or GraphOptions()
-    return analyze_graph(load_exported(path, budget=memory_budget(options.max_memory)), options)

@@ -1,5 +1,5 @@
-"""One layer's audit: every number of DESIGN.md "The numbers" from its matrix and exact spectrum,
-and the invariant checks that turn them into warnings."""
+"""One layer's audit: every per-layer number of the report (README "The numbers") from its matrix and
+exact spectrum, and the invariant checks that turn them into warnings."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def error_audit(layer: SNLayer | PlainLayer, tensors: Mapping[str, Tensor], mess
 def audit_layer(
     layer: SNLayer | PlainLayer, matrix: Tensor, spectrum: Spectrum, tensors: Mapping[str, Tensor]
 ) -> LayerAudit:
-    """Every number of DESIGN.md "The numbers" for one layer."""
+    """Every per-layer number of the report (the fields of :class:`~sninspect.results.report.LayerAudit`)."""
     base = base_audit(layer, tensors)
     sigma1 = spectrum.sigma1
     common = dict(
@@ -150,7 +150,7 @@ def audit_layer(
 
 
 def layer_warnings(audits: Sequence[LayerAudit]) -> list[str]:
-    """The invariant checks of DESIGN.md, one line per broken layer."""
+    """One line per layer and broken invariant: not audited, σ̂ ≤ 0, u or v not of unit norm, σ1 ≈ σ2."""
     out = []
     for a in audits:
         if a.error is not None:

@@ -21,12 +21,11 @@ from sninspect.audit.runs.log import reports_from_log, tell
 from sninspect.errors import InputError
 from sninspect.io.files import printable
 from sninspect.io.monitor_log import is_log
+from sninspect.io.suffixes import CHECKPOINT_SUFFIXES, INDEX_SUFFIX
 from sninspect.results.check import Rules, Verdict
 from sninspect.results.report import Report
 from sninspect.results.trend import Separate, Trend
 
-CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors", ".index.json")
-"""Files a folder given on the command line is searched for (not recursively)."""
 _SHARD = re.compile(r"-\d+-of-\d+\.(safetensors|bin|pt)$")
 
 
@@ -54,7 +53,7 @@ def collect(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
         except OSError as err:  # a folder without read permission: unreadable input, exit 3
             raise InputError(f"{printable(path)}: cannot list the folder: {err.strerror or err} (check its "
                              "permissions, e.g. chmod u+rx)") from None
-        if any(p.name.lower().endswith(".index.json") for p in files):
+        if any(p.name.lower().endswith(INDEX_SUFFIX) for p in files):
             files = [p for p in files if not _SHARD.search(p.name.lower())]
         if not files:
             raise InputError(f"{path}: folder holds no checkpoint file (looked for "

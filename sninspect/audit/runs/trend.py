@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import PurePath
 from typing import Any
 
+from sninspect.io.suffixes import checkpoint_stem
 from sninspect.results.report import LayerAudit, Report
 from sninspect.results.trend import (
     FILE_NAME,
@@ -33,7 +34,6 @@ from sninspect.results.trend import (
 
 STEP_KEYS = ("global_step", "step", "iteration", "epoch")
 """Entries of ``Report.extras`` that order a run, most specific first."""
-_CHECKPOINT_SUFFIXES = (".index.json", ".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".json")
 
 
 def build(reports: Sequence[Report], mtimes: Mapping[str, float] | None = None) -> Trend:
@@ -144,13 +144,7 @@ def step_from_extras(extras: Mapping[str, Any]) -> tuple[str, float] | None:
 
 def number_in_name(path: str) -> float | None:
     """The last run of digits in the file name without its checkpoint suffix; None when there is none."""
-    name = PurePath(path).name
-    lowered = name.lower()
-    for suffix in _CHECKPOINT_SUFFIXES:
-        if lowered.endswith(suffix):
-            name = name[: -len(suffix)]
-            break
-    digits = re.findall(r"\d+", name)
+    digits = re.findall(r"\d+", checkpoint_stem(PurePath(path).name))
     return float(digits[-1]) if digits else None
 
 

@@ -18,7 +18,7 @@ if str(Path(__file__).resolve().parents[2]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from graphnets import dense_norm, export, trained_resnet_d  # noqa: E402
 
-from sninspect.audit.graph.analysis import GraphOptions, graph_report  # noqa: E402
+from sninspect.audit.graph.analysis import GraphOptions, analyze_graph  # noqa: E402
 from sninspect.audit.graph.interpret import GraphFunction, fold_constants  # noqa: E402
 from sninspect.errors import InputError  # noqa: E402
 from sninspect.io.exported import load_exported  # noqa: E402
@@ -29,7 +29,7 @@ FAST = GraphOptions(starts=2, steps=4, power_steps=10)
 
 
 def _report(module: nn.Module, example: torch.Tensor, tmp_path: Path, options: GraphOptions = FAST):
-    return graph_report(export(module, example, tmp_path / "m.pt2"), options)
+    return analyze_graph(export(module, example, tmp_path / "m.pt2"), options)
 
 
 class Lambda(nn.Module):
@@ -52,6 +52,21 @@ def test_linear_layer_is_sigma1_from_both_sides(tmp_path: Path) -> None:
     assert report.upper == pytest.approx(truth, rel=1e-9)
     assert report.lower == pytest.approx(truth, rel=1e-4)  # a linear map: the search finds σ1
     assert report.nodes[0].rule.startswith("linear: σ1")
+
+
+def test_analyze_graph_is_public_and_takes_a_path_or_a_read_archive(tmp_path: Path) -> None:
+    import sninspect
+
+    torch.manual_seed(0)
+    layer = nn.Linear(7, 5)
+    truth = float(np.linalg.svd(layer.weight.detach().double().numpy(), compute_uv=False)[0])
+    path = export(layer, torch.randn(1, 7), tmp_path / "m.pt2")
+    options = sninspect.GraphOptions(lower=False)
+    from_path = sninspect.analyze_graph(path, options)
+    assert isinstance(from_path, sninspect.GraphReport)
+    assert from_path.upper == pytest.approx(truth, rel=1e-9)
+    assert sninspect.analyze_graph(load_exported(path), options).upper == from_path.upper
+    assert not hasattr(sninspect, "graph_report")
 
 
 def test_residual_linear_block(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from graphnets import edit_json, export, rewrite_archive  # noqa: E402
 
 from sninspect.audit.graph import analysis as graph_module  # noqa: E402
 from sninspect.audit.graph import interpret as graph_eval  # noqa: E402
-from sninspect.audit.graph.analysis import GraphOptions, analyze_graph, graph_report  # noqa: E402
+from sninspect.audit.graph.analysis import GraphOptions, analyze_graph  # noqa: E402
 from sninspect.audit.graph.rules import Step  # noqa: E402
 from sninspect.cli.main import app  # noqa: E402
 from sninspect.errors import InputError, MemoryBudgetError, UsageError  # noqa: E402
@@ -61,12 +61,12 @@ def test_a_shape_missing_from_the_record_is_an_error_naming_the_node(tmp_path: P
     """The red-team case: with the expand's recorded shape removed its broadcast was counted as 1 copy,
     printing upper 1.0 beside lower 4.0 (true norm 4), exit 0."""
     source = export(Broadcast(), torch.randn(1, 1), tmp_path / "b.pt2")
-    whole = graph_report(source, GraphOptions(starts=2, steps=3))
+    whole = analyze_graph(source, GraphOptions(starts=2, steps=3))
     assert whole.upper == pytest.approx(4.0) and whole.lower <= whole.upper
     assert whole.lower == pytest.approx(4.0, rel=1e-6)
     cut = edit_json(source, tmp_path / "cut.pt2", MODEL, _drop_value("expand"))
     with pytest.raises(InputError, match="node 'expand'.*'expand' has no recorded shape"):
-        graph_report(cut, GraphOptions(lower=False))
+        analyze_graph(cut, GraphOptions(lower=False))
     line = one_line(runner.invoke(app, ["graph", str(cut), "--starts", "2", "--steps", "3", "-q"]), 3)
     assert "'expand'" in line and "upper" not in line
 
@@ -78,7 +78,7 @@ def test_a_recorded_shape_that_is_not_computed_is_an_error_naming_the_node(tmp_p
         program["graph_module"]["graph"]["tensor_values"]["expand"]["sizes"][1]["as_int"] = 1
 
     with pytest.raises(InputError, match=r"node 'expand'.*gives shape \[1, 16\] where the archive records \[1, 1\]"):
-        graph_report(edit_json(source, tmp_path / "lie.pt2", MODEL, shrink), GraphOptions(lower=False))
+        analyze_graph(edit_json(source, tmp_path / "lie.pt2", MODEL, shrink), GraphOptions(lower=False))
 
 
 def test_a_lower_bound_above_the_upper_is_an_error_naming_the_node(tmp_path: Path,
@@ -94,10 +94,10 @@ def test_a_lower_bound_above_the_upper_is_an_error_naming_the_node(tmp_path: Pat
 
     monkeypatch.setattr(graph_module, "bound_step", quartered)
     with pytest.raises(InputError, match=r"output node 'relu'.*lower bound 4.* exceeds the upper bound 0.25\b"):
-        graph_report(source, GraphOptions(starts=2, steps=3))
+        analyze_graph(source, GraphOptions(starts=2, steps=3))
     line = one_line(runner.invoke(app, ["graph", str(source), "--starts", "2", "--steps", "3", "-q"]), 3)
     assert "'relu'" in line and "exceeds" in line
-    assert graph_report(source, GraphOptions(lower=False)).upper == pytest.approx(0.25)  # unchecked without a lower
+    assert analyze_graph(source, GraphOptions(lower=False)).upper == pytest.approx(0.25)  # unchecked without a lower
 
 
 def test_a_jacobian_norm_above_the_upper_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -107,7 +107,7 @@ def test_a_jacobian_norm_above_the_upper_is_an_error(tmp_path: Path, monkeypatch
 
     source = _linear(tmp_path)
     real = graph_module.empirical_lower
-    upper = graph_report(source, GraphOptions(lower=False)).upper
+    upper = analyze_graph(source, GraphOptions(lower=False)).upper
     for scale, refused in ((1.01, True), (1 + 1e-12, False)):
         def inflated(*args, scale=scale, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
             found = real(*args, **kwargs)
@@ -116,9 +116,9 @@ def test_a_jacobian_norm_above_the_upper_is_an_error(tmp_path: Path, monkeypatch
         monkeypatch.setattr(graph_module, "empirical_lower", inflated)
         if refused:
             with pytest.raises(InputError, match="Jacobian norm .* exceeds the upper bound .* at output node 'relu'"):
-                graph_report(source, GraphOptions(starts=1, steps=2))
+                analyze_graph(source, GraphOptions(starts=1, steps=2))
         else:
-            assert graph_report(source, GraphOptions(starts=1, steps=2)).empirical.jacobian > upper
+            assert analyze_graph(source, GraphOptions(starts=1, steps=2)).empirical.jacobian > upper
 
 
 def test_a_factor_below_its_own_lower_end_is_an_error_naming_the_node(tmp_path: Path,
@@ -134,7 +134,7 @@ def test_a_factor_below_its_own_lower_end_is_an_error_naming_the_node(tmp_path: 
 
     monkeypatch.setattr(graph_module, "bound_step", inverted)
     with pytest.raises(InputError, match=r"node 'linear'.*lower end .* exceeds its upper end"):
-        graph_report(source, GraphOptions(lower=False))
+        analyze_graph(source, GraphOptions(lower=False))
 
 
 def _insert_node(target: str, args: list[dict]):  # noqa: ANN202
@@ -147,7 +147,7 @@ def _insert_node(target: str, args: list[dict]):  # noqa: ANN202
 
 def test_a_setattr_target_is_refused_and_the_process_is_untouched(tmp_path: Path) -> None:
     """``torch.ops.aten.relu.__setattr__("default", "pwned")`` was resolved by getattr and run: through
-    graph_report() it replaced torch.ops.aten.relu.default in the caller's process."""
+    analyze_graph() it replaced torch.ops.aten.relu.default in the caller's process."""
     source = _linear(tmp_path)
     packet = torch.ops.aten.relu
     before = packet.default
@@ -159,13 +159,13 @@ def test_a_setattr_target_is_refused_and_the_process_is_untouched(tmp_path: Path
         evil = edit_json(source, tmp_path / "evil.pt2", MODEL, _insert_node(target, strings[: 1 if "del" in target
                                                                                             else 2]))
         with pytest.raises(InputError, match="is not one sninspect can bound or run"):
-            graph_report(evil, GraphOptions(lower=False))
+            analyze_graph(evil, GraphOptions(lower=False))
         line = one_line(runner.invoke(app, ["graph", str(evil), "--no-lower"]), 3)
         assert target[:40] in line
         assert torch.ops.aten.relu.default is before, target
         assert dict(vars(packet)) == attributes, target
     assert torch.equal(torch.ops.aten.relu.default(torch.tensor([-1.0, 2.0])), torch.tensor([0.0, 2.0]))
-    assert graph_report(source, GraphOptions(lower=False)).upper > 0
+    assert analyze_graph(source, GraphOptions(lower=False)).upper > 0
 
 
 def test_division_with_rounding_on_the_input_is_refused(tmp_path: Path) -> None:
@@ -178,7 +178,7 @@ def test_division_with_rounding_on_the_input_is_refused(tmp_path: Path) -> None:
     program = json.loads(next(v for k, v in _members(source).items() if k.endswith(MODEL)))
     assert any(n["target"].endswith("_mode") for n in program["graph_module"]["graph"]["nodes"])
     with pytest.raises(InputError, match=r"div\.\w*_mode is not one sninspect can bound"):
-        graph_report(source, GraphOptions(lower=False))
+        analyze_graph(source, GraphOptions(lower=False))
 
 
 def test_a_nan_argument_is_refused_naming_the_node(tmp_path: Path) -> None:
@@ -191,7 +191,7 @@ def test_a_nan_argument_is_refused_naming_the_node(tmp_path: Path) -> None:
         node["inputs"][1]["arg"] = {"as_float": float("nan")}
 
     with pytest.raises(InputError, match="node 'leaky_relu'.*an argument is NaN"):
-        graph_report(edit_json(source, tmp_path / "nan.pt2", MODEL, nan_slope), GraphOptions(lower=False))
+        analyze_graph(edit_json(source, tmp_path / "nan.pt2", MODEL, nan_slope), GraphOptions(lower=False))
 
 
 def _members(path: Path) -> dict[str, bytes]:
@@ -333,7 +333,7 @@ def test_a_failed_allocation_while_folding_is_one_line(tmp_path: Path, monkeypat
 
     monkeypatch.setattr(graph_module, "fold_constants", fail)
     with pytest.raises(MemoryBudgetError, match="could not allocate"):
-        graph_report(source, GraphOptions(lower=False))
+        analyze_graph(source, GraphOptions(lower=False))
     assert "could not allocate" in one_line(runner.invoke(app, ["graph", str(source), "--no-lower"]), 3)
 
     def memory_error(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
@@ -350,7 +350,7 @@ def test_seed_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
         assert result.exit_code == 2 and "Traceback" not in result.output, (seed, result.output)
     with pytest.raises(UsageError, match="seed"):
         GraphOptions(seed=2**70)
-    edge = graph_report(source, GraphOptions(seed=2**63 - 2, starts=1, steps=1))
+    edge = analyze_graph(source, GraphOptions(seed=2**63 - 2, starts=1, steps=1))
     assert edge.lower is not None and edge.lower <= edge.upper
 
 
@@ -382,6 +382,7 @@ print(status("VmHWM") - before, estimate)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux /proc peak RSS")
 def test_graph_estimate_covers_the_measured_peak(tmp_path: Path) -> None:
     """The guard's estimate of the graph audit (fold, rules, lower-bound search) is at least the peak RSS

@@ -18,7 +18,7 @@ if str(Path(__file__).resolve().parents[2]) not in sys.path:
 import hostile  # noqa: E402
 from graphnets import export, rewrite_archive  # noqa: E402
 
-from sninspect.audit.graph.analysis import GraphOptions, graph_report  # noqa: E402
+from sninspect.audit.graph.analysis import GraphOptions, analyze_graph  # noqa: E402
 from sninspect.cli.main import app  # noqa: E402
 from sninspect.errors import InputError, UnsafeCheckpointError  # noqa: E402
 from sninspect.io.exported import load_exported  # noqa: E402
@@ -254,10 +254,10 @@ def test_crafted_model_records_are_one_line_errors(archive: Path, tmp_path: Path
     }
     for name, change in cases.items():
         with pytest.raises(InputError) as caught:
-            graph_report(_edit_program(archive, tmp_path / f"{name}.pt2", change), GraphOptions(lower=False))
+            analyze_graph(_edit_program(archive, tmp_path / f"{name}.pt2", change), GraphOptions(lower=False))
         assert "\n" not in str(caught.value), name
     with pytest.raises(InputError, match="NaN or infinite"):
-        graph_report(_rewrite(archive, tmp_path / "nan.pt2", nan_weight), GraphOptions(lower=False))
+        analyze_graph(_rewrite(archive, tmp_path / "nan.pt2", nan_weight), GraphOptions(lower=False))
     result = runner.invoke(app, ["graph", str(tmp_path / "dangling.pt2"), "--no-lower"])
     assert result.exit_code == 3 and "nonexist" in result.output, result.output
 
@@ -275,18 +275,18 @@ def test_recorded_shapes_must_be_what_the_graph_computes(tmp_path: Path) -> None
         conv(program)["inputs"].append({"name": "stride", "arg": {"as_ints": [0, 0]}, "kind": 1})
 
     with pytest.raises(InputError, match=r"gives shape \[1, 4, 6, 6\] where the archive records \[1, 4, 8, 8\]"):
-        graph_report(_edit_program(source, tmp_path / "few.pt2",
+        analyze_graph(_edit_program(source, tmp_path / "few.pt2",
                                    lambda p: conv(p).__setitem__("inputs", conv(p)["inputs"][:2])),
                      GraphOptions(lower=False))
     with pytest.raises(InputError, match="fails to run|gives shape"):  # torch's meta kernel gives 10x10
-        graph_report(_edit_program(source, tmp_path / "s0.pt2", stride0), GraphOptions(lower=False))
+        analyze_graph(_edit_program(source, tmp_path / "s0.pt2", stride0), GraphOptions(lower=False))
 
 
 def test_empty_example_batch_is_refused(tmp_path: Path) -> None:
     """Exported at a batch of 0: the lower-bound search divided by zero (ZeroDivisionError)."""
     source = export(nn.Linear(4, 3), torch.randn(0, 4), tmp_path / "empty.pt2")
     with pytest.raises(InputError, match="no entries"):
-        graph_report(source)
+        analyze_graph(source)
 
 
 def test_a_factory_calling_sys_exit_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
