@@ -19,7 +19,7 @@ from sninspect.io.files import open_regular, printable
 from sninspect.io.safetensors_io import load_safetensors, looks_like_safetensors
 from sninspect.io.save import save_checkpoint
 from sninspect.io.shards import load_index
-from sninspect.io.suffixes import TORCH_SUFFIXES
+from sninspect.io.suffixes import EXPORTED_SUFFIX, TORCH_SUFFIXES
 from sninspect.io.torch_io import load_torch
 
 __all__ = [
@@ -48,7 +48,7 @@ def load_checkpoint(
     torch_magic = magic.startswith(torch_check.ZIP_MAGIC) or torch_check.LEGACY_MAGIC in magic
     if not torch_magic and (name.endswith(".safetensors") or looks_like_safetensors(magic)):
         return load_safetensors(file, shown, key)
-    if name.endswith(".pt2") or (magic.startswith(torch_check.ZIP_MAGIC) and looks_like_pt2(file)):
+    if name.endswith(EXPORTED_SUFFIX) or (magic.startswith(torch_check.ZIP_MAGIC) and looks_like_pt2(file)):
         from sninspect.io.exported import load_exported  # a torch.export archive: its weights, read as data
 
         state = load_exported(file, budget=budget).state_dict

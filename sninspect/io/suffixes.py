@@ -5,6 +5,7 @@ from __future__ import annotations
 
 __all__ = [
     "CHECKPOINT_SUFFIXES",
+    "EXPORTED_SUFFIX",
     "INDEX_SUFFIX",
     "SAFETENSORS_SUFFIX",
     "TENSOR_SUFFIXES",
@@ -27,13 +28,17 @@ CHECKPOINT_SUFFIXES = (*TENSOR_SUFFIXES, INDEX_SUFFIX)
 """The files a folder given as a training run is searched for (not recursively), in the order a
 message lists them."""
 
+EXPORTED_SUFFIX = ".pt2"
+"""A ``torch.export`` archive: read for its weights when named, not searched for in a folder."""
+
 
 def checkpoint_stem(name: str) -> str:
     """``name`` without its checkpoint suffix, matched ignoring case (``D_100.PT`` → ``D_100``,
-    ``model.safetensors.index.json`` → ``model.safetensors``); ``name`` itself when it has none or is
+    ``model.safetensors.index.json`` → ``model.safetensors``, ``D_100.pt2`` → ``D_100``, so its
+    "2" is not read as a step); ``name`` itself when it has none or is
     nothing but the suffix."""
     lowered = name.lower()
-    for suffix in CHECKPOINT_SUFFIXES:
+    for suffix in (*CHECKPOINT_SUFFIXES, EXPORTED_SUFFIX):
         if lowered.endswith(suffix) and len(name) > len(suffix):
             return name[: -len(suffix)]
     return name

@@ -190,3 +190,9 @@ def test_cli_run_plots_and_markdown(tmp_path: Path) -> None:
     empty.mkdir()
     bad = runner.invoke(app, ["report", str(empty), "--device", "cpu"])
     assert bad.exit_code == 3 and "no checkpoint file" in bad.stderr
+
+
+@pytest.mark.parametrize(("name", "step"), [("D_100.pt2", 100.0), ("D_100.pt", 100.0), ("ckpt_7.safetensors", 7.0),
+                                            ("G.pt2", None), ("model-3.safetensors.index.json", 3.0)])
+def test_the_step_in_a_file_name_ignores_the_suffix(name: str, step: float | None) -> None:
+    assert trend.number_in_name(f"runs/{name}") == step
