@@ -365,7 +365,8 @@ def test_torch_suffixes() -> None:
 @pytest.mark.parametrize(("name", "stem"), [
     ("D_100.pt", "D_100"), ("D_100.PT", "D_100"), ("ckpt.pth", "ckpt"), ("last.ckpt", "last"),
     ("pytorch_model.bin", "pytorch_model"), ("m.safetensors", "m"),
-    ("model.safetensors.index.json", "model.safetensors"), ("notes.json", "notes.json"), ("D_100.pt2", "D_100"), ("D_100.PT2", "D_100"),
+    ("model.safetensors.index.json", "model.safetensors"), ("notes.json", "notes.json"),
+    ("D_100.pt2", "D_100"), ("D_100.PT2", "D_100"),
     (".pt", ".pt"), ("README", "README"),
 ])
 def test_checkpoint_stem(name: str, stem: str) -> None:
