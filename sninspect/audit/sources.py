@@ -128,17 +128,21 @@ def analyze_paths(paths: Sequence[str | os.PathLike[str]], options: Options, *, 
                   keep_going: bool = True) -> Outcome:
     """Audit checkpoint files, folders of them and monitor logs, in the order given: what ``sninspect
     report`` shows (``outcome.result()``) and :func:`analyze_run` orders. An input that cannot be read is
-    kept in the outcome (``keep_going=False``: raised) and the others are still audited."""
-    return run.audit(run.collect(paths), options, progress=progress, keep_going=keep_going)
+    kept in the outcome (``keep_going=False``: raised) and the others are still audited; when none can be
+    read, the first one's error is raised: there is nothing to report."""
+    outcome = run.audit(run.collect(paths), options, progress=progress, keep_going=keep_going)
+    outcome.raise_if_nothing_read()
+    return outcome
 
 
 def check_paths(paths: Sequence[str | os.PathLike[str]], options: Options, rules: Rules | Mapping[str, Any] | None,
                 *, progress: ProgressHook | None = None) -> Outcome:
     """Audit as :func:`analyze_paths` and judge every report by ``rules`` as :func:`check` does (the
-    reports' own verdicts by the same rules): what ``sninspect check`` prints; an input that cannot be
-    read gets an ``unreadable`` verdict, and ``outcome.exit_code`` is 3, else 1 when a rule breaks."""
+    reports' own verdicts by the same rules): what ``sninspect check`` prints. An input that cannot be
+    read gets an ``unreadable`` verdict (even when none can), and ``outcome.exit_code`` is 3, else 1 when
+    a rule breaks."""
     rules = as_rules(rules)
-    outcome = analyze_paths(paths, replace(options, rules=rules), progress=progress)
+    outcome = run.audit(run.collect(paths), replace(options, rules=rules), progress=progress)
     return run.judged(outcome, lambda report: check(report, rules))
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 from contextlib import nullcontext
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -122,10 +121,6 @@ def report(
                                         "max_lipschitz": max_lipschitz, "fail_on_warning": fail_on_warning},
                              quiet=quiet)
     warn_unsafe(unsafe_load)
-    options = Options(device=device, dtype=dtype.value, key=key, include=include, exclude=exclude,
-                      all_layers=all_layers, bound_tol=bound_tol, unsafe_load=unsafe_load,
-                      input_size=parse_input_size(input_size), max_memory=memory_limit(max_memory), coeff=coeff,
-                      workers=workers, rules=rules, cache=not no_cache, on_warning=warning)
     paths = run.collect(checkpoints)
     inputs = _inputs(paths)  # no output or figure replaces one
     refuse_early(output, inputs, force=force)
@@ -135,15 +130,19 @@ def report(
         refuse_plots_early(plots, plot_format, inputs)
     live = LiveReport(terminal_console()) if fmt is OutputFormat.table and output is None and len(paths) == 1 \
         and sys.stdout.isatty() else None
+    options = Options(device=device, dtype=dtype.value, key=key, include=include, exclude=exclude,
+                      all_layers=all_layers, bound_tol=bound_tol, unsafe_load=unsafe_load,
+                      input_size=parse_input_size(input_size), max_memory=memory_limit(max_memory), coeff=coeff,
+                      workers=workers, rules=rules, cache=not no_cache, on_warning=warning,
+                      on_partial=live.update if live else None)
     try:
         with Progress(len(paths), "auditing", quiet=quiet or live is not None) as bar, live or nullcontext():
-            outcome = analyze_paths(paths, replace(options, on_partial=live.update if live else None), progress=bar)
+            outcome = analyze_paths(paths, options, progress=bar)  # none readable: the first one's error
     except Interrupted as stop:  # Ctrl-C during the bounds: the report as it stands, on stdout only
         render_interrupted(stop.report, output)
         raise typer.Exit(130) from None
     for note in outcome.notes:  # a monitor log's last line still being written
         say(f"warning: {note}")
-    outcome.raise_if_nothing_read()  # every checkpoint unreadable: the first one's reason
     _write_report(outcome, fmt, output, inputs, plots=plots, plot_format=plot_format, force=force, quiet=quiet,
                   spectra=spectra, explain=explain)
     for unreadable in outcome.unreadable:  # the readable ones are reported above; each unreadable one named

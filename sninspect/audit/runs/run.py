@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -101,13 +101,14 @@ class Outcome:
     """``check``'s verdicts (one per report, or an ``unreadable`` one per unreadable input); empty when
     not judged."""
 
-    @property
-    def reports(self) -> list[Report]:
-        return [item for item in self.items if isinstance(item, Report)]
+    reports: tuple[Report, ...] = field(init=False)
+    """The reports of the inputs that could be read, in order."""
+    unreadable: tuple[Unreadable, ...] = field(init=False)
+    """The inputs that could not be read, in order."""
 
-    @property
-    def unreadable(self) -> list[Unreadable]:
-        return [item for item in self.items if isinstance(item, Unreadable)]
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reports", tuple(item for item in self.items if isinstance(item, Report)))
+        object.__setattr__(self, "unreadable", tuple(item for item in self.items if isinstance(item, Unreadable)))
 
     @property
     def exit_code(self) -> ExitCode:

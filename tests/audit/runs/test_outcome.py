@@ -117,3 +117,16 @@ def test_rewrite_options_and_their_keyword_spelling_agree(tmp_path: Path) -> Non
         sninspect.strip(path, tmp_path / "a.pt", dryrun=True)
     with pytest.raises(UsageError, match="expected a sninspect.rewrite.RewriteOptions"):
         sninspect.convert(path, tmp_path / "a.pt", sninspect.Options(), to="parametrize")  # type: ignore[arg-type]
+
+
+def test_nothing_readable_raises_for_report_and_is_judged_for_check(tmp_path: Path) -> None:
+    garbage = tmp_path / "g.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(InputError) as alone:
+        sninspect.analyze(garbage, device="cpu")
+    with pytest.raises(InputError) as several:
+        analyze_paths([garbage, tmp_path / "missing.pt"], sninspect.Options(device="cpu"))
+    assert str(several.value) == str(alone.value)
+    judged = check_paths([garbage, tmp_path / "missing.pt"], sninspect.Options(device="cpu"), None)
+    assert [v.violations[0].rule for v in judged.verdicts] == [Rule.unreadable, Rule.unreadable]
+    assert judged.exit_code == ExitCode.BAD_INPUT and judged.reports == ()
