@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -116,13 +117,17 @@ def report(
     [tool.sninspect.check] of the nearest pyproject.toml, then the rule flags; every highlight follows it.
     """
     fmt = choose_format(format, output)
-    rules = config.rules_for("report", {"max_sigma": max_sigma, "max_cos_error": max_cos_error,
-                                        "strict_cos": strict_cos, "max_norm_error": max_norm_error,
-                                        "max_lipschitz": max_lipschitz, "fail_on_warning": fail_on_warning},
-                             quiet=quiet)
+    rules, pyproject = config.rules_for("report", {"max_sigma": max_sigma, "max_cos_error": max_cos_error,
+                                                   "strict_cos": strict_cos, "max_norm_error": max_norm_error,
+                                                   "max_lipschitz": max_lipschitz,
+                                                   "fail_on_warning": fail_on_warning}, quiet=quiet)
     warn_unsafe(unsafe_load)
+    options = Options(device=device, dtype=dtype.value, key=key, include=include, exclude=exclude,
+                      all_layers=all_layers, bound_tol=bound_tol, unsafe_load=unsafe_load,
+                      input_size=parse_input_size(input_size), max_memory=memory_limit(max_memory), coeff=coeff,
+                      workers=workers, rules=rules, cache=not no_cache, on_warning=warning)
     paths = run.collect(checkpoints)
-    inputs = _inputs(paths)  # no output or figure replaces one
+    inputs = InputSet.of(paths).add([pyproject] if pyproject else [])  # its rules were read: no output replaces it
     refuse_early(output, inputs, force=force)
     if plots is not None:
         from sninspect.render.plots.files import refuse_plots_early  # matplotlib: only when plotting
@@ -130,11 +135,8 @@ def report(
         refuse_plots_early(plots, plot_format, inputs)
     live = LiveReport(terminal_console()) if fmt is OutputFormat.table and output is None and len(paths) == 1 \
         and sys.stdout.isatty() else None
-    options = Options(device=device, dtype=dtype.value, key=key, include=include, exclude=exclude,
-                      all_layers=all_layers, bound_tol=bound_tol, unsafe_load=unsafe_load,
-                      input_size=parse_input_size(input_size), max_memory=memory_limit(max_memory), coeff=coeff,
-                      workers=workers, rules=rules, cache=not no_cache, on_warning=warning,
-                      on_partial=live.update if live else None)
+    if live is not None:
+        options = replace(options, on_partial=live.update)
     try:
         with Progress(len(paths), "auditing", quiet=quiet or live is not None) as bar, live or nullcontext():
             outcome = analyze_paths(paths, options, progress=bar)  # none readable: the first one's error
@@ -151,12 +153,6 @@ def report(
         say(f"{len(outcome.unreadable)} of {outcome.inputs} checkpoints could not be read; the other "
             f"{len(outcome.reports)} are reported")
     raise typer.Exit(int(outcome.exit_code))
-
-
-def _inputs(paths: list[Path]) -> InputSet:
-    """The checkpoints and the ``pyproject.toml`` whose rules were read: no output may replace one."""
-    pyproject = config.find_pyproject(Path.cwd())
-    return InputSet.of(paths).add([pyproject] if pyproject is not None else [])
 
 
 def _write_report(outcome: Outcome, fmt: OutputFormat, output: Path | None, inputs: InputSet, *, plots: Path | None,
@@ -224,17 +220,17 @@ def check(
     rule. Rules are read from [tool.sninspect.check] in the nearest pyproject.toml (from the current
     folder upward); flags override them; inf turns a limit off.
     """
-    rules = config.rules_for("check", {"max_sigma": max_sigma, "max_cos_error": max_cos_error,
-                                       "strict_cos": strict_cos, "max_norm_error": max_norm_error,
-                                       "max_lipschitz": max_lipschitz, "fail_on_warning": fail_on_warning},
-                             quiet=quiet)
+    rules, pyproject = config.rules_for("check", {"max_sigma": max_sigma, "max_cos_error": max_cos_error,
+                                                  "strict_cos": strict_cos, "max_norm_error": max_norm_error,
+                                                  "max_lipschitz": max_lipschitz,
+                                                  "fail_on_warning": fail_on_warning}, quiet=quiet)
     warn_unsafe(unsafe_load)
     # Only --max-lipschitz reads the certified conv bounds: without it, the spectra alone.
     options = Options(device=device, dtype=dtype.value, key=key, include=include, exclude=exclude,
                       unsafe_load=unsafe_load, max_memory=memory_limit(max_memory), coeff=coeff, workers=workers,
                       bounds=rules.max_lipschitz is not None, cache=not no_cache, on_warning=warning)
     paths = run.collect(checkpoints)
-    inputs = _inputs(paths)  # the rules file is read too
+    inputs = InputSet.of(paths).add([pyproject] if pyproject else [])  # the rules file is read too
     refuse_early(junit_xml, inputs, force=force)
     with Progress(len(paths), "checking", quiet=quiet) as bar:
         outcome = check_paths(paths, options, rules, progress=bar)
