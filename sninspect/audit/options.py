@@ -73,7 +73,7 @@ class Options:
     used); None: :func:`warnings.warn`."""
 
     def __post_init__(self) -> None:
-        parse_device(self.device)  # a device name that is none fails here, where the options are built
+        parse_device(self.device)  # a name that is no device fails here, where the options are built
         workers = self.workers
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise UsageError(f"{option('workers', repr(workers))}: expected a positive whole number or None")

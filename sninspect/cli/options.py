@@ -14,8 +14,9 @@ from sninspect.errors import UsageError
 from sninspect.render.formats import OutputFormat, PlotFormat
 from sninspect.results.check import DEFAULT_MAX_COS_ERROR, DEFAULT_MAX_NORM_ERROR, DEFAULT_MAX_SIGMA
 
-
 # Reading checkpoints (report, check, layers, strip, apply, convert).
+
+
 class Dtype(StrEnum):
     """``--dtype`` choices: the working precision of the math."""
 
