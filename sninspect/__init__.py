@@ -21,7 +21,7 @@ from sninspect.results.check import Rules, Verdict
 from sninspect.results.graph import GraphReport
 from sninspect.results.report import LayerAudit, ModelAudit, NetworkBound, Report
 from sninspect.results.trend import Trend
-from sninspect.rewrite import apply, convert, strip
+from sninspect.rewrite import RewriteOptions, apply, convert, strip
 
 __all__ = [
     "GraphOptions",
@@ -33,6 +33,7 @@ __all__ = [
     "NetworkBound",
     "Options",
     "Report",
+    "RewriteOptions",
     "Rules",
     "SninspectError",
     "Trend",

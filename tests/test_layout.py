@@ -158,3 +158,89 @@ def test_public_names_are_sorted() -> None:
 
     assert list(sninspect.__all__) == sorted(sninspect.__all__)
     assert all(hasattr(sninspect, name) for name in sninspect.__all__)
+
+
+def _library_names(tree: ast.Module) -> set[str]:
+    """Names a CLI module imports from the library (sninspect outside cli/): functions, classes, modules."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module \
+                and node.module.split(".")[0] == "sninspect" and node.module.split(".")[1:2] != ["cli"]:
+            names |= {alias.asname or alias.name for alias in node.names if alias.name != "cli"}
+        elif isinstance(node, ast.Import):
+            names |= {(alias.asname or alias.name).split(".")[0] for alias in node.names
+                      if alias.name.split(".")[0] == "sninspect" and alias.name.split(".")[1:2] != ["cli"]}
+    return names
+
+
+def _root(node: ast.expr) -> str | None:
+    """The name an expression starts from: ``run`` of ``run.audit``, ``f`` of ``f``."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def test_cli_passes_no_keyword_bundle_into_the_library() -> None:
+    """The CLI builds the library's typed options (``Options``, ``GraphOptions``, ``RewriteOptions``) field
+    by field: no call from cli/ hands ``**something`` to a function, class or module it imports from the
+    library (its own helpers, ``dataclasses.replace`` and the decorator's pass-through are not the library)."""
+    found = []
+    for path in sorted((PACKAGE / "cli").rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        library = _library_names(tree)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and any(k.arg is None for k in node.keywords) \
+                    and _root(node.func) in library:
+                found.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {ast.unparse(node.func)}(**...)")
+    assert not found, "keyword bundles from the CLI into the library (build the options object):\n" + "\n".join(found)
+
+
+def _parents(tree: ast.AST) -> dict[ast.AST, ast.AST]:
+    return {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+
+def _inside_with_overrides(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    """Whether ``node`` is (part of) an argument of a ``with_overrides(...)`` call."""
+    while node in parents:
+        parent = parents[node]
+        if isinstance(parent, ast.Call) and node is not parent.func \
+                and ast.unparse(parent.func).rpartition(".")[2] == "with_overrides":
+            return True
+        node = parent
+    return False
+
+
+def _enclosing_parameters(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> set[str]:
+    """The parameters of every function that encloses ``node`` (a decorator's wrapped function)."""
+    names: set[str] = set()
+    while node in parents:
+        node = parents[node]
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            names |= {a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)}
+    return names
+
+
+def test_library_entry_points_take_no_loose_keyword_options() -> None:
+    """Below the CLI, a function's ``**overrides`` are a notebook's keyword spelling of one typed options
+    object: they go straight into ``with_overrides`` (unknown names refused there) and nowhere else. The
+    other ``**`` parameters allowed: a decorator's wrapper passing them to the function it wraps, and
+    stand-ins that ignore them. (Integrations, like the CLI, sit above the library.)"""
+    found = []
+    for path in _modules():
+        if RANK[_area(path)] >= RANK["cli"]:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        parents = _parents(tree)
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef) or function.args.kwarg is None:
+                continue
+            bundle = function.args.kwarg.arg
+            for use in ast.walk(function):
+                if not (isinstance(use, ast.Name) and use.id == bundle) or _inside_with_overrides(use, parents):
+                    continue
+                call = parents.get(parents.get(use))  # f(**bundle): Name → keyword → Call
+                if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) \
+                        and call.func.id in _enclosing_parameters(function, parents):
+                    continue  # a decorator's wrapper calling the function it wraps
+                found.append(f"{path.relative_to(PACKAGE)}:{use.lineno} {function.name}(**{bundle})")
+    assert not found, "keyword options that bypass the typed options (use with_overrides):\n" + "\n".join(found)

@@ -1,7 +1,9 @@
-"""How to audit: the options object the CLI builds from its flags, and its device and dtype."""
+"""How to audit: the options object the CLI builds from its flags, its device and dtype, and the layer
+selection (``--include``/``--exclude``) that the audit and the rewrites share."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -71,6 +73,7 @@ class Options:
     used); None: :func:`warnings.warn`."""
 
     def __post_init__(self) -> None:
+        parse_device(self.device)  # a name that is no device fails here, where the options are built
         workers = self.workers
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
             raise UsageError(f"{option('workers', repr(workers))}: expected a positive whole number or None")
@@ -78,22 +81,31 @@ class Options:
             raise UsageError(f"rules={type(self.rules).__name__}: expected a sninspect.Rules")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; CUDA asked for but absent is a usage error."""
+def parse_device(name: str) -> torch.device | None:
+    """``name`` as a torch device (None for ``auto``); anything but auto, cpu, cuda or cuda:N is a usage
+    error. Whether the device is there is :func:`resolve_device`'s question."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return None
     try:
         device = torch.device(name)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError) as exc:
         raise UsageError(f"{option('device', repr(name))}: expected auto, cpu, cuda or cuda:N") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"{option('device', repr(name))}: expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; CUDA asked for but absent is a usage error."""
+    device = parse_device(name)
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise UsageError(f"{option('device', name)}: CUDA is not available on this machine "
                              f"(use {option('device', 'cpu')})")
         if device.index is not None and device.index >= torch.cuda.device_count():
             raise UsageError(f"{option('device', name)}: only {torch.cuda.device_count()} CUDA device(s) present")
-    elif device.type != "cpu":
-        raise UsageError(f"{option('device', repr(name))}: expected auto, cpu, cuda or cuda:N")
     return device
 
 
@@ -131,3 +143,28 @@ def with_overrides(options: Options | None, overrides: dict[str, object]) -> Opt
     if isinstance(overrides.get("rules"), Mapping):
         overrides = {**overrides, "rules": as_rules(overrides["rules"])}  # type: ignore[arg-type]
     return replace(options or Options(), **overrides)  # type: ignore[arg-type]
+
+
+class Selector:
+    """``--include`` / ``--exclude``: regexes searched in a layer's display name (the full name, model
+    prefix included); the audit and the rewrites select layers with it."""
+
+    def __init__(self, include: str | None = None, exclude: str | None = None) -> None:
+        self.include = compile_option(include, "include")
+        self.exclude = compile_option(exclude, "exclude")
+
+    def __call__(self, name: str) -> bool:
+        if self.include is not None and not self.include.search(name):
+            return False
+        return self.exclude is None or not self.exclude.search(name)
+
+
+def compile_option(pattern: str | None, name: str) -> re.Pattern[str] | None:
+    """A user's regex for the option ``name``, or None when not given; one that does not compile is a
+    usage error naming the option and the pattern."""
+    if not pattern:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as err:
+        raise UsageError(f"{option(name, repr(pattern))}: not a valid regular expression ({err})") from err

@@ -19,7 +19,9 @@ A folder is a training run, not one checkpoint: :func:`analyze` refuses it with 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import IO, Any, TypeAlias
 
@@ -30,18 +32,18 @@ from sninspect.audit.layers.pipeline import analyze_checkpoint
 from sninspect.audit.memory import budget
 from sninspect.audit.options import Options, as_rules, resolve_device, resolve_dtype, with_overrides
 from sninspect.audit.runs import run
-from sninspect.audit.runs.log import read_log
+from sninspect.audit.runs.run import Outcome, ProgressHook
 from sninspect.errors import UsageError
 from sninspect.io import wrappers
 from sninspect.io.checkpoint import Checkpoint, find_models
 from sninspect.io.load import load_checkpoint
-from sninspect.io.monitor_log import is_log
 from sninspect.io.streams import is_file_object, spooled, stream_name
 from sninspect.results.check import Rules, Verdict
 from sninspect.results.report import Report
 from sninspect.results.trend import Trend
 
-__all__ = ["MODULE_FORMAT", "STATE_DICT_FORMAT", "Source", "analyze", "analyze_run", "check", "trend"]
+__all__ = ["MODULE_FORMAT", "STATE_DICT_FORMAT", "Source", "analyze", "analyze_paths", "analyze_run", "check",
+           "check_paths", "trend"]
 
 Source: TypeAlias = "str | os.PathLike[str] | IO[bytes] | Mapping[str, Any] | torch.nn.Module"
 """Anything :func:`analyze` audits."""
@@ -107,10 +109,10 @@ def analyze_run(source: str | os.PathLike[str] | Sequence[Source], options: Opti
     saved in every checkpoint, else the number in every file name, else the modification time."""
     options = with_overrides(options, overrides)
     if isinstance(source, (str, os.PathLike)):
-        path = Path(os.fspath(source))
-        if is_log(path):
-            return read_log(path, rules=options.rules)
-        return run.order(run.audit(run.collect([path]), options))
+        outcome = analyze_paths([source], options, keep_going=False)
+        for note in outcome.notes:  # a monitor log's torn last line
+            warnings.warn(note, UserWarning, stacklevel=2)
+        return run.order(outcome.reports)
     if isinstance(source, (Mapping, torch.nn.Module)) or is_file_object(source):
         raise UsageError("analyze_run takes a folder, a monitor log or a list of sources; one source is "
                          "one checkpoint: sninspect.analyze(source)")
@@ -120,6 +122,28 @@ def analyze_run(source: str | os.PathLike[str] | Sequence[Source], options: Opti
     if not source:
         raise UsageError("analyze_run: an empty list (expected a folder, a monitor log or some sources)")
     return trend([analyze(item, options) for item in source])
+
+
+def analyze_paths(paths: Sequence[str | os.PathLike[str]], options: Options, *, progress: ProgressHook | None = None,
+                  keep_going: bool = True) -> Outcome:
+    """Audit checkpoint files, folders of them and monitor logs, in the order given: what ``sninspect
+    report`` shows (``outcome.result()``) and :func:`analyze_run` orders. An input that cannot be read is
+    kept in the outcome (``keep_going=False``: raised) and the others are still audited; when none can be
+    read, the first one's error is raised: there is nothing to report."""
+    outcome = run.audit(run.collect(paths), options, progress=progress, keep_going=keep_going)
+    outcome.raise_if_nothing_read()
+    return outcome
+
+
+def check_paths(paths: Sequence[str | os.PathLike[str]], options: Options, rules: Rules | Mapping[str, Any] | None,
+                *, progress: ProgressHook | None = None) -> Outcome:
+    """Audit as :func:`analyze_paths` and judge every report by ``rules`` as :func:`check` does (the
+    reports' own verdicts by the same rules): what ``sninspect check`` prints. An input that cannot be
+    read gets an ``unreadable`` verdict (even when none can), and ``outcome.exit_code`` is 3, else 1 when
+    a rule breaks."""
+    rules = as_rules(rules)
+    outcome = run.audit(run.collect(paths), replace(options, rules=rules), progress=progress)
+    return run.judged(outcome, lambda report: check(report, rules))
 
 
 def trend(reports: Sequence[Report]) -> Trend:

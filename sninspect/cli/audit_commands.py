@@ -12,10 +12,13 @@ import typer
 
 from sninspect.audit.layers.inventory import inventory
 from sninspect.audit.layers.pipeline import Interrupted
+from sninspect.audit.options import Options
 from sninspect.audit.runs import run
+from sninspect.audit.runs.run import Outcome
+from sninspect.audit.sources import analyze_paths, check_paths
 from sninspect.cli import config
 from sninspect.cli.app import app
-from sninspect.cli.errors import exit_for, handle_errors, say, unreadable
+from sninspect.cli.errors import handle_errors, say
 from sninspect.cli.live import LiveReport
 from sninspect.cli.options import (
     CoeffOpt,
@@ -24,6 +27,7 @@ from sninspect.cli.options import (
     DtypeOpt,
     ExcludeOpt,
     FailOnWarningOpt,
+    FormatOpt,
     IncludeOpt,
     KeyOpt,
     MaxCosErrorOpt,
@@ -32,19 +36,22 @@ from sninspect.cli.options import (
     MaxNormErrorOpt,
     MaxSigmaOpt,
     NoCacheOpt,
+    OutputFileOpt,
+    PlotFormatOpt,
+    PlotsOpt,
     QuietOpt,
     ReportForceOpt,
     StrictCosOpt,
     UnsafeOpt,
     WorkersOpt,
-    audit_options,
     examples,
+    memory_limit,
     parse_input_size,
     warn_unsafe,
+    warning,
 )
 from sninspect.cli.output import choose_format, refuse_early, write_output
 from sninspect.cli.progress import Progress
-from sninspect.errors import InputError
 from sninspect.io.inputs import InputSet
 from sninspect.render import CheckFormat, OutputFormat, PlotFormat, render
 from sninspect.render.check import render_check, summary_line, to_junit
@@ -68,12 +75,8 @@ def report(
                                                       "training run, ordered by their step entry, else the "
                                                       "number in the file name, "
                                                       "else the modification time.")],
-    format: Annotated[OutputFormat | None, typer.Option("--format", "-f", show_default=False, help="Output "
-                                                        "format (html: one self-contained page with the "
-                                                        "figures). Default: from the -o file's extension "
-                                                        "(.json .csv .md .html .txt), else table.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", readable=False, help="Write to this file instead of "
-                                                "stdout; its extension picks the format.")] = None,
+    format: FormatOpt = None,
+    output: OutputFileOpt = None,
     force: ReportForceOpt = False,
     device: DeviceOpt = "auto",
     dtype: DtypeOpt = Dtype.float64,
@@ -91,13 +94,8 @@ def report(
     input_size: Annotated[str | None, typer.Option("--input-size", help="H[,W[,D]]: also give each conv's "
                                                    "exact zero-padded 'same' operator norm at this input "
                                                    "size (operator_at_input).")] = None,
-    plots: Annotated[Path | None, typer.Option("--plots", readable=False,
-                                               help="Write figures into this folder (created): "
-                                               "sigma, cos_error, spectra, lipschitz_depth; several "
-                                               "checkpoints: one subfolder each, plus trend_sigma and "
-                                               "trend_cos_error.")] = None,
-    plot_format: Annotated[PlotFormat, typer.Option("--plot-format", help="File format of the "
-                                                    "figures.")] = PlotFormat.png,
+    plots: PlotsOpt = None,
+    plot_format: PlotFormatOpt = PlotFormat.png,
     max_memory: MaxMemoryOpt = None,
     coeff: CoeffOpt = None,
     workers: WorkersOpt = None,
@@ -119,59 +117,65 @@ def report(
     [tool.sninspect.check] of the nearest pyproject.toml, then the rule flags; every highlight follows it.
     """
     fmt = choose_format(format, output)
-    rules = config.rules_for("report", {"max_sigma": max_sigma, "max_cos_error": max_cos_error,
-                                        "strict_cos": strict_cos, "max_norm_error": max_norm_error,
-                                        "max_lipschitz": max_lipschitz, "fail_on_warning": fail_on_warning},
-                             quiet=quiet)
-    options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
-                            unsafe_load=unsafe_load, all_layers=all_layers, bound_tol=bound_tol,
-                            input_size=parse_input_size(input_size), max_memory=max_memory, coeff=coeff,
-                            workers=workers, rules=rules, cache=not no_cache)
+    rules, pyproject = config.rules_for("report", {"max_sigma": max_sigma, "max_cos_error": max_cos_error,
+                                                   "strict_cos": strict_cos, "max_norm_error": max_norm_error,
+                                                   "max_lipschitz": max_lipschitz,
+                                                   "fail_on_warning": fail_on_warning}, quiet=quiet)
+    warn_unsafe(unsafe_load)
+    options = Options(device=device, dtype=dtype.value, key=key, include=include, exclude=exclude,
+                      all_layers=all_layers, bound_tol=bound_tol, unsafe_load=unsafe_load,
+                      input_size=parse_input_size(input_size), max_memory=memory_limit(max_memory), coeff=coeff,
+                      workers=workers, rules=rules, cache=not no_cache, on_warning=warning)
     paths = run.collect(checkpoints)
-    pyproject = config.find_pyproject(Path.cwd())  # its rules were read: an input too
-    inputs = InputSet.of(paths).add([pyproject] if pyproject is not None else [])  # no output or figure replaces one
+    inputs = InputSet.of(paths).add([pyproject] if pyproject else [])  # its rules were read: no output replaces it
     refuse_early(output, inputs, force=force)
     if plots is not None:
         from sninspect.render.plots.files import refuse_plots_early  # matplotlib: only when plotting
 
         refuse_plots_early(plots, plot_format, inputs)
-    failures: list[InputError] = []
-    notes: list[str] = []
     live = LiveReport(terminal_console()) if fmt is OutputFormat.table and output is None and len(paths) == 1 \
         and sys.stdout.isatty() else None
     if live is not None:
         options = replace(options, on_partial=live.update)
     try:
         with Progress(len(paths), "auditing", quiet=quiet or live is not None) as bar, live or nullcontext():
-            reports = run.audit(paths, options, progress=bar, failures=failures, notes=notes)
+            outcome = analyze_paths(paths, options, progress=bar)  # none readable: the first one's error
     except Interrupted as stop:  # Ctrl-C during the bounds: the report as it stands, on stdout only
         render_interrupted(stop.report, output)
         raise typer.Exit(130) from None
-    for note in notes:  # a monitor log's last line still being written
+    for note in outcome.notes:  # a monitor log's last line still being written
         say(f"warning: {note}")
-    if not reports:  # every checkpoint of several unreadable: the first one's reason, exit 3
-        raise failures[0]
-    result = run.as_result(reports)
+    _write_report(outcome, fmt, output, inputs, plots=plots, plot_format=plot_format, force=force, quiet=quiet,
+                  spectra=spectra, explain=explain)
+    for unreadable in outcome.unreadable:  # the readable ones are reported above; each unreadable one named
+        say(f"error: {unreadable.reason}")
+    if outcome.unreadable:
+        say(f"{len(outcome.unreadable)} of {outcome.inputs} checkpoints could not be read; the other "
+            f"{len(outcome.reports)} are reported")
+    raise typer.Exit(int(outcome.exit_code))
+
+
+def _write_report(outcome: Outcome, fmt: OutputFormat, output: Path | None, inputs: InputSet, *, plots: Path | None,
+                  plot_format: PlotFormat, force: bool, quiet: bool, spectra: bool, explain: bool) -> None:
+    """Render the outcome's result and write it (stdout or ``output``), then its figures into ``plots``;
+    every figure's path is checked before the report or any figure is written."""
+    result = outcome.result()
     console = terminal_console() if output is None else None
-    with Progress(len(reports) if fmt.draws_figures else 0, "drawing", quiet=quiet) as bar:
+    with Progress(len(outcome.reports) if fmt.draws_figures else 0, "drawing", quiet=quiet) as bar:
         text = render(result, fmt, console=console, spectra=spectra, on_checkpoint=lambda _: bar.advance(),
                       explain=explain)
-    if plots is not None:  # every figure's path checked before the report or any figure is written
-        from sninspect.render.plots.files import check_plot_paths, plot_plan, write_plots
+    if plots is None:
+        write_output(text, output, inputs, force=force)
+        return
+    from sninspect.render.plots.files import check_plot_paths, plot_plan, write_plots
 
-        planned = [p for _, where in plot_plan(result, plots, plot_format) for p in where.values()]
-        check_plot_paths(planned, plots, force=force, inputs=inputs)
+    planned = [p for _, where in plot_plan(result, plots, plot_format) for p in where.values()]
+    check_plot_paths(planned, plots, force=force, inputs=inputs)
     write_output(text, output, inputs, force=force)
-    if plots is not None:
-        with Progress(len(reports), "plotting", quiet=quiet) as bar:
-            written = write_plots(result, plots, plot_format, progress=bar, force=force, inputs=inputs)
-        if not quiet:
-            say(f"wrote {len(written)} figures to {plots}")
-    if failures:  # the readable ones are reported above; each unreadable one named here, then exit 3
-        for err in failures:
-            say(f"error: {err}")
-        say(f"{len(failures)} of {len(paths)} checkpoints could not be read; the other {len(reports)} are reported")
-        raise typer.Exit(int(failures[0].exit_code))
+    with Progress(len(outcome.reports), "plotting", quiet=quiet) as bar:
+        written = write_plots(result, plots, plot_format, progress=bar, force=force, inputs=inputs)
+    if not quiet:
+        say(f"wrote {len(written)} figures to {plots}")
 
 
 @app.command(epilog=examples(
@@ -216,28 +220,28 @@ def check(
     rule. Rules are read from [tool.sninspect.check] in the nearest pyproject.toml (from the current
     folder upward); flags override them; inf turns a limit off.
     """
-    rules = config.rules_for("check", {"max_sigma": max_sigma, "max_cos_error": max_cos_error,
-                                       "strict_cos": strict_cos, "max_norm_error": max_norm_error,
-                                       "max_lipschitz": max_lipschitz, "fail_on_warning": fail_on_warning},
-                             quiet=quiet)
+    rules, pyproject = config.rules_for("check", {"max_sigma": max_sigma, "max_cos_error": max_cos_error,
+                                                  "strict_cos": strict_cos, "max_norm_error": max_norm_error,
+                                                  "max_lipschitz": max_lipschitz,
+                                                  "fail_on_warning": fail_on_warning}, quiet=quiet)
+    warn_unsafe(unsafe_load)
     # Only --max-lipschitz reads the certified conv bounds: without it, the spectra alone.
-    options = audit_options(device=device, dtype=dtype, key=key, include=include, exclude=exclude,
-                            unsafe_load=unsafe_load, max_memory=max_memory, coeff=coeff, workers=workers,
-                            bounds=rules.max_lipschitz is not None, cache=not no_cache)
+    options = Options(device=device, dtype=dtype.value, key=key, include=include, exclude=exclude,
+                      unsafe_load=unsafe_load, max_memory=memory_limit(max_memory), coeff=coeff, workers=workers,
+                      bounds=rules.max_lipschitz is not None, cache=not no_cache, on_warning=warning)
     paths = run.collect(checkpoints)
-    pyproject = config.find_pyproject(Path.cwd())
-    inputs = InputSet.of(paths).add([pyproject] if pyproject is not None else [])  # the rules file is read too
+    inputs = InputSet.of(paths).add([pyproject] if pyproject else [])  # the rules file is read too
     refuse_early(junit_xml, inputs, force=force)
     with Progress(len(paths), "checking", quiet=quiet) as bar:
-        verdicts = run.check(paths, options, rules, progress=bar)
-    for verdict in unreadable(verdicts):
-        say(f"error: {verdict.violations[0].message}")
-    sys.stdout.write(render_check(verdicts, rules, format, terminal_console().width))
+        outcome = check_paths(paths, options, rules, progress=bar)
+    for unreadable in outcome.unreadable:
+        say(f"error: {unreadable.reason}")
+    sys.stdout.write(render_check(outcome.verdicts, rules, format, terminal_console().width))
     if junit_xml is not None:
-        write_output(to_junit(verdicts), junit_xml, inputs, force=force)
+        write_output(to_junit(outcome.verdicts), junit_xml, inputs, force=force)
     if not quiet:
-        say(summary_line(verdicts))
-    exit_for(verdicts)
+        say(summary_line(outcome.verdicts))
+    raise typer.Exit(int(outcome.exit_code))
 
 
 def render_interrupted(report: Report, output: Path | None) -> None:
@@ -262,11 +266,8 @@ def layers(
                                                    "now); refused before anything is allocated.")] = None,
 ) -> None:
     """List weight layers with their SN dialect, shapes and dtypes (fast: no SVD)."""
-    from sninspect.audit.memory import parse_size
-
     warn_unsafe(unsafe_load)
-    rows = inventory(checkpoint, key=key, unsafe_load=unsafe_load,
-                     max_memory=parse_size(max_memory) if max_memory else None)
+    rows = inventory(checkpoint, key=key, unsafe_load=unsafe_load, max_memory=memory_limit(max_memory))
     sys.stdout.write(render_inventory(str(checkpoint), rows, terminal_console()))
-    for warning in sorted({w for row in rows for w in row.warnings}):
-        say(f"warning: {warning}")
+    for line in sorted({w for row in rows for w in row.warnings}):
+        warning(line)

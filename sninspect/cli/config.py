@@ -81,12 +81,13 @@ def rules_from(table: dict[str, Any], source: Path, flags: dict[str, Any]) -> Ru
     return replace(Rules(), **values)
 
 
-def rules_for(command: str, flags: dict[str, Any], *, quiet: bool) -> Rules:
+def rules_for(command: str, flags: dict[str, Any], *, quiet: bool) -> tuple[Rules, Path | None]:
     """The rules ``command`` judges by: the defaults, the nearest ``[tool.sninspect.check]`` (said on
-    stderr unless ``quiet``), then ``flags`` (``None``: not given). ``check`` and ``report`` both read
-    them here, so a layer's verdict is the same in both."""
+    stderr unless ``quiet``), then ``flags`` (``None``: not given); and that ``pyproject.toml`` (an input:
+    no output may replace it), None when there is none. ``check`` and ``report`` both read them here, so
+    a layer's verdict is the same in both."""
     pyproject = find_pyproject(Path.cwd())
     table = read_table(pyproject) if pyproject is not None else {}
     if table and not quiet:
         say(f"{command}: rules from {pyproject} [tool.sninspect.check]")
-    return rules_from(table, pyproject or Path("pyproject.toml"), flags)
+    return rules_from(table, pyproject or Path("pyproject.toml"), flags), pyproject

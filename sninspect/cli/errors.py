@@ -1,11 +1,11 @@
-"""The one place where failures become exit codes: library errors, interrupts, bugs, and ``check``'s
-verdicts. Everything else in the CLI raises; nothing else exits."""
+"""Where failures become exit codes: library errors, interrupts and bugs, each one line on stderr. A
+command that ran to its end exits with its outcome's ``exit_code`` (:class:`sninspect.audit.runs.run.Outcome`)."""
 
 from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -13,7 +13,6 @@ from rich.console import Console
 
 from sninspect.errors import ExitCode, SninspectError, command_line_spelling
 from sninspect.render.escape import for_log_line
-from sninspect.results.check import Rule, Verdict
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,19 +49,6 @@ def handle_errors(command: F) -> F:
                   "traceback, and please report it)", ExitCode.INTERNAL)
 
     return wrapper  # type: ignore[return-value]
-
-
-def unreadable(verdicts: Sequence[Verdict]) -> list[Verdict]:
-    """The verdicts of checkpoints that could not be read (one per unreadable violation)."""
-    return [v for v in verdicts for x in v.violations if x.rule is Rule.unreadable]
-
-
-def exit_for(verdicts: Sequence[Verdict]) -> None:
-    """``check``'s exit: 3 when a checkpoint could not be read, 1 when a rule breaks, else return (0)."""
-    if unreadable(verdicts):
-        raise typer.Exit(int(ExitCode.BAD_INPUT))
-    if any(not v.passed for v in verdicts):
-        raise typer.Exit(int(ExitCode.CHECK_FAILED))
 
 
 def _exit(line: str, code: ExitCode) -> NoReturn:

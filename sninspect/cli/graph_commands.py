@@ -15,11 +15,23 @@ import typer
 
 from sninspect.cli.app import app
 from sninspect.cli.errors import handle_errors, say
-from sninspect.cli.options import KeyOpt, QuietOpt, ReportForceOpt, UnsafeOpt, examples, warn_unsafe
+from sninspect.cli.options import (
+    FormatOpt,
+    KeyOpt,
+    OutputFileOpt,
+    PlotFormatOpt,
+    PlotsOpt,
+    QuietOpt,
+    ReportForceOpt,
+    UnsafeOpt,
+    examples,
+    memory_limit,
+    warn_unsafe,
+)
 from sninspect.cli.output import choose_format, refuse_early, write_output
 from sninspect.errors import UsageError
 from sninspect.io.inputs import InputSet
-from sninspect.render import OutputFormat, PlotFormat
+from sninspect.render import PlotFormat
 
 
 def _shape(text: str) -> tuple[int, ...]:
@@ -73,11 +85,8 @@ def graph(
                                                metavar="CHECKPOINT", help="A torch.export archive (.pt2, from "
                                                "torch.export.save: read as data, no code from it runs), or "
                                                "with --model a checkpoint to load into your module.")],
-    format: Annotated[OutputFormat | None, typer.Option("--format", "-f", show_default=False, help="Output "
-                                                        "format (csv: the per-operator table). Default: from "
-                                                        "the -o file's extension, else table.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", readable=False, help="Write to this file instead of "
-                                                "stdout.")] = None,
+    format: FormatOpt = None,
+    output: OutputFileOpt = None,
     force: ReportForceOpt = False,
     lower: Annotated[bool, typer.Option("--lower/--no-lower", help="Search inputs for the certified lower "
                                         "bound (the slow part).")] = True,
@@ -87,10 +96,8 @@ def graph(
                                        "start.")] = 30,
     seed: Annotated[int, typer.Option("--seed", min=-(2**63), max=2**63 - 2, help="Seed of the search (the "
                                       "result is deterministic).")] = 0,
-    plots: Annotated[Path | None, typer.Option("--plots", readable=False, help="Write the bound-by-depth figure "
-                                               "(graph_depth) into this folder.")] = None,
-    plot_format: Annotated[PlotFormat, typer.Option("--plot-format", help="File format of the "
-                                                    "figure.")] = PlotFormat.png,
+    plots: PlotsOpt = None,
+    plot_format: PlotFormatOpt = PlotFormat.png,
     user_model: Annotated[str | None, typer.Option("--model", metavar="PACKAGE.MODULE:FACTORY", help="IMPORTS "
                                                    "AND RUNS YOUR CODE: build the module with this factory, "
                                                    "load CHECKPOINT's state dict into it and trace it with "
@@ -109,13 +116,13 @@ def graph(
     """Certified upper and lower bounds on an exported network's Lipschitz constant, with real strides,
     padding, residual paths and pooling; each operator's rule is shown."""
     from sninspect.audit.graph.analysis import GraphOptions, analyze_graph
-    from sninspect.audit.memory import budget, parse_size
+    from sninspect.audit.memory import budget
     from sninspect.io.exported import load_exported
     from sninspect.render.graph import render_graph
     from sninspect.render.report import terminal_console
 
     fmt = choose_format(format, output)
-    limit = parse_size(max_memory) if max_memory else None
+    limit = memory_limit(max_memory)
     inputs = InputSet.of([model_file])  # an index's shards too; with --model, its source files below
     refuse_early(output, inputs, force=force)
     if plots is not None:

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import re
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from sninspect.audit.memory import parse_size
-from sninspect.audit.options import Options
 from sninspect.cli.errors import say
 from sninspect.errors import UsageError
+from sninspect.render.formats import OutputFormat, PlotFormat
 from sninspect.results.check import DEFAULT_MAX_COS_ERROR, DEFAULT_MAX_NORM_ERROR, DEFAULT_MAX_SIGMA
 
 # Reading checkpoints (report, check, layers, strip, apply, convert).
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-def _device(value: str) -> str:
-    if not _DEVICE.fullmatch(value):
-        raise typer.BadParameter(f"{value!r} is not one of auto, cpu, cuda, cuda:N (N: the GPU's index)")
-    return value
 
 
 class Dtype(StrEnum):
@@ -32,7 +24,7 @@ class Dtype(StrEnum):
     float32 = "float32"
 
 
-DeviceOpt = Annotated[str, typer.Option("--device", metavar="[auto|cpu|cuda|cuda:N]", callback=_device,
+DeviceOpt = Annotated[str, typer.Option("--device", metavar="[auto|cpu|cuda|cuda:N]",
                                         help="Where the math runs: auto (CUDA when present), cpu, cuda or "
                                         "cuda:N.")]
 DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="Working precision.")]
@@ -99,6 +91,21 @@ FailOnWarningOpt = Annotated[bool | None, typer.Option("--fail-on-warning/--no-f
                                                          help="Every warning of the report (σ1 ≈ σ2, ...) "
                                                          "breaks a rule.", rich_help_panel=RULES_PANEL)]
 
+# Where a command's result goes (report, graph).
+FormatOpt = Annotated[OutputFormat | None, typer.Option("--format", "-f", show_default=False, help="Output "
+                                                        "format (html: one self-contained page with the "
+                                                        "figures). Default: from the -o file's extension "
+                                                        "(.json .csv .md .html .txt), else table.")]
+OutputFileOpt = Annotated[Path | None, typer.Option("--output", "-o", readable=False, help="Write to this file "
+                                                    "instead of stdout; its extension picks the format.")]
+PlotsOpt = Annotated[Path | None, typer.Option("--plots", readable=False, help="Write the figures into this folder "
+                                               "(created): report: sigma, cos_error, spectra, lipschitz_depth "
+                                               "(several checkpoints: one subfolder each, plus trend_sigma and "
+                                               "trend_cos_error); graph: graph_depth.")]
+PlotFormatOpt = Annotated[PlotFormat, typer.Option("--plot-format", help="File format of the figures.")]
+ReportForceOpt = Annotated[bool, typer.Option("--force", help="Replace the -o file and the --plots figures if "
+                                              "they exist (never an input).")]
+
 # Rewriting checkpoints (strip, apply, convert).
 CheckpointArg = Annotated[Path, typer.Argument(readable=False,
                                                metavar="CHECKPOINT", help="Checkpoint file (.pt, .pth, .ckpt, "
@@ -107,8 +114,6 @@ OutputOpt = Annotated[Path, typer.Option("--output", "-o", readable=False,
                                          help="File to write; its extension (.pt, .pth, "
                                          ".ckpt, .bin or .safetensors) decides the format.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace OUT if it exists (never the input).")]
-ReportForceOpt = Annotated[bool, typer.Option("--force", help="Replace the -o file and the --plots figures if "
-                                              "they exist (never an input).")]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Print what would change; write nothing.")]
 KeepOptimizerOpt = Annotated[bool, typer.Option("--keep-optimizer", help="Keep optimizer state (dropped by "
                                                 "default: it refers to the SN parameters).")]
@@ -116,14 +121,14 @@ TransposedOpt = Annotated[str | None, typer.Option("--transposed", help="Regex n
                                                    "(SN along dim=1).")]
 
 
-def audit_options(*, device: str, dtype: Dtype | str, key: str | None, include: str | None, exclude: str | None,
-                  unsafe_load: bool, max_memory: str | None = None, **more: Any) -> Options:
-    """The library's options from the shared ones (and a command's own, ``more``); warns once about
-    ``--unsafe-load``."""
-    warn_unsafe(unsafe_load)
-    return Options(device=device, dtype=str(dtype), key=key, include=include, exclude=exclude,
-                   unsafe_load=unsafe_load, max_memory=parse_size(max_memory) if max_memory else None,
-                   on_warning=lambda line: say(f"warning: {line}"), **more)
+def memory_limit(text: str | None) -> int | None:
+    """``--max-memory`` in bytes (``2G``, ``512M``); None when not given."""
+    return parse_size(text) if text else None
+
+
+def warning(line: str) -> None:
+    """A warning about the run itself (the library's ``on_warning``), on stderr."""
+    say(f"warning: {line}")
 
 
 def warn_unsafe(unsafe_load: bool) -> None:

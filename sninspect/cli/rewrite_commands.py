@@ -26,6 +26,7 @@ from sninspect.cli.options import (
     warn_unsafe,
 )
 from sninspect.render.escape import for_log_line
+from sninspect.rewrite import RewriteOptions
 
 
 def _print_rewrite(result: rewrite.Rewrite) -> None:
@@ -59,9 +60,9 @@ def strip_command(
 ) -> None:
     """Bake SN into plain weights: SN keys out, plain P in; everything else kept."""
     warn_unsafe(unsafe_load)
-    _print_rewrite(rewrite.strip(checkpoint, output, sigma=sigma, key=key, include=include, exclude=exclude,
-                                 transposed=transposed, keep_optimizer=keep_optimizer, force=force,
-                                 dry_run=dry_run, unsafe_load=unsafe_load, coeff=coeff))
+    options = RewriteOptions(key=key, include=include, exclude=exclude, transposed=transposed,
+                             keep_optimizer=keep_optimizer, force=force, dry_run=dry_run, unsafe_load=unsafe_load)
+    _print_rewrite(rewrite.strip(checkpoint, output, options, sigma=sigma, coeff=coeff))
 
 
 @app.command("apply", epilog=examples(
@@ -86,9 +87,9 @@ def apply_command(
 ) -> None:
     """Add SN to plain weights, u and v set to the exact top singular vectors (σ̂ = σ1 at once)."""
     warn_unsafe(unsafe_load)
-    _print_rewrite(rewrite.apply(checkpoint, output, style=style, key=key, include=include, exclude=exclude,
-                                 transposed=transposed, embeddings=embeddings, keep_optimizer=keep_optimizer,
-                                 force=force, dry_run=dry_run, unsafe_load=unsafe_load))
+    options = RewriteOptions(key=key, include=include, exclude=exclude, transposed=transposed,
+                             keep_optimizer=keep_optimizer, force=force, dry_run=dry_run, unsafe_load=unsafe_load)
+    _print_rewrite(rewrite.apply(checkpoint, output, options, style=style, embeddings=embeddings))
 
 
 @app.command("convert", epilog=examples(
@@ -111,6 +112,7 @@ def convert_command(
 ) -> None:
     """Move SN to a PyTorch dialect with the same eval output (legacy <-> parametrize keeps u/v)."""
     warn_unsafe(unsafe_load)
-    _print_rewrite(rewrite.convert(checkpoint, output, to=to, key=key, include=include, exclude=exclude,
-                                   transposed=transposed, keep_optimizer=keep_optimizer, force=force,
-                                   dry_run=dry_run, unsafe_load=unsafe_load))
+    options = RewriteOptions(key=key, include=include, exclude=exclude, transposed=transposed,
+                             keep_optimizer=keep_optimizer, force=force, dry_run=dry_run, unsafe_load=unsafe_load)
+    _print_rewrite(rewrite.convert(checkpoint, output, options, to=to))
+

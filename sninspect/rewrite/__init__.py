@@ -16,10 +16,10 @@ Modules: ``options`` (what the user asks), ``state`` (state dict and ``_metadata
 
 from sninspect.rewrite.applying import apply, apply_state
 from sninspect.rewrite.converting import convert, convert_state
-from sninspect.rewrite.options import Sigma, Style
+from sninspect.rewrite.options import RewriteOptions, Sigma, Style
 from sninspect.rewrite.state import State, StateRewrite
 from sninspect.rewrite.stripping import strip, strip_state
 from sninspect.rewrite.summary import LayerChange, Rewrite
 
-__all__ = ["LayerChange", "Rewrite", "Sigma", "State", "StateRewrite", "Style", "apply", "apply_state", "convert",
-           "convert_state", "strip", "strip_state"]
+__all__ = ["LayerChange", "Rewrite", "RewriteOptions", "Sigma", "State", "StateRewrite", "Style", "apply",
+           "apply_state", "convert", "convert_state", "strip", "strip_state"]

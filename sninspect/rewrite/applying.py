@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from sninspect.audit.options import Selector, compile_option
 from sninspect.dialects import DialectName
 from sninspect.dialects.base import module_and_param, weight64
 from sninspect.errors import LayerError, flag, option
@@ -13,7 +14,7 @@ from sninspect.io.load import display_name
 from sninspect.linalg.exact import exact_spectra
 from sninspect.linalg.spectral import to_matrix
 from sninspect.rewrite.files import PathLike, rewrite_file
-from sninspect.rewrite.options import TRANSPOSED_HINT, WEIGHT, Selector, Style, compile_option
+from sninspect.rewrite.options import TRANSPOSED_HINT, WEIGHT, RewriteOptions, Style, with_overrides
 from sninspect.rewrite.state import State, StateRewrite, copy_metadata, detect, named, rebuild
 from sninspect.rewrite.summary import LayerChange, Rewrite, short
 
@@ -97,21 +98,20 @@ def _pick(
 
 
 def apply(
-    path: PathLike, output: PathLike, *, style: Style | str = Style.torch, key: str | None = None,
-    include: str | None = None, exclude: str | None = None, transposed: str | None = None,
-    embeddings: bool = False, keep_optimizer: bool = False, force: bool = False, dry_run: bool = False,
-    unsafe_load: bool = False,
+    path: PathLike, output: PathLike, options: RewriteOptions | None = None, *, style: Style | str = Style.torch,
+    embeddings: bool = False, **overrides: object,
 ) -> Rewrite:
     """Add SN to plain weights, u and v set to the exact top singular pair (σ̂ = σ1 from the start).
 
     ``transposed``: a regex naming ConvTranspose layers (SN dim=1); a plain checkpoint cannot tell
     them from convolutions. Embeddings get SN only with ``embeddings=True``; 1-D tensors never.
+    ``overrides`` are :class:`RewriteOptions` fields (``dry_run=True``, ``transposed="up"``).
     """
+    options = with_overrides(options, overrides)
     target = Style.parse(style)
     return rewrite_file(
         "apply", path, output,
-        lambda state, prefix: apply_state(state, style=target, include=include, exclude=exclude,
-                                          transposed=transposed, embeddings=embeddings, prefix=prefix),
-        provenance={"style": str(target)}, key=key, keep_optimizer=keep_optimizer, force=force,
-        dry_run=dry_run, unsafe_load=unsafe_load,
+        lambda state, prefix: apply_state(state, style=target, include=options.include, exclude=options.exclude,
+                                          transposed=options.transposed, embeddings=embeddings, prefix=prefix),
+        provenance={"style": str(target)}, options=options,
     )

@@ -7,10 +7,11 @@ from __future__ import annotations
 from torch import Tensor
 
 from sninspect import dialects
+from sninspect.audit.options import Selector, compile_option
 from sninspect.dialects import SNLayer
 from sninspect.io.load import display_name
 from sninspect.rewrite.files import PathLike, rewrite_file
-from sninspect.rewrite.options import Selector, Style, compile_option
+from sninspect.rewrite.options import RewriteOptions, Style, with_overrides
 from sninspect.rewrite.state import (
     State,
     StateRewrite,
@@ -90,16 +91,16 @@ def _dim0_notes(moved: list[SNLayer], state: State, prefix: str) -> list[str]:
 
 
 def convert(
-    path: PathLike, output: PathLike, *, to: Style | str, key: str | None = None, include: str | None = None,
-    exclude: str | None = None, transposed: str | None = None, keep_optimizer: bool = False,
-    force: bool = False, dry_run: bool = False, unsafe_load: bool = False,
+    path: PathLike, output: PathLike, options: RewriteOptions | None = None, *, to: Style | str,
+    **overrides: object,
 ) -> Rewrite:
-    """Move SN to the PyTorch dialect ``to`` (``torch`` or ``parametrize``) with the same eval output."""
+    """Move SN to the PyTorch dialect ``to`` (``torch`` or ``parametrize``) with the same eval output.
+    ``overrides`` are :class:`RewriteOptions` fields (``dry_run=True``, ``key="netD"``)."""
+    options = with_overrides(options, overrides)
     target = Style.parse(to)
     return rewrite_file(
         "convert", path, output,
-        lambda state, prefix: convert_state(state, to=target, include=include, exclude=exclude,
-                                            transposed=transposed, prefix=prefix),
-        provenance={"to": str(target)}, key=key, keep_optimizer=keep_optimizer, force=force,
-        dry_run=dry_run, unsafe_load=unsafe_load,
+        lambda state, prefix: convert_state(state, to=target, include=options.include, exclude=options.exclude,
+                                            transposed=options.transposed, prefix=prefix),
+        provenance={"to": str(target)}, options=options,
     )

@@ -13,6 +13,7 @@ from sninspect.errors import UsageError, flag
 from sninspect.io.inputs import InputSet
 from sninspect.io.load import TORCH_SUFFIXES, ModelState, load_checkpoint, save_checkpoint
 from sninspect.rewrite.container import safetensors_payload, torch_payload
+from sninspect.rewrite.options import RewriteOptions
 from sninspect.rewrite.state import State, StateRewrite, copy_metadata
 from sninspect.rewrite.summary import Rewrite
 
@@ -41,13 +42,13 @@ def output_format(output: PathLike) -> OutputFormat:
 
 def rewrite_file(
     operation: str, path: PathLike, output: PathLike, rewrite: Callable[[State, str], StateRewrite], *,
-    provenance: dict[str, str], key: str | None, keep_optimizer: bool, force: bool, dry_run: bool,
-    unsafe_load: bool,
+    provenance: dict[str, str], options: RewriteOptions,
 ) -> Rewrite:
     """Load ``path``, rewrite every model in it, rebuild the container for the output format and
-    (unless ``dry_run``) write it atomically."""
+    (unless ``options.dry_run``) write it atomically."""
     fmt = output_format(output)
-    checkpoint = load_checkpoint(path, key=key, unsafe_load=unsafe_load)
+    force, dry_run = options.force, options.dry_run
+    checkpoint = load_checkpoint(path, key=options.key, unsafe_load=options.unsafe_load)
     several = len(checkpoint.models) > 1
     done: list[tuple[ModelState, StateRewrite]] = []
     for model in checkpoint.models:
@@ -58,7 +59,7 @@ def rewrite_file(
     warnings = [w for _, r in done for w in r.warnings]
     if not any(c.source != c.target for c in changes):
         warnings.append(f"nothing to {operation}: the output is a copy of the input")
-    drop_optimizer = not keep_optimizer and any(c.source != c.target for c in changes)
+    drop_optimizer = not options.keep_optimizer and any(c.source != c.target for c in changes)
     metadata: dict[str, str] | None = None
     payload: object
     if fmt is OutputFormat.torch:

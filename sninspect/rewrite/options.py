@@ -1,10 +1,12 @@
 """What the rewrites take from the user: the divisor ``strip`` bakes in (``--sigma``), the PyTorch SN
-that ``apply`` and ``convert`` write (``--style`` / ``--to``), and the layer-selecting regexes."""
+that ``apply`` and ``convert`` write (``--style`` / ``--to``), and the options every rewrite shares
+(:class:`RewriteOptions`; its layer selection is the audit's :class:`~sninspect.audit.options.Selector`)."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 from typing import Literal
 
@@ -72,24 +74,36 @@ class Sigma:
         return f"power:{self.steps}" if self.mode == "power" else self.mode
 
 
-class Selector:
-    """``--include`` / ``--exclude``: regexes searched in a layer's display name."""
+@dataclass(frozen=True)
+class RewriteOptions:
+    """What every rewrite (strip, apply, convert) takes besides its own choice: which part of the file,
+    which layers, and how the output is written. The CLI builds one from its flags."""
 
-    def __init__(self, include: str | None = None, exclude: str | None = None) -> None:
-        self.include = compile_option(include, "include")
-        self.exclude = compile_option(exclude, "exclude")
+    key: str | None = None
+    """Pick one sub-dict of a wrapped checkpoint (``netD``, ``a.b``)."""
+    include: str | None = None
+    """Rewrite only layers whose name matches this regex."""
+    exclude: str | None = None
+    """Leave out layers whose name matches this regex."""
+    transposed: str | None = None
+    """Regex naming ConvTranspose layers (SN along dim=1)."""
+    keep_optimizer: bool = False
+    """Keep optimizer state (dropped by default: it refers to the SN parameters)."""
+    force: bool = False
+    """Replace the output if it exists (never an input)."""
+    dry_run: bool = False
+    """Say what would change; write nothing."""
+    unsafe_load: bool = False
+    """Allow arbitrary unpickling (only for files the user trusts)."""
 
-    def __call__(self, name: str) -> bool:
-        if self.include is not None and not self.include.search(name):
-            return False
-        return self.exclude is None or not self.exclude.search(name)
 
-
-def compile_option(pattern: str | None, option: str) -> re.Pattern[str] | None:
-    """A user's regex for ``option``, or None when not given."""
-    if not pattern:
-        return None
-    try:
-        return re.compile(pattern)
-    except re.error as err:
-        raise UsageError(f"{spelled(option, repr(pattern))}: not a valid regular expression ({err})") from err
+def with_overrides(options: RewriteOptions | None, overrides: Mapping[str, object]) -> RewriteOptions:
+    """``options`` (or the defaults) with ``overrides`` (its field names) replaced; an unknown name is a
+    :class:`UsageError` naming the known ones."""
+    if options is not None and not isinstance(options, RewriteOptions):
+        raise UsageError(f"options={type(options).__name__}: expected a sninspect.rewrite.RewriteOptions or None")
+    known = {f.name for f in fields(RewriteOptions)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise UsageError(f"unknown option {', '.join(map(repr, unknown))} (known: {', '.join(sorted(known))})")
+    return replace(options or RewriteOptions(), **overrides)  # type: ignore[arg-type]

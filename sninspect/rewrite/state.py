@@ -13,11 +13,11 @@ from typing import Any
 from torch import Tensor
 
 from sninspect import dialects
+from sninspect.audit.options import Selector
 from sninspect.dialects import SNLayer
 from sninspect.dialects.base import Metadata, meta_key
 from sninspect.errors import LayerError, option
 from sninspect.io.load import display_name
-from sninspect.rewrite.options import Selector
 from sninspect.rewrite.summary import LayerChange
 
 

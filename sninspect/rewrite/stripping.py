@@ -10,11 +10,12 @@ import torch
 from torch import Tensor
 
 from sninspect import dialects
+from sninspect.audit.options import Selector, compile_option
 from sninspect.dialects import DialectName, SNLayer
 from sninspect.errors import LayerError
 from sninspect.io.load import display_name
 from sninspect.rewrite.files import PathLike, rewrite_file
-from sninspect.rewrite.options import Selector, Sigma, compile_option
+from sninspect.rewrite.options import RewriteOptions, Sigma, with_overrides
 from sninspect.rewrite.state import (
     State,
     StateRewrite,
@@ -91,10 +92,8 @@ def _bake(layer: SNLayer, tensors: Mapping[str, Tensor], sigma: Sigma) -> tuple[
 
 
 def strip(
-    path: PathLike, output: PathLike, *, sigma: Sigma | str = "eval", key: str | None = None,
-    include: str | None = None, exclude: str | None = None, transposed: str | None = None,
-    keep_optimizer: bool = False, force: bool = False, dry_run: bool = False, unsafe_load: bool = False,
-    coeff: float | None = None,
+    path: PathLike, output: PathLike, options: RewriteOptions | None = None, *, sigma: Sigma | str = "eval",
+    coeff: float | None = None, **overrides: object,
 ) -> Rewrite:
     """Bake SN into plain weights: ``sninspect.strip("D.pt", "D_plain.safetensors")``.
 
@@ -102,13 +101,14 @@ def strip(
     by in eval mode; ``exact``: σ1; ``power:N``: after N power steps); the rest of the checkpoint is
     kept. Optimizer state (it refers to the SN parameters) is dropped unless ``keep_optimizer``.
     ``coeff``: soft SN's coefficient, which the checkpoint does not store (default 1.0).
+    ``overrides`` are :class:`RewriteOptions` fields (``dry_run=True``, ``include="main"``).
     """
+    options = with_overrides(options, overrides)
     mode = Sigma.parse(sigma)
     return rewrite_file(
         "strip", path, output,
-        lambda state, prefix: strip_state(state, sigma=mode, include=include, exclude=exclude,
-                                          transposed=transposed, prefix=prefix, coeff=coeff),
+        lambda state, prefix: strip_state(state, sigma=mode, include=options.include, exclude=options.exclude,
+                                          transposed=options.transposed, prefix=prefix, coeff=coeff),
         provenance={"sigma": str(mode)} | ({"coeff": f"{coeff:g}"} if coeff is not None else {}),
-        key=key, keep_optimizer=keep_optimizer, force=force,
-        dry_run=dry_run, unsafe_load=unsafe_load,
+        options=options,
     )

@@ -8,7 +8,6 @@ operators), network (BatchNorm and the chain's products).
 from __future__ import annotations
 
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,7 +35,7 @@ from sninspect.audit.layers.operator import PendingBound, at_input, operator_byt
 from sninspect.audit.layers.tensors import UsableTensors, is_weight_candidate, normalisation_modules
 from sninspect.audit.layers.workers import WIDE_CHANNELS, run_all, worker_count
 from sninspect.audit.memory import Budget, budget
-from sninspect.audit.options import Options, resolve_device, resolve_dtype, with_overrides
+from sninspect.audit.options import Options, Selector, resolve_device, resolve_dtype, with_overrides
 from sninspect.dialects import SNLayer
 from sninspect.errors import UsageError, option
 from sninspect.io import residency
@@ -191,7 +190,7 @@ class _ModelWork:
         if names is not None:
             names += [prefix + display_name(layer.name) for layer in sn_layers] + [prefix + p.name for p in plain]
         if options.include or options.exclude:
-            keep = _selector(options.include, options.exclude)
+            keep = Selector(options.include, options.exclude)
             before = len(sn_layers) + len(plain)
             sn_layers = [layer for layer in sn_layers if keep(prefix + display_name(layer.name))]
             plain = [p for p in plain if keep(prefix + p.name)]
@@ -389,13 +388,3 @@ def _announcer(options: Options, prefix: str) -> Callable[[str], None]:
 def _selection() -> str:
     """How the user names the layer selection: ``--include/--exclude`` or ``include=/exclude=``."""
     return f"{option('include')}/{option('exclude')}"
-
-
-def _selector(include: str | None, exclude: str | None) -> Callable[[str], bool]:
-    """name ↦ whether ``--include``/``--exclude`` keep it (regexes searched in the full name)."""
-    try:
-        inc = re.compile(include) if include else None
-        exc = re.compile(exclude) if exclude else None
-    except re.error as err:
-        raise UsageError(f"{_selection()}: not a valid regular expression ({err})") from err
-    return lambda name: (inc is None or inc.search(name) is not None) and (exc is None or not exc.search(name))

@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
 from sninspect.audit.checks import judge
-from sninspect.audit.runs import trend
 from sninspect.errors import InputError
 from sninspect.io.files import printable
 from sninspect.io.monitor_log import read_records
 from sninspect.results.check import Rules, Verdict
 from sninspect.results.report import Report, json_safe, report_from_dict
-from sninspect.results.trend import Trend, step_number
+from sninspect.results.trend import step_number
 
-__all__ = ["LOG_SCHEMA", "log_record", "read_log", "reports_from_log", "tell"]
+__all__ = ["LOG_SCHEMA", "log_record", "reports_from_log"]
 
 LOG_SCHEMA = 1
 """The ``sninspect_monitor`` field of every record: the version of this layout."""
@@ -169,21 +167,3 @@ def _shown(value: Any) -> str:
     if isinstance(value, float) and math.isinf(value):
         return f"{'' if value > 0 else 'minus '}infinity (or a number too large for a float)"
     return repr(str(value)[:40]) if isinstance(value, str) else str(value)[:40]
-
-
-def read_log(path: str | os.PathLike[str], notes: list[str] | None = None, rules: Rules | None = None) -> Trend:
-    """A monitor log as a training run, ordered by step, judged by ``rules``; ``notes`` (when given)
-    collects the skipped torn lines, else each is a :class:`UserWarning`."""
-    reports, found = reports_from_log(path, rules)
-    tell(found, notes)
-    return trend.build(reports)
-
-
-def tell(found: Sequence[str], notes: list[str] | None) -> None:
-    if notes is not None:
-        notes.extend(found)
-        return
-    import warnings
-
-    for note in found:
-        warnings.warn(note, UserWarning, stacklevel=3)

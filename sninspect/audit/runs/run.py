@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
-from dataclasses import replace
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol
 
@@ -17,12 +17,12 @@ from sninspect.audit import checks
 from sninspect.audit.layers.pipeline import analyze
 from sninspect.audit.options import Options
 from sninspect.audit.runs import trend
-from sninspect.audit.runs.log import reports_from_log, tell
-from sninspect.errors import InputError
+from sninspect.audit.runs.log import reports_from_log
+from sninspect.errors import ExitCode, InputError
 from sninspect.io.files import printable
 from sninspect.io.monitor_log import is_log
 from sninspect.io.suffixes import CHECKPOINT_SUFFIXES, INDEX_SUFFIX
-from sninspect.results.check import Rules, Verdict
+from sninspect.results.check import Verdict
 from sninspect.results.report import Report
 from sninspect.results.trend import Separate, Trend
 
@@ -69,33 +69,93 @@ def collect(paths: Sequence[str | os.PathLike[str]]) -> list[Path]:
     return unique
 
 
-def audit(paths: Sequence[Path], options: Options, *, progress: ProgressHook | None = None,
-          failures: list[InputError] | None = None, notes: list[str] | None = None) -> list[Report]:
-    """``analyze`` each path, in the order given, advancing ``progress``; a monitor log
-    (``*.jsonl``) gives the report of each of its records instead (``notes`` collects its skipped
-    torn lines; without a list, each is a warning).
+@dataclass(frozen=True)
+class Unreadable:
+    """An input that could not be read: its path and the error that says why (one line, its exit code)."""
 
-    With ``failures`` (a list to fill), a checkpoint that cannot be read is appended there and the
-    others are still audited; without it, the first such error is raised. A single path always
-    raises: there is nothing else to report."""
-    reports = []
+    path: str
+    error: InputError
+
+    @property
+    def reason(self) -> str:
+        return str(self.error)
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return self.error.exit_code
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What auditing several inputs gave, as black's ``Report``: each input's reports or why it could not
+    be read (in the order given), the notes about the run (a monitor log's skipped torn lines), the
+    verdicts when judged (``check``), and the one :attr:`exit_code` the command ends with."""
+
+    inputs: int
+    """How many inputs were asked for."""
+    items: tuple[Report | Unreadable, ...]
+    """Per input, in order: its report (a monitor log: one per record), or why it could not be read."""
+    notes: tuple[str, ...] = ()
+    verdicts: tuple[Verdict, ...] = ()
+    """``check``'s verdicts (one per report, or an ``unreadable`` one per unreadable input); empty when
+    not judged."""
+
+    reports: tuple[Report, ...] = field(init=False)
+    """The reports of the inputs that could be read, in order."""
+    unreadable: tuple[Unreadable, ...] = field(init=False)
+    """The inputs that could not be read, in order."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reports", tuple(item for item in self.items if isinstance(item, Report)))
+        object.__setattr__(self, "unreadable", tuple(item for item in self.items if isinstance(item, Unreadable)))
+
+    @property
+    def exit_code(self) -> ExitCode:
+        """The first unreadable input's code (3), else 1 when a verdict fails, else 0."""
+        unreadable = self.unreadable
+        if unreadable:
+            return unreadable[0].exit_code
+        if any(not v.passed for v in self.verdicts):
+            return ExitCode.CHECK_FAILED
+        return ExitCode.OK
+
+    def raise_if_nothing_read(self) -> None:
+        """Raise the first input's error when no input could be read: there is nothing to report."""
+        if not self.reports and self.unreadable:
+            raise self.unreadable[0].error
+
+    def result(self) -> Report | Trend | Separate:
+        """The reports as one result (:func:`as_result`)."""
+        return as_result(self.reports)
+
+
+def audit(paths: Sequence[Path], options: Options, *, progress: ProgressHook | None = None,
+          keep_going: bool = True) -> Outcome:
+    """``analyze`` each path, in the order given, advancing ``progress``; a monitor log
+    (``*.jsonl``) gives the report of each of its records instead (its skipped torn lines become the
+    outcome's notes).
+
+    A checkpoint that cannot be read is kept in the outcome as :class:`Unreadable` and the others are
+    still audited; with ``keep_going=False`` the first such error is raised instead."""
+    items: list[Report | Unreadable] = []
+    notes: list[str] = []
     for path in paths:
         if progress is not None:
             progress.start(path.name)
         try:
             if is_log(path):
                 logged, skipped = reports_from_log(path, options.rules)
-                reports.extend(logged)
-                tell(skipped, notes)
+                items.extend(logged)
+                notes.extend(skipped)
             else:
-                reports.append(analyze(path, _announcing(options, path, progress)))
+                items.append(analyze(path, _announcing(options, path, progress)))
         except InputError as err:
-            if failures is None or len(paths) == 1:
+            if not keep_going:
                 raise
-            failures.append(err)
+            items.append(Unreadable(str(path), err))
         if progress is not None:
             progress.advance()
-    return reports
+    return Outcome(len(paths), tuple(items), tuple(notes))
 
 
 def _announcing(options: Options, path: Path, progress: ProgressHook | None) -> Options:
@@ -132,21 +192,9 @@ def modification_times(reports: Sequence[Report]) -> dict[str, float]:
     return times
 
 
-def check(paths: Sequence[Path], options: Options, rules: Rules, *,
-          progress: ProgressHook | None = None) -> list[Verdict]:
-    """Audit and judge each checkpoint; one that cannot be read gets an ``unreadable`` verdict
-    instead of stopping the others (usage errors, like an unknown ``--key``, still raise)."""
-    verdicts = []
-    options = replace(options, rules=rules)  # each report's verdicts are the ones judged here
-    for path in paths:
-        if progress is not None:
-            progress.start(path.name)
-        try:
-            reports = reports_from_log(path, rules)[0] if is_log(path) else [analyze(path, options)]
-        except InputError as err:
-            verdicts.append(checks.unreadable(str(path), str(err)))
-        else:
-            verdicts.extend(checks.check(report, rules) for report in reports)
-        if progress is not None:
-            progress.advance()
-    return verdicts
+def judged(outcome: Outcome, judge: Callable[[Report], Verdict]) -> Outcome:
+    """``outcome`` with its verdicts: ``judge`` of each report, an ``unreadable`` verdict for each input that
+    could not be read (in the order given)."""
+    verdicts = tuple(judge(item) if isinstance(item, Report) else checks.unreadable(item.path, item.reason)
+                     for item in outcome.items)
+    return replace(outcome, verdicts=verdicts)
