@@ -13,7 +13,7 @@ import io
 import re
 from collections.abc import Sequence
 from pathlib import PurePath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from rich import box
 from rich.console import Console, Group
@@ -101,7 +101,7 @@ def rich_table(table: Table, hidden: Sequence[str] = (), width: int = 200) -> Ri
               for i, column in enumerate(table.columns) if column.name_floor is not None}
     for i in shown:
         column = table.columns[i]
-        justify = "right" if column.right else "left"
+        justify: Literal["left", "right"] = "right" if column.right else "left"
         if i in limits:  # a name breaks onto more lines rather than lose a character; it is never hidden
             out.add_column(column.title, justify=justify, overflow="fold", max_width=limits[i],
                            min_width=min(limits[i], 16) if column.min_width else None)
