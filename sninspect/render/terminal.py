@@ -50,17 +50,17 @@ def render(result: Report | Trend | Separate | GraphReport, view: View) -> str:
     ``view.text_width`` columns wide (a file). ``view.explain``: the table ends with what each column means."""
     if isinstance(result, GraphReport):
         return graph_text(result, view.text_width)
-    text = _tables(result, view.console)
+    text = _tables(result, view.console, view.text_width)
     if view.explain:
         text = text.rstrip("\n") + "\n\n" + "\n".join(legend_lines(view.text_width)) + "\n"
     return text
 
 
-def _tables(result: Report | Trend | Separate, console: Console | None) -> str:
+def _tables(result: Report | Trend | Separate, console: Console | None, width: int) -> str:
     if console is None:
         if isinstance(result, Separate):
-            return "\n".join([separate_line(result), "", *(table_text(r) for r in result.reports)])
-        return run_text(result) if isinstance(result, Trend) else table_text(result)
+            return "\n".join([separate_line(result), "", *(table_text(r, width=width) for r in result.reports)])
+        return run_text(result, width=width) if isinstance(result, Trend) else table_text(result, width=width)
     with console.capture() as captured:
         if isinstance(result, Trend):
             print_run(result, console)

@@ -88,9 +88,9 @@ class Violation:
     """One line a person can act on."""
 
     def to_dict(self) -> dict[str, Any]:
-        data = json_safe(asdict(self))
+        data: dict[str, Any] = json_safe(asdict(self))  # a non-finite value is null
         data["rule"] = self.rule.value
-        return dict(data)
+        return data
 
 
 @dataclass(frozen=True)
