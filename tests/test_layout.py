@@ -244,3 +244,43 @@ def test_library_entry_points_take_no_loose_keyword_options() -> None:
                     continue  # a decorator's wrapper calling the function it wraps
                 found.append(f"{path.relative_to(PACKAGE)}:{use.lineno} {function.name}(**{bundle})")
     assert not found, "keyword options that bypass the typed options (use with_overrides):\n" + "\n".join(found)
+
+
+FORMAT_SYNTAX = {
+    "|---": "render/markdown.py",  # a Markdown table's alignment row
+    "<table": "render/html.py",
+    "<td": "render/html.py",
+    "json.dumps(": "results/jsonable.py",  # the one JSON policy
+    "csv.writer(": "render/csv.py",
+    ".to_csv(": "render/csv.py",
+    "::error": "render/github.py",
+    "---:": "render/markdown.py",  # a right-aligned Markdown column
+    "ElementTree": "render/junit.py",
+    "rich.table": "render/terminal.py",
+    "rich.panel": "render/terminal.py",
+}
+"""What only one format's module writes: its syntax appears in no other module of ``render/`` or
+``results/`` (a new format is one module, and no result type keeps a writer of its own)."""
+
+
+def test_one_module_per_format() -> None:
+    sys.path.insert(0, str(PACKAGE.parent))
+    from sninspect.render import dispatch
+    from sninspect.render.formats import CheckFormat, OutputFormat
+
+    assert set(dispatch.FORMAT_MODULES) == set(OutputFormat) and set(dispatch.CHECK_FORMAT_MODULES) == set(CheckFormat)
+    assert len(set(dispatch.FORMAT_MODULES.values())) == len(OutputFormat), "two formats share a module"
+    for fmt in OutputFormat:
+        assert callable(getattr(dispatch.format_module(fmt), "render", None)), f"{fmt}: no render()"
+    for check_fmt in CheckFormat:
+        module = dispatch.format_module(check_fmt)
+        assert callable(getattr(module, "render_check", None)), f"{check_fmt}: no render_check()"
+    found = []
+    for path in _modules():
+        relative = path.relative_to(PACKAGE).as_posix()
+        if _area(path) not in ("render", "results"):
+            continue
+        text = path.read_text()
+        found += [f"{relative}: {syntax!r} (belongs in {home})" for syntax, home in FORMAT_SYNTAX.items()
+                  if syntax in text and relative != home]
+    assert not found, "a format's syntax outside its module:\n" + "\n".join(found)

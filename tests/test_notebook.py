@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 import sninspect
 from sninspect.cli import app
-from sninspect.render.report import fmt
+from sninspect.render.numbers import fmt
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_checkpoints"
 DCGAN = SAMPLES / "dcgan_sn_torch.pt"

@@ -53,10 +53,9 @@ from sninspect.cli.options import (
 from sninspect.cli.output import choose_format, refuse_early, write_output
 from sninspect.cli.progress import Progress
 from sninspect.io.inputs import InputSet
-from sninspect.render import CheckFormat, OutputFormat, PlotFormat, render
-from sninspect.render.check import render_check, summary_line, to_junit
-from sninspect.render.inventory import render_inventory
-from sninspect.render.report import terminal_console
+from sninspect.render import CheckFormat, OutputFormat, PlotFormat, render, render_check
+from sninspect.render.junit import to_junit
+from sninspect.render.terminal import render_inventory, summary_line, terminal_console
 from sninspect.results.report import Report
 
 

@@ -118,8 +118,8 @@ def graph(
     from sninspect.audit.graph.analysis import GraphOptions, analyze_graph
     from sninspect.audit.memory import budget
     from sninspect.io.exported import load_exported
-    from sninspect.render.graph import render_graph
-    from sninspect.render.report import terminal_console
+    from sninspect.render.dispatch import render_graph
+    from sninspect.render.terminal import terminal_console
 
     fmt = choose_format(format, output)
     limit = memory_limit(max_memory)

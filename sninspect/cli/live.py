@@ -17,7 +17,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.text import Text
 
-from sninspect.render.report import layer_table, summary_panel
+from sninspect.render.terminal import layer_table, summary_panel
 from sninspect.results.report import Report, bound_not_computed
 
 

@@ -21,7 +21,8 @@ never interpreted by it:
                               number or a bare ``-`` (formula neutralisation)
 :func:`for_plot`              :func:`visible`, ``$`` as ``\\$`` (matplotlib's escape: no mathtext)
 :func:`for_json`              any JSON-able value with every lone surrogate in its strings (keys too)
-                              as the six characters ``\\udcXX``, so the output is valid UTF-8
+                              as the six characters ``\\udcXX``, so the output is valid UTF-8 (the
+                              JSON policy's own, :mod:`sninspect.results.jsonable`)
 ============================  ======================================================================
 
 Backslashes themselves are not doubled outside Markdown: ``a\\nb`` (backslash, n) and ``a<newline>b``
@@ -36,6 +37,8 @@ import re
 from typing import Any
 
 from rich.text import Text
+
+from sninspect.results.jsonable import for_json
 
 __all__ = ["for_csv_cell", "for_html", "for_json", "for_log_line", "for_markdown", "for_plot", "for_terminal",
            "visible"]
@@ -108,19 +111,6 @@ def for_plot(text: str) -> str:
     return visible(text).replace("$", "\\$")
 
 
-def for_json(value: Any) -> Any:
-    """``value`` (dicts, lists, strings, numbers) with every lone surrogate in its strings and keys
-    replaced by its escape text (``\\udcff``, Python's ``backslashreplace``): the JSON is valid UTF-8.
-    Every other character is kept; JSON escapes control characters itself."""
-    if isinstance(value, str):
-        return _no_surrogates(value)
-    if isinstance(value, dict):
-        return {(_no_surrogates(k) if isinstance(k, str) else k): for_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [for_json(v) for v in value]
-    return value
-
-
 # ----------------------------------------------------------------------------------------------
 
 
@@ -141,14 +131,6 @@ def _loose_underscores(run: re.Match[str]) -> str:
     text, start, end = run.string, run.start(), run.end()
     inside = start > 0 and end < len(text) and text[start - 1].isalnum() and text[end].isalnum()
     return run.group() if inside else "\\_" * (end - start)
-
-
-def _no_surrogates(text: str) -> str:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
 
 
 def _is_number(text: str) -> bool:

@@ -1,7 +1,9 @@
-"""``report --format html``: one self-contained page a person can open offline and share.
+"""The HTML format: one self-contained page a person can open offline and share, for a report, a run,
+unrelated checkpoints or the graph bound; and the tables of a notebook cell.
 
 Everything is inside the file: the CSS in a ``<style>`` element, every figure a PNG ``data:`` URI, no
-script, no link to anything outside. Reads ``report`` and ``trend``; the figures come from
+script, no link to anything outside. Every table is :func:`html_table` of a table of
+:mod:`sninspect.render.table` (a cell's mark is its class); the figures come from
 :mod:`sninspect.render.plots`.
 """
 
@@ -9,26 +11,20 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 from sninspect._version import __version__
+from sninspect.render import table as tables
 from sninspect.render.escape import for_html as escape
+from sninspect.render.formats import View
 from sninspect.render.grouping import group_warnings
-from sninspect.render.legend import COLUMNS, SUMMARY
-from sninspect.render.report import (
-    NUMBER_COLUMNS,
-    VERDICT,
-    cos_over,
-    number_cells,
-    order_text,
-    shape_text,
-    verdict_lines,
-)
-from sninspect.render.run_view import SUMMARY_HEADER, SUMMARY_LEFT, TREND_HEADER, summary_rows, trend_rows
-from sninspect.results.check import Rule
-from sninspect.results.report import Report, verdict_text
+from sninspect.render.legend import SUMMARY
+from sninspect.render.summary import order_text, verdict_lines
+from sninspect.render.table import Cell, Column, Table
+from sninspect.results.graph import GraphReport
+from sninspect.results.report import Report
 from sninspect.results.trend import Separate, Trend
 
 if TYPE_CHECKING:  # matplotlib is imported where figures are drawn: the notebook table draws none
@@ -62,8 +58,6 @@ details > summary { cursor: pointer; font-size: 1.2em; font-weight: 600; margin:
 .scroll { overflow-x: auto; }
 """
 
-_LAYER_HEADER = ("layer", "dialect", "kind", "shape", *NUMBER_COLUMNS, VERDICT)
-
 _CAPTIONS = {
     "sigma": "Above: (σ̂ − σ1)/σ1, the relative error of the estimate the model divides by. Below: σ_eff, "
              "the norm of the weight in use, as a bar from 1; red: the layer breaks check's max_sigma "
@@ -79,6 +73,14 @@ _CAPTIONS = {
                        "the dotted line is check's max_cos_error.",
 }
 """Every caption says what its figure draws; a red layer name in any figure: the layer breaks a rule."""
+
+
+def render(result: Report | Trend | Separate | GraphReport, view: View) -> str:
+    """The page of ``result``; ``view.on_checkpoint`` is called with each checkpoint's name once its
+    figures are drawn (a progress hook)."""
+    if isinstance(result, GraphReport):
+        return graph_page(result)
+    return to_html(result, on_checkpoint=view.on_checkpoint)
 
 
 def to_html(result: Report | Trend | Separate, *, on_checkpoint: Callable[[str], None] | None = None) -> str:
@@ -124,11 +126,8 @@ def to_html(result: Report | Trend | Separate, *, on_checkpoint: Callable[[str],
 
 def _legend() -> str:
     """The "Columns" section: what each column and summary term means (:mod:`sninspect.render.legend`)."""
-    rows = "".join(f'<tr><td class="l">{escape(t)}</td><td class="l"><code>{escape(f)}</code></td>'
-                   f'<td class="l">{escape(m)}</td></tr>' for t, f, m in COLUMNS)
     terms = "".join(f"<li><b>{escape(t)}</b>: {escape(m)}</li>" for t, m in SUMMARY)
-    return (f'<section><h2>Columns</h2><table><thead><tr><th class="l">column</th><th class="l">JSON field'
-            f'</th><th class="l">meaning</th></tr></thead><tbody>{rows}</tbody></table><ul>{terms}</ul></section>')
+    return f"<section><h2>Columns</h2>{html_table(tables.legend_table())}<ul>{terms}</ul></section>"
 
 
 def figure_data_uri(fig: Figure, *, dpi: int = DPI) -> str:
@@ -145,11 +144,9 @@ def _run_section(trend: Trend) -> str:
     from sninspect.render import plots
 
     out = [f"<h2>Training run: {len(trend.reports)} checkpoints ordered by {escape(trend.order_by)}</h2>",
-           '<div class="scroll">', _table(SUMMARY_HEADER, summary_rows(trend), left=SUMMARY_LEFT), "</div>"]
+           '<div class="scroll">', html_table(tables.summary_table(trend)), "</div>"]
     out += [_figure(name, fig) for name, fig in plots.trend_figures(trend).items()]
-    out += ["<h3>Per-layer trend</h3>", '<div class="scroll">',
-            _table(TREND_HEADER, trend_rows(trend), left={0},
-                   row_class=["" if all(s.present) else "absent" for s in trend.layers]), "</div>"]
+    out += ["<h3>Per-layer trend</h3>", '<div class="scroll">', html_table(tables.trend_table(trend)), "</div>"]
     if trend.changes:
         items = "".join(f"<li>{escape(c)}</li>" for c in group_warnings(trend.changes, measured=False))
         out.append(f'<ul class="warnings">{items}</ul>')
@@ -165,7 +162,7 @@ def _report_section(report: Report, *, level: int, figures: bool = True) -> str:
            f'<p class="meta">{escape(report.checkpoint)} · {escape(report.format)} · device '
            f"{escape(report.device)} · {escape(report.dtype)}{' · ' + escape(extras) if extras else ''} · "
            f"{escape(order_text(report))}</p>",
-           '<div class="scroll">', _layer_table(report), "</div>"]
+           '<div class="scroll">', html_table(tables.layer_table(report)), "</div>"]
     out.append(_verdict(report))
     if figures:
         out += [_figure(key, fig) for key, fig in plots.report_figures(report).items()]
@@ -183,46 +180,38 @@ def _verdict(report: Report) -> str:
 
 
 _STYLE_CLASS = {"red": "above", "yellow": "warn", "green": "ok", "dim": "assume"}
+"""The CSS class of each style of a verdict line."""
 
 
-def _layer_table(report: Report) -> str:
-    """The layer table; the cells the layer's verdict says break a rule are marked (no threshold here)."""
-    head = "".join(f'<th class="l">{escape(h)}</th>' if i < 4 or h == VERDICT else f"<th>{escape(h)}</th>"
-                   for i, h in enumerate(_LAYER_HEADER))
-    rows = []
-    for la in report.layers:
-        cells = [f'<td class="l">{escape(text)}</td>' for text in (la.name, la.dialect, la.kind,
-                                                                   shape_text(la.shape))]
-        if la.error is not None:
-            cells.append(f'<td class="l err" colspan="{len(NUMBER_COLUMNS)}">not audited: {escape(la.error)}</td>')
-        else:
-            above = "above" if la.breaks(Rule.max_sigma) else ""
-            over = {title: "warn" if flag else "" for title, flag in zip(
-                ("cos err u", "cos err v", "gap cos u", "gap cos v"), cos_over(la, report.rules).values(), strict=True)}
-            marks = {"rel err": above, "σ eff": above, **over}
-            cells += [_td(text, marks.get(title, ""))
-                      for title, text in zip(NUMBER_COLUMNS, number_cells(la, report.dtype), strict=True)]
-        klass = "above" if la.flagged else "ok" if la.verdict is not None else "assume"
-        cells.append(f'<td class="l {klass}">{escape(verdict_text(la.verdict))}</td>')
-        rows.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], *, left: set[int],
-           row_class: Sequence[str] | None = None) -> str:
-    head = "".join(f'<th class="l">{escape(h)}</th>' if i in left else f"<th>{escape(h)}</th>"
-                   for i, h in enumerate(header))
+def html_table(table: Table) -> str:
+    """``table`` as an HTML table: left-aligned columns ``class="l"``, a cell's mark its class, a row's
+    note (why a layer was not audited) across its number columns."""
+    head = "".join(f"<th>{escape(c.title)}</th>" if c.right else f'<th class="l">{escape(c.title)}</th>'
+                   for c in table.columns)
+    spanned = sum(c.right for c in table.columns)
     body = []
-    for r, row in enumerate(rows):
-        klass = row_class[r] if row_class else ""
-        cells = "".join(f'<td class="l">{escape(c)}</td>' if i in left else f"<td>{escape(c)}</td>"
-                        for i, c in enumerate(row))
-        body.append(f'<tr class="{klass}">{cells}</tr>' if klass else f"<tr>{cells}</tr>")
+    for row in table.rows:
+        cells, noted = [], False
+        for column, cell in zip(table.columns, row.cells, strict=True):
+            if row.note is None or not column.right:
+                cells.append(_td(column, cell))
+            elif not noted:  # the number columns of a layer not audited: one cell with the reason
+                cells.append(f'<td class="l err" colspan="{spanned}">not audited: {escape(row.note)}</td>')
+                noted = True
+        opening = f'<tr class="{_CLASSES[row.mark]}">' if row.mark else "<tr>"
+        body.append(opening + "".join(cells) + "</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
-def _td(text: str, klass: str = "") -> str:
-    return f'<td class="{klass}">{escape(text)}</td>' if klass else f"<td>{escape(text)}</td>"
+def _td(column: Column, cell: Cell) -> str:
+    classes = " ".join(k for k in ("" if column.right else "l", _CLASSES.get(cell.mark, "")) if k)
+    text = f"<code>{escape(cell.text)}</code>" if column.code else escape(cell.text)
+    return f'<td class="{classes}">{text}</td>' if classes else f"<td>{text}</td>"
+
+
+_CLASSES = {tables.ABOVE: "above", tables.WARN: "warn", tables.OK: "ok", tables.DIM: "assume",
+            tables.ERROR: "err", tables.ABSENT: "absent"}
+"""The CSS class of each cell and row mark."""
 
 
 def _figure(name: str, fig: Figure) -> str:
@@ -248,11 +237,34 @@ def notebook_html(result: Report | Trend) -> str:
     summary and per-layer trend tables; styles scoped to the cell, no figure (``.plot()`` draws them)."""
     if isinstance(result, Trend):
         body = (f"<b>training run: {len(result.reports)} checkpoints ordered by {escape(result.order_by)}</b>"
-                + _table(SUMMARY_HEADER, summary_rows(result), left=SUMMARY_LEFT)
-                + _table(TREND_HEADER, trend_rows(result), left={0},
-                         row_class=["" if all(s.present) else "absent" for s in result.layers]))
+                + html_table(tables.summary_table(result)) + html_table(tables.trend_table(result)))
     else:
         body = (f"<b>{escape(result.checkpoint)}</b> "
                 f'<span class="assume">{escape(result.format)} · {escape(result.device)} · '
-                f"{escape(result.dtype)}</span>" + _layer_table(result) + _verdict(result))
+                f"{escape(result.dtype)}</span>" + html_table(tables.layer_table(result)) + _verdict(result))
     return f'<div class="sninspect"><style>{_NOTEBOOK_CSS}</style>{body}</div>'
+
+
+# ----------------------------------------------------------------------------------------------
+# ``graph``: the sandwich, the bound-by-depth figure, the blocks and the nodes
+
+
+def graph_page(report: GraphReport) -> str:
+    """The graph bound's page."""
+    from sninspect.render.plots.graph import graph_depth_figure  # matplotlib: only when drawing
+
+    figure = figure_data_uri(graph_depth_figure(report))
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>sninspect graph · {escape(report.file)}</title>", f"<style>{_CSS}</style></head><body>",
+        f"<h1>sninspect graph · {escape(report.file)}</h1>",
+        f'<p class="meta">Lipschitz sandwich of an exported network, sninspect {escape(__version__)}</p>',
+        html_table(tables.graph_summary(report)),
+        f'<figure><img alt="bound by depth" src="{figure}"><figcaption>Upper bound of the Lipschitz '
+        "constant from the input to each operator along the graph (log scale), with the certified lower "
+        "bound and the chain product.</figcaption></figure>",
+        "<h2>Blocks</h2>", html_table(tables.graph_blocks(report)),
+        "<h2>Graph</h2>", '<div class="scroll">', html_table(tables.graph_nodes(report)),
+        "</div>", f'<p class="assume">Covers: {escape(report.assumptions)}.</p>', "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"

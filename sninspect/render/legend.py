@@ -1,13 +1,12 @@
 """What every column of the layer table means, in one place: ``report --explain`` (table), the
-"Columns" section of Markdown and HTML. The JSON field names are the README's "The numbers" table."""
+"Columns" section of Markdown and HTML (:func:`sninspect.render.table.legend_table`). The JSON field
+names are the README's "The numbers" table."""
 
 from __future__ import annotations
 
 import textwrap
 
 from rich.cells import cell_len
-
-from sninspect.render.escape import for_markdown
 
 COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("layer", "name", "module path and parameter (prefixed by the model when a file holds several)"),
@@ -54,11 +53,3 @@ def legend_lines(width: int) -> list[str]:
         out += [f"  {' ' * key}  {part}" for part in parts[1:]]
     return out
 
-
-def legend_markdown() -> str:
-    """A ``### Columns`` section: each column's title, JSON field and meaning, then the summary terms."""
-    out = ["### Columns\n", "| column | JSON field | meaning |", "|---|---|---|"]
-    out += [f"| {for_markdown(title)} | `{field}` | {for_markdown(meaning)} |" for title, field, meaning in COLUMNS]
-    out.append("")
-    out += [f"- **{for_markdown(term)}**: {for_markdown(meaning)}" for term, meaning in SUMMARY]
-    return "\n".join(out) + "\n"

@@ -1,16 +1,16 @@
 """What ``check`` found, as data: the rules, each broken rule, the verdict per checkpoint.
 
-Judged by :func:`sninspect.audit.checks.check`; shown by :mod:`sninspect.render.check`.
+Judged by :func:`sninspect.audit.checks.check`; shown by each format's module of :mod:`sninspect.render`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
 from sninspect.errors import UsageError
+from sninspect.results.jsonable import json_safe
 
 DEFAULT_MAX_SIGMA = 1.10
 """σ_eff up to 10% above 1. One power step per training step lags the moving weights: the healthy
@@ -88,10 +88,8 @@ class Violation:
     """One line a person can act on."""
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        data: dict[str, Any] = json_safe(asdict(self))  # a non-finite value is null
         data["rule"] = self.rule.value
-        if data["value"] is not None and not math.isfinite(data["value"]):
-            data["value"] = None
         return data
 
 

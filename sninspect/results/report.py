@@ -5,14 +5,11 @@ Nothing here computes a number: :mod:`sninspect.audit` fills these, :mod:`sninsp
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from sninspect.results.check import Rules
-
-SCHEMA_VERSION = 1
+from sninspect.results.jsonable import SCHEMA_VERSION, dumps, json_safe
 
 
 @dataclass(frozen=True)
@@ -249,7 +246,7 @@ class Report:
     def __str__(self) -> str:
         """The terminal summary: the layer table and the summary panel as ``sninspect report`` prints
         them into a file (100 columns, no colour); ``repr`` keeps the dataclass fields."""
-        from sninspect.render.report import table_text
+        from sninspect.render.terminal import table_text
 
         return table_text(self, width=100)
 
@@ -298,8 +295,9 @@ class Report:
         }
 
     def to_json(self, *, indent: int | None = 2, spectra: bool = False) -> str:
-        """``to_dict`` as strict JSON (NaN and infinities become ``null``)."""
-        return json.dumps(self.to_dict(spectra=spectra), indent=indent, allow_nan=False)
+        """``to_dict`` as JSON under the one policy (:mod:`sninspect.results.jsonable`: NaN and infinities
+        become ``null``, UTF-8 text)."""
+        return dumps(self.to_dict(spectra=spectra), indent=indent)
 
     def to_dataframe(self) -> Any:
         """One row per layer, the JSON layer fields as columns (pandas is imported on demand)."""
@@ -382,13 +380,3 @@ def _layer_dict(layer: LayerAudit, spectra: bool) -> dict[str, Any]:
     data["verdict"] = None if layer.verdict is None else list(layer.verdict)
     return json_safe(data)
 
-
-def json_safe(value: Any) -> Any:
-    """Recursively turn tuples into lists and non-finite floats into None (strict JSON)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sninspect.results.report import Report, json_safe
+from sninspect.results.jsonable import json_safe
+from sninspect.results.report import Report
 
 FILE_NAME = "file name"
 """``Trend.order_by`` when the checkpoints are ordered by the number in their file name."""
@@ -134,7 +135,7 @@ class Trend:
     def __str__(self) -> str:
         """The terminal view of the run (its summary and per-layer tables, 100 columns, no colour) as
         ``sninspect report`` prints it; ``repr`` keeps the dataclass fields."""
-        from sninspect.render.run_view import run_text
+        from sninspect.render.terminal import run_text
 
         return run_text(self, width=100)
 

@@ -19,7 +19,8 @@ from conftest import CASES, Trained, build_trained, cli
 from sninspect import analyze
 from sninspect.audit.checks import check, gap_cos_error
 from sninspect.errors import ExitCode
-from sninspect.render.check import summary_line, to_github, to_text
+from sninspect.render import github, terminal
+from sninspect.render.terminal import summary_line
 from sninspect.results.check import Rule, Rules, Verdict, Violation
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,7 +216,7 @@ def test_negative_sigma_hat_breaks_max_sigma_even_with_the_limit_off(tmp_path: P
         verdict = check(analyze(path, device="cpu"), rules)
         assert [(v.rule, v.layer) for v in verdict.violations] == [(Rule.max_sigma, "0.weight")]
         assert "flips" in verdict.violations[0].message
-        assert "0.weight" in to_text([verdict])
+        assert "0.weight" in terminal.render_check([verdict], Rules())
 
 
 def test_no_sn_fails(tmp_path: Path) -> None:
@@ -353,7 +354,8 @@ def test_github_format_escapes_per_the_workflow_commands_spec(failing: Path, tmp
     assert line.startswith(f"::error file={escaped},title=sninspect::2.weight: σ_eff = ")
     verdict = Verdict("a,b:c.pt", 1, (Violation("a,b:c.pt", Rule.warning, None, None, None, None,
                                                  "100% bad\r\nsecond line"),))
-    assert to_github([verdict]) == "::error file=a%2Cb%3Ac.pt,title=sninspect::100%25 bad%0D%0Asecond line\n"
+    expected = "::error file=a%2Cb%3Ac.pt,title=sninspect::100%25 bad%0D%0Asecond line\n"
+    assert github.render_check([verdict], Rules()) == expected
 
 
 def test_junit_xml_one_suite_per_checkpoint_one_case_per_sn_layer(failing: Path, passing: Path,
@@ -417,7 +419,7 @@ def test_pyproject_bad_key_is_a_usage_error(body: str, words: list[str], passing
 
 def test_github_format_makes_control_characters_visible() -> None:
     """An ESC in a layer name cannot colour or rewrite a CI log; CR/LF keep the spec's %0D/%0A."""
-    from sninspect.render.check import _gh_data
+    from sninspect.render.github import _gh_data
 
     assert _gh_data("a\x1b[31mb\r\nc%") == "a\\x1b[31mb%0D%0Ac%25"
 

@@ -20,7 +20,7 @@ import sninspect
 from sninspect.audit.checks import gap_cos_error
 from sninspect.render import OutputFormat, plots, render
 from sninspect.render.html import notebook_html
-from sninspect.render.report import layer_table
+from sninspect.render.terminal import layer_table
 from sninspect.results.check import Rule, Rules
 from sninspect.results.report import Report
 
@@ -178,7 +178,7 @@ def test_report_and_check_cli_judge_alike(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_str_of_a_report_is_its_terminal_summary() -> None:
-    from sninspect.render.report import table_text
+    from sninspect.render.terminal import table_text
 
     report = sninspect.analyze(ROOT / "sample_checkpoints" / "biggan_style_sn.pt", device="cpu")
     text = str(report)
@@ -208,7 +208,7 @@ def test_help_gives_each_command_summary_whole() -> None:
 def test_rel_err_prints_only_the_digits_it_holds() -> None:
     """A relative error within 8 units of the working precision's resolution is rounding noise: 0
     (1.97e-16 on one machine, 3.94e-16 on another, for the same layer)."""
-    from sninspect.render.report import fmt_rel
+    from sninspect.render.numbers import fmt_rel
 
     eps64, eps32 = 2.0**-52, 2.0**-23
     assert fmt_rel(1.97e-16) == fmt_rel(-3.94e-16) == fmt_rel(8 * eps64) == "0"
@@ -229,7 +229,7 @@ def test_analyze_takes_rules_as_a_mapping(tmp_path: Path) -> None:
 def test_summary_counts_read_the_rules() -> None:
     """"layers above the limit" counts the layers whose verdict breaks max_sigma at the limit given,
     and the check line names the rules and what breaks them; no count uses a tolerance of its own."""
-    from sninspect.render.report import verdict_lines
+    from sninspect.render.summary import verdict_lines
 
     sample = ROOT / "sample_checkpoints" / "mlp_sn_parametrize.safetensors"
     for limit in (1.02, 1.06, 1.10):

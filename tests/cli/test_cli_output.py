@@ -19,7 +19,8 @@ from torch.nn.utils import spectral_norm
 
 import sninspect
 from sninspect.errors import ExitCode
-from sninspect.render.report import fmt, table_text
+from sninspect.render.numbers import fmt
+from sninspect.render.terminal import table_text
 
 
 @pytest.fixture()
@@ -246,8 +247,8 @@ def test_html_and_markdown_carry_the_terminal_verdict() -> None:
     from html import escape
 
     from sninspect.render.html import to_html
-    from sninspect.render.markdown import to_markdown
-    from sninspect.render.report import verdict_lines
+    from sninspect.render.markdown import reports_markdown
+    from sninspect.render.summary import verdict_lines
 
     sample = Path(__file__).resolve().parents[2] / "sample_checkpoints" / "biggan_style_sn.pt"
     result = sninspect.analyze(sample, device="cpu")
@@ -255,7 +256,7 @@ def test_html_and_markdown_carry_the_terminal_verdict() -> None:
     assert any(line.startswith("worst σ_eff: ") for line in lines)
     assert any(line.startswith("network bound: matrix product") for line in lines)
     assert any(line.startswith("note: eval runs one fresh power step from u0") for line in lines)
-    page, md = to_html(result), to_markdown([result])
+    page, md = to_html(result), reports_markdown([result])
     terminal = re.sub(r"\s+", " ", table_text(result, width=400).replace("│", " "))
     for line in lines:
         assert escape(line) in page and f"- {line}" in md and line in terminal, line

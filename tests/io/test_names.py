@@ -171,8 +171,8 @@ def test_graph_csv_forges_no_row_either(tmp_path: Path) -> None:
     import sys
 
     from sninspect.audit.graph.analysis import GraphOptions, analyze_graph
+    from sninspect.render.dispatch import render_graph
     from sninspect.render.formats import OutputFormat
-    from sninspect.render.graph import render_graph
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from graphnets import export

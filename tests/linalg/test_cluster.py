@@ -23,8 +23,8 @@ from sninspect.linalg import conv_same
 from sninspect.linalg.conv_same import conv_same_operator_norm
 from sninspect.linalg.exact import DEGENERATE_GAP
 from sninspect.linalg.lanczos import ClusterBracket
-from sninspect.render.markdown import to_markdown
-from sninspect.render.report import fmt_sized
+from sninspect.render.markdown import reports_markdown
+from sninspect.render.numbers import fmt_sized
 from sninspect.results.check import Rules
 
 
@@ -165,7 +165,7 @@ def test_realsn_layout_printed_digits_gap_and_check(tmp_path: Path) -> None:
     state = _realsn_state([1, 3, 3, 1], 12, seed=1)
     torch.save(state, tmp_path / "realsn.pt")
     report = sninspect.analyze(tmp_path / "realsn.pt", device="cpu")
-    table = to_markdown([report])
+    table = reports_markdown([report])
     for layer in report.layers:
         key = layer.name
         exact = dense_singular(state[key + "_orig"], (12, 12))[0]

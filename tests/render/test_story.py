@@ -24,7 +24,8 @@ from sninspect.errors import command_line_spelling, option
 from sninspect.render import OutputFormat, render
 from sninspect.render.fit import fit_text_table, wrap_line, wrap_name
 from sninspect.render.grouping import group_notes, group_warnings
-from sninspect.render.report import table_text, verdict_lines
+from sninspect.render.summary import verdict_lines
+from sninspect.render.terminal import table_text
 from sninspect.results.report import CHAINED_ORDER, STORED_ORDER
 
 runner = CliRunner()
@@ -342,9 +343,9 @@ def test_factors_round_trip_through_json() -> None:
 def test_legend_names_every_column_of_the_table() -> None:
     """Every column the layer table can show has one legend row (title and JSON field), in table order."""
     from sninspect.render.legend import COLUMNS
-    from sninspect.render.report import _DESCRIPTIVE, NUMBER_COLUMNS, VERDICT
+    from sninspect.render.table import DESCRIPTIVE, NUMBER_COLUMNS, VERDICT
 
     titles = [title for title, _, _ in COLUMNS]
-    assert titles == ["layer", *_DESCRIPTIVE, *NUMBER_COLUMNS, VERDICT]
+    assert titles == ["layer", *DESCRIPTIVE, *NUMBER_COLUMNS, VERDICT]
     fields = json.loads(render(analyze("sample_checkpoints/dcgan_sn_torch.pt", device="cpu"), OutputFormat.json))
     assert {field for _, field, _ in COLUMNS} <= set(fields["layers"][0])

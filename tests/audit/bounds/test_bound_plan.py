@@ -19,7 +19,8 @@ from sninspect.audit.bounds.plan import LADDER, BoundTask, half_grid_count, plan
 from sninspect.cli.main import app
 from sninspect.linalg.conv_bounds import certification_factor
 from sninspect.linalg.symbol import half_grid
-from sninspect.render.report import percent, widths_text
+from sninspect.render.numbers import percent
+from sninspect.render.summary import widths_text
 from sninspect.results.report import Report, report_from_dict
 
 CHANNELS = [(3, 4), (4, 8), (8, 16), (16, 24), (24, 24)]

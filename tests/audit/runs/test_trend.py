@@ -108,7 +108,7 @@ def test_layer_that_appears_midway_is_reported_not_fatal(tmp_path: Path) -> None
     assert "training run" in table.stdout and "appears" in table.stdout
     data = json.loads(runner.invoke(app, ["report", *map(str, reversed(paths)), "-f", "json",
                                           "--device", "cpu"]).stdout)
-    assert set(data) == {"checkpoints", "trend"}
+    assert set(data) == {"schema", "checkpoints", "trend"}
     assert [Path(c["checkpoint"]).name for c in data["checkpoints"]] == ["s_1.pt", "s_2.pt", "s_3.pt"]
     assert data["trend"]["order_by"] == "step" and data["trend"]["steps"] == [1, 2, 3]
     layer4 = next(s for s in data["trend"]["layers"] if s["name"] == "4.weight")
