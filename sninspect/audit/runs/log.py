@@ -25,7 +25,8 @@ from sninspect.errors import InputError
 from sninspect.io.files import printable
 from sninspect.io.monitor_log import read_records
 from sninspect.results.check import Rules, Verdict
-from sninspect.results.report import Report, json_safe, report_from_dict
+from sninspect.results.jsonable import json_safe
+from sninspect.results.report import Report, report_from_dict
 from sninspect.results.trend import step_number
 
 __all__ = ["LOG_SCHEMA", "log_record", "reports_from_log"]

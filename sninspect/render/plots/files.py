@@ -10,9 +10,10 @@ from typing import assert_never
 
 from matplotlib.figure import Figure
 
-from sninspect.audit.runs.run import CHECKPOINT_SUFFIXES, ProgressHook
+from sninspect.audit.runs.run import ProgressHook
 from sninspect.errors import OutputError
 from sninspect.io.inputs import as_input_set
+from sninspect.io.suffixes import checkpoint_stem
 from sninspect.io.write import Inputs, check_target, open_atomic
 from sninspect.render.formats import PlotFormat
 from sninspect.render.plots.report import report_figures
@@ -155,11 +156,7 @@ def _folder_names(reports: Sequence[Report]) -> list[str]:
     """A subfolder name per checkpoint: its file name without the checkpoint suffix, made unique."""
     names: list[str] = []
     for report in reports:
-        base = Path(report.checkpoint).name
-        for suffix in CHECKPOINT_SUFFIXES:
-            if base.lower().endswith(suffix) and len(base) > len(suffix):
-                base = base[: -len(suffix)]
-                break
+        base = checkpoint_stem(Path(report.checkpoint).name)
         base = re.sub(r"[^\w.+-]", "_", base).lstrip(".") or "checkpoint"
         name, n = base, 2
         while name in names:
