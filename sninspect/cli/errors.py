@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from sninspect.errors import ExitCode, SninspectError, command_line_spelling
+from sninspect.io.write import Signalled
 from sninspect.render.escape import for_log_line
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -37,6 +38,8 @@ def handle_errors(command: F) -> F:
                 return command(*args, **kwargs)
         except SninspectError as err:
             _exit(f"error: {err}", err.exit_code)
+        except Signalled as caught:  # SIGTERM/SIGHUP that escaped a write's own unwinding: end as it says
+            caught.die()
         except KeyboardInterrupt:
             stderr().print("sninspect: interrupted", markup=False)
             raise typer.Exit(130) from None

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, NoReturn
 
 from sninspect.errors import OutputError, flag
 from sninspect.io.files import one_line, printable
@@ -351,12 +351,20 @@ def _remove(path: Path) -> None:
 # SIGTERM / SIGHUP during a write
 
 
-class _Signalled(BaseException):
-    """Raised from the signal handler to unwind the write (like KeyboardInterrupt for SIGINT)."""
+class Signalled(BaseException):
+    """Raised from the signal handler to unwind the write (like KeyboardInterrupt for SIGINT). It can
+    escape the write when the signal lands inside contextlib's own frames around the block (the
+    generator's cleanup then runs later, at garbage collection): whoever catches it calls :meth:`die`."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
+
+    def die(self) -> NoReturn:
+        """End the process as the signal's default action does (the write's handlers may still be set)."""
+        signal.signal(self.signum, signal.SIG_DFL)
+        signal.raise_signal(self.signum)
+        raise SystemExit(128 + self.signum)  # a platform where the default action does not end the process
 
 
 @contextmanager
@@ -375,7 +383,7 @@ def _unwind_on_signals(shown: str) -> Iterator[None]:
     def handler(signum: int, _frame: FrameType | None) -> None:
         if not fired:
             fired.append(signum)
-            raise _Signalled(signum)
+            raise Signalled(signum)
 
     previous: dict[int, Callable[[int, FrameType | None], Any] | int] = {}
     for signum in _SIGNALS:
@@ -386,7 +394,7 @@ def _unwind_on_signals(shown: str) -> Iterator[None]:
         signal.signal(signum, handler)
     try:
         yield
-    except _Signalled as caught:
+    except Signalled as caught:
         _restore(previous)
         signal.raise_signal(caught.signum)  # the process's own response; by default it ends here
         name = signal.Signals(caught.signum).name
