@@ -15,7 +15,15 @@ from typer.testing import CliRunner
 
 import sninspect
 from sninspect.audit import bound_plan
-from sninspect.audit.bound_plan import LADDER, BoundTask, half_grid_count, plan_widths, seconds_at, spectra_work
+from sninspect.audit.bound_plan import (
+    CHEAP,
+    LADDER,
+    BoundTask,
+    half_grid_count,
+    plan_widths,
+    seconds_at,
+    spectra_work,
+)
 from sninspect.cli.main import app
 from sninspect.linalg.conv_bounds import certification_factor
 from sninspect.linalg.symbol import half_grid
@@ -60,22 +68,35 @@ def test_half_grid_count_is_the_grids(grid: tuple[int, ...]) -> None:
 def test_plan_refines_narrow_kernels_first_within_the_budget() -> None:
     tasks = [BoundTask(f"l{n}", (n, n, 3, 3)) for n in (16, 64, 256, 1024, 512)]
     tasks.append(BoundTask("free", (64, 64, 3, 3), free_width=0.0056))
+    tasks.append(BoundTask("twice", (512, 512, 3, 3), bounds=2))  # σ numbers from the bound: no cheap rung
     spectra = sum(spectra_work(t.shape) for t in tasks)
     plan = plan_widths(tasks, spectra)
     assert plan == plan_widths(tasks, spectra)  # shapes only: the same every time
     assert plan.spent <= plan.budget
-    assert set(plan.widths.values()) <= set(LADDER)
+    assert set(plan.widths.values()) <= {*LADDER, CHEAP}
     assert plan.widths["free"] == LADDER[0]  # free at the target
+    assert plan.widths["twice"] <= LADDER[-1]
     by_width = [plan.widths[f"l{n}"] for n in (16, 64, 256, 512, 1024)]
-    assert by_width == sorted(by_width) and by_width[0] == LADDER[0] and by_width[-1] > LADDER[0]
-    # what was spent is the work of the rungs chosen beyond the coarsest
-    assert plan.spent == pytest.approx(sum(t.work(plan.widths[t.key]) - t.work(LADDER[-1]) for t in tasks))
+    assert by_width == sorted(by_width) and by_width[0] == LADDER[0] and by_width[-1] == CHEAP
+    # what was spent is the work of the rungs chosen beyond the widest
+    assert plan.spent == pytest.approx(sum(t.work(plan.widths[t.key]) - t.work(t.rungs(LADDER)[-1]) for t in tasks))
     everything = plan_widths(tasks, spectra, ratio=1e6)
     assert set(everything.widths.values()) == {LADDER[0]}
     nothing = plan_widths(tasks, spectra, ratio=0.0)
-    assert {k: w for k, w in nothing.widths.items() if k != "free"} == dict.fromkeys(
-        [t.key for t in tasks if t.key != "free"], LADDER[-1])
-    assert nothing.widths["free"] == LADDER[0] and nothing.spent == 0.0
+    assert {k: w for k, w in nothing.widths.items() if k not in ("free", "twice")} == dict.fromkeys(
+        [t.key for t in tasks if t.key not in ("free", "twice")], CHEAP)
+    assert nothing.widths["free"] == LADDER[0] and nothing.widths["twice"] == LADDER[-1] and nothing.spent == 0.0
+
+
+def test_the_cheap_rung_is_the_cheapest_and_costs_about_a_spectrum() -> None:
+    """The plan's model of the cheap rung: below every frequency rung (a tenth of the coarsest at n = 1024),
+    of the order of the layer's own exact spectrum."""
+    for shape in [(64, 64, 3, 3), (256, 128, 3, 3), (1024, 1024, 3, 3), (768, 512, 3, 3), (64, 32, 5, 5)]:
+        cheap = bound_plan.bound_work(shape, CHEAP)
+        assert 0.0 < cheap < bound_plan.bound_work(shape, LADDER[-1])
+        assert 0.3 < cheap / spectra_work(shape) < 3.0
+    big = (1024, 1024, 3, 3)
+    assert bound_plan.bound_work(big, CHEAP) < 0.1 * bound_plan.bound_work(big, LADDER[-1])
 
 
 def test_bound_work_grows_with_the_grid_and_n_cubed() -> None:
@@ -97,7 +118,7 @@ def test_seconds_estimate_scales_the_measured_layers() -> None:
 def test_default_widths_certify_the_fft_truth(tmp_path: Path, tight_budget: None) -> None:
     """Every default-width bound is a certified bracket of σ*: upper ≥ the fine-grid maximum (≤ σ*),
     lower ≤ that maximum's certified multiple (≥ σ*); the width field is upper/lower − 1, at least the
-    actual (upper − lower)/upper, within the rung planned; some layers are coarse, some at 1%."""
+    actual (upper − lower)/upper; some layers at 1%, the widest on the cheap rung (no frequency grid)."""
     path, state = plain_chain(tmp_path)
     report = sninspect.analyze(path, device="cpu")
     convs = [la for la in report.layers if la.kind == "conv2d"]
@@ -113,7 +134,8 @@ def test_default_widths_certify_the_fft_truth(tmp_path: Path, tight_budget: None
         assert la.operator_width == la.operator_bound / la.operator_lower - 1.0
         assert la.operator_width >= (la.operator_bound - la.operator_lower) / la.operator_bound
         assert la.operator_width >= (la.operator_bound - truth) / la.operator_bound
-        assert la.operator_width <= LADDER[-1]
+        assert math.isfinite(la.operator_width)
+    assert max(widths) > LADDER[-1]  # the widest kernel on the cheap rung: certified all the same
     head = next(la for la in report.layers if la.kind == "linear")
     assert head.operator_width == 0.0
     bounds = report.models[0].bounds
@@ -127,7 +149,13 @@ def _parse(line: str) -> tuple[dict[float, int], str]:
 
 
 def _buckets(widths: list[float], target: float) -> dict[float, int]:
+    """The summary's buckets: the ladder's rungs, then one for all finite widths above them, under the
+    widest rounded up to two significant digits."""
     levels = [target] + [w for w in LADDER if w > target]
+    wider = [w for w in widths if w > levels[-1]]
+    if wider:
+        step = 10.0 ** (math.floor(math.log10(max(wider))) - 1)
+        levels.append(math.ceil(max(wider) / step) * step)
     counts: dict[float, int] = {}
     for w in widths:
         level = next(lv for lv in levels if w <= lv)
