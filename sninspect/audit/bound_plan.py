@@ -121,9 +121,10 @@ def half_grid_count(grid: Sequence[int]) -> int:
 
 def bound_work(shape: Sequence[int], width: float) -> float:
     """Modelled floating-point operations of :func:`~sninspect.linalg.conv_bounds.conv_operator_bound`
-    at ``width`` (:data:`CHEAP`: :func:`cheap_work`): per frequency a complex Cholesky (8n³/3) and the upper triangle of G(ω) formed from
+    at ``width``: per frequency a complex Cholesky (8n³/3) and the upper triangle of G(ω) formed from
     the offsets' autocorrelation (2·(2 planes)·offsets·n²·0.56), plus :data:`RECORD_FREQUENCIES`, plus
-    the autocorrelation (2·taps·m·n² over half the offsets). 0 for 1-sized kernels (solved exactly)."""
+    the autocorrelation (2·taps·m·n² over half the offsets); at :data:`CHEAP`, :func:`cheap_work`.
+    0 for 1-sized kernels (solved exactly)."""
     c_out, c_in, *ks = shape
     if all(k == 1 for k in ks):
         return 0.0
