@@ -107,6 +107,20 @@ def test_bound_work_grows_with_the_grid_and_n_cubed() -> None:
     assert 7.5 < ratio < 8.0  # n³ with a little n² (forming G)
 
 
+def test_seconds_estimate_paces_cheap_layers_by_the_largest_frequency_layer() -> None:
+    """A layer on the cheap rung: its missing work at the pace (seconds per operation) of the layer with
+    the most work on a frequency rung, not its own (GEMM and copies, another pace than Cholesky)."""
+    tasks = [BoundTask("a", (64, 64, 3, 3)), BoundTask("b", (256, 256, 3, 3)), BoundTask("c", (512, 512, 3, 3))]
+    widths = {"a": 0.01, "b": 0.05, "c": CHEAP}
+    seconds = {"a": 1.0, "b": 2.0, "c": 0.5}
+    pace = 2.0 / tasks[1].work(0.05)
+    expected = 10.0 + 2.0 * (tasks[1].work(0.01) / tasks[1].work(0.05) - 1.0)
+    expected += (tasks[2].work(0.01) - tasks[2].work(CHEAP)) * pace
+    assert seconds_at(tasks, widths, seconds, 10.0, 0.01) == pytest.approx(expected)
+    alone = seconds_at(tasks[2:], {"c": CHEAP}, {"c": 0.5}, 10.0, 0.01)  # no frequency layer: its own pace
+    assert alone == pytest.approx(10.0 + 0.5 * (tasks[2].work(0.01) / tasks[2].work(CHEAP) - 1.0))
+
+
 def test_seconds_estimate_scales_the_measured_layers() -> None:
     tasks = [BoundTask("a", (64, 64, 3, 3)), BoundTask("b", (256, 256, 3, 3))]
     widths = {"a": 0.01, "b": 0.2}
@@ -136,6 +150,8 @@ def test_default_widths_certify_the_fft_truth(tmp_path: Path, tight_budget: None
         assert la.operator_width >= (la.operator_bound - truth) / la.operator_bound
         assert math.isfinite(la.operator_width)
     assert max(widths) > LADDER[-1]  # the widest kernel on the cheap rung: certified all the same
+    cheap = [la.name for la in convs if la.operator_width is not None and la.operator_width > LADDER[-1]]
+    assert cheap == ["net.4.weight"]  # the 24×24 kernel: the plan's last choice, the others refined
     head = next(la for la in report.layers if la.kind == "linear")
     assert head.operator_width == 0.0
     bounds = report.models[0].bounds
@@ -236,5 +252,10 @@ def test_widths_above_the_ladder_are_rounded_up_not_down() -> None:
     model = ModelAudit("", layers, chain, bounds=BoundWidths(target=0.01, budgeted=True, seconds_at_target=41.6))
     assert widths_text(model) == ("certified widths ≤ 1% on 2 layers, ≤ 20% on 1 layer, ≤ 130% on 1 layer, "
                                   "≤ ∞% on 1 layer; bound_tol=0.01 for 1% everywhere, about 42 s here")
+    # the cheap rung's widths, whatever they came out, in one bucket under the widest (rounded up)
+    cheap = tuple(layer(w) for w in (0.01, 0.64, 0.913, 0.995, 0.5, 0.2))
+    model = ModelAudit("", cheap, chain, bounds=BoundWidths(target=0.01, budgeted=True, seconds_at_target=300.0))
+    assert widths_text(model) == ("certified widths ≤ 1% on 1 layer, ≤ 20% on 1 layer, ≤ 100% on 4 layers; "
+                                  "bound_tol=0.01 for 1% everywhere, about 300 s here")
     asked = ModelAudit("", layers[:2], chain, bounds=BoundWidths(target=0.01, budgeted=False))
     assert widths_text(asked) == "certified widths ≤ 1% on all 2 layers (bound_tol=0.01)"

@@ -70,14 +70,14 @@ CHEAP_WIDTH = 1.0
 """The width the plan assumes of the cheap rung, to weigh refining it (measured 90–100% on the He-
 initialized Gaussian kernels of the 30M discriminator; lower on kernels whose symbol peaks)."""
 
-BUDGET_RATIO = 0.5
+BUDGET_RATIO = 0.3
 """Refinement work allowed per unit of spectra work (with :data:`START_WORK`): beyond the cheap rung,
-the default report spends about half of what the spectra-only audit does in all, in modelled work
+the default report spends about a third of the spectra-only audit's modelled work on frequency rungs
 (a 3×3 kernel's 1% bracket is ~60× its own spectrum's work, so only the narrow kernels of a wide
-network are refined to 1%). Set so that the default report on the 30M discriminator stays within 3×
-the spectra-only audit in CPU time (BENCHMARKS.md: 0.5 measured 2.4×, 0.75 2.8×, 1 3.9×, with the
-cheap rung at 1.7× alone); small checkpoints, whose budget is mostly :data:`START_WORK`, still get 1%
-everywhere."""
+network are refined to 1%). The model counts the Cholesky factorizations at the BLAS's pace, which the
+narrow kernels' small matrices do not reach (measured: about half of it), so the ratio is set from CPU
+time: the default report on the 30M discriminator within 3× the spectra-only audit (BENCHMARKS.md).
+Small checkpoints, whose budget is mostly :data:`START_WORK`, still get 1% everywhere."""
 
 START_WORK = 1e11
 """A process's fixed cost (start-up, loading), as floating-point operations: ~2.5 s at ~50 GF/s."""
@@ -140,7 +140,8 @@ def bound_work(shape: Sequence[int], width: float) -> float:
 
 def cheap_work(shape: Sequence[int]) -> float:
     """Modelled floating-point operations of the cheap rung (:mod:`sninspect.linalg.cheap_bound`): the
-    larger of the two outer reshapes' Gram matrices on their smaller side (2·s²·l) and its Cholesky
+    larger of the two outer reshapes' Gram matrices on their smaller side (its lower triangle: about
+    (1 + 1/blocks)·s²·l) and its Cholesky
     (s³/3), the power steps and Lanczos products (matrix-vector products of the kernel: 16 per power
     step pair, 8 per frequency product), the taps' Gram matrix (2·K²·n·m)."""
     c_out, c_in, *ks = shape
@@ -148,7 +149,7 @@ def cheap_work(shape: Sequence[int]) -> float:
     gram = 0.0
     for rows, cols in ((c_out, c_in * taps), (c_out * taps, c_in)):
         side, long = min(rows, cols), max(rows, cols)
-        gram = max(gram, 2.0 * side * side * long + side**3 / 3.0)
+        gram = max(gram, (1.0 + 1.0 / cheap_bound.GRAM_BLOCKS) * side * side * long + side**3 / 3.0)
     kernel = c_out * c_in * taps
     symbol_products = cheap_bound.FREQUENCIES * cheap_bound.SYMBOL_PRODUCTS * 8.0 * c_out * c_in
     return gram + 8.0 * cheap_bound.POWER_STEPS * kernel + symbol_products + 2.0 * taps * kernel

@@ -10,14 +10,16 @@ spectrum at n = 1024. This bracket costs about one spectrum, and is as wide as i
 - **upper**: √(∏k) · σ1 of one reshape of the kernel (Singla & Feizi 2021, "Fantastic Four", ICLR;
   :func:`~sninspect.linalg.conv_bounds.reshape_bounds` says why each reshape bounds σ*): of the two
   outer reshapes (c_out, c_in·∏k) and (c_out·∏k, c_in), the one a few power steps show smaller, its
-  σ1 certified by one Cholesky of s²I − RRᵀ on the smaller side (the Gram matrix: 2·n²·∏k·m
-  operations, the same as the spectrum's), s a converged Lanczos value nudged up by 1e-9. The mixed
-  reshapes (3n × 3n Gram matrices for 3×3 kernels, three times the work) are left to the finer rungs.
-- **lower**: the larger of the caller's floor and σ_max(K̂(ω)) from below at the :data:`FREQUENCIES`
-  frequencies of the coarsest grid with the largest ‖K̂(ω)‖_F (found from the taps' Gram matrix): a
-  Rayleigh quotient of K̂(ω)ᴴK̂(ω) by Lanczos on its real form, each product two n × m matrix-vector
-  products. Any frequency's σ_max is the norm of a circular convolution with this kernel, ≤ σ*: the
-  same meaning as the frequency bound's ``lower`` (the grid maximum).
+  σ1 certified by one Cholesky of s²I − RRᵀ on the smaller side (the Gram matrix's lower triangle:
+  about n²·∏k·m operations, half the spectrum's), s a converged Lanczos value nudged up by 1e-9. The
+  mixed reshapes (3n × 3n Gram matrices for 3×3 kernels, three times the work) are left to the finer rungs.
+- **lower**: the largest of the caller's floor, the power steps' estimates of the outer reshapes' σ1
+  (a unit input at one pixel comes out as the stacked taps times it, so σ* ≥ σ1 of either reshape),
+  and σ_max(K̂(ω)) from below at the :data:`FREQUENCIES` frequencies of the coarsest grid with the
+  largest ‖K̂(ω)‖_F (found from the taps' Gram matrix): a Rayleigh quotient of K̂(ω)ᴴK̂(ω) by Lanczos on
+  its real form, each product four n × m matrix-vector products. Any frequency's σ_max is the norm of a
+  circular convolution with this kernel, ≤ σ*: the same meaning as the frequency bound's ``lower`` (the
+  grid maximum).
 
 The width upper / lower − 1 is certified whatever it is: about 100% on He-initialized Gaussian kernels
 (the reshape bound is loose on flat symbols), less on trained kernels whose symbol peaks.
@@ -49,6 +51,12 @@ POWER_STEPS = 2
 SIGMA_PRODUCTS = 60
 """Most products of the Lanczos run on a reshape's Gram matrix (its σ1² estimate, then certified)."""
 
+GRAM_BLOCKS = 8
+"""Row blocks of the reshape's Gram matrix (its lower triangle only: 9/16 of the full product's work)."""
+
+GRAM_ROWS = 64
+"""Fewest rows of a block (smaller GEMMs run below the BLAS's pace)."""
+
 NUDGE = 1e-9
 """Relative step above the Lanczos estimate of σ1² where the Cholesky certificate is tried first."""
 
@@ -64,15 +72,24 @@ def reshape_bracket(weight: Tensor, grid: tuple[int, ...], slack: float, floor: 
     σ* ≥ σ1 of either (their power estimates are lower ends too)."""
     c_out, c_in, *ks = weight.shape
     taps = math.prod(ks)
-    outer = [weight.reshape(c_out, -1), weight.movedim(1, -1).reshape(-1, c_in)]  # (c_out, c_in·K), (c_out·K, c_in)
+    # (c_out, c_in·K) and (c_out·K, c_in), each laid out with its smaller side as contiguous rows
+    stacked = (weight.transpose(0, 1).reshape(c_in, -1) if c_in <= c_out * taps  # its transpose, one copy
+               else weight.movedim(1, -1).reshape(-1, c_in))
+    outer = [_wide(weight.reshape(c_out, -1)), stacked.contiguous()]
     estimates = [_power_estimate(matrix) for matrix in outer]
     chosen = outer[0] if estimates[0] <= estimates[1] else outer[1]
-    side, long = sorted(chosen.shape)
+    side, long = chosen.shape
     eps = torch.finfo(torch.float64).eps
     allowance = max(slack, 8.0 * eps * ((side + 1) ** 2 + long * side))  # Cholesky and Gram rounding
     upper = math.sqrt(taps) * certified_sigma1(chosen) * (1.0 + allowance)
     lower = max(floor, max(max(estimates), frequency_lower(weight, grid)) * (1.0 - allowance))
     return upper, min(lower, upper)
+
+
+def _wide(matrix: Tensor) -> Tensor:
+    """The matrix, or its transpose, with no more rows than columns, contiguous (the Gram matrix's row
+    blocks then run at the BLAS's pace: a transposed operand cost a third more)."""
+    return matrix.contiguous() if matrix.shape[0] <= matrix.shape[1] else matrix.T.contiguous()
 
 
 def _power_estimate(matrix: Tensor) -> float:
@@ -88,21 +105,39 @@ def _power_estimate(matrix: Tensor) -> float:
 
 def certified_sigma1(matrix: Tensor) -> float:
     """s ≥ σ1(matrix) (up to the Gram matrix's rounding and the Cholesky's backward error, the caller's
-    allowance): the Gram matrix G on the smaller side, a Lanczos bracket of its top eigenvalue, and a
-    Cholesky of s²I − G that succeeds (s² the lower end raised by 1e-9 relative, else the bracket's upper
-    end so raised; an eigen-solve where both fail)."""
-    gram = matrix @ matrix.T if matrix.shape[0] <= matrix.shape[1] else matrix.T @ matrix  # (s, s)
+    allowance): the Gram matrix G on the smaller side (its lower triangle: :func:`lower_gram`), a Lanczos
+    bracket of its top eigenvalue, and a Cholesky of s²I − G that succeeds (s² the lower end raised by
+    1e-9 relative, else the bracket's upper end so raised; an eigen-solve where both fail)."""
+    gram = lower_gram(_wide(matrix))  # (s, s), zeros above
+    diagonal = gram.diagonal().clone()
+
+    def apply(x: Tensor) -> Tensor:  # G x from the lower triangle L: L x + Lᵀ x − diag(G) x
+        return gram @ x + gram.T @ x - diagonal * x
+
     generator = torch.Generator(device="cpu").manual_seed(1)
     start = torch.randn(gram.shape[0], generator=generator, dtype=gram.dtype).to(gram.device)
-    found = top_eigen_bracket(lambda x: gram @ x, start, rtol=1e-12, max_products=SIGMA_PRODUCTS)
+    found = top_eigen_bracket(apply, start, rtol=1e-12, max_products=SIGMA_PRODUCTS)
     for square in (found.lower * (1.0 + NUDGE), found.upper * (1.0 + NUDGE)):
         if square > 0.0 and _below(gram, square):
             return math.sqrt(square)
-    return math.sqrt(max(float(torch.linalg.eigvalsh(gram)[-1]), 0.0) * (1.0 + NUDGE))
+    return math.sqrt(max(float(torch.linalg.eigvalsh(gram, UPLO="L")[-1]), 0.0) * (1.0 + NUDGE))
+
+
+def lower_gram(rows: Tensor) -> Tensor:
+    """The lower triangle (diagonal included) of rows·rowsᵀ (s, s), zeros above: :data:`GRAM_BLOCKS` row
+    blocks, each one GEMM against the rows up to its end (about (1 + 1/blocks)/2 of the full product's
+    work). The Cholesky and eigen-solves read only this triangle."""
+    s = rows.shape[0]
+    gram = rows.new_zeros(s, s)
+    step = max(GRAM_ROWS, -(-s // GRAM_BLOCKS))
+    for r0 in range(0, s, step):
+        r1 = min(s, r0 + step)
+        gram[r0:r1, :r1] = rows[r0:r1] @ rows[:r1].T
+    return gram.tril_()
 
 
 def _below(gram: Tensor, square: float) -> bool:
-    """Whether square·I − G is positive definite: its Cholesky succeeds."""
+    """Whether square·I − G is positive definite: its Cholesky (of the lower triangle) succeeds."""
     shifted = -gram
     shifted.diagonal().add_(square)
     return int(torch.linalg.cholesky_ex(shifted).info) == 0
@@ -123,10 +158,12 @@ def frequency_lower(weight: Tensor, grid: tuple[int, ...]) -> float:
     taps = flat.T @ flat  # (K, K): ⟨K_x, K_y⟩
     # ‖K̂(ω)‖_F² = Σ_{x,y} ⟨K_x, K_y⟩ cos(ω·(x − y))
     traces = ((cos @ taps) * cos).sum(-1) + ((sin @ taps) * sin).sum(-1)  # (P,)
+    top = torch.argsort(traces, descending=True)[:FREQUENCIES]
+    parts = torch.cat([cos[top], sin[top]]) @ flat.T  # (2F, n·m): the symbols' real and imaginary parts, one pass
+    count = top.numel()
     best = 0.0
-    for p in torch.argsort(traces, descending=True)[:FREQUENCIES].tolist():
-        real = (flat @ cos[p]).reshape(c_out, c_in)  # K̂(ω) = Σ_x K_x e^{−iω·x} = real − i·imag
-        imag = (flat @ sin[p]).reshape(c_out, c_in)
+    for j in range(count):  # K̂(ω) = Σ_x K_x e^{−iω·x} = real − i·imag; rows of `parts`: contiguous
+        real, imag = parts[j].view(c_out, c_in), parts[count + j].view(c_out, c_in)
         best = max(best, _symbol_sigma(real, imag))
     return best
 
