@@ -166,12 +166,11 @@ def _parse(line: str) -> tuple[dict[float, int], str]:
 
 def _buckets(widths: list[float], target: float) -> dict[float, int]:
     """The summary's buckets: the ladder's rungs, then one for all finite widths above them, under the
-    widest rounded up to two significant digits."""
+    widest rounded up to a whole percent."""
     levels = [target] + [w for w in LADDER if w > target]
     wider = [w for w in widths if w > levels[-1]]
     if wider:
-        step = 10.0 ** (math.floor(math.log10(max(wider))) - 1)
-        levels.append(math.ceil(max(wider) / step) * step)
+        levels.append(math.ceil(max(wider) * 100.0) / 100.0)
     counts: dict[float, int] = {}
     for w in widths:
         level = next(lv for lv in levels if w <= lv)
@@ -250,12 +249,12 @@ def test_widths_above_the_ladder_are_rounded_up_not_down() -> None:
     chain = NetworkBound(None, None, (), (), (), (), "")
     layers = tuple(layer(w) for w in (0.0, 0.009, 0.15, 1.234, math.inf))
     model = ModelAudit("", layers, chain, bounds=BoundWidths(target=0.01, budgeted=True, seconds_at_target=41.6))
-    assert widths_text(model) == ("certified widths ≤ 1% on 2 layers, ≤ 20% on 1 layer, ≤ 130% on 1 layer, "
+    assert widths_text(model) == ("certified widths ≤ 1% on 2 layers, ≤ 20% on 1 layer, ≤ 124% on 1 layer, "
                                   "≤ ∞% on 1 layer; bound_tol=0.01 for 1% everywhere, about 42 s here")
     # the cheap rung's widths, whatever they came out, in one bucket under the widest (rounded up)
-    cheap = tuple(layer(w) for w in (0.01, 0.64, 0.913, 0.995, 0.5, 0.2))
+    cheap = tuple(layer(w) for w in (0.01, 0.64, 0.913, 1.0063, 0.5, 0.2))
     model = ModelAudit("", cheap, chain, bounds=BoundWidths(target=0.01, budgeted=True, seconds_at_target=300.0))
-    assert widths_text(model) == ("certified widths ≤ 1% on 1 layer, ≤ 20% on 1 layer, ≤ 100% on 4 layers; "
+    assert widths_text(model) == ("certified widths ≤ 1% on 1 layer, ≤ 20% on 1 layer, ≤ 101% on 4 layers; "
                                   "bound_tol=0.01 for 1% everywhere, about 300 s here")
     asked = ModelAudit("", layers[:2], chain, bounds=BoundWidths(target=0.01, budgeted=False))
     assert widths_text(asked) == "certified widths ≤ 1% on all 2 layers (bound_tol=0.01)"
