@@ -97,13 +97,13 @@ def widths_reached(report_json: str) -> str:
     the width ladder at or above it), with the model's estimate for ``--bound-tol 0.01`` where given."""
     data = json.loads(report_json)
     ladder = (0.01, 0.02, 0.05, 0.1, 0.2)
+    widths = [layer["operator_width"] for layer in data["layers"] if layer.get("operator_width") is not None]
+    wider = max((w for w in widths if w > ladder[-1]), default=None)  # the cheap rung's: one bucket
     counts: dict[float, int] = {}
-    for layer in data["layers"]:
-        width = layer.get("operator_width")
-        if width is not None:
-            level = next((lv for lv in ladder if width <= lv), width)
-            counts[level] = counts.get(level, 0) + 1
-    text = ", ".join(f"≤{100 * lv:g}%: {n}" for lv, n in sorted(counts.items()))
+    for width in widths:
+        level = next((lv for lv in ladder if width <= lv), wider)
+        counts[level] = counts.get(level, 0) + 1
+    text = ", ".join(f"≤{100 * lv:.3g}%: {n}" for lv, n in sorted(counts.items()))
     estimates = [m["bounds"]["seconds_at_target"] for m in data["models"]
                  if m.get("bounds") and m["bounds"].get("seconds_at_target") is not None]
     return text + (f" (1% est. {sum(estimates):.0f} s)" if estimates else "")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import sninspect
-from sninspect.linalg.conv_bounds import conv_operator_bound, grid_max
+from sninspect.linalg.conv_bounds import CHEAP, conv_operator_bound, grid_max
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
@@ -37,6 +37,18 @@ def test_conv_bound_on_cuda_is_the_cpus(tol: float) -> None:
     gpu = conv_operator_bound(weight, tol=tol, device="cuda")
     assert (gpu.grid, gpu.method) == (cpu.grid, cpu.method)
     assert gpu.upper == pytest.approx(cpu.upper, rel=1e-12) and gpu.lower == pytest.approx(cpu.lower, rel=1e-12)
+
+
+def test_cheap_rung_on_cuda_brackets_the_cpus_one_percent() -> None:
+    """The cheap rung (no frequency grid) on the device: a bracket of the same norm as the CPU's 1% one,
+    and the CPU's cheap bracket to within the Lanczos runs' tolerances."""
+    weight = torch.randn(96, 64, 3, 3, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    fine = conv_operator_bound(weight, tol=0.01)
+    cpu = conv_operator_bound(weight, tol=CHEAP)
+    gpu = conv_operator_bound(weight, tol=CHEAP, device="cuda")
+    assert gpu.method == cpu.method == "reshape (no frequency grid)"
+    assert gpu.upper >= fine.lower and gpu.lower <= fine.upper
+    assert gpu.upper == pytest.approx(cpu.upper, rel=1e-6) and gpu.lower == pytest.approx(cpu.lower, rel=1e-2)
 
 
 def test_default_report_on_cuda_is_the_cpus() -> None:

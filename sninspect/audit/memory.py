@@ -142,9 +142,14 @@ def spectra_bytes(count: int, rows: int, cols: int, itemsize: int) -> int:
     return count * per_matrix * itemsize
 
 
-def conv_bound_bytes(shape: Sequence[int], grid: Sequence[int]) -> int:
-    """Peak bytes of the certified conv bound of a kernel (c_out, c_in, k...) on ``grid``."""
+def conv_bound_bytes(shape: Sequence[int], grid: Sequence[int] | None) -> int:
+    """Peak bytes of the certified conv bound of a kernel (c_out, c_in, k...) on ``grid`` (None: the
+    cheap rung, no grid: the kernel's copies, the reshape's Gram matrix and one frequency's symbol)."""
     c_out, c_in, *ks = shape
+    if grid is None:
+        taps = math.prod(ks)
+        side = max(min(c_out, c_in * taps), min(c_out * taps, c_in))
+        return 5 * math.prod(shape) * 8 + 3 * side * side * 8 + 6 * c_out * c_in * 8 + LIBRARY_WORKSPACE
     n = min(c_out, c_in)
     points = math.prod(grid)
     frequencies = points // 2 + 1
@@ -162,6 +167,12 @@ def conv_bound_bytes(shape: Sequence[int], grid: Sequence[int]) -> int:
     return phases + indices + autocorrelation + block + kernel + LIBRARY_WORKSPACE
 
 
+def bound_grid(shape: Sequence[int], tol: float) -> tuple[int, ...] | None:
+    """The frequency grid of the conv bound of a kernel of ``shape`` at ``tol``; None at the cheap rung
+    (``tol`` infinite: no grid)."""
+    return None if math.isinf(tol) else grid_sizes(shape[2:], tol)
+
+
 BOUND_TOLS = (1e-6, 2e-6, 5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2e-4, 5e-4, 1e-3, 2e-3, 5e-3, 0.01, 0.02, 0.05, 0.1,
               0.2, 0.5)
 """The ``--bound-tol`` values a refusal may suggest (the option's range, in 1-2-5 steps)."""
@@ -171,7 +182,7 @@ def bound_tol_fix(shape: Sequence[int], tol: float, budget: int) -> str:
     """What to pass instead when the conv bound at ``tol`` is over ``budget`` bytes: the finest
     ``--bound-tol`` that fits, else a larger ``--max-memory``."""
     for candidate in BOUND_TOLS:
-        if candidate > tol and conv_bound_bytes(shape, grid_sizes(shape[2:], candidate)) <= budget:
+        if candidate > tol and conv_bound_bytes(shape, bound_grid(shape, candidate)) <= budget:
             return f"{option('bound_tol', f'{candidate:g}')} fits, or raise {option('max_memory').rstrip('=')}"
     return f"raise {option('max_memory').rstrip('=')}"
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from sninspect.errors import OperandError
+from sninspect.linalg.cheap_bound import reshape_bracket
 from sninspect.linalg.failures import typed_solver_errors
 from sninspect.linalg.lanczos import top_rayleigh
 from sninspect.linalg.reshape_bound import reshape_bound_below, reshapes, sigma1
@@ -32,6 +33,13 @@ the autocorrelation (25 n² floats for 3×3) once per block."""
 FACTOR_BYTES = 16 * 2**20
 """Matrices per Cholesky or eigen-solve call: small enough that their workspaces are recycled by
 the allocator instead of page-faulted anew on every call."""
+
+CHEAP = math.inf
+"""``tol`` asking for the cheapest certified bracket, whatever its width: no frequency grid, the reshape
+bound over a few frequencies' σ_max from below (:mod:`sninspect.linalg.cheap_bound`)."""
+
+CHEAP_SAMPLES = 0.2
+"""The width whose grid (8×8 for 3×3 kernels) the cheap bracket's lower end samples frequencies of."""
 
 ROUNDING_SLACK = 1e-9
 """Relative allowance added to certified bounds for floating-point rounding: the Cholesky backward
@@ -251,16 +259,19 @@ def conv_operator_bound(
     Cholesky per frequency; ``lower`` is then the larger of the two, still ≤ σ*, and ``upper`` its
     certified multiple.
     """
-    weight = as_kernel(kernel, device)
+    weight = as_kernel(kernel, device, finite=False)  # checked below, on the taps' peaks: one pass less
     slack = _slack(min(weight.shape[:2]))
     if not tol > 4.0 * slack:
         raise OperandError(f"tol must be positive and above the rounding allowance {4.0 * slack:.1g}, got {tol}")
-    scale = float(weight.abs().max())
+    peaks = weight.abs().amax(dim=(0, 1))  # (k...): each tap's largest |w|, read once
+    scale = float(peaks.max())
+    if not math.isfinite(scale):  # a NaN or an infinity anywhere makes the largest |w| one
+        raise OperandError("conv kernel has NaN or infinite entries")
     if scale == 0.0:
         return ConvBound(0.0, 0.0, 0.0, 0.0, (1,) * (weight.dim() - 2), "exact (zero kernel)")
     # The norm scales with the kernel and ignores a shift: bound max|w| = 1 (no under- or overflow at
     # 1e-170 or 1e154) with all-zero border taps trimmed (a 3×3 kernel using its centre only is 1×1).
-    bound = _normalized_bound(trim_zero_taps(weight / scale), tol, slack, max(0.0, floor) / scale)
+    bound = _normalized_bound(trim_zero_taps(weight, peaks) / scale, tol, slack, max(0.0, floor) / scale)
     return ConvBound(bound.upper * scale, bound.lower * scale, bound.tight * scale,
                      None if bound.cheap is None else bound.cheap * scale, bound.grid, bound.method)
 
@@ -295,6 +306,9 @@ def _normalized_bound(weight: Tensor, tol: float, slack: float, floor: float = 0
     if all(k == 1 for k in ks):
         sigma = sigma1(weight.reshape(c_out, c_in))  # (c_out, c_in)
         return ConvBound(sigma, sigma, sigma, sigma, (1,) * len(ks), "exact (1x1)")
+    if math.isinf(tol):  # CHEAP: no frequency grid at all (linalg.cheap_bound)
+        upper, lower = reshape_bracket(weight, grid_sizes(ks, CHEAP_SAMPLES), slack, floor)
+        return ConvBound(upper, lower, upper, upper, (1,) * len(ks), "reshape (no frequency grid)")
     grid = grid_sizes(ks, (1.0 + tol) / (1.0 + 2.0 * slack) - 1.0)
     try:
         lower = grid_max(weight, grid, slack=slack, floor=floor)
@@ -310,22 +324,27 @@ def _normalized_bound(weight: Tensor, tol: float, slack: float, floor: float = 0
     return ConvBound(cheap, lower, tight, cheap, grid, "reshape")
 
 
-def trim_zero_taps(weight: Tensor) -> Tensor:
+def trim_zero_taps(weight: Tensor, peaks: Tensor | None = None) -> Tensor:
     """The kernel without its all-zero border slices along each spatial axis (at least one tap kept).
     The operator norm over all input sizes is shift-invariant, so these taps change nothing but cost:
-    a 3×3 kernel with only its centre tap is bounded as the 1×1 it is, exactly."""
-    for axis in range(2, weight.dim()):
-        taps = weight.abs().amax(dim=tuple(a for a in range(weight.dim()) if a != axis)) > 0  # (k,)
-        used = torch.nonzero(taps).flatten()
+    a 3×3 kernel with only its centre tap is bounded as the 1×1 it is, exactly. ``peaks``: the taps'
+    largest |w| (k...), where the caller has them."""
+    if peaks is None:
+        peaks = weight.abs().amax(dim=(0, 1))  # (k...)
+    for axis in range(peaks.dim()):
+        others = tuple(a for a in range(peaks.dim()) if a != axis)
+        used = torch.nonzero((peaks.amax(dim=others) if others else peaks) > 0).flatten()
         if used.numel() == 0:
             return weight
         first, last = int(used[0]), int(used[-1])
-        weight = weight.narrow(axis, first, last - first + 1)
+        weight = weight.narrow(2 + axis, first, last - first + 1)
+        peaks = peaks.narrow(axis, first, last - first + 1)
     return weight
 
 
-def as_kernel(kernel: Tensor, device: torch.device | str | None) -> Tensor:
-    """A detached real float64 conv kernel (c_out, c_in, k1[, k2[, k3]]) on ``device``."""
+def as_kernel(kernel: Tensor, device: torch.device | str | None, *, finite: bool = True) -> Tensor:
+    """A detached real float64 conv kernel (c_out, c_in, k1[, k2[, k3]]) on ``device``; ``finite`` False:
+    the caller checks for NaN and infinite entries itself."""
     if kernel.dim() not in (3, 4, 5):
         raise OperandError(f"expected a conv kernel (c_out, c_in, k1[, k2[, k3]]), got {list(kernel.shape)}")
     if kernel.is_complex():
@@ -333,6 +352,6 @@ def as_kernel(kernel: Tensor, device: torch.device | str | None) -> Tensor:
     if kernel.numel() == 0:
         raise OperandError(f"expected a non-empty conv kernel, got shape {list(kernel.shape)}")
     weight = kernel.detach().to(device=device if device is not None else kernel.device, dtype=torch.float64)
-    if not bool(torch.isfinite(weight).all()):
+    if finite and not bool(torch.isfinite(weight).all()):
         raise OperandError("conv kernel has NaN or infinite entries")
     return weight

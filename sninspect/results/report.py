@@ -183,8 +183,9 @@ class NetworkBound:
 
 
 WIDTH_LADDER = (0.01, 0.02, 0.05, 0.1, 0.2)
-"""The widths the default's work budget chooses among for each conv bound, finest first (the last is
-where every layer starts); the summary counts layers by the smallest of these at or above their width."""
+"""The frequency rungs the default's work budget chooses among for each conv bound, finest first (below
+the last, the cheap rung with no grid, where every layer starts: its width is whatever it comes out);
+the summary counts layers by the smallest of these at or above their width, and the wider ones together."""
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from sninspect._version import __version__
-from sninspect.linalg import conv_bounds, lanczos, reshape_bound, screen32, symbol
+from sninspect.linalg import cheap_bound, conv_bounds, lanczos, reshape_bound, screen32, symbol
 from sninspect.linalg.conv_bounds import ConvBound
 
 __all__ = ["APPLICATION_ID", "BoundCache", "algorithm_version", "cache_path", "cached_bound"]
@@ -46,7 +46,7 @@ SCHEMA = 1
 BUSY_MS = 10_000
 """How long a run waits for another run's write before it calls the cache locked."""
 
-_ALGORITHM = (conv_bounds, symbol, lanczos, reshape_bound, screen32)
+_ALGORITHM = (conv_bounds, cheap_bound, symbol, lanczos, reshape_bound, screen32)
 """The modules whose code decides a bound's value."""
 
 _version: str | None = None

@@ -15,7 +15,7 @@ from sninspect import dialects
 from sninspect.audit.bounds.cache import BoundCache, cached_bound
 from sninspect.audit.checks import gap_cos_error
 from sninspect.audit.layers.layer import LAYER_FAILURES
-from sninspect.audit.memory import NO_LIMIT, Budget, bound_tol_fix, conv_bound_bytes, conv_same_bytes
+from sninspect.audit.memory import NO_LIMIT, Budget, bound_grid, bound_tol_fix, conv_bound_bytes, conv_same_bytes
 from sninspect.dialects import OperatorView, SNLayer
 from sninspect.errors import option
 from sninspect.io import residency
@@ -49,7 +49,7 @@ def operator_bytes(audit: LayerAudit, layer: SNLayer | None, tensors: Mapping[st
     shape = tuple(audit.shape)
     transposed = audit.kind.startswith("conv_transpose")
     try:
-        need = conv_bound_bytes(shape, conv_bounds.grid_sizes(shape[2:], tol))
+        need = conv_bound_bytes(shape, bound_grid(shape, tol))
         view = None if layer is None else dialects.of(layer).operator_view(layer, tensors)
     except LAYER_FAILURES:
         return 0
@@ -96,10 +96,11 @@ def require_bound(shape: tuple[int, ...], tol: float, budget: Budget) -> None:
     """Refuse (:class:`MemoryBudgetError`) the certified conv bound of a kernel of ``shape`` at ``tol``
     when its estimate is over ``budget``, before anything is allocated; the refusal names the finest
     ``--bound-tol`` that fits."""
-    grid = conv_bounds.grid_sizes(shape[2:], tol)
-    budget.require(conv_bound_bytes(shape, grid), f"the certified conv bound at {option('bound_tol', f'{tol:g}')} "
-                                                  f"(a {'×'.join(map(str, grid))} frequency grid) ",
-                   fix=lambda room: bound_tol_fix(shape, tol, room))
+    grid = bound_grid(shape, tol)
+    what = ("the cheapest certified conv bound (no frequency grid) " if grid is None else
+            f"the certified conv bound at {option('bound_tol', f'{tol:g}')} (a {'×'.join(map(str, grid))} frequency "
+            "grid) ")
+    budget.require(conv_bound_bytes(shape, grid), what, fix=lambda room: bound_tol_fix(shape, tol, room))
 
 
 def with_operator_sized(audit: LayerAudit, layer: SNLayer | None, tensors: Mapping[str, Tensor],

@@ -15,7 +15,15 @@ from typer.testing import CliRunner
 
 import sninspect
 from sninspect.audit.bounds import plan as bound_plan
-from sninspect.audit.bounds.plan import LADDER, BoundTask, half_grid_count, plan_widths, seconds_at, spectra_work
+from sninspect.audit.bounds.plan import (
+    CHEAP,
+    LADDER,
+    BoundTask,
+    half_grid_count,
+    plan_widths,
+    seconds_at,
+    spectra_work,
+)
 from sninspect.cli.main import app
 from sninspect.linalg.conv_bounds import certification_factor
 from sninspect.linalg.symbol import half_grid
@@ -61,22 +69,35 @@ def test_half_grid_count_is_the_grids(grid: tuple[int, ...]) -> None:
 def test_plan_refines_narrow_kernels_first_within_the_budget() -> None:
     tasks = [BoundTask(f"l{n}", (n, n, 3, 3)) for n in (16, 64, 256, 1024, 512)]
     tasks.append(BoundTask("free", (64, 64, 3, 3), free_width=0.0056))
+    tasks.append(BoundTask("twice", (512, 512, 3, 3), bounds=2))  # σ numbers from the bound: no cheap rung
     spectra = sum(spectra_work(t.shape) for t in tasks)
     plan = plan_widths(tasks, spectra)
     assert plan == plan_widths(tasks, spectra)  # shapes only: the same every time
     assert plan.spent <= plan.budget
-    assert set(plan.widths.values()) <= set(LADDER)
+    assert set(plan.widths.values()) <= {*LADDER, CHEAP}
     assert plan.widths["free"] == LADDER[0]  # free at the target
+    assert plan.widths["twice"] <= LADDER[-1]
     by_width = [plan.widths[f"l{n}"] for n in (16, 64, 256, 512, 1024)]
-    assert by_width == sorted(by_width) and by_width[0] == LADDER[0] and by_width[-1] > LADDER[0]
-    # what was spent is the work of the rungs chosen beyond the coarsest
-    assert plan.spent == pytest.approx(sum(t.work(plan.widths[t.key]) - t.work(LADDER[-1]) for t in tasks))
+    assert by_width == sorted(by_width) and by_width[0] == LADDER[0] and by_width[-1] == CHEAP
+    # what was spent is the work of the rungs chosen beyond the widest
+    assert plan.spent == pytest.approx(sum(t.work(plan.widths[t.key]) - t.work(t.rungs(LADDER)[-1]) for t in tasks))
     everything = plan_widths(tasks, spectra, ratio=1e6)
     assert set(everything.widths.values()) == {LADDER[0]}
     nothing = plan_widths(tasks, spectra, ratio=0.0)
-    assert {k: w for k, w in nothing.widths.items() if k != "free"} == dict.fromkeys(
-        [t.key for t in tasks if t.key != "free"], LADDER[-1])
-    assert nothing.widths["free"] == LADDER[0] and nothing.spent == 0.0
+    assert {k: w for k, w in nothing.widths.items() if k not in ("free", "twice")} == dict.fromkeys(
+        [t.key for t in tasks if t.key not in ("free", "twice")], CHEAP)
+    assert nothing.widths["free"] == LADDER[0] and nothing.widths["twice"] == LADDER[-1] and nothing.spent == 0.0
+
+
+def test_the_cheap_rung_is_the_cheapest_and_costs_about_a_spectrum() -> None:
+    """The plan's model of the cheap rung: below every frequency rung (a tenth of the coarsest at n = 1024),
+    of the order of the layer's own exact spectrum."""
+    for shape in [(64, 64, 3, 3), (256, 128, 3, 3), (1024, 1024, 3, 3), (768, 512, 3, 3), (64, 32, 5, 5)]:
+        cheap = bound_plan.bound_work(shape, CHEAP)
+        assert 0.0 < cheap < bound_plan.bound_work(shape, LADDER[-1])
+        assert 0.3 < cheap / spectra_work(shape) < 3.0
+    big = (1024, 1024, 3, 3)
+    assert bound_plan.bound_work(big, CHEAP) < 0.1 * bound_plan.bound_work(big, LADDER[-1])
 
 
 def test_bound_work_grows_with_the_grid_and_n_cubed() -> None:
@@ -85,6 +106,20 @@ def test_bound_work_grows_with_the_grid_and_n_cubed() -> None:
     assert bound_plan.bound_work((64, 64, 1, 1), 0.01) == 0.0
     ratio = bound_plan.bound_work((512, 512, 3, 3), 0.01) / bound_plan.bound_work((256, 256, 3, 3), 0.01)
     assert 7.5 < ratio < 8.0  # n³ with a little n² (forming G)
+
+
+def test_seconds_estimate_paces_cheap_layers_by_the_largest_frequency_layer() -> None:
+    """A layer on the cheap rung: its missing work at the pace (seconds per operation) of the layer with
+    the most work on a frequency rung, not its own (GEMM and copies, another pace than Cholesky)."""
+    tasks = [BoundTask("a", (64, 64, 3, 3)), BoundTask("b", (256, 256, 3, 3)), BoundTask("c", (512, 512, 3, 3))]
+    widths = {"a": 0.01, "b": 0.05, "c": CHEAP}
+    seconds = {"a": 1.0, "b": 2.0, "c": 0.5}
+    pace = 2.0 / tasks[1].work(0.05)
+    expected = 10.0 + 2.0 * (tasks[1].work(0.01) / tasks[1].work(0.05) - 1.0)
+    expected += (tasks[2].work(0.01) - tasks[2].work(CHEAP)) * pace
+    assert seconds_at(tasks, widths, seconds, 10.0, 0.01) == pytest.approx(expected)
+    alone = seconds_at(tasks[2:], {"c": CHEAP}, {"c": 0.5}, 10.0, 0.01)  # no frequency layer: its own pace
+    assert alone == pytest.approx(10.0 + 0.5 * (tasks[2].work(0.01) / tasks[2].work(CHEAP) - 1.0))
 
 
 def test_seconds_estimate_scales_the_measured_layers() -> None:
@@ -98,7 +133,7 @@ def test_seconds_estimate_scales_the_measured_layers() -> None:
 def test_default_widths_certify_the_fft_truth(tmp_path: Path, tight_budget: None) -> None:
     """Every default-width bound is a certified bracket of σ*: upper ≥ the fine-grid maximum (≤ σ*),
     lower ≤ that maximum's certified multiple (≥ σ*); the width field is upper/lower − 1, at least the
-    actual (upper − lower)/upper, within the rung planned; some layers are coarse, some at 1%."""
+    actual (upper − lower)/upper; some layers at 1%, the widest on the cheap rung (no frequency grid)."""
     path, state = plain_chain(tmp_path)
     report = sninspect.analyze(path, device="cpu")
     convs = [la for la in report.layers if la.kind == "conv2d"]
@@ -114,7 +149,10 @@ def test_default_widths_certify_the_fft_truth(tmp_path: Path, tight_budget: None
         assert la.operator_width == la.operator_bound / la.operator_lower - 1.0
         assert la.operator_width >= (la.operator_bound - la.operator_lower) / la.operator_bound
         assert la.operator_width >= (la.operator_bound - truth) / la.operator_bound
-        assert la.operator_width <= LADDER[-1]
+        assert math.isfinite(la.operator_width)
+    assert max(widths) > LADDER[-1]  # the widest kernel on the cheap rung: certified all the same
+    cheap = [la.name for la in convs if la.operator_width is not None and la.operator_width > LADDER[-1]]
+    assert cheap == ["net.4.weight"]  # the 24×24 kernel: the plan's last choice, the others refined
     head = next(la for la in report.layers if la.kind == "linear")
     assert head.operator_width == 0.0
     bounds = report.models[0].bounds
@@ -128,7 +166,12 @@ def _parse(line: str) -> tuple[dict[float, int], str]:
 
 
 def _buckets(widths: list[float], target: float) -> dict[float, int]:
+    """The summary's buckets: the ladder's rungs, then one for all finite widths above them, under the
+    widest rounded up to a whole percent."""
     levels = [target] + [w for w in LADDER if w > target]
+    wider = [w for w in widths if w > levels[-1]]
+    if wider:
+        levels.append(math.ceil(max(wider) * 100.0) / 100.0)
     counts: dict[float, int] = {}
     for w in widths:
         level = next(lv for lv in levels if w <= lv)
@@ -207,7 +250,12 @@ def test_widths_above_the_ladder_are_rounded_up_not_down() -> None:
     chain = NetworkBound(None, None, (), (), (), (), "")
     layers = tuple(layer(w) for w in (0.0, 0.009, 0.15, 1.234, math.inf))
     model = ModelAudit("", layers, chain, bounds=BoundWidths(target=0.01, budgeted=True, seconds_at_target=41.6))
-    assert widths_text(model) == ("certified widths ≤ 1% on 2 layers, ≤ 20% on 1 layer, ≤ 130% on 1 layer, "
+    assert widths_text(model) == ("certified widths ≤ 1% on 2 layers, ≤ 20% on 1 layer, ≤ 124% on 1 layer, "
                                   "≤ ∞% on 1 layer; bound_tol=0.01 for 1% everywhere, about 42 s here")
+    # the cheap rung's widths, whatever they came out, in one bucket under the widest (rounded up)
+    cheap = tuple(layer(w) for w in (0.01, 0.64, 0.913, 1.0063, 0.5, 0.2))
+    model = ModelAudit("", cheap, chain, bounds=BoundWidths(target=0.01, budgeted=True, seconds_at_target=300.0))
+    assert widths_text(model) == ("certified widths ≤ 1% on 1 layer, ≤ 20% on 1 layer, ≤ 101% on 4 layers; "
+                                  "bound_tol=0.01 for 1% everywhere, about 300 s here")
     asked = ModelAudit("", layers[:2], chain, bounds=BoundWidths(target=0.01, budgeted=False))
     assert widths_text(asked) == "certified widths ≤ 1% on all 2 layers (bound_tol=0.01)"
