@@ -220,6 +220,7 @@ class ClusterBracket:
 def top_block_bracket(
     apply: Callable[[Tensor], Tensor], start: Tensor, *, rtol: float, max_products: int,
     block: int = 2, basis: int = 24, max_block: int = 6, pairs: int = 1, loose: float = 1.0,
+    partner: Callable[[Tensor], Tensor | None] | None = None,
 ) -> ClusterBracket:
     """Block Lanczos on M (``apply``: (b, D) → (b, D), rows in ``start``'s dtype) until the top Ritz pair's
     residual is below rtol·θ1 (and the next ``pairs`` − 1 pairs' below ``loose``·rtol·θ1), with a block of
@@ -235,8 +236,11 @@ def top_block_bracket(
     products with every new product (full reorthogonalization, twice), so a thick restart (keeping
     the top Ritz vectors when the basis is full) and a growing block need no recurrence bookkeeping;
     the residual of a Ritz vector y is ‖B·y_last‖ with B the triangular factor of the newest remainder.
-    The result comes from one fresh block product with the top Ritz vectors. Never raises for lack of
-    convergence: see ``converged``.
+    ``partner``: called once, with the top Ritz vector (D,), when a block of one row first meets the
+    tolerance on the top pair; the row it returns (a guess at a twin of the top vector that a single
+    Krylov vector cannot hold) joins the block, which goes on with two rows and the basis built so far
+    (``None``: no twin to add). The result comes from one fresh block product with the top Ritz vectors.
+    Never raises for lack of convergence: see ``converged``.
     """
     dim = start.shape[-1]
     start = start.reshape(-1, dim)
@@ -291,6 +295,10 @@ def top_block_bracket(
         want = min(max(block, cluster), max_block, dim)
         tols = numpy.full(min(pairs, resid.size), rtol * top * loose)
         tols[0] = rtol * top
+        twin = None
+        if partner is not None and b == 1 and want == 1 and s + 2 <= dim and resid[0] <= tols[0]:
+            twin = partner(torch.from_numpy(ritz[:, 0].copy()).to(store) @ store[:s])  # (D,) or None
+            partner, want = None, 1 if twin is None else 2
         done = bool(numpy.all(resid[:tols.size] <= tols)) and want <= block
         if done or products >= max_products or s + want > dim:
             keep = min(want + 1, s)  # one beyond the block: the third pair bounds the rest of the spectrum
@@ -303,7 +311,8 @@ def top_block_bracket(
         weak = tri.diagonal().abs() <= 1e-6 * float(torch.linalg.vector_norm(rest, dim=1).max())
         tri_np = tri.double().cpu().numpy()
         if want > b or bool(weak.any()):  # new directions or a broken-down row: orthogonalized afresh
-            rows = _orthonormal_rows(nxt.T[~weak], store[:s], want, generator)
+            candidates = nxt.T[~weak] if twin is None else torch.cat([nxt.T[~weak], twin[None].to(store)])
+            rows = _orthonormal_rows(candidates, store[:s], want, generator)
             known = None
         else:  # the remainder was orthogonalized twice already: its QR factor is the next block
             rows = nxt.T.contiguous()
