@@ -180,13 +180,18 @@ def conv_same_operator_norm(
     gram64 = _gram(unit, input_size, transposed, shape)
     gram32 = _gram(unit.float(), input_size, transposed, shape)
     products = 0
-    rows = start.reshape(-1, start.shape[-1]).shape[0]
+    start = start.reshape(-1, start.shape[-1])  # (rows, D)
+    coarse = None
+    rows = start.shape[0]
     if unit.dtype == torch.float64 and max_products > 1:  # most products in float32, 3× cheaper on a CPU
         # The float64 check below accepts an eigen-residual of 2·rtol (a σ width of rtol): float32 stops
         # at 90% of that, the rest a margin for its rounding (9% fewer products than stopping at rtol).
-        coarse_rtol, found = max(1.8 * rtol, _FLOAT32_FLOOR), _Partner(shape)
-        coarse = top_block_bracket(gram32, start.float(), rtol=coarse_rtol, max_products=max_products // 2,
-                                   pairs=2, loose=_SECOND_LOOSE, block=rows, partner=found if rows == 1 else None)
+        # One Krylov vector first (a block of two costs twice the products), its twin added once it has
+        # converged: the given second row (a warm block) or the quarter-period shift (_Partner).
+        coarse_rtol = max(1.8 * rtol, _FLOAT32_FLOOR)
+        found = _Partner(shape, start[1].float() if rows > 1 else None)
+        coarse = top_block_bracket(gram32, start[:1].float(), rtol=coarse_rtol, max_products=max_products // 2,
+                                   pairs=2, loose=_SECOND_LOOSE, block=1, partner=found)
         products = coarse.products
         if found.freqs is not None and found.row is None and coarse.cluster == 1 and _channel_twin(unit, found.freqs):
             rest = torch.randn(start.shape[-1], generator=generator, dtype=torch.float64).to(start)  # (D,)
@@ -195,9 +200,17 @@ def conv_same_operator_norm(
                                        loose=_SECOND_LOOSE)
             products += coarse.products
         start = coarse.vectors.double()
-    fine = top_block_bracket(gram64, start, rtol=2.0 * rtol, max_products=max(1, max_products - products),
-                             block=max(2, start.reshape(-1, start.shape[-1]).shape[0]))
-    products += fine.products
+    # The float64 check: the top Ritz vector alone gives the lower end (a Rayleigh quotient of a vector the
+    # block has already separated from its twin); the top pairs' float64 values only decide σ2/σ1.
+    kept, cluster = start, 1 if coarse is None else coarse.cluster  # the float32 block: a warm start for a nearby kernel
+    fine = None
+    if not certify_gap:  # one float64 product: the top vector's bracket, enough where it meets the tolerance
+        fine = top_block_bracket(gram64, start[:1], rtol=2.0 * rtol, max_products=1, block=1)
+        products += fine.products
+    if fine is None or not fine.converged:  # the block goes on in float64 (a lone vector would drift to a mix)
+        fine = top_block_bracket(gram64, start, rtol=2.0 * rtol, max_products=max(1, max_products - products),
+                                 block=max(2, start.shape[0]))
+        products += fine.products
     gap, degenerate = _certified_gap(fine)
     for _ in range(_REFINES if certify_gap else 0):  # near the 1e-6 line: tighter residuals until decided
         if gap is not None or products >= max_products or len(fine.values) < 2:
@@ -223,7 +236,8 @@ def conv_same_operator_norm(
         certified = min(certified, ceiling)
     return SizedNorm(lower, max(certified, lower), vector.reshape(shape), products, converged,
                      gap=gap, circulant=circulant, estimate_width=upper / lower - 1.0 if lower > 0.0 else 0.0,
-                     degenerate=degenerate, cluster=fine.cluster, block=fine.vectors)
+                     degenerate=degenerate, cluster=max(fine.cluster, 1 if certify_gap else cluster),
+                     block=fine.vectors if fine.vectors.shape[0] > 1 else kept)
 
 
 _SECOND_LOOSE = 10.0
@@ -331,14 +345,16 @@ class _Partner:
     transform, on a zero-padded grid), about 5e-3 of it outside the pair on the RealSN layers. The axis
     is the one whose |ω*ᵢ| is farthest from 0 and π, where the sign jumps. Where ω* is 0 or π on every
     axis the wave is real and has no such twin: ``None``, and the caller judges the channels
-    (:func:`_channel_twin`)."""
+    (:func:`_channel_twin`). ``given``: the twin to return instead (a warm block's second row)."""
 
-    def __init__(self, shape: tuple[int, ...]) -> None:
+    def __init__(self, shape: tuple[int, ...], given: Tensor | None = None) -> None:
         self.shape = shape
-        self.row: Tensor | None = None
+        self.row: Tensor | None = given
         self.freqs: list[float] | None = None
 
     def __call__(self, x: Tensor) -> Tensor | None:
+        if self.row is not None:  # given: the second row of a warm block
+            return self.row
         spatial = self.shape[2:]
         axes = tuple(range(1, len(spatial) + 1))
         padded = [2 * n for n in spatial]

@@ -289,8 +289,9 @@ def top_block_bracket(
         values, ritz = values[::-1].copy(), ritz[:, ::-1].copy()
         top = max(float(values[0]), 1e-300)
         # The next block: the remainder, orthonormalized (its triangular factor couples it to the last block).
-        nxt, tri = torch.linalg.qr(rest.T)  # (D, b), (b, b)
-        resid = numpy.linalg.norm(tri.double().cpu().numpy() @ ritz[last:, :], axis=0)  # each Ritz pair's
+        sizes = torch.linalg.vector_norm(rest, dim=1)  # (b,)
+        nxt, tri_np = _thin_qr(rest)  # (b, D) orthonormal rows, (b, b) upper triangular: rest = triᵀ·nxt
+        resid = numpy.linalg.norm(tri_np @ ritz[last:, :], axis=0)  # each Ritz pair's
         cluster = int(numpy.sum(values >= top * (1.0 - CLUSTER_WINDOW)))
         want = min(max(block, cluster), max_block, dim)
         tols = numpy.full(min(pairs, resid.size), rtol * top * loose)
@@ -308,14 +309,14 @@ def top_block_bracket(
             return _final_block(apply, x, products, rtol, pairs, loose)
         # A remainder row of norm ~0 (an invariant subspace) leaves QR noise: re-orthogonalized here, or a
         # random direction where nothing is left; its coupling in the next residual is below that noise.
-        weak = tri.diagonal().abs() <= 1e-6 * float(torch.linalg.vector_norm(rest, dim=1).max())
-        tri_np = tri.double().cpu().numpy()
+        weak = numpy.abs(numpy.diagonal(tri_np)) <= 1e-6 * float(sizes.max())
         if want > b or bool(weak.any()):  # new directions or a broken-down row: orthogonalized afresh
-            candidates = nxt.T[~weak] if twin is None else torch.cat([nxt.T[~weak], twin[None].to(store)])
+            candidates = nxt[torch.from_numpy(~weak).to(nxt.device)]
+            candidates = candidates if twin is None else torch.cat([candidates, twin[None].to(store)])
             rows = _orthonormal_rows(candidates, store[:s], want, generator)
             known = None
         else:  # the remainder was orthogonalized twice already: its QR factor is the next block
-            rows = nxt.T.contiguous()
+            rows = nxt
             known = numpy.zeros((s, b))
             known[last:] = tri_np.T  # ⟨w_i, M nxt_k⟩ = tri[k, i]
         block = want
@@ -325,6 +326,26 @@ def top_block_bracket(
             h_mat, s = numpy.diag(values[:keep]), keep
             if known is not None:  # the arrow: ⟨x_j, M nxt_k⟩ = (tri · y_j,last)_k
                 known = (tri_np @ ritz[last:last + b, :keep]).T.copy()
+
+
+def _thin_qr(rest: Tensor) -> tuple[Tensor, numpy.ndarray]:
+    """rest (b, D) = triᵀ · rows with rows orthonormal and tri (b, b) upper triangular (float64, numpy):
+    modified Gram–Schmidt over the b rows, twice (b is small: cheaper than a Householder QR of (D, b)).
+    A row of norm 0 stays 0 (its diagonal entry 0)."""
+    b = rest.shape[0]
+    rows = rest.clone()
+    tri = numpy.zeros((b, b))
+    for j in range(b):
+        for i in range(j):
+            for _ in range(2):
+                coeff = float(rows[i] @ rows[j])
+                rows[j].sub_(rows[i], alpha=coeff)
+                tri[i, j] += coeff
+        norm = float(torch.linalg.vector_norm(rows[j]))
+        tri[j, j] = norm
+        if norm > 0.0:
+            rows[j].div_(norm)
+    return rows, tri
 
 
 def _orthonormal_rows(candidates: Tensor, basis: Tensor, count: int, generator: torch.Generator) -> Tensor:
