@@ -182,6 +182,11 @@ def top_rayleigh(gram: Tensor, *, rtol: float = 1e-8) -> float:
 
 
 
+_EARLY = 1e-2
+"""While every Ritz pair's residual is above this (relative to θ1), a float32 run skips the Gram–Schmidt pass
+against its basis: the known couplings alone keep it orthogonal to about ε·‖M‖/1e-2 (Paige 1976: the basis
+loses orthogonality only along converging Ritz vectors)."""
+
 CLUSTER_WINDOW = 2e-4
 """Ritz values within this relative distance of the top one count as its cluster: the block grows to
 as many vectors as the cluster has (a single vector cannot tell eigenvalues apart whose distance is
@@ -251,6 +256,7 @@ def top_block_bracket(
     store = start.new_empty(basis + max_block, dim)  # the basis Q as its first s rows
     h_mat = numpy.zeros((0, 0))
     s = products = 0
+    early = False  # no Ritz pair converged below _EARLY yet: the Gram–Schmidt pass is skipped
     known: numpy.ndarray | None = None  # (s, b) ⟨q_i, M w_j⟩ known from the last remainder (None: not known)
     while True:
         b = rows.shape[0]
@@ -263,15 +269,19 @@ def top_block_bracket(
             rest = image - column.T @ both
             rest = rest - (both @ rest.T).T @ both  # twice is enough
         else:  # the known couplings first (the last block's, or the restart's arrow), then one pass
-            coupled = numpy.flatnonzero(numpy.abs(known).sum(axis=1))
+            nonzero = numpy.flatnonzero(numpy.abs(known).sum(axis=1))
+            coupled = slice(int(nonzero[0]), int(nonzero[-1]) + 1) if nonzero.size else slice(0, 0)  # one run
             couple = torch.from_numpy(known[coupled]).to(store)  # (c, b)
             rest = image - couple.T @ store[coupled]
             alpha = rows @ rest.T  # (b, b)
             rest = rest - alpha.T @ rows
-            before = torch.linalg.vector_norm(rest, dim=1)
-            column = both @ rest.T  # what rounding left along the basis
-            rest = rest - column.T @ both
-            if bool((torch.linalg.vector_norm(rest, dim=1) < 0.7 * before).any()):  # cancellation: again
+            if early:  # no Ritz pair near convergence yet: the recurrence alone keeps the basis orthogonal
+                column = torch.zeros(s + b, b, dtype=store.dtype, device=store.device)
+            else:
+                before = torch.linalg.vector_norm(rest, dim=1)
+                column = both @ rest.T  # what rounding left along the basis
+                rest = rest - column.T @ both
+            if not early and bool((torch.linalg.vector_norm(rest, dim=1) < 0.7 * before).any()):  # again
                 again = both @ rest.T
                 rest = rest - again.T @ both
                 column = column + again
@@ -293,6 +303,7 @@ def top_block_bracket(
         nxt, tri_np = _thin_qr(rest)  # (b, D) orthonormal rows, (b, b) upper triangular: rest = triᵀ·nxt
         resid = numpy.linalg.norm(tri_np @ ritz[last:, :], axis=0)  # each Ritz pair's
         cluster = int(numpy.sum(values >= top * (1.0 - CLUSTER_WINDOW)))
+        early = store.dtype == torch.float32 and float(resid.min()) > _EARLY * top  # for the next step
         want = min(max(block, cluster), max_block, dim)
         tols = numpy.full(min(pairs, resid.size), rtol * top * loose)
         tols[0] = rtol * top
@@ -321,7 +332,7 @@ def top_block_bracket(
             known[last:] = tri_np.T  # ⟨w_i, M nxt_k⟩ = tri[k, i]
         block = want
         if s + block > basis:  # thick restart: the top Ritz vectors, diagonal H
-            keep = max(block + 1, min(basis // 2, s - block))
+            keep = max(block + 1, min(basis // 4, s - block))
             store[:keep] = torch.from_numpy(ritz[:, :keep].copy()).to(store).T @ store[:s]
             h_mat, s = numpy.diag(values[:keep]), keep
             if known is not None:  # the arrow: ⟨x_j, M nxt_k⟩ = (tri · y_j,last)_k
@@ -333,6 +344,9 @@ def _thin_qr(rest: Tensor) -> tuple[Tensor, numpy.ndarray]:
     modified Gram–Schmidt over the b rows, twice (b is small: cheaper than a Householder QR of (D, b)).
     A row of norm 0 stays 0 (its diagonal entry 0)."""
     b = rest.shape[0]
+    if b == 1:
+        norm = float(torch.linalg.vector_norm(rest))
+        return (rest / norm if norm > 0.0 else rest.clone()), numpy.array([[norm]])
     rows = rest.clone()
     tri = numpy.zeros((b, b))
     for j in range(b):
