@@ -272,15 +272,15 @@ def top_block_bracket(
             nonzero = numpy.flatnonzero(numpy.abs(known).sum(axis=1))
             coupled = slice(int(nonzero[0]), int(nonzero[-1]) + 1) if nonzero.size else slice(0, 0)  # one run
             couple = torch.from_numpy(known[coupled]).to(store)  # (c, b)
-            rest = image - couple.T @ store[coupled]
+            rest = image.addmm_(couple.T, store[coupled], alpha=-1.0)  # in place: no (b, D) temporaries
             alpha = rows @ rest.T  # (b, b)
-            rest = rest - alpha.T @ rows
+            rest.addmm_(alpha.T, rows, alpha=-1.0)
             if early:  # no Ritz pair near convergence yet: the recurrence alone keeps the basis orthogonal
                 column = torch.zeros(s + b, b, dtype=store.dtype, device=store.device)
             else:
                 before = torch.linalg.vector_norm(rest, dim=1)
                 column = both @ rest.T  # what rounding left along the basis
-                rest = rest - column.T @ both
+                rest.addmm_(column.T, both, alpha=-1.0)
             if not early and bool((torch.linalg.vector_norm(rest, dim=1) < 0.7 * before).any()):  # again
                 again = both @ rest.T
                 rest = rest - again.T @ both
@@ -342,11 +342,12 @@ def top_block_bracket(
 def _thin_qr(rest: Tensor) -> tuple[Tensor, numpy.ndarray]:
     """rest (b, D) = triᵀ · rows with rows orthonormal and tri (b, b) upper triangular (float64, numpy):
     modified Gram–Schmidt over the b rows, twice (b is small: cheaper than a Householder QR of (D, b)).
-    A row of norm 0 stays 0 (its diagonal entry 0)."""
+    A row of norm 0 stays 0 (its diagonal entry 0). One row is normalized in place (``rest`` is then the
+    row returned)."""
     b = rest.shape[0]
-    if b == 1:
+    if b == 1:  # in place: the caller's remainder becomes the next row
         norm = float(torch.linalg.vector_norm(rest))
-        return (rest / norm if norm > 0.0 else rest.clone()), numpy.array([[norm]])
+        return (rest.div_(norm) if norm > 0.0 else rest), numpy.array([[norm]])
     rows = rest.clone()
     tri = numpy.zeros((b, b))
     for j in range(b):
