@@ -202,7 +202,7 @@ def conv_same_operator_norm(
         start = coarse.vectors.double()
     # The float64 check: the top Ritz vector alone gives the lower end (a Rayleigh quotient of a vector the
     # block has already separated from its twin); the top pairs' float64 values only decide σ2/σ1.
-    kept, cluster = start, 1 if coarse is None else coarse.cluster  # the float32 block: a warm start for a nearby kernel
+    kept, cluster = start, 1 if coarse is None else coarse.cluster  # the float32 block: a warm start nearby
     fine = None
     if not certify_gap:  # one float64 product: the top vector's bracket, enough where it meets the tolerance
         fine = top_block_bracket(gram64, start[:1], rtol=2.0 * rtol, max_products=1, block=1)
@@ -372,95 +372,3 @@ class _Partner:
         self.row = turned.reshape(-1).to(x.dtype)
         return self.row
 
-
-def _circulant_max(weight: Tensor, input_size: Sequence[int], *, floor: float) -> float:
-    """The grid maximum of σ_max(K̂(ω)) on the padded size n + k − 1 (or ``floor`` where higher)."""
-    padded = [n + k - 1 for n, k in zip(input_size, weight.shape[2:], strict=True)]
-    return grid_max(weight, padded, floor=floor)
-
-
-def same_conv_pair(weight: Tensor, input_size: Sequence[int], *, transposed: bool = False
-                   ) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
-    """(A, Aᵀ) of the zero-padded 'same' stride-1 convolution at ``input_size`` (padding as in
-    :func:`conv_same_operator_norm`), on feature maps (1, C, *size); ``transposed``: ``weight`` is a
-    ConvTranspose weight and A that conv's adjoint."""
-    forward, adjoint = _same_conv_pair(weight, input_size)
-    return (adjoint, forward) if transposed else (forward, adjoint)
-
-
-def _gram(weight: Tensor, input_size: Sequence[int], transposed: bool,
-          shape: tuple[int, ...]) -> Callable[[Tensor], Tensor]:
-    """X ↦ AᵀA X on the rows of X (b, D), as one batch, in ``weight``'s dtype."""
-    forward, adjoint = _same_conv_pair(weight, input_size)
-    if transposed:
-        forward, adjoint = adjoint, forward
-
-    def gram(x: Tensor) -> Tensor:  # AᵀA on rows: (b, D) → (b, D)
-        rows = x.reshape(-1, *shape[1:])
-        return adjoint(forward(rows)).reshape(rows.shape[0], -1)
-
-    return gram
-
-
-_CHANNEL_TWIN = 1e-2
-"""Where the top wave is real (frequency 0 or π on every axis: no ± partner), a second row is still run
-when the symbol's top two singular values there are within this relative distance: its channels may
-hold a twin (two channels with the same stencil)."""
-
-
-def _second_row(unit: Tensor, shape: tuple[int, ...], x: Tensor, generator: torch.Generator) -> Tensor | None:
-    """The second start row of the block, from the single-vector Ritz vector ``x`` (D,), or ``None`` where
-    the top has no twin to look for.
-
-    A single Krylov vector holds one direction of a near-degenerate pair; the other needs a row of its own,
-    which a random row gives only after as many products again. The top singular vectors of a 'same'
-    convolution are a spatial envelope times a wave of frequency ±ω* (the symbol's peak) times its
-    singular vector: where ω* is complex, the twin is the wave shifted a quarter period (:func:`_partner`,
-    a few products from converged; σ2/σ1 = 1 − 1e-7 on every such RealSN layer at 40×40). Where the
-    wave is real (0 or π on every axis) there is no such twin, and a twin of the channels is possible only
-    where the symbol's top two singular values at ω* are within :data:`_CHANNEL_TWIN`: there a random row
-    (the general case, at a random row's cost); elsewhere none (the single vector's second Ritz pair is
-    the operator's second value)."""
-    turned, freqs = _partner(shape)(x)
-    if turned is not None:
-        return turned
-    taps = torch.meshgrid(*(torch.arange(k, dtype=torch.float64) for k in unit.shape[2:]), indexing="ij")
-    phase = torch.exp(-1j * sum(f * t for f, t in zip(freqs, taps, strict=True))).to(unit.device)
-    symbol = (unit.to(torch.complex128) * phase).sum(dim=tuple(range(2, unit.dim())))  # (c_out, c_in)
-    values = torch.linalg.svdvals(symbol)
-    if values.numel() < 2 or float(values[1]) < (1.0 - _CHANNEL_TWIN) * float(values[0]):
-        return None
-    return torch.randn(x.numel(), generator=generator, dtype=torch.float64).to(x)
-
-
-def _partner(shape: tuple[int, ...]) -> Callable[[Tensor], tuple[Tensor | None, list[float]]]:
-    """x ↦ its quarter-period phase shift along one spatial axis (a discrete Hilbert transform: the
-    Fourier coefficients times −i·sign(f) on that axis, on a zero-padded grid), for x (D,) a feature map
-    (1, C, *n) flattened. The top singular vectors of a 'same' convolution are a spatial envelope times
-    a plane wave of frequency ±ω* (the circulant's peak); their near-degenerate partner is the same
-    envelope times the wave shifted by a quarter period, which this transform returns from one of them
-    (about 5e-3 of it outside the pair on the 40×40 RealSN layers). The axis is the one whose |ω*ᵢ| is
-    farthest from 0 and π, where the sign has its jumps; ``None`` where ω* lies on 0 or π on every axis
-    (a real wave: no such partner). Also returns ω* (the peak of x's spectrum on that grid)."""
-    spatial = shape[2:]
-    axes = tuple(range(1, len(spatial) + 1))
-    padded = [2 * n for n in spatial]
-
-    def shifted(x: Tensor) -> tuple[Tensor | None, list[float]]:
-        maps = x.reshape(shape[1:]).double()
-        coeff = torch.fft.fftn(maps, s=padded, dim=axes)  # (C, *2n)
-        power = coeff.abs().square().sum(dim=0)
-        peak = numpy.unravel_index(int(torch.argmax(power)), power.shape)
-        freqs = [2.0 * math.pi * float(torch.fft.fftfreq(m)[int(i)]) for m, i in zip(padded, peak, strict=True)]
-        axis = min(range(len(spatial)), key=lambda i: abs(abs(freqs[i]) - 0.5 * math.pi))
-        sign = torch.sign(torch.fft.fftfreq(padded[axis], dtype=torch.float64, device=x.device))
-        if not 0.0 < abs(freqs[axis]) < math.pi:
-            return None, freqs
-        sign = sign if freqs[axis] > 0.0 else -sign
-        view = [1] * (len(spatial) + 1)
-        view[axis + 1] = padded[axis]
-        turned = torch.fft.ifftn(coeff * (-1j * sign).reshape(view), dim=axes).real
-        crop = turned[(slice(None), *(slice(0, n) for n in spatial))]
-        return crop.reshape(-1).to(x.dtype), freqs
-
-    return shifted
