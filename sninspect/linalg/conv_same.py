@@ -142,16 +142,21 @@ def conv_same_operator_norm(
     odd k). σ² is the top eigenvalue of AᵀA, bracketed by block Lanczos (linalg.lanczos): a 'same'
     convolution's top singular values come in near pairs (σ2/σ1 = 1 − 1e-7 on trained kernels at
     40×40, 1 − 3e-5 at 8×8), which one Krylov vector cannot tell apart — it stopped on σ2 or a mixture
-    of the two, up to 3e-5 low — so the block holds as many vectors as the Ritz values within 2e-4 of
-    the top (two at least), and the second pair converges too (loosely), which lifts a top vector the
-    start lacked into the block. The vector is the top Ritz vector, one vector of the cluster where
-    the top is degenerate. Products run in float32 (to 90% of the width asked, at least 1e-6), then in
-    float64, and the final bracket comes from float64 products. ``certify_gap``: decide σ2/σ1 against
-    the degeneracy line (:func:`_certified_gap`), with tighter float64 runs where the first leaves it
-    open; without it ``gap`` is given only where the first run decides it. The kernel is scaled to max |w| = 1 first
-    (1e-170 or 1e154 kernels neither underflow nor overflow). ``u0`` (e.g. a stored conv-operator u) warm-starts the
-    iteration (rows (k, D): a block, e.g. the ``block`` of a nearby kernel's result); 1% of a fixed random
-    vector is mixed in, and the block's other rows are random. Never raises for lack of convergence: see ``converged``.
+    of the two, up to 3e-5 low. So one Krylov vector runs first (a block of two from the start cost twice
+    the products), and once it has converged its twin joins as the block's second row (:class:`_Partner`:
+    the quarter-period shift for a complex top wave, a few products from converged; the given second row
+    of a warm block; a random row, at a random row's cost, only where a real wave's symbol has tied top
+    channels, :func:`_channel_twin`); the block grows further to as many vectors as the Ritz values
+    within 2e-4 of the top, and the second pair converges too (loosely). The vector is the top Ritz
+    vector, one vector of the cluster where the top is degenerate. Products run in float32 (to 90% of
+    the width asked, at least 1e-6), then in float64, and the final bracket comes from float64 products.
+    ``certify_gap``: decide σ2/σ1 against the degeneracy line (:func:`_certified_gap`), with tighter
+    float64 runs where the first leaves it open; without it the float64 check is one product with the
+    top Ritz vector where that meets the width (``gap`` then ``None``), the float64 block where it does
+    not. The kernel is scaled to max |w| = 1 first (1e-170 or 1e154 kernels neither underflow nor
+    overflow). ``u0`` (e.g. a stored conv-operator u) warm-starts the iteration (rows (k, D): a block,
+    e.g. the ``block`` of a nearby kernel's result: its first row starts the vector, its second is the
+    twin); 1% of a fixed random vector is mixed in. Never raises for lack of convergence: see ``converged``.
     ``ceiling``: a certified upper bound the caller has (e.g. the frequency bound, which holds at
     every size), used where it is below the padded circulant's norm.
     """

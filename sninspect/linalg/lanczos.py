@@ -237,10 +237,12 @@ def top_block_bracket(
     has a full-rank component along it with probability one), so its top Ritz value converges to λ1 at
     the rate of the gap below the cluster. The block starts at ``block`` rows (``start`` (k, D), its rows
     taken first, then fixed random ones) and grows, up to ``max_block``, whenever the Ritz values within
-    :data:`CLUSTER_WINDOW` of θ1 fill it. The projected matrix Q M Qᵀ is formed from explicit inner
-    products with every new product (full reorthogonalization, twice), so a thick restart (keeping
-    the top Ritz vectors when the basis is full) and a growing block need no recurrence bookkeeping;
-    the residual of a Ritz vector y is ‖B·y_last‖ with B the triangular factor of the newest remainder.
+    :data:`CLUSTER_WINDOW` of θ1 fill it. Each product's known couplings (the last block's triangular
+    factor, or after a thick restart the arrow of the kept Ritz vectors) are subtracted first, then one
+    Gram–Schmidt pass against the basis takes what rounding left (again only where it cancelled most of
+    the rest; skipped in float32 while no Ritz pair is near convergence, :data:`_EARLY`); a growing block
+    or a broken-down row is orthogonalized afresh. The residual of a Ritz vector y is ‖B·y_last‖ with B
+    the triangular factor of the newest remainder.
     ``partner``: called once, with the top Ritz vector (D,), when a block of one row first meets the
     tolerance on the top pair; the row it returns (a guess at a twin of the top vector that a single
     Krylov vector cannot hold) joins the block, which goes on with two rows and the basis built so far
