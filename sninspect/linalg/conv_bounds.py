@@ -154,7 +154,7 @@ class _ShiftedBlock:
         return torch.cat([self._factor(part) for part in parts]) == 0
 
     def _factor(self, part: Tensor) -> Tensor:
-        """LAPACK's info per matrix; the factors go to the reused buffer (a fresh one per call was a
+        """LAPACK's info per matrix; the factors go to the reused buffer (a fresh buffer per call is a
         page-faulted mapping each time: a third of a DnCNN report's system time).
 
         LAPACK wants column-major matrices: the row-major A read as column-major is Aᵀ = conj A (A is

@@ -30,7 +30,7 @@ kernels dominate as n³: on the 30M discriminator of ``benchmarks/make_synthetic
 Why a cheap rung: the coarsest frequency rung costs the kernel's autocorrelation (2·45·n³ operations)
 and the running maximum's records on top of its 34 Cholesky factorizations, about ten times the
 layer's spectrum at n = 1024; on the 30M discriminator of ``benchmarks/make_synthetic.py`` that rung
-everywhere was 19% of the work at 1% and held the default report at 7× the spectra-only audit.
+everywhere is 19% of the work at 1%, about 7× the spectra-only audit (BENCHMARKS.md).
 
 **Why a work model, not wall time.** The plan is made before any bound runs, from the shapes only,
 in counted floating-point operations (:func:`bound_work`, :func:`spectra_work`): the same file gives
