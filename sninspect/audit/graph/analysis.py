@@ -145,11 +145,16 @@ def analyze_graph(source: str | os.PathLike[str] | ExportedGraph, options: Graph
     of a ``.pt2`` archive, read without running code from it, or an archive already read
     (:func:`~sninspect.io.exported.load_exported`). Reading and the audit stay within
     ``options.max_memory``, else the memory available now."""
+    if options is not None and not isinstance(options, GraphOptions):
+        raise UsageError(f"options={type(options).__name__}: expected a sninspect.GraphOptions or None")
     options = options or GraphOptions()
     if isinstance(source, ExportedGraph):
         graph = source
-    else:
+    elif isinstance(source, str | os.PathLike):
         graph = load_exported(source, budget=memory_budget(options.max_memory))
+    else:
+        raise UsageError(f"analyze_graph: got a {type(source).__name__}; expected the path of a .pt2 archive "
+                         "(torch.export.save) or an archive read by sninspect.io.exported.load_exported")
     limit = memory_budget(options.max_memory)
     began = time.perf_counter()
     limit.require(graph_bytes(graph, check_shapes(graph), lower=options.lower), f"{graph.file}: the graph audit ")

@@ -18,6 +18,7 @@ if str(Path(__file__).resolve().parents[2]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from graphnets import dense_norm, export, trained_resnet_d  # noqa: E402
 
+import sninspect  # noqa: E402
 from sninspect.audit.graph.analysis import GraphOptions, analyze_graph  # noqa: E402
 from sninspect.audit.graph.interpret import GraphFunction, fold_constants  # noqa: E402
 from sninspect.errors import InputError  # noqa: E402
@@ -67,6 +68,17 @@ def test_analyze_graph_is_public_and_takes_a_path_or_a_read_archive(tmp_path: Pa
     assert from_path.upper == pytest.approx(truth, rel=1e-9)
     assert sninspect.analyze_graph(load_exported(path), options).upper == from_path.upper
     assert not hasattr(sninspect, "graph_report")
+
+
+@pytest.mark.parametrize("source", [3, None, b"m.pt2", ["m.pt2"]])
+def test_analyze_graph_refuses_what_is_not_a_path_or_an_archive(source: object) -> None:
+    with pytest.raises(sninspect.UsageError, match="analyze_graph: got a"):
+        sninspect.analyze_graph(source)  # type: ignore[arg-type]
+
+
+def test_analyze_graph_refuses_options_of_another_kind(tmp_path: Path) -> None:
+    with pytest.raises(sninspect.UsageError, match="expected a sninspect.GraphOptions"):
+        sninspect.analyze_graph(tmp_path / "m.pt2", sninspect.Options())  # type: ignore[arg-type]
 
 
 def test_residual_linear_block(tmp_path: Path) -> None:
