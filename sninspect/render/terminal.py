@@ -281,8 +281,8 @@ def summary_line(verdicts: Sequence[Verdict]) -> str:
     layers = sum(v.layers_checked for v in verdicts)
     head = f"check: {_plural(len(verdicts), 'checkpoint')}, {_plural(layers, 'SN layer')} judged"
     tail = f"; {unread} could not be read" if unread else ""
-    if not failed:
-        return f"{head}: all rules hold{tail}"
+    if not failed:  # an unreadable checkpoint fails the check: the rules hold only in those that were read
+        return f"{head}: all rules hold in those read{tail} (failed)" if unread else f"{head}: all rules hold"
     return f"{head}: {_plural(broken, 'violation')} in {_plural(len(failed), 'checkpoint')}{tail}"
 
 

@@ -305,6 +305,9 @@ def test_unreadable_checkpoint_exits_three(passing: Path, tmp_path: Path) -> Non
     data = json.loads(mixed.stdout)
     assert [v["rule"] for v in data["violations"]] == ["unreadable"]
     assert data["checkpoints"][0]["passed"] is True
+    # The summary line agrees with the exit code: the check failed, though every rule held where it could read.
+    assert "all rules hold in those read; 1 could not be read (failed)" in mixed.stderr
+    assert "all rules hold;" not in alone.stderr + mixed.stderr
 
 
 def test_max_lipschitz_judges_the_certified_operator_product(passing: Path) -> None:
