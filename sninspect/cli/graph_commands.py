@@ -118,7 +118,7 @@ def graph(
     from sninspect.audit.graph.analysis import GraphOptions, analyze_graph
     from sninspect.audit.memory import budget
     from sninspect.io.exported import load_exported
-    from sninspect.render.dispatch import render_graph
+    from sninspect.render import render
     from sninspect.render.terminal import terminal_console
 
     fmt = choose_format(format, output)
@@ -153,7 +153,7 @@ def graph(
         say(f"searching {starts} starts x {steps} steps for the lower bound (--no-lower skips it)")
     result = analyze_graph(exported, options)
     width = terminal_console().width if output is None else 160  # a file: the report table's width
-    text = render_graph(result, fmt, width)
+    text = render(result, fmt, width=width)
     if plots is not None:  # checked again now that the --model sources are known, before anything is written
         check_plot_paths([plots / f"graph_depth.{plot_format.value}"], plots, force=force, inputs=inputs)
     write_output(text, output, inputs, force=force)

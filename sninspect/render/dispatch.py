@@ -61,10 +61,6 @@ def render(result: Report | Trend | Separate | GraphReport, fmt: OutputFormat, *
     return str(format_module(fmt).render(result, view))
 
 
-def render_graph(report: GraphReport, fmt: OutputFormat, width: int = 160) -> str:
-    """The graph bound as ``fmt`` text; the text table ``width`` columns wide."""
-    return render(report, fmt, width=width)
-
 
 def render_check(verdicts: Sequence[Verdict], rules: Rules, fmt: CheckFormat, width: int | None = None) -> str:
     """The verdicts in ``fmt``, for stdout; text lines wider than ``width`` wrap at spaces."""

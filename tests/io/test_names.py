@@ -171,7 +171,7 @@ def test_graph_csv_forges_no_row_either(tmp_path: Path) -> None:
     import sys
 
     from sninspect.audit.graph.analysis import GraphOptions, analyze_graph
-    from sninspect.render.dispatch import render_graph
+    from sninspect.render import render
     from sninspect.render.formats import OutputFormat
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -181,7 +181,7 @@ def test_graph_csv_forges_no_row_either(tmp_path: Path) -> None:
     net = nn.Sequential(nn.utils.parametrizations.spectral_norm(nn.Linear(4, 5)), nn.ReLU(), nn.Linear(5, 1))
     report = analyze_graph(export(net, torch.randn(1, 4), tmp_path / "net.pt2"), GraphOptions(lower=False))
     nodes = tuple(dataclasses.replace(n, name=FORGED + n.name, module=FORGED) for n in report.nodes)
-    out = render_graph(dataclasses.replace(report, nodes=nodes), OutputFormat.csv)
+    out = render(dataclasses.replace(report, nodes=nodes), OutputFormat.csv)
     _one_row_per_layer(out, ["\\r=cmd|' /C calc'!A0" + n.name for n in report.nodes], "node")
 
 
