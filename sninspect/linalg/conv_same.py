@@ -194,13 +194,11 @@ def conv_same_operator_norm(
         # The float64 check below accepts an eigen-residual of 2·rtol (a σ width of rtol): float32 stops
         # at 90% of that, the rest a margin for its rounding (9% fewer products than stopping at rtol).
         # One Krylov vector first (a block of two costs twice the products), its twin added once it has
-        # converged: the given second row (a warm block) or the quarter-period shift (_Partner). Its Ritz
-        # vectors come from the recurrence (fresh=False): the float64 check below is the fresh product.
+        # converged: the given second row (a warm block) or the quarter-period shift (_Partner).
         coarse_rtol = max(1.8 * rtol, _FLOAT32_FLOOR)
         found = _Partner(shape, start[1].float() if rows > 1 else None)
         coarse = top_block_bracket(gram32, start[:1].float(), rtol=coarse_rtol, max_products=max_products // 2,
-                                   pairs=2 if certify_gap else 1, loose=_SECOND_LOOSE, block=1, partner=found,
-                                   fresh=False)
+                                   pairs=2 if certify_gap else 1, loose=_SECOND_LOOSE, block=1, partner=found)
         products = coarse.products
         if found.freqs is not None and found.row is None and coarse.cluster == 1 and _channel_twin(unit, found.freqs):
             rest = torch.randn(start.shape[-1], generator=generator, dtype=torch.float64).to(start)  # (D,)
@@ -227,7 +225,7 @@ def conv_same_operator_norm(
         target, begin = _refine_rtol(fine), fine.vectors
         if unit.dtype == torch.float64 and target >= _FLOAT32_FLOOR:  # the residual float32 can reach: 3× cheaper
             coarse = top_block_bracket(gram32, begin.float(), rtol=target, block=begin.shape[0],
-                                       max_products=max(1, (max_products - products) // 2), pairs=2, fresh=False)
+                                       max_products=max(1, (max_products - products) // 2), pairs=2)
             begin, products = coarse.vectors.double(), products + coarse.products
         fine = top_block_bracket(gram64, begin, rtol=target, block=begin.shape[0],
                                  max_products=max(1, max_products - products), pairs=2)

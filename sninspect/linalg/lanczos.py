@@ -226,7 +226,7 @@ class ClusterBracket:
 def top_block_bracket(
     apply: Callable[[Tensor], Tensor], start: Tensor, *, rtol: float, max_products: int,
     block: int = 2, basis: int = 24, max_block: int = 6, pairs: int = 1, loose: float = 1.0,
-    partner: Callable[[Tensor], Tensor | None] | None = None, fresh: bool = True,
+    partner: Callable[[Tensor], Tensor | None] | None = None,
 ) -> ClusterBracket:
     """Block Lanczos on M (``apply``: (b, D) → (b, D), rows in ``start``'s dtype) until the top Ritz pair's
     residual is below rtol·θ1 (and the next ``pairs`` − 1 pairs' below ``loose``·rtol·θ1), with a block of
@@ -247,10 +247,8 @@ def top_block_bracket(
     ``partner``: called once, with the top Ritz vector (D,), when a block of one row first meets the
     tolerance on the top pair; the row it returns (a guess at a twin of the top vector that a single
     Krylov vector cannot hold) joins the block, which goes on with two rows and the basis built so far
-    (``None``: no twin to add). The result comes from one fresh block product with the top Ritz vectors;
-    ``fresh`` False: from the recurrence (its Ritz values, residual estimates and vectors, no product), for
-    a caller that checks them with products of its own (a float32 run before the float64 check). Never
-    raises for lack of convergence: see ``converged``.
+    (``None``: no twin to add). The result comes from one fresh block product with the top Ritz vectors.
+    Never raises for lack of convergence: see ``converged``.
     """
     dim = start.shape[-1]
     start = start.reshape(-1, dim)
@@ -319,10 +317,6 @@ def top_block_bracket(
         done = bool(numpy.all(resid[:tols.size] <= tols)) and want <= block
         if done or products >= max_products or s + want > dim:
             keep = min(want + 1, s)  # one beyond the block: the third pair bounds the rest of the spectrum
-            if not fresh:  # the recurrence's Ritz pairs, checked by the caller
-                x = torch.from_numpy(ritz[:, :keep].copy()).to(store).T @ store[:s]  # (keep, D)
-                return ClusterBracket(tuple(values[:keep].tolist()), tuple(resid[:keep].tolist()), 0.0, x, products,
-                                      done, min(cluster, keep))
             if last == 0 and keep == b:  # one block product: its Rayleigh–Ritz is already fresh
                 return _final_block(apply, rows, products, rtol, pairs, loose, image)
             x = torch.from_numpy(ritz[:, :keep]).to(store).T @ store[:s]  # (keep, D)
