@@ -13,7 +13,6 @@ stored u is a near-fixed point of the power iteration on its own side, so the si
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Mapping
 
 import torch
@@ -77,7 +76,7 @@ class ConvOperator(Dialect):
         if u.dim() != weight.dim() or u.shape[0] != 1 or u.shape[1] not in (weight.shape[0], weight.shape[1]):
             raise LayerError(f"u of shape {list(u.shape)} fits neither side of the kernel {list(weight.shape)} "
                              "(expected (1, C, *spatial))")
-        side, why = _side_of(tensors[layer.weight_key], tensors[layer.u_key], weight, u)
+        side, why = stored_side(weight, u)
         return OperatorView(tuple(u.shape[2:]), layer.buffer_key, u, side, notes=(why,))
 
     def power_sigma(self, layer: SNLayer, matrix: Tensor, tensors: Mapping[str, Tensor], steps: int) -> float:
@@ -87,25 +86,6 @@ class ConvOperator(Dialect):
     def pytorch_vectors(self, layer: SNLayer, tensors: Mapping[str, Tensor], target: Dialect) -> Vectors:
         raise LayerError("conv-operator SN divides by the convolution's norm, which PyTorch SN cannot "
                          f"express — use `sninspect strip` (or {option('exclude')} it)")
-
-
-_SIDES: dict[tuple[int, int, int, int], tuple[weakref.ref[Tensor], weakref.ref[Tensor], tuple[str, str]]] = {}
-"""stored_side per (weight, u) tensor pair, unchanged since (their ``_version``): a report asks for a layer's
-view three times (bound plan, audit, operator phase), and each answer costs four float64 convolutions."""
-
-
-def _side_of(raw_weight: Tensor, raw_u: Tensor, weight: Tensor, u: Tensor) -> tuple[str, str]:
-    """:func:`stored_side` of ``weight``, ``u`` (the float64 copies of ``raw_weight``, ``raw_u``), remembered
-    while the same tensors hold the same values."""
-    key = (id(raw_weight), raw_weight._version, id(raw_u), raw_u._version)
-    known = _SIDES.get(key)
-    if known is not None and known[0]() is raw_weight and known[1]() is raw_u:
-        return known[2]
-    found = stored_side(weight, u)
-    if len(_SIDES) >= 256:
-        _SIDES.clear()
-    _SIDES[key] = (weakref.ref(raw_weight), weakref.ref(raw_u), found)
-    return found
 
 
 def fit_divisor(weight: Tensor, buffer: Tensor) -> tuple[float, float]:

@@ -11,7 +11,6 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import numpy
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -142,23 +141,16 @@ def conv_same_operator_norm(
     odd k). σ² is the top eigenvalue of AᵀA, bracketed by block Lanczos (linalg.lanczos): a 'same'
     convolution's top singular values come in near pairs (σ2/σ1 = 1 − 1e-7 on trained kernels at
     40×40, 1 − 3e-5 at 8×8), which one Krylov vector cannot tell apart — it stopped on σ2 or a mixture
-    of the two, up to 3e-5 low. So one Krylov vector runs first (a block of two from the start cost twice
-    the products), and once it has converged its twin joins as the block's second row (:class:`_Partner`:
-    the quarter-period shift for a complex top wave, a few products from converged; the given second row
-    of a warm block; a random row, at a random row's cost, only where a real wave's symbol has tied top
-    channels, :func:`_channel_twin`); the block grows further to as many vectors as the Ritz values
-    within 2e-4 of the top, and the second pair converges too (loosely; without ``certify_gap`` the top
-    pair alone stops the run, the twin still in the block: σ_eff of the RealSN DnCNN rows within 1e-8 of a
-    1e-11 reference, 16 products for the pair where it took 33). The vector is the top Ritz
-    vector, one vector of the cluster where the top is degenerate. Products run in float32 (to 90% of
-    the width asked, at least 1e-6), then in float64, and the final bracket comes from float64 products.
-    ``certify_gap``: decide σ2/σ1 against the degeneracy line (:func:`_certified_gap`), with tighter
-    float64 runs where the first leaves it open; without it the float64 check is one product with the
-    top Ritz vector where that meets the width (``gap`` then ``None``), the float64 block where it does
-    not. The kernel is scaled to max |w| = 1 first (1e-170 or 1e154 kernels neither underflow nor
-    overflow). ``u0`` (e.g. a stored conv-operator u) warm-starts the iteration (rows (k, D): a block,
-    e.g. the ``block`` of a nearby kernel's result: its first row starts the vector, its second is the
-    twin); 1% of a fixed random vector is mixed in. Never raises for lack of convergence: see ``converged``.
+    of the two, up to 3e-5 low — so the block holds as many vectors as the Ritz values within 2e-4 of
+    the top (two at least), and the second pair converges too (loosely), which lifts a top vector the
+    start lacked into the block. The vector is the top Ritz vector, one vector of the cluster where
+    the top is degenerate. Products run in float32 (to 90% of the width asked, at least 1e-6), then in
+    float64, and the final bracket comes from float64 products. ``certify_gap``: decide σ2/σ1 against
+    the degeneracy line (:func:`_certified_gap`), with tighter float64 runs where the first leaves it
+    open; without it ``gap`` is given only where the first run decides it. The kernel is scaled to max |w| = 1 first
+    (1e-170 or 1e154 kernels neither underflow nor overflow). ``u0`` (e.g. a stored conv-operator u) warm-starts the
+    iteration (rows (k, D): a block, e.g. the ``block`` of a nearby kernel's result); 1% of a fixed random
+    vector is mixed in, and the block's other rows are random. Never raises for lack of convergence: see ``converged``.
     ``ceiling``: a certified upper bound the caller has (e.g. the frequency bound, which holds at
     every size), used where it is below the padded circulant's norm.
     """
@@ -187,37 +179,16 @@ def conv_same_operator_norm(
     gram64 = _gram(unit, input_size, transposed, shape)
     gram32 = _gram(unit.float(), input_size, transposed, shape)
     products = 0
-    start = start.reshape(-1, start.shape[-1])  # (rows, D)
-    coarse = None
-    rows = start.shape[0]
     if unit.dtype == torch.float64 and max_products > 1:  # most products in float32, 3× cheaper on a CPU
         # The float64 check below accepts an eigen-residual of 2·rtol (a σ width of rtol): float32 stops
         # at 90% of that, the rest a margin for its rounding (9% fewer products than stopping at rtol).
-        # One Krylov vector first (a block of two costs twice the products), its twin added once it has
-        # converged: the given second row (a warm block) or the quarter-period shift (_Partner).
-        coarse_rtol = max(1.8 * rtol, _FLOAT32_FLOOR)
-        found = _Partner(shape, start[1].float() if rows > 1 else None)
-        coarse = top_block_bracket(gram32, start[:1].float(), rtol=coarse_rtol, max_products=max_products // 2,
-                                   pairs=2 if certify_gap else 1, loose=_SECOND_LOOSE, block=1, partner=found)
-        products = coarse.products
-        if found.freqs is not None and found.row is None and coarse.cluster == 1 and _channel_twin(unit, found.freqs):
-            rest = torch.randn(start.shape[-1], generator=generator, dtype=torch.float64).to(start)  # (D,)
-            coarse = top_block_bracket(gram32, torch.stack([coarse.vectors[0], rest.float()]), rtol=coarse_rtol,
-                                       max_products=max(1, max_products // 2 - products), pairs=2,
-                                       loose=_SECOND_LOOSE)
-            products += coarse.products
-        start = coarse.vectors.double()
-    # The float64 check: the top Ritz vector alone gives the lower end (a Rayleigh quotient of a vector the
-    # block has already separated from its twin); the top pairs' float64 values only decide σ2/σ1.
-    kept, cluster = start, 1 if coarse is None else coarse.cluster  # the float32 block: a warm start nearby
-    fine = None
-    if not certify_gap:  # one float64 product: the top vector's bracket, enough where it meets the tolerance
-        fine = top_block_bracket(gram64, start[:1], rtol=2.0 * rtol, max_products=1, block=1)
-        products += fine.products
-    if fine is None or not fine.converged:  # the block goes on in float64 (a lone vector would drift to a mix)
-        fine = top_block_bracket(gram64, start, rtol=2.0 * rtol, max_products=max(1, max_products - products),
-                                 block=max(2, start.shape[0]))
-        products += fine.products
+        coarse = top_block_bracket(gram32, start.float(),
+                                   rtol=max(1.8 * rtol, _FLOAT32_FLOOR), max_products=max_products // 2,
+                                   pairs=2, loose=_SECOND_LOOSE)
+        start, products = coarse.vectors.double(), coarse.products
+    fine = top_block_bracket(gram64, start, rtol=2.0 * rtol, max_products=max(1, max_products - products),
+                             block=max(2, start.reshape(-1, start.shape[-1]).shape[0]))
+    products += fine.products
     gap, degenerate = _certified_gap(fine)
     for _ in range(_REFINES if certify_gap else 0):  # near the 1e-6 line: tighter residuals until decided
         if gap is not None or products >= max_products or len(fine.values) < 2:
@@ -243,8 +214,7 @@ def conv_same_operator_norm(
         certified = min(certified, ceiling)
     return SizedNorm(lower, max(certified, lower), vector.reshape(shape), products, converged,
                      gap=gap, circulant=circulant, estimate_width=upper / lower - 1.0 if lower > 0.0 else 0.0,
-                     degenerate=degenerate, cluster=max(fine.cluster, 1 if certify_gap else cluster),
-                     block=fine.vectors if fine.vectors.shape[0] > 1 else kept)
+                     degenerate=degenerate, cluster=fine.cluster, block=fine.vectors)
 
 
 _SECOND_LOOSE = 10.0
@@ -322,60 +292,3 @@ def _gram(weight: Tensor, input_size: Sequence[int], transposed: bool,
         return adjoint(forward(rows)).reshape(rows.shape[0], -1)
 
     return gram
-
-
-_CHANNEL_TWIN = 1e-2
-"""Where the top wave is real (frequency 0 or π on every axis: no ± twin), a random second row is still run
-when the symbol's top two singular values there are within this relative distance: its channels may
-hold a twin (two channels with the same stencil)."""
-
-
-def _channel_twin(unit: Tensor, freqs: list[float]) -> bool:
-    """Whether the symbol K̂(ω) = Σₜ W[:, :, t]·e^{−iω·t} at ``freqs`` has its top two singular values within
-    :data:`_CHANNEL_TWIN` (relative): two waves of that frequency with different channels may then be tied."""
-    taps = torch.meshgrid(*(torch.arange(k, dtype=torch.float64) for k in unit.shape[2:]), indexing="ij")
-    phase = torch.exp(-1j * sum(f * t for f, t in zip(freqs, taps, strict=True))).to(unit.device)
-    symbol = (unit.to(torch.complex128) * phase).sum(dim=tuple(range(2, unit.dim())))  # (c_out, c_in)
-    values = torch.linalg.svdvals(symbol)
-    return values.numel() > 1 and float(values[1]) >= (1.0 - _CHANNEL_TWIN) * float(values[0])
-
-
-class _Partner:
-    """x ↦ the twin of a top singular vector x (D,) of a 'same' convolution, or ``None`` (called by block
-    Lanczos once the single vector has converged); keeps the row and the frequency found.
-
-    A single Krylov vector holds one direction of a near-degenerate pair (σ2/σ1 = 1 − 1e-7 on every
-    complex-wave RealSN layer at 40×40); the other needs a row of its own, which a random row gives only
-    after as many products again. The top singular vectors are a spatial envelope times a wave of
-    frequency ±ω* (the symbol's peak) times a channel vector; the twin is the same with the wave shifted
-    by a quarter period: the Fourier coefficients of x times −i·sign(f) on one axis (a discrete Hilbert
-    transform, on a zero-padded grid), about 5e-3 of it outside the pair on the RealSN layers. The axis
-    is the one whose |ω*ᵢ| is farthest from 0 and π, where the sign jumps. Where ω* is 0 or π on every
-    axis the wave is real and has no such twin: ``None``, and the caller judges the channels
-    (:func:`_channel_twin`). ``given``: the twin to return instead (a warm block's second row)."""
-
-    def __init__(self, shape: tuple[int, ...], given: Tensor | None = None) -> None:
-        self.shape = shape
-        self.row: Tensor | None = given
-        self.freqs: list[float] | None = None
-
-    def __call__(self, x: Tensor) -> Tensor | None:
-        if self.row is not None:  # given: the second row of a warm block
-            return self.row
-        spatial = self.shape[2:]
-        axes = tuple(range(1, len(spatial) + 1))
-        padded = [2 * n for n in spatial]
-        coeff = torch.fft.fftn(x.reshape(self.shape[1:]).double(), s=padded, dim=axes)  # (C, *2n)
-        peak = numpy.unravel_index(int(torch.argmax(coeff.abs().square().sum(dim=0))), tuple(padded))
-        self.freqs = [2.0 * math.pi * float(torch.fft.fftfreq(m)[int(i)]) for m, i in zip(padded, peak, strict=True)]
-        axis = min(range(len(spatial)), key=lambda i: abs(abs(self.freqs[i]) - 0.5 * math.pi))
-        if not 0.0 < abs(self.freqs[axis]) < math.pi:
-            return None
-        sign = torch.sign(torch.fft.fftfreq(padded[axis], dtype=torch.float64, device=x.device))
-        view = [1] * (len(spatial) + 1)
-        view[axis + 1] = padded[axis]
-        turn = (-1j * (sign if self.freqs[axis] > 0.0 else -sign)).reshape(view)
-        turned = torch.fft.ifftn(coeff * turn, dim=axes).real[(slice(None), *(slice(0, n) for n in spatial))]
-        self.row = turned.reshape(-1).to(x.dtype)
-        return self.row
-

@@ -9,7 +9,6 @@ vector, not the value: the bracket closes when the residual does, whatever vecto
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -183,11 +182,6 @@ def top_rayleigh(gram: Tensor, *, rtol: float = 1e-8) -> float:
 
 
 
-_EARLY = 1e-2
-"""While every Ritz pair's residual is above this (relative to θ1), a float32 run skips the Gram–Schmidt pass
-against its basis: the known couplings alone keep it orthogonal to about ε·‖M‖/1e-2 (Paige 1976: the basis
-loses orthogonality only along converging Ritz vectors)."""
-
 CLUSTER_WINDOW = 2e-4
 """Ritz values within this relative distance of the top one count as its cluster: the block grows to
 as many vectors as the cluster has (a single vector cannot tell eigenvalues apart whose distance is
@@ -226,7 +220,6 @@ class ClusterBracket:
 def top_block_bracket(
     apply: Callable[[Tensor], Tensor], start: Tensor, *, rtol: float, max_products: int,
     block: int = 2, basis: int = 24, max_block: int = 6, pairs: int = 1, loose: float = 1.0,
-    partner: Callable[[Tensor], Tensor | None] | None = None,
 ) -> ClusterBracket:
     """Block Lanczos on M (``apply``: (b, D) → (b, D), rows in ``start``'s dtype) until the top Ritz pair's
     residual is below rtol·θ1 (and the next ``pairs`` − 1 pairs' below ``loose``·rtol·θ1), with a block of
@@ -238,17 +231,12 @@ def top_block_bracket(
     has a full-rank component along it with probability one), so its top Ritz value converges to λ1 at
     the rate of the gap below the cluster. The block starts at ``block`` rows (``start`` (k, D), its rows
     taken first, then fixed random ones) and grows, up to ``max_block``, whenever the Ritz values within
-    :data:`CLUSTER_WINDOW` of θ1 fill it. Each product's known couplings (the last block's triangular
-    factor, or after a thick restart the arrow of the kept Ritz vectors) are subtracted first, then one
-    Gram–Schmidt pass against the basis takes what rounding left (again only where it cancelled most of
-    the rest; skipped in float32 while no Ritz pair is near convergence, :data:`_EARLY`); a growing block
-    or a broken-down row is orthogonalized afresh. The residual of a Ritz vector y is ‖B·y_last‖ with B
-    the triangular factor of the newest remainder.
-    ``partner``: called once, with the top Ritz vector (D,), when a block of one row first meets the
-    tolerance on the top pair; the row it returns (a guess at a twin of the top vector that a single
-    Krylov vector cannot hold) joins the block, which goes on with two rows and the basis built so far
-    (``None``: no twin to add). The result comes from one fresh block product with the top Ritz vectors.
-    Never raises for lack of convergence: see ``converged``.
+    :data:`CLUSTER_WINDOW` of θ1 fill it. The projected matrix Q M Qᵀ is formed from explicit inner
+    products with every new product (full reorthogonalization, twice), so a thick restart (keeping
+    the top Ritz vectors when the basis is full) and a growing block need no recurrence bookkeeping;
+    the residual of a Ritz vector y is ‖B·y_last‖ with B the triangular factor of the newest remainder.
+    The result comes from one fresh block product with the top Ritz vectors. Never raises for lack of
+    convergence: see ``converged``.
     """
     dim = start.shape[-1]
     start = start.reshape(-1, dim)
@@ -256,10 +244,9 @@ def top_block_bracket(
     block = max(1, min(block, max_block, dim))
     basis = max(basis, 4 * max_block)
     rows = _orthonormal_rows(start[:block], start[:0], block, generator)
-    store = _scratch(basis + max_block, dim, start)  # the basis Q as its first s rows
+    store = start.new_empty(basis + max_block, dim)  # the basis Q as its first s rows
     h_mat = numpy.zeros((0, 0))
     s = products = 0
-    early = False  # no Ritz pair converged below _EARLY yet: the Gram–Schmidt pass is skipped
     known: numpy.ndarray | None = None  # (s, b) ⟨q_i, M w_j⟩ known from the last remainder (None: not known)
     while True:
         b = rows.shape[0]
@@ -272,19 +259,15 @@ def top_block_bracket(
             rest = image - column.T @ both
             rest = rest - (both @ rest.T).T @ both  # twice is enough
         else:  # the known couplings first (the last block's, or the restart's arrow), then one pass
-            nonzero = numpy.flatnonzero(numpy.abs(known).sum(axis=1))
-            coupled = slice(int(nonzero[0]), int(nonzero[-1]) + 1) if nonzero.size else slice(0, 0)  # one run
+            coupled = numpy.flatnonzero(numpy.abs(known).sum(axis=1))
             couple = torch.from_numpy(known[coupled]).to(store)  # (c, b)
-            rest = image.addmm_(couple.T, store[coupled], alpha=-1.0)  # in place: no (b, D) temporaries
+            rest = image - couple.T @ store[coupled]
             alpha = rows @ rest.T  # (b, b)
-            rest.addmm_(alpha.T, rows, alpha=-1.0)
-            if early:  # no Ritz pair near convergence yet: the recurrence alone keeps the basis orthogonal
-                column = torch.zeros(s + b, b, dtype=store.dtype, device=store.device)
-            else:
-                before = torch.linalg.vector_norm(rest, dim=1)
-                column = both @ rest.T  # what rounding left along the basis
-                rest.addmm_(column.T, both, alpha=-1.0)
-            if not early and bool((torch.linalg.vector_norm(rest, dim=1) < 0.7 * before).any()):  # again
+            rest = rest - alpha.T @ rows
+            before = torch.linalg.vector_norm(rest, dim=1)
+            column = both @ rest.T  # what rounding left along the basis
+            rest = rest - column.T @ both
+            if bool((torch.linalg.vector_norm(rest, dim=1) < 0.7 * before).any()):  # cancellation: again
                 again = both @ rest.T
                 rest = rest - again.T @ both
                 column = column + again
@@ -302,18 +285,12 @@ def top_block_bracket(
         values, ritz = values[::-1].copy(), ritz[:, ::-1].copy()
         top = max(float(values[0]), 1e-300)
         # The next block: the remainder, orthonormalized (its triangular factor couples it to the last block).
-        sizes = torch.linalg.vector_norm(rest, dim=1)  # (b,)
-        nxt, tri_np = _thin_qr(rest)  # (b, D) orthonormal rows, (b, b) upper triangular: rest = triᵀ·nxt
-        resid = numpy.linalg.norm(tri_np @ ritz[last:, :], axis=0)  # each Ritz pair's
+        nxt, tri = torch.linalg.qr(rest.T)  # (D, b), (b, b)
+        resid = numpy.linalg.norm(tri.double().cpu().numpy() @ ritz[last:, :], axis=0)  # each Ritz pair's
         cluster = int(numpy.sum(values >= top * (1.0 - CLUSTER_WINDOW)))
-        early = store.dtype == torch.float32 and float(resid.min()) > _EARLY * top  # for the next step
         want = min(max(block, cluster), max_block, dim)
         tols = numpy.full(min(pairs, resid.size), rtol * top * loose)
         tols[0] = rtol * top
-        twin = None
-        if partner is not None and b == 1 and want == 1 and s + 2 <= dim and resid[0] <= tols[0]:
-            twin = partner(torch.from_numpy(ritz[:, 0].copy()).to(store) @ store[:s])  # (D,) or None
-            partner, want = None, 1 if twin is None else 2
         done = bool(numpy.all(resid[:tols.size] <= tols)) and want <= block
         if done or products >= max_products or s + want > dim:
             keep = min(want + 1, s)  # one beyond the block: the third pair bounds the rest of the spectrum
@@ -323,68 +300,22 @@ def top_block_bracket(
             return _final_block(apply, x, products, rtol, pairs, loose)
         # A remainder row of norm ~0 (an invariant subspace) leaves QR noise: re-orthogonalized here, or a
         # random direction where nothing is left; its coupling in the next residual is below that noise.
-        weak = numpy.abs(numpy.diagonal(tri_np)) <= 1e-6 * float(sizes.max())
+        weak = tri.diagonal().abs() <= 1e-6 * float(torch.linalg.vector_norm(rest, dim=1).max())
+        tri_np = tri.double().cpu().numpy()
         if want > b or bool(weak.any()):  # new directions or a broken-down row: orthogonalized afresh
-            candidates = nxt[torch.from_numpy(~weak).to(nxt.device)]
-            candidates = candidates if twin is None else torch.cat([candidates, twin[None].to(store)])
-            rows = _orthonormal_rows(candidates, store[:s], want, generator)
+            rows = _orthonormal_rows(nxt.T[~weak], store[:s], want, generator)
             known = None
         else:  # the remainder was orthogonalized twice already: its QR factor is the next block
-            rows = nxt
+            rows = nxt.T.contiguous()
             known = numpy.zeros((s, b))
             known[last:] = tri_np.T  # ⟨w_i, M nxt_k⟩ = tri[k, i]
         block = want
         if s + block > basis:  # thick restart: the top Ritz vectors, diagonal H
-            keep = max(block + 1, min(basis // 4, s - block))
+            keep = max(block + 1, min(basis // 2, s - block))
             store[:keep] = torch.from_numpy(ritz[:, :keep].copy()).to(store).T @ store[:s]
             h_mat, s = numpy.diag(values[:keep]), keep
             if known is not None:  # the arrow: ⟨x_j, M nxt_k⟩ = (tri · y_j,last)_k
                 known = (tri_np @ ritz[last:last + b, :keep]).T.copy()
-
-
-_SCRATCH = threading.local()
-_SCRATCH_BYTES = 64 * 2**20
-"""Largest basis kept for reuse (per thread and dtype): larger ones are allocated per call and freed."""
-
-
-def _scratch(rows: int, dim: int, like: Tensor) -> Tensor:
-    """An uninitialized (rows, dim) tensor like ``like``, reused by this thread's next call of the same shape
-    and dtype up to :data:`_SCRATCH_BYTES` (a fresh 12–24 MB basis per call cost the RealSN reports a tenth
-    of their system time in page faults). Only the running call uses it: every result is a copy."""
-    if rows * dim * like.element_size() > _SCRATCH_BYTES:
-        return like.new_empty(rows, dim)
-    held = getattr(_SCRATCH, "buffers", None)
-    if held is None:
-        held = _SCRATCH.buffers = {}
-    key = (like.dtype, like.device)
-    buffer = held.get(key)
-    if buffer is None or tuple(buffer.shape) != (rows, dim):
-        buffer = held[key] = like.new_empty(rows, dim)
-    return buffer
-
-
-def _thin_qr(rest: Tensor) -> tuple[Tensor, numpy.ndarray]:
-    """rest (b, D) = triᵀ · rows with rows orthonormal and tri (b, b) upper triangular (float64, numpy):
-    modified Gram–Schmidt over the b rows, twice (b is small: cheaper than a Householder QR of (D, b)).
-    A row of norm 0 stays 0 (its diagonal entry 0). One row is normalized in place (``rest`` is then the
-    row returned)."""
-    b = rest.shape[0]
-    if b == 1:  # in place: the caller's remainder becomes the next row
-        norm = float(torch.linalg.vector_norm(rest))
-        return (rest.div_(norm) if norm > 0.0 else rest), numpy.array([[norm]])
-    rows = rest.clone()
-    tri = numpy.zeros((b, b))
-    for j in range(b):
-        for i in range(j):
-            for _ in range(2):
-                coeff = float(rows[i] @ rows[j])
-                rows[j].sub_(rows[i], alpha=coeff)
-                tri[i, j] += coeff
-        norm = float(torch.linalg.vector_norm(rows[j]))
-        tri[j, j] = norm
-        if norm > 0.0:
-            rows[j].div_(norm)
-    return rows, tri
 
 
 def _orthonormal_rows(candidates: Tensor, basis: Tensor, count: int, generator: torch.Generator) -> Tensor:
